@@ -1,0 +1,240 @@
+//! The one public error type of tether.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// How a backend process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitStatus {
+    /// It exited with this code.
+    Code(i32),
+    /// It was ended by this signal number.
+    Signal(i32),
+    /// Its status could not be learned (e.g. it was not our child).
+    Unknown,
+}
+
+impl ExitStatus {
+    /// The exit code, if it exited by itself.
+    pub fn code(&self) -> Option<i32> {
+        match self {
+            ExitStatus::Code(c) => Some(*c),
+            _ => None,
+        }
+    }
+
+    /// From a std exit status.
+    pub fn from_std(status: std::process::ExitStatus) -> Self {
+        use std::os::unix::process::ExitStatusExt;
+        match (status.code(), status.signal()) {
+            (Some(c), _) => ExitStatus::Code(c),
+            (None, Some(s)) => ExitStatus::Signal(s),
+            _ => ExitStatus::Unknown,
+        }
+    }
+}
+
+impl std::fmt::Display for ExitStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExitStatus::Code(c) => write!(f, "exit code {c}"),
+            ExitStatus::Signal(s) => write!(f, "signal {s}"),
+            ExitStatus::Unknown => write!(f, "unknown status"),
+        }
+    }
+}
+
+/// A process listening on a port, as the port guard sees it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PortHolder {
+    /// Process id.
+    pub pid: u32,
+    /// The user owning it, when known.
+    pub user: Option<String>,
+    /// Its command line, joined with spaces for display.
+    pub command: String,
+    /// Whether tether started it (recorded instance or fingerprint match).
+    pub ours: bool,
+    /// The instance name it belongs to, when ours.
+    pub instance: Option<String>,
+}
+
+/// Every error tether reports. Messages are short; the cause is in `source()`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The configuration or a command-line value is wrong (exit code 2).
+    #[error("{message}")]
+    Config {
+        /// What was wrong and how to fix it.
+        message: String,
+    },
+    /// The runner's tool is missing or unusable (program not found, daemon unreachable).
+    #[error("{message}")]
+    Unavailable {
+        /// What is missing, with a hint how to get it.
+        message: String,
+    },
+    /// The backend could not be spawned.
+    #[error("could not start {program}")]
+    Spawn {
+        /// The program that was run.
+        program: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The backend exited before it became ready.
+    #[error("backend exited before it was ready ({status})")]
+    EarlyExit {
+        /// How it ended.
+        status: ExitStatus,
+        /// The last lines it printed (stderr and stdout, in order).
+        stderr_tail: Vec<String>,
+    },
+    /// The health probe reported a definite failure.
+    #[error("backend is not healthy: {reason}")]
+    Unhealthy {
+        /// The probe's reason.
+        reason: String,
+        /// The last lines the backend printed.
+        stderr_tail: Vec<String>,
+    },
+    /// The backend did not become ready before the deadline.
+    #[error("backend not ready after {}: last probe: {last_probe}", humanize(*waited))]
+    Timeout {
+        /// How long was waited.
+        waited: Duration,
+        /// The last probe's result.
+        last_probe: String,
+        /// The last lines the backend printed.
+        stderr_tail: Vec<String>,
+    },
+    /// A port is held by a process that is not ours.
+    #[error("port {port} is held by a process that is not tether's: {}; stop it or choose another port (--port auto), or pass --force-port", describe_holders(holders))]
+    PortTaken {
+        /// The port.
+        port: u16,
+        /// Who holds it.
+        holders: Vec<PortHolder>,
+    },
+    /// An instance of this name is already running.
+    #[error("instance '{name}' is already running{}; stop it with `tether down --name {name}`, or pick another --name", pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    AlreadyRunning {
+        /// The instance name.
+        name: String,
+        /// The owner's or backend's pid when known.
+        pid: Option<u32>,
+    },
+    /// No instance of this name is recorded.
+    #[error("no instance named '{name}' is recorded; `tether status` lists them")]
+    NotFound {
+        /// The instance name.
+        name: String,
+    },
+    /// The state directory could not be read or written.
+    #[error("state file {}", path.display())]
+    State {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// An operating-system call failed.
+    #[error("{what}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The runner's own machinery failed (Docker API, uv) in a way not covered above.
+    #[error("{message}")]
+    Runner {
+        /// What failed.
+        message: String,
+        /// The last lines of output, when any.
+        stderr_tail: Vec<String>,
+    },
+}
+
+impl Error {
+    /// A configuration error.
+    pub fn config(message: impl Into<String>) -> Self {
+        Error::Config { message: message.into() }
+    }
+
+    /// An I/O error with context.
+    pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io { what: what.into(), source }
+    }
+
+    /// The process exit code the CLI uses for this error: 2 for usage/config, 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Config { .. } => 2,
+            _ => 1,
+        }
+    }
+
+    /// The backend's exit code, when the error is an early exit.
+    pub fn backend_exit_code(&self) -> Option<i32> {
+        match self {
+            Error::EarlyExit { status, .. } => status.code(),
+            _ => None,
+        }
+    }
+
+    /// The last lines the backend printed, when the error carries them.
+    pub fn stderr_tail(&self) -> &[String] {
+        match self {
+            Error::EarlyExit { stderr_tail, .. }
+            | Error::Unhealthy { stderr_tail, .. }
+            | Error::Timeout { stderr_tail, .. }
+            | Error::Runner { stderr_tail, .. } => stderr_tail,
+            _ => &[],
+        }
+    }
+
+    /// The error and its chain of causes on one line, `: `-separated.
+    pub fn chain(&self) -> String {
+        let mut out = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(s) = source {
+            out.push_str(": ");
+            out.push_str(&s.to_string());
+            source = s.source();
+        }
+        out
+    }
+}
+
+/// Short result alias.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn describe_holders(holders: &[PortHolder]) -> String {
+    holders
+        .iter()
+        .map(|h| {
+            format!(
+                "pid {} (user {}, command `{}`)",
+                h.pid,
+                h.user.as_deref().unwrap_or("?"),
+                h.command
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A duration for humans: `850ms`, `2.5s`.
+pub fn humanize(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}

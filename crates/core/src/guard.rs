@@ -1,0 +1,343 @@
+//! The guard: tether re-executed as the backend's direct parent, so that the
+//! owner's death — even by SIGKILL — takes the backend and every descendant down.
+//!
+//! The Linux parent-death signal reaches only the direct child, and fires when the
+//! spawning *thread* exits; uv's Python, or any grandchild, is not the direct child.
+//! So the direct child is this guard. It
+//! 1. asks for a parent-death signal (SIGUSR2) and checks its parent is still there;
+//! 2. makes itself a child subreaper, so orphaned descendants — even those that call
+//!    `setsid` — become its children instead of escaping to init;
+//! 3. starts the backend in its own process group (the guard's), stdin null;
+//! 4. waits for a signal: SIGTERM/SIGINT/SIGHUP (a stop), SIGUSR2 whose parent is
+//!    really gone (the owner died; a mere thread exit is ignored), or SIGCHLD;
+//! 5. on a stop or the owner's death: SIGTERM to the group and every descendant,
+//!    reap until none is left or the grace period passes, then SIGKILL;
+//!    when the backend exits by itself: the same for whatever it left;
+//! 6. exits the way the backend did (same code, or the same signal re-raised).
+//!
+//! Detached instances (`--log-file`) have no parent to watch; the guard writes the
+//! backend's output to the log file (one rotated file), so nothing ever blocks.
+//!
+//! A program that links tether opts in with [`run_if_guard`] at the top of `main`.
+
+use std::ffi::OsString;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, killpg, sigprocmask};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{Pid, getpid, getppid};
+
+use crate::procs;
+
+/// The first argument that turns a program into the guard.
+pub const GUARD_ARG: &str = "__tether-guard";
+
+static INSTALLED: AtomicBool = AtomicBool::new(false);
+
+/// Call first thing in `main`: if this process was started as a guard, run it and
+/// exit; otherwise note that this executable can serve as a guard and return.
+pub fn run_if_guard() {
+    let mut args = std::env::args_os();
+    let _program = args.next();
+    if args.next().as_deref() == Some(std::ffi::OsStr::new(GUARD_ARG)) {
+        let code = match GuardArgs::parse(args.collect()) {
+            Ok(a) => run(a),
+            Err(e) => {
+                eprintln!("tether guard: {e}");
+                2
+            }
+        };
+        std::process::exit(code);
+    }
+    INSTALLED.store(true, Ordering::Release);
+}
+
+/// Whether [`run_if_guard`] ran in this process, so the current executable can be a guard.
+pub fn installed() -> bool {
+    INSTALLED.load(Ordering::Acquire)
+}
+
+#[derive(Debug)]
+struct GuardArgs {
+    parent: Option<i32>,
+    grace: Duration,
+    log_file: Option<PathBuf>,
+    log_max: u64,
+    program: OsString,
+    args: Vec<OsString>,
+}
+
+impl GuardArgs {
+    fn parse(args: Vec<OsString>) -> Result<Self, String> {
+        let mut it = args.into_iter();
+        let mut parsed = GuardArgs {
+            parent: None,
+            grace: Duration::from_secs(5),
+            log_file: None,
+            log_max: 10 * 1024 * 1024,
+            program: OsString::new(),
+            args: Vec::new(),
+        };
+        let value = |it: &mut std::vec::IntoIter<OsString>, name: &str| {
+            it.next().and_then(|v| v.into_string().ok()).ok_or(format!("{name} needs a value"))
+        };
+        while let Some(arg) = it.next() {
+            match arg.to_str() {
+                Some("--parent") => parsed.parent = Some(value(&mut it, "--parent")?.parse().map_err(|e| format!("--parent: {e}"))?),
+                Some("--grace-ms") => {
+                    parsed.grace = Duration::from_millis(value(&mut it, "--grace-ms")?.parse().map_err(|e| format!("--grace-ms: {e}"))?)
+                }
+                Some("--log-file") => parsed.log_file = Some(PathBuf::from(value(&mut it, "--log-file")?)),
+                Some("--log-max") => parsed.log_max = value(&mut it, "--log-max")?.parse().map_err(|e| format!("--log-max: {e}"))?,
+                Some("--") => {
+                    parsed.program = it.next().ok_or("no program after --")?;
+                    parsed.args = it.collect();
+                    return Ok(parsed);
+                }
+                _ => return Err(format!("unexpected guard argument {arg:?}")),
+            }
+        }
+        Err("no `-- PROGRAM` given".into())
+    }
+}
+
+fn watched_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGUSR2, Signal::SIGCHLD] {
+        set.add(s);
+    }
+    set
+}
+
+fn run(args: GuardArgs) -> i32 {
+    let set = watched_signals();
+    // Blocked before anything else so no signal is lost; the backend gets a clean mask.
+    if let Err(e) = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None) {
+        eprintln!("tether guard: cannot block signals: {e}");
+        return 1;
+    }
+    if let Some(parent) = args.parent {
+        if nix::sys::prctl::set_pdeathsig(Signal::SIGUSR2).is_err() || getppid().as_raw() != parent {
+            // The owner is already gone: start nothing.
+            return 1;
+        }
+    }
+    let _ = nix::sys::prctl::set_child_subreaper(true);
+
+    let mut command = Command::new(&args.program);
+    command.args(&args.args).stdin(Stdio::null());
+    if args.log_file.is_some() {
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    }
+    // SAFETY: sigprocmask is async-signal-safe; it runs between fork and exec only.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        command.pre_exec(|| {
+            sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None).map_err(std::io::Error::from)
+        });
+    }
+    let mut child = match command.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tether guard: cannot start {}: {e}", args.program.to_string_lossy());
+            return 127;
+        }
+    };
+    let main_pid = Pid::from_raw(child.id() as i32);
+    let mut log_threads = Vec::new();
+    if let Some(path) = &args.log_file {
+        let log = Arc::new(Mutex::new(RotatingLog::open(path.clone(), args.log_max)));
+        if let Some(out) = child.stdout.take() {
+            log_threads.push(copy_to_log(out, Arc::clone(&log)));
+        }
+        if let Some(err) = child.stderr.take() {
+            log_threads.push(copy_to_log(err, Arc::clone(&log)));
+        }
+    }
+
+    let mut main_status: Option<WaitStatus> = None;
+    loop {
+        let sig = match set.wait() {
+            Ok(s) => s,
+            Err(_) => continue,
+        };
+        match sig {
+            Signal::SIGCHLD => {
+                reap(main_pid, &mut main_status);
+                if main_status.is_some() {
+                    // The backend ended by itself: take down what it left.
+                    terminate(main_pid, &mut main_status, args.grace);
+                    break;
+                }
+            }
+            Signal::SIGUSR2 => {
+                let parent_alive = args.parent.is_some_and(|p| getppid().as_raw() == p);
+                if parent_alive {
+                    // Only the spawning thread of the owner ended: watch again.
+                    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGUSR2);
+                    continue;
+                }
+                terminate(main_pid, &mut main_status, args.grace);
+                break;
+            }
+            _ => {
+                terminate(main_pid, &mut main_status, args.grace);
+                break;
+            }
+        }
+    }
+    for t in log_threads {
+        let _ = t.join();
+    }
+    exit_like(main_status)
+}
+
+/// Reap every child that has exited, remembering the backend's status.
+fn reap(main_pid: Pid, main_status: &mut Option<WaitStatus>) -> bool {
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => return false,
+            Ok(status) => {
+                if status.pid() == Some(main_pid) {
+                    *main_status = Some(status);
+                }
+            }
+            Err(Errno::EINTR) => continue,
+            // No children at all: everything is gone.
+            Err(_) => return true,
+        }
+    }
+}
+
+fn signal_all(sig: Signal) {
+    let me = getpid();
+    // The guard blocks these signals, so signalling its own group is harmless.
+    let _ = killpg(me, sig);
+    for pid in procs::descendants(me.as_raw() as u32) {
+        let _ = kill(Pid::from_raw(pid as i32), sig);
+    }
+}
+
+/// SIGTERM everything below the guard, reap until nothing is left or the grace
+/// period passed, then SIGKILL and reap the rest.
+fn terminate(main_pid: Pid, main_status: &mut Option<WaitStatus>, grace: Duration) {
+    signal_all(Signal::SIGTERM);
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if reap(main_pid, main_status) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    signal_all(Signal::SIGKILL);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if reap(main_pid, main_status) {
+            return;
+        }
+        signal_all(Signal::SIGKILL);
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn exit_like(status: Option<WaitStatus>) -> i32 {
+    match status {
+        Some(WaitStatus::Exited(_, code)) => code,
+        Some(WaitStatus::Signaled(_, sig, _)) => {
+            // Die of the same signal so the owner sees what the backend saw.
+            // SAFETY: restoring the default disposition of a signal is always sound.
+            let _ = unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigDfl) };
+            let mut only = SigSet::empty();
+            only.add(sig);
+            let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&only), None);
+            let _ = nix::sys::signal::raise(sig);
+            128 + sig as i32
+        }
+        _ => 1,
+    }
+}
+
+/// The detached instance's log: bounded, with one rotated file (`NAME.log.1`).
+struct RotatingLog {
+    path: PathBuf,
+    max: u64,
+    file: Option<File>,
+    size: u64,
+}
+
+impl RotatingLog {
+    fn open(path: PathBuf, max: u64) -> Self {
+        let file = OpenOptions::new().create(true).append(true).open(&path).ok();
+        let size = file.as_ref().and_then(|f| f.metadata().ok()).map_or(0, |m| m.len());
+        RotatingLog { path, max: max.max(1024), file, size }
+    }
+
+    fn write(&mut self, data: &[u8]) {
+        if self.size + data.len() as u64 > self.max {
+            let mut rotated = self.path.clone().into_os_string();
+            rotated.push(".1");
+            let _ = std::fs::rename(&self.path, rotated);
+            self.file = OpenOptions::new().create(true).append(true).open(&self.path).ok();
+            self.size = 0;
+        }
+        if let Some(f) = &mut self.file {
+            if f.write_all(data).is_ok() {
+                self.size += data.len() as u64;
+            }
+        }
+    }
+}
+
+fn copy_to_log(mut from: impl Read + Send + 'static, log: Arc<Mutex<RotatingLog>>) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match from.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => log.lock().unwrap_or_else(|p| p.into_inner()).write(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => break,
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_guard_arguments() {
+        let args: Vec<OsString> = ["--parent", "12", "--grace-ms", "250", "--", "prog", "a b", "--x"]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        let a = GuardArgs::parse(args).expect("parses");
+        assert_eq!(a.parent, Some(12));
+        assert_eq!(a.grace, Duration::from_millis(250));
+        assert_eq!(a.program, "prog");
+        assert_eq!(a.args, vec![OsString::from("a b"), OsString::from("--x")]);
+        assert!(GuardArgs::parse(vec![OsString::from("--parent")]).is_err());
+        assert!(GuardArgs::parse(vec![]).is_err());
+    }
+
+    #[test]
+    fn rotating_log_stays_bounded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("x.log");
+        let mut log = RotatingLog::open(path.clone(), 1024);
+        for _ in 0..100 {
+            log.write(&[b'a'; 100]);
+        }
+        let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        assert!(len <= 1024, "{len}");
+        assert!(dir.path().join("x.log.1").exists());
+    }
+}

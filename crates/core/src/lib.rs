@@ -1,0 +1,58 @@
+//! # tether-core
+//!
+//! The engine behind tether: it starts a backend through a [`Runner`], waits until
+//! the backend is really ready, relays its output, stops it cleanly and makes sure it
+//! never outlives its owner nor harms a process that is not its own.
+//!
+//! ## Theory of operation
+//! A [`Runner`] turns a [`LaunchSpec`] into a [`RunningBackend`] (a process group
+//! under a guard, or a container). [`launch`] drives the [`Lifecycle`]
+//! (`Idle → Preparing → Starting → WaitingReady → Ready → Stopping → Stopped`): it
+//! checks and prepares the runner, starts the backend, and runs the readiness engine,
+//! which probes at once, then backs off from about a millisecond to a cap, probes
+//! again on every new line of backend output, and races the backend's exit so an
+//! early death is reported at once with its status and the tail of its output. On
+//! any failure the backend is stopped: nothing is left behind.
+//!
+//! Process-based runners share [`process`]: the backend runs in its own process
+//! group under a tiny guard (this program re-executed, see [`guard`]) that takes the
+//! whole group and every descendant down when its owner dies, even by `SIGKILL`.
+//!
+//! ```no_run
+//! # async fn demo(runner: std::sync::Arc<dyn tether_core::Runner>) -> tether_core::Result<()> {
+//! use tether_core::{launch, LaunchSpec, LaunchOptions, probe::HttpProbe};
+//! let spec = LaunchSpec::new("demo", 8765);
+//! let probe = std::sync::Arc::new(HttpProbe::claude_skills("/health"));
+//! let instance = launch(runner, spec, probe, LaunchOptions::default()).await?;
+//! println!("ready at {}", instance.url());
+//! instance.stop().await?;
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+pub mod backoff;
+pub mod error;
+pub mod guard;
+pub mod launch;
+pub mod lifecycle;
+pub mod port;
+pub mod probe;
+pub mod process;
+pub mod procs;
+pub mod readiness;
+pub mod relay;
+pub mod runner;
+pub mod state;
+
+pub use error::{Error, ExitStatus, PortHolder, Result};
+pub use launch::{Instance, LaunchOptions, launch};
+pub use lifecycle::{Lifecycle, Progress, State};
+pub use probe::{HealthProbe, ProbeOutcome};
+pub use relay::{LogLine, LogRelay, Stream};
+pub use runner::{Endpoint, Identity, LaunchSpec, Runner, RunnerInfo, RunningBackend, StopOutcome};
+
+/// The traits a runner or probe implementer needs, and nothing else.
+pub mod prelude {
+    pub use crate::probe::HealthProbe;
+    pub use crate::runner::{Runner, RunningBackend};
+}

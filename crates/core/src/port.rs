@@ -1,0 +1,338 @@
+//! The port guard: who listens on a port, is it ours, and is the port free yet.
+//!
+//! Unlike `lsof -ti :PORT`, only sockets in the LISTEN state count: a client
+//! connected to the port (a browser, a health probe, tether itself) is never a
+//! holder, so it can never be mistaken for the server and killed.
+//!
+//! Sockets are read from `/proc/net/tcp{,6}` (this network namespace) and mapped
+//! to processes through their `/proc/PID/fd` links. Without privilege, the fds of
+//! another user's processes cannot be read: such a listener shows up in no
+//! holder list, but [`can_bind`] still sees the port as taken. Callers therefore
+//! decide "free" by the bind test, never by an empty holder list.
+
+use std::collections::HashSet;
+use std::io;
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use procfs::net::TcpState;
+
+use crate::error::{Error, PortHolder, Result, humanize};
+use crate::procs;
+use crate::state::Record;
+
+/// The environment variable tether sets on every backend it starts, naming its
+/// instance: a fingerprint that survives even when the state file is gone.
+pub const INSTANCE_ENV: &str = "TETHER_INSTANCE";
+
+/// Pids of processes holding a TCP socket in LISTEN state on `port` (IPv4 and
+/// IPv6), sorted and deduplicated. A process whose fds we may not read is
+/// skipped (see the module notes). A client connected to the port is never a
+/// holder.
+pub fn listening_pids(port: u16) -> Result<Vec<u32>> {
+    let inodes = listening_inodes(port)?;
+    if inodes.is_empty() {
+        // The common case (port free) costs two small file reads, no fd scan.
+        return Ok(Vec::new());
+    }
+    let mut pids = Vec::new();
+    let proc_dir = std::fs::read_dir("/proc").map_err(|e| Error::io("cannot list /proc", e))?;
+    for entry in proc_dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if holds_any(pid, &inodes) {
+            pids.push(pid);
+        }
+    }
+    // read_dir walks /proc in pid order already; sort anyway, it is the contract.
+    pids.sort_unstable();
+    pids.dedup();
+    Ok(pids)
+}
+
+/// Who holds `port`, each classified as ours or foreign.
+///
+/// A holder is ours when its process group is the `pgid` of a record whose
+/// `leader` is still alive (pid + start time — a stale record vouches for
+/// nothing), or when its environment carries `TETHER_INSTANCE=<name>` (set by
+/// tether on every backend it starts). `instance` then names the instance.
+/// Holders that exit while we look are left out: they hold nothing any more.
+pub fn holders(port: u16, records: &[Record]) -> Result<Vec<PortHolder>> {
+    // Only records whose leader is verifiably alive may claim a group; check
+    // each once, not once per holder.
+    let live_groups: Vec<(u32, &str)> = records
+        .iter()
+        .filter(|r| r.leader.is_some_and(|l| l.is_alive()))
+        .filter_map(|r| r.pgid.map(|g| (g, r.name.as_str())))
+        .collect();
+    let mut out = Vec::new();
+    for pid in listening_pids(port)? {
+        let Some(info) = procs::info(pid) else {
+            continue;
+        };
+        let by_record = live_groups
+            .iter()
+            .find(|(g, _)| *g == info.pgid)
+            .map(|(_, n)| n.to_string());
+        let instance =
+            by_record.or_else(|| procs::env_var(pid, INSTANCE_ENV).filter(|name| !name.is_empty()));
+        out.push(PortHolder {
+            pid,
+            user: info.user,
+            command: info.command,
+            ours: instance.is_some(),
+            instance,
+        });
+    }
+    Ok(out)
+}
+
+/// True if a TCP listener can be bound on `host:port` right now.
+///
+/// The test binds with std's `TcpListener`, which on Unix sets `SO_REUSEADDR`
+/// — as servers do — so connections lingering in `TIME_WAIT` after a stop do
+/// not count as "in use", exactly as they would not stop the server. When
+/// `host` resolves to several addresses (`localhost` → `127.0.0.1` and `::1`),
+/// the port is free if at least one binds and none is in use. An unresolvable
+/// host is never free.
+pub fn can_bind(host: &str, port: u16) -> bool {
+    resolve(host, port).is_ok_and(|addrs| bind_test(&addrs).is_ok())
+}
+
+/// Wait until [`can_bind`] is true, up to `timeout`.
+///
+/// Polls at once, then with a backoff from 1 ms doubling to a 50 ms cap, so a
+/// port freed right after a stop is seen within a few milliseconds. Fails at
+/// once, without waiting, when waiting cannot help: the host does not resolve,
+/// or binding fails for another reason than "in use" (an address not on this
+/// machine, a privileged port).
+pub async fn wait_free(host: &str, port: u16, timeout: Duration) -> Result<()> {
+    let addrs = {
+        let target = format!("{host}:{port}");
+        tokio::net::lookup_host(target.as_str())
+            .await
+            .map(Iterator::collect::<Vec<_>>)
+            .map_err(|e| Error::io(format!("cannot resolve host '{host}'"), e))?
+    };
+    let deadline = Instant::now() + timeout;
+    let mut delay = Duration::from_millis(1);
+    loop {
+        let last = match bind_test(&addrs) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => e,
+            Err(e) => return Err(Error::io(format!("cannot bind {host}:{port}"), e)),
+        };
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(Error::io(
+                format!(
+                    "port {port} on {host} still in use after {}; `tether port {port}` shows who holds it",
+                    humanize(timeout)
+                ),
+                last,
+            ));
+        }
+        tokio::time::sleep(delay.min(deadline - now)).await;
+        delay = (delay * 2).min(Duration::from_millis(50));
+    }
+}
+
+/// A free port on `host`, picked by the OS (bind port 0, read it, release it).
+///
+/// Another process could take it before the caller binds it; callers that pass
+/// it to a backend still run the port guard.
+pub fn free_port(host: &str) -> Result<u16> {
+    let listener = TcpListener::bind((host, 0))
+        .map_err(|e| Error::io(format!("cannot pick a free port on {host}"), e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::io(format!("cannot read the port picked on {host}"), e))?;
+    Ok(addr.port())
+}
+
+/// Socket inodes in LISTEN state on `port`, over IPv4 and IPv6.
+fn listening_inodes(port: u16) -> Result<HashSet<u64>> {
+    let v4 =
+        procfs::net::tcp().map_err(|e| Error::io("cannot read /proc/net/tcp", proc_to_io(e)))?;
+    // With IPv6 disabled the tcp6 table does not exist: no IPv6 listeners then.
+    let v6 = procfs::net::tcp6().unwrap_or_default();
+    Ok(v4
+        .into_iter()
+        .chain(v6)
+        .filter(|e| e.state == TcpState::Listen && e.local_address.port() == port)
+        .map(|e| e.inode)
+        .collect())
+}
+
+/// Whether `pid` has an open fd on one of the socket `inodes`. Unreadable or
+/// vanished processes hold nothing as far as we can tell.
+fn holds_any(pid: u32, inodes: &HashSet<u64>) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.flatten().any(|fd| {
+        // A socket fd links to the text "socket:[INODE]".
+        std::fs::read_link(fd.path()).ok().is_some_and(|target| {
+            target
+                .to_str()
+                .and_then(|t| {
+                    t.strip_prefix("socket:[")?
+                        .strip_suffix(']')?
+                        .parse::<u64>()
+                        .ok()
+                })
+                .is_some_and(|inode| inodes.contains(&inode))
+        })
+    })
+}
+
+fn resolve(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+    Ok((host, port).to_socket_addrs()?.collect())
+}
+
+/// Bind each address in turn; "in use" on any wins over success on another,
+/// since a server may pick exactly that one. Otherwise one success suffices:
+/// an address family the machine lacks (`::1` without IPv6) is no obstacle.
+fn bind_test(addrs: &[SocketAddr]) -> io::Result<()> {
+    let mut bound = false;
+    let mut other = None;
+    for addr in addrs {
+        match TcpListener::bind(addr) {
+            Ok(_) => bound = true,
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => return Err(e),
+            Err(e) => other = Some(e),
+        }
+    }
+    match (bound, other) {
+        (true, _) => Ok(()),
+        (false, Some(e)) => Err(e),
+        (false, None) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "no address to bind",
+        )),
+    }
+}
+
+fn proc_to_io(e: procfs::ProcError) -> io::Error {
+    match e {
+        procfs::ProcError::Io(e, _) => e,
+        other => io::Error::other(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpStream;
+
+    /// `pids` without our own children: a child forked by a concurrent test
+    /// holds copies of our fds until its exec closes them.
+    fn without_children(mut pids: Vec<u32>) -> Vec<u32> {
+        let me = std::process::id();
+        pids.retain(|&p| procs::info(p).is_none_or(|i| i.ppid != me));
+        pids
+    }
+
+    #[test]
+    fn finds_own_listener_v4_and_v6() {
+        let me = std::process::id();
+        let l4 = TcpListener::bind("127.0.0.1:0").expect("bind v4");
+        let port = l4.local_addr().expect("addr").port();
+        assert_eq!(
+            without_children(listening_pids(port).expect("lookup")),
+            [me]
+        );
+        if let Ok(l6) = TcpListener::bind("[::1]:0") {
+            let port6 = l6.local_addr().expect("addr").port();
+            assert_eq!(
+                without_children(listening_pids(port6).expect("lookup")),
+                [me]
+            );
+        }
+    }
+
+    #[test]
+    fn connected_client_is_not_a_holder() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let client = TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (_server_side, _) = listener.accept().expect("accept");
+        let client_port = client.local_addr().expect("client addr").port();
+        // The client's ephemeral port has an ESTABLISHED socket, no listener.
+        assert!(listening_pids(client_port).expect("lookup").is_empty());
+    }
+
+    #[test]
+    fn own_listener_is_foreign_without_records_or_fingerprint() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let found = holders(port, &[]).expect("holders");
+        let me = found
+            .iter()
+            .find(|h| h.pid == std::process::id())
+            .expect("own");
+        assert!(!me.ours);
+        assert_eq!(me.instance, None);
+        assert!(!me.command.is_empty());
+    }
+
+    #[test]
+    fn own_listener_is_ours_by_live_record() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let me = procs::ProcessIdentity::current();
+        let mut record = crate::state::tests::sample("mine");
+        record.leader = Some(me);
+        record.pgid = procs::pgid_of(me.pid);
+        let found = holders(port, std::slice::from_ref(&record)).expect("holders");
+        assert!(found[0].ours);
+        assert_eq!(found[0].instance.as_deref(), Some("mine"));
+        // A record whose leader is a stale identity vouches for nothing.
+        record.leader = Some(procs::ProcessIdentity {
+            pid: me.pid,
+            start_time: me.start_time + 1,
+        });
+        assert!(!holders(port, &[record]).expect("holders")[0].ours);
+    }
+
+    #[test]
+    fn free_port_can_be_bound_until_taken() {
+        let port = free_port("127.0.0.1").expect("free port");
+        assert_ne!(port, 0);
+        assert!(can_bind("127.0.0.1", port));
+        let _held = TcpListener::bind(("127.0.0.1", port)).expect("bind");
+        assert!(!can_bind("127.0.0.1", port));
+        assert!(!can_bind("no-such-host.invalid", port));
+    }
+
+    #[test]
+    fn time_wait_does_not_count_as_in_use() {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let client = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        let (server_side, _) = listener.accept().expect("accept");
+        // The server closes first, so its side of the connection lingers
+        // (FIN_WAIT/TIME_WAIT) on `port` after the listener is gone.
+        drop(server_side);
+        drop(client);
+        drop(listener);
+        assert!(listening_pids(port).expect("lookup").is_empty());
+        assert!(can_bind("127.0.0.1", port));
+    }
+
+    #[tokio::test]
+    async fn wait_free_returns_once_released() {
+        let held = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = held.local_addr().expect("addr").port();
+        let err = wait_free("127.0.0.1", port, Duration::from_millis(5)).await;
+        assert!(matches!(err, Err(Error::Io { .. })), "{err:?}");
+        drop(held);
+        wait_free("127.0.0.1", port, Duration::from_secs(10))
+            .await
+            .expect("freed");
+    }
+}

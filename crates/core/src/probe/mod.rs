@@ -1,0 +1,131 @@
+//! Health probes: one attempt → [`ProbeOutcome`].
+
+mod condition;
+mod http;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use regex::Regex;
+
+pub use condition::{Condition, ConditionError, Op, lookup};
+pub use http::HttpProbe;
+
+use crate::relay::LogRelay;
+use crate::runner::Endpoint;
+
+/// The result of one probe attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeOutcome {
+    /// Ready to serve.
+    Ready {
+        /// The final progress count, when the probe reads one.
+        progress: Option<u64>,
+    },
+    /// Not yet; try again.
+    Pending {
+        /// Progress so far, when known.
+        progress: Option<u64>,
+        /// Why not yet (`connection refused`, `HTTP 500`, `loading_complete is false`).
+        detail: String,
+        /// The backend answered (its port is up), even if not ready.
+        answered: bool,
+    },
+    /// It will never become ready: stop waiting.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl ProbeOutcome {
+    /// A pending outcome where nothing answered.
+    pub fn no_answer(detail: impl Into<String>) -> Self {
+        ProbeOutcome::Pending { progress: None, detail: detail.into(), answered: false }
+    }
+}
+
+/// What a probe may use.
+#[derive(Debug, Clone, Copy)]
+pub struct ProbeContext<'a> {
+    /// Where the backend answers.
+    pub endpoint: &'a Endpoint,
+    /// Its output so far.
+    pub logs: &'a Arc<LogRelay>,
+    /// One HTTP client reused by every attempt (no proxy; per-attempt timeout set).
+    pub client: &'a reqwest::Client,
+}
+
+/// One kind of readiness check.
+///
+/// # Contract
+/// One call is one attempt; it must not loop or sleep. It is called under the
+/// per-attempt timeout, so it may simply await.
+#[async_trait]
+pub trait HealthProbe: Send + Sync + std::fmt::Debug {
+    /// Try once.
+    async fn probe(&self, ctx: ProbeContext<'_>) -> ProbeOutcome;
+    /// What it checks, for messages: `GET /health`, `tcp connect`.
+    fn describe(&self) -> String;
+}
+
+/// Ready once a TCP connection to the endpoint succeeds.
+#[derive(Debug, Clone, Default)]
+pub struct TcpProbe;
+
+#[async_trait]
+impl HealthProbe for TcpProbe {
+    async fn probe(&self, ctx: ProbeContext<'_>) -> ProbeOutcome {
+        match tokio::net::TcpStream::connect((ctx.endpoint.host.as_str(), ctx.endpoint.port)).await {
+            Ok(_) => ProbeOutcome::Ready { progress: None },
+            Err(e) => ProbeOutcome::no_answer(e.to_string()),
+        }
+    }
+
+    fn describe(&self) -> String {
+        "tcp connect".into()
+    }
+}
+
+/// Ready once a line of output matches a regular expression.
+#[derive(Debug)]
+pub struct LogProbe {
+    pattern: Regex,
+    // The relay watched and its flag; a restart brings a new relay.
+    watched: Mutex<Option<(usize, Arc<AtomicBool>)>>,
+}
+
+impl LogProbe {
+    /// A probe for `pattern`.
+    pub fn new(pattern: Regex) -> Self {
+        LogProbe { pattern, watched: Mutex::new(None) }
+    }
+}
+
+#[async_trait]
+impl HealthProbe for LogProbe {
+    async fn probe(&self, ctx: ProbeContext<'_>) -> ProbeOutcome {
+        let key = Arc::as_ptr(ctx.logs) as usize;
+        let hit = {
+            let mut watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
+            match &*watched {
+                Some((k, hit)) if *k == key => Arc::clone(hit),
+                _ => {
+                    let hit = ctx.logs.watch_pattern(self.pattern.clone());
+                    *watched = Some((key, Arc::clone(&hit)));
+                    hit
+                }
+            }
+        };
+        if hit.load(Ordering::Acquire) {
+            ProbeOutcome::Ready { progress: None }
+        } else {
+            ProbeOutcome::no_answer(format!("no output line matched /{}/ yet", self.pattern))
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("log line matching /{}/", self.pattern)
+    }
+}

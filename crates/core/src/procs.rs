@@ -1,0 +1,401 @@
+//! Facts about processes, read from `/proc`.
+//!
+//! A pid alone is not an identity: the kernel reuses pids, so a recorded pid may
+//! name a stranger by the time we look again. Everything here that decides whether
+//! a process is "the one we mean" compares the pid *and* its start time. Zombies
+//! (state `Z`) and dead tasks (`X`) count as gone everywhere: they hold no
+//! resources but a table slot, and cannot be signalled into doing anything.
+//!
+//! Process-table walks read `/proc` directly instead of going through `sysinfo`:
+//! they need only the parent pid, process group and state, and the kernel's
+//! child lists let `descendants` visit just the tree it asks about (see there for
+//! measurements). `sysinfo` serves only to resolve user names.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::path::Path;
+use std::sync::OnceLock;
+
+use procfs::FromRead;
+use procfs::process::Stat;
+use serde::{Deserialize, Serialize};
+
+/// A process as identified safely: pid + its start time (clock ticks since boot,
+/// `/proc/PID/stat` field 22). A pid alone can be reused; pid + start time cannot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ProcessIdentity {
+    /// Process id.
+    pub pid: u32,
+    /// Start time in clock ticks since boot.
+    pub start_time: u64,
+}
+
+impl ProcessIdentity {
+    /// The identity of the live process `pid`; `None` if there is no such process
+    /// or it is a zombie.
+    pub fn of(pid: u32) -> Option<Self> {
+        let stat = live_stat(pid)?;
+        Some(ProcessIdentity {
+            pid,
+            start_time: stat.starttime,
+        })
+    }
+
+    /// This process.
+    ///
+    /// If `/proc` cannot be read (not mounted, or hidden by a sandbox) the start
+    /// time is 0. Such an identity is never [`is_alive`](Self::is_alive), which is
+    /// the safe failure: a record carrying it is treated as stale rather than
+    /// letting a bare pid vouch for a process.
+    pub fn current() -> Self {
+        let pid = std::process::id();
+        // Read through /proc/self rather than /proc/PID: it is the same file, and
+        // still correct inside a pid namespace whose /proc belongs to the parent's.
+        let start_time = Stat::from_file("/proc/self/stat")
+            .map(|s| s.starttime)
+            .unwrap_or(0);
+        ProcessIdentity { pid, start_time }
+    }
+
+    /// True when `pid` exists, is not a zombie, and started at `start_time` — that
+    /// is, it is still the very process this identity was taken from. A start
+    /// time of 0 (unknown, see [`current`](Self::current)) is never alive.
+    pub fn is_alive(&self) -> bool {
+        self.start_time != 0 && live_stat(self.pid).is_some_and(|s| s.starttime == self.start_time)
+    }
+}
+
+/// What `/proc` tells about one process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessInfo {
+    /// Process id.
+    pub pid: u32,
+    /// Parent process id (0 for the kernel's own roots).
+    pub ppid: u32,
+    /// Process group id.
+    pub pgid: u32,
+    /// Start time in clock ticks since boot.
+    pub start_time: u64,
+    /// The name of the user owning it, when it can be resolved.
+    pub user: Option<String>,
+    /// Its arguments joined by single spaces, or `[comm]` when it has none (kernel
+    /// threads, or a process whose command line we may not read).
+    pub command: String,
+}
+
+impl ProcessInfo {
+    /// The safe identity of this process.
+    pub fn identity(&self) -> ProcessIdentity {
+        ProcessIdentity {
+            pid: self.pid,
+            start_time: self.start_time,
+        }
+    }
+}
+
+/// What `/proc` tells about `pid`; `None` if it does not exist or is a zombie.
+pub fn info(pid: u32) -> Option<ProcessInfo> {
+    let stat = live_stat(pid)?;
+    let user = uid_of(pid).and_then(user_name);
+    let command = command_line(pid).unwrap_or_else(|| format!("[{}]", stat.comm));
+    Some(ProcessInfo {
+        pid,
+        ppid: to_u32(stat.ppid),
+        pgid: to_u32(stat.pgrp),
+        start_time: stat.starttime,
+        user,
+        command,
+    })
+}
+
+/// The process group of `pid`; `None` if it does not exist or is a zombie.
+pub fn pgid_of(pid: u32) -> Option<u32> {
+    live_stat(pid).map(|s| to_u32(s.pgrp))
+}
+
+/// All live descendants of `root` (children, grandchildren...) found by parent
+/// pid, excluding `root` itself. A parent comes before its children.
+///
+/// The walk follows the kernel's own child lists (`/proc/PID/task/TID/children`),
+/// touching only the tree under `root`; where the kernel lacks them
+/// (`CONFIG_PROC_CHILDREN` off) it falls back to one scan of the whole table by
+/// parent pid. Measured with a 5-process tree on a ~75-process table: ~60 µs for
+/// the walk, ~0.7 ms for the full scan, ~0.75 ms for a `sysinfo` refresh with
+/// `ProcessRefreshKind::nothing()`; the full scan and `sysinfo` grow with the
+/// table, the walk only with the tree.
+///
+/// Either way this is a snapshot of a moving table: a process forked or
+/// re-parented during the walk may be missed. Callers that must catch every
+/// survivor repeat the walk after signalling, as they do anyway while waiting
+/// for the tree to drain.
+pub fn descendants(root: u32) -> Vec<u32> {
+    descendants_via(root, has_child_lists())
+}
+
+fn descendants_via(root: u32, child_lists: bool) -> Vec<u32> {
+    if root == 0 {
+        return Vec::new();
+    }
+    if child_lists {
+        // Descend even into a zombie-looking child: a process whose main thread
+        // exited shows `Z` while its other threads (and their children) live on.
+        // A true zombie simply has no children.
+        return walk(root, child_list, |pid| live_stat(pid).is_some());
+    }
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    for (pid, stat) in live_table() {
+        children.entry(to_u32(stat.ppid)).or_default().push(pid);
+    }
+    walk(root, |p| children.remove(&p).unwrap_or_default(), |_| true)
+}
+
+/// Depth-first over `children_of` from `root`, keeping those `keep` accepts.
+fn walk(
+    root: u32,
+    mut children_of: impl FnMut(u32) -> Vec<u32>,
+    keep: impl Fn(u32) -> bool,
+) -> Vec<u32> {
+    let mut out = Vec::new();
+    // `seen` guards against a cycle made of a pid reused mid-walk.
+    let mut seen = HashSet::from([root]);
+    let mut frontier = vec![root];
+    while let Some(parent) = frontier.pop() {
+        for child in children_of(parent) {
+            if seen.insert(child) {
+                if keep(child) {
+                    out.push(child);
+                }
+                frontier.push(child);
+            }
+        }
+    }
+    out
+}
+
+/// Whether the kernel exposes per-thread child lists (`CONFIG_PROC_CHILDREN`).
+fn has_child_lists() -> bool {
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| Path::new("/proc/thread-self/children").exists())
+}
+
+/// The children of `pid`, gathered from every one of its threads (a child is
+/// listed under the thread that forked it). Empty if `pid` is gone.
+fn child_list(pid: u32) -> Vec<u32> {
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let lists = tasks
+        .flatten()
+        .filter_map(|t| fs::read_to_string(t.path().join("children")).ok());
+    lists
+        .flat_map(|l| {
+            l.split_ascii_whitespace()
+                .filter_map(|c| c.parse().ok())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// All live (non-zombie) processes whose process group is `pgid`, sorted.
+pub fn group_members(pgid: u32) -> Vec<u32> {
+    let mut pids: Vec<u32> = live_table()
+        .filter(|(_, s)| to_u32(s.pgrp) == pgid)
+        .map(|(pid, _)| pid)
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
+/// The value of environment variable `key` of process `pid`, if readable.
+///
+/// This is the environment the process was started with (`/proc/PID/environ`),
+/// not later `setenv` changes — which is what a fingerprint set at spawn needs.
+/// Reading it needs the same user (or `CAP_SYS_PTRACE`); otherwise `None`.
+/// A value that is not UTF-8 is converted lossily.
+pub fn env_var(pid: u32, key: &str) -> Option<String> {
+    let raw = fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let key = key.as_bytes();
+    raw.split(|&b| b == 0).find_map(|entry| {
+        let value = entry.strip_prefix(key)?.strip_prefix(b"=")?;
+        Some(String::from_utf8_lossy(value).into_owned())
+    })
+}
+
+/// The `stat` of `pid` unless it is missing, unreadable or a zombie.
+fn live_stat(pid: u32) -> Option<Stat> {
+    // pid 0 is not a process (and `kill(0, ..)` means "my group"): never report it.
+    if pid == 0 {
+        return None;
+    }
+    let stat = Stat::from_file(format!("/proc/{pid}/stat")).ok()?;
+    is_live(&stat).then_some(stat)
+}
+
+fn is_live(stat: &Stat) -> bool {
+    stat.state != 'Z' && stat.state != 'X'
+}
+
+/// Every live process in the table, as (pid, stat). Processes that vanish while
+/// we walk are simply skipped: they are gone, which is what we would report.
+fn live_table() -> impl Iterator<Item = (u32, Stat)> {
+    let entries = fs::read_dir("/proc").into_iter().flatten().flatten();
+    entries.filter_map(|entry| {
+        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+        let stat = Stat::from_file(entry.path().join("stat")).ok()?;
+        is_live(&stat).then_some((pid, stat))
+    })
+}
+
+/// The command line of `pid` joined by spaces; `None` when it is empty or unreadable.
+fn command_line(pid: u32) -> Option<String> {
+    let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let args: Vec<String> = raw
+        .split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    (!args.is_empty()).then(|| args.join(" "))
+}
+
+/// The real uid owning `pid` (the owner of its `/proc` directory).
+fn uid_of(pid: u32) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    fs::metadata(format!("/proc/{pid}")).ok().map(|m| m.uid())
+}
+
+/// The user name for `uid`, through the system's user database (NSS, so LDAP
+/// users resolve too).
+fn user_name(uid: u32) -> Option<String> {
+    let users = sysinfo::Users::new_with_refreshed_list();
+    users
+        .iter()
+        .find(|u| **u.id() == uid)
+        .map(|u| u.name().to_string())
+}
+
+/// Kernel pids are non-negative; a negative value never names a process.
+fn to_u32(v: i32) -> u32 {
+    u32::try_from(v).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::{Child, Command, Stdio};
+
+    /// A `sleep 30` child that is killed and reaped when dropped, even on panic.
+    struct Sleeper(Child);
+    impl Sleeper {
+        fn spawn(own_group: bool) -> Sleeper {
+            use std::os::unix::process::CommandExt;
+            let mut cmd = Command::new("sleep");
+            cmd.arg("30").stdin(Stdio::null());
+            if own_group {
+                cmd.process_group(0);
+            }
+            Sleeper(cmd.spawn().expect("spawn sleep"))
+        }
+        fn pid(&self) -> u32 {
+            self.0.id()
+        }
+    }
+    impl Drop for Sleeper {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
+    #[test]
+    fn current_identity_is_alive() {
+        let me = ProcessIdentity::current();
+        assert_eq!(me.pid, std::process::id());
+        assert_ne!(me.start_time, 0);
+        assert!(me.is_alive());
+        assert_eq!(ProcessIdentity::of(me.pid), Some(me));
+        let own = info(me.pid).expect("own info");
+        assert_eq!(own.identity(), me);
+        assert_eq!(Some(own.pgid), pgid_of(me.pid));
+        assert!(!own.command.is_empty());
+        assert!(info(0).is_none());
+    }
+
+    #[test]
+    fn wrong_start_time_is_not_alive() {
+        let me = ProcessIdentity::current();
+        let id = |pid, start_time| ProcessIdentity { pid, start_time };
+        assert!(!id(me.pid, me.start_time + 1).is_alive());
+        assert!(!id(me.pid, 0).is_alive());
+        assert!(!id(0, me.start_time).is_alive());
+    }
+
+    #[test]
+    fn spawned_child_is_a_descendant() {
+        let child = Sleeper::spawn(false);
+        // Both ways of walking: the kernel's child lists and the full scan.
+        for child_lists in [true, false] {
+            let found = descendants_via(std::process::id(), child_lists);
+            assert!(
+                found.contains(&child.pid()),
+                "{} not in {found:?}",
+                child.pid()
+            );
+            assert!(!found.contains(&std::process::id()));
+        }
+        assert!(descendants(child.pid()).is_empty());
+    }
+
+    #[test]
+    fn reaped_child_is_gone() {
+        let mut child = Sleeper::spawn(false);
+        let id = ProcessIdentity::of(child.pid()).expect("child identity");
+        assert!(id.is_alive());
+        let _ = child.0.kill();
+        // Wait until it has exited but leave it unreaped (WNOWAIT): a zombie,
+        // which must already count as gone.
+        use nix::sys::wait::{Id, WaitPidFlag, waitid};
+        waitid(
+            Id::Pid(nix::unistd::Pid::from_raw(id.pid as i32)),
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT,
+        )
+        .expect("waitid");
+        assert!(!id.is_alive());
+        assert_eq!(ProcessIdentity::of(id.pid), None);
+        assert!(!descendants(std::process::id()).contains(&id.pid));
+    }
+
+    #[test]
+    fn group_members_of_a_new_group() {
+        let child = Sleeper::spawn(true);
+        assert_eq!(pgid_of(child.pid()), Some(child.pid()));
+        assert_eq!(group_members(child.pid()), vec![child.pid()]);
+        let own_group = pgid_of(std::process::id()).expect("own pgid");
+        assert!(group_members(own_group).contains(&std::process::id()));
+        assert!(!group_members(own_group).contains(&child.pid()));
+    }
+
+    #[test]
+    fn env_var_of_a_child() {
+        use std::io::{BufRead, BufReader, Write};
+        // `spawn` returns before the kernel has laid out the new program's
+        // environment, so `/proc/PID/environ` may still be empty. A `cat` that
+        // echoes a line back has certainly finished exec.
+        let mut cmd = Command::new("cat");
+        cmd.env("TETHER_TEST_VAR", "a=b c")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        let mut child = Sleeper(cmd.spawn().expect("spawn cat"));
+        let mut stdin = child.0.stdin.take().expect("stdin");
+        stdin.write_all(b"ping\n").expect("write");
+        let mut line = String::new();
+        let stdout = child.0.stdout.take().expect("stdout");
+        BufReader::new(stdout).read_line(&mut line).expect("read");
+        assert_eq!(
+            env_var(child.pid(), "TETHER_TEST_VAR").as_deref(),
+            Some("a=b c")
+        );
+        assert_eq!(env_var(child.pid(), "TETHER_TEST"), None);
+        assert_eq!(env_var(child.pid(), "TETHER_TEST_VAR_NOPE"), None);
+        assert_eq!(info(child.pid()).map(|i| i.command).as_deref(), Some("cat"));
+    }
+}

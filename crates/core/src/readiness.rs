@@ -1,0 +1,158 @@
+//! The readiness engine: probe until ready, racing the backend's exit and a deadline.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::backoff::Backoff;
+use crate::error::{Error, ExitStatus, Result, humanize};
+use crate::lifecycle::{Lifecycle, Progress, State};
+use crate::probe::{HealthProbe, ProbeContext, ProbeOutcome};
+use crate::runner::RunningBackend;
+
+/// How many lines of output an error carries.
+pub const TAIL_LINES: usize = 20;
+
+/// Settings of the readiness engine.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ReadinessOptions {
+    /// Waits between attempts when the backend is silent.
+    pub backoff: Backoff,
+    /// The longest one attempt may take.
+    pub attempt_timeout: Duration,
+    /// The overall deadline, from the start of the wait.
+    pub deadline: Duration,
+    /// Progress events are sent at most this often (phase changes at once).
+    pub progress_every: Duration,
+    /// Line-triggered probes are at least this far apart, so a flood of output
+    /// cannot turn into a flood of probes.
+    pub min_line_probe_gap: Duration,
+}
+
+impl Default for ReadinessOptions {
+    fn default() -> Self {
+        ReadinessOptions {
+            backoff: Backoff::default(),
+            attempt_timeout: Duration::from_secs(2),
+            deadline: Duration::from_secs(120),
+            progress_every: Duration::from_millis(100),
+            min_line_probe_gap: Duration::from_millis(2),
+        }
+    }
+}
+
+impl ReadinessOptions {
+    /// With an overall deadline.
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
+        self
+    }
+
+    /// With a per-attempt timeout.
+    pub fn with_attempt_timeout(mut self, t: Duration) -> Self {
+        self.attempt_timeout = t;
+        self
+    }
+
+    /// With a backoff.
+    pub fn with_backoff(mut self, b: Backoff) -> Self {
+        self.backoff = b;
+        self
+    }
+}
+
+/// The HTTP client the probes share: never a proxy (backends are ours, mostly on
+/// loopback, and a dead `HTTP_PROXY` must not hide them), per-attempt timeout.
+pub fn probe_client(attempt_timeout: Duration) -> Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(attempt_timeout)
+        .pool_max_idle_per_host(2)
+        .build()
+        .map_err(|e| Error::io("cannot build the HTTP client for health probes", std::io::Error::other(e)))
+}
+
+/// The error for a backend that exited before it was ready, with its last lines.
+pub async fn early_exit(backend: &dyn RunningBackend, status: ExitStatus) -> Error {
+    let logs = backend.logs();
+    // Its last words may still be in the pipe.
+    logs.drained(Duration::from_millis(300)).await;
+    Error::EarlyExit { status, stderr_tail: logs.tail(TAIL_LINES) }
+}
+
+/// Probe `backend` until `probe` says ready. Progress goes to `lifecycle` as
+/// `WaitingReady`. Returns the final progress count. The caller stops the backend on error.
+pub async fn wait_ready(
+    backend: &dyn RunningBackend,
+    probe: &dyn HealthProbe,
+    client: &reqwest::Client,
+    opts: &ReadinessOptions,
+    lifecycle: &Lifecycle,
+) -> Result<Option<u64>> {
+    let started = Instant::now();
+    let deadline = started + opts.deadline;
+    let endpoint = backend.endpoint();
+    let logs = backend.logs();
+    let ctx = ProbeContext { endpoint: &endpoint, logs: &logs, client };
+    let mut lines = logs.line_count();
+    lines.borrow_and_update();
+    let mut waits = opts.backoff.iter();
+    let mut last: String;
+    let mut shown = Progress::phase(backend.startup_phase());
+    let mut shown_at = Instant::now();
+    let _ = lifecycle.transition(State::WaitingReady { progress: shown.clone() });
+
+    loop {
+        let probed_at = Instant::now();
+        let attempt = tokio::select! {
+            biased;
+            status = backend.wait() => return Err(early_exit(backend, status).await),
+            r = tokio::time::timeout(opts.attempt_timeout, probe.probe(ctx)) => r,
+        };
+        match attempt {
+            Ok(ProbeOutcome::Ready { .. }) if backend.try_wait().is_some() => {
+                // Something answered, but our backend is gone: not ours to trust.
+                let status = backend.wait().await;
+                return Err(early_exit(backend, status).await);
+            }
+            Ok(ProbeOutcome::Ready { progress }) => return Ok(progress),
+            Ok(ProbeOutcome::Failed { reason }) => {
+                return Err(Error::Unhealthy { reason, stderr_tail: logs.tail(TAIL_LINES) });
+            }
+            Ok(ProbeOutcome::Pending { progress, detail, answered }) => {
+                last = detail;
+                let next = Progress {
+                    phase: if answered { "loading".into() } else { shown.phase.clone() },
+                    value: progress.or(shown.value),
+                };
+                let phase_changed = next.phase != shown.phase;
+                if next != shown && (phase_changed || shown_at.elapsed() >= opts.progress_every) {
+                    shown = next;
+                    shown_at = Instant::now();
+                    let _ = lifecycle.transition(State::WaitingReady { progress: shown.clone() });
+                }
+            }
+            Err(_) => last = format!("{} took longer than {}", probe.describe(), humanize(opts.attempt_timeout)),
+        }
+
+        let wait = waits.next().unwrap_or(opts.backoff.max);
+        tokio::select! {
+            biased;
+            status = backend.wait() => return Err(early_exit(backend, status).await),
+            _ = tokio::time::sleep_until(deadline) => {
+                return Err(Error::Timeout { waited: started.elapsed(), last_probe: last, stderr_tail: logs.tail(TAIL_LINES) });
+            }
+            Ok(()) = lines.changed() => {
+                // A line often announces the change; probe soon, not in a storm.
+                let earliest = probed_at + opts.min_line_probe_gap;
+                tokio::time::sleep_until(earliest).await;
+                lines.borrow_and_update();
+            }
+            _ = tokio::time::sleep(wait) => {}
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::Timeout { waited: started.elapsed(), last_probe: last, stderr_tail: logs.tail(TAIL_LINES) });
+        }
+    }
+}

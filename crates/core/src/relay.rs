@@ -1,0 +1,292 @@
+//! The log relay: backend output as bytes → lines → tracing events, a ring of the
+//! last lines for error messages, and a counter that wakes the readiness engine.
+//!
+//! The reader never waits on a consumer: lines go to `tracing` and to a
+//! `broadcast` channel whose slow receivers lag rather than block, so the backend
+//! never blocks on a full pipe.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use regex::Regex;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::sync::{broadcast, watch};
+
+/// Which output stream a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    /// Standard output.
+    Stdout,
+    /// Standard error.
+    Stderr,
+}
+
+impl Stream {
+    /// `stdout` or `stderr`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+}
+
+/// One line of backend output, invalid UTF-8 replaced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    /// Where it came from.
+    pub stream: Stream,
+    /// The text, without its newline.
+    pub text: String,
+}
+
+/// Splits a byte stream into lines of at most `max` bytes; a longer line is cut
+/// into pieces (never an error), and the last partial line is kept until `finish`.
+#[derive(Debug)]
+pub struct LineSplitter {
+    buf: Vec<u8>,
+    max: usize,
+}
+
+impl LineSplitter {
+    /// A splitter cutting lines at `max` bytes (at least 1).
+    pub fn new(max: usize) -> Self {
+        LineSplitter { buf: Vec::new(), max: max.max(1) }
+    }
+
+    /// Feed bytes; `emit` gets each complete line without its `\n` (and without a `\r` before it).
+    pub fn feed(&mut self, mut data: &[u8], emit: &mut impl FnMut(&[u8])) {
+        while !data.is_empty() {
+            let room = self.max - self.buf.len();
+            // One byte past the room: a newline right after a full line ends it.
+            let window = &data[..data.len().min(room + 1)];
+            match window.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    self.buf.extend_from_slice(&window[..i]);
+                    emit(strip_cr(&self.buf));
+                    self.buf.clear();
+                    data = &data[i + 1..];
+                }
+                None => {
+                    let take = window.len().min(room);
+                    self.buf.extend_from_slice(&window[..take]);
+                    data = &data[take..];
+                    if self.buf.len() >= self.max {
+                        emit(&self.buf);
+                        self.buf.clear();
+                    }
+                }
+            }
+        }
+    }
+
+    /// The stream ended: emit the last line if it had no newline.
+    pub fn finish(&mut self, emit: &mut impl FnMut(&[u8])) {
+        if !self.buf.is_empty() {
+            emit(strip_cr(&self.buf));
+            self.buf.clear();
+        }
+    }
+}
+
+fn strip_cr(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+struct Inner {
+    ring: VecDeque<LogLine>,
+    patterns: Vec<(Regex, Arc<AtomicBool>)>,
+}
+
+/// Collects one backend's output. Shared as `Arc<LogRelay>`.
+pub struct LogRelay {
+    instance: String,
+    ring_cap: usize,
+    max_line: usize,
+    inner: Mutex<Inner>,
+    lines: broadcast::Sender<LogLine>,
+    count: watch::Sender<u64>,
+    open: watch::Sender<usize>,
+}
+
+impl std::fmt::Debug for LogRelay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogRelay").field("instance", &self.instance).finish_non_exhaustive()
+    }
+}
+
+/// Default number of lines kept for error messages.
+pub const DEFAULT_RING_LINES: usize = 200;
+/// Default longest line before it is split.
+pub const DEFAULT_MAX_LINE: usize = 16 * 1024;
+
+impl LogRelay {
+    /// A relay for the instance `instance` keeping the last `ring_cap` lines and
+    /// cutting lines at `max_line` bytes.
+    pub fn new(instance: impl Into<String>, ring_cap: usize, max_line: usize) -> Arc<Self> {
+        Arc::new(LogRelay {
+            instance: instance.into(),
+            ring_cap: ring_cap.max(1),
+            max_line: max_line.max(1),
+            inner: Mutex::new(Inner { ring: VecDeque::new(), patterns: Vec::new() }),
+            lines: broadcast::Sender::new(1024),
+            count: watch::Sender::new(0),
+            open: watch::Sender::new(0),
+        })
+    }
+
+    /// A relay with the default bounds.
+    pub fn with_defaults(instance: impl Into<String>) -> Arc<Self> {
+        Self::new(instance, DEFAULT_RING_LINES, DEFAULT_MAX_LINE)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the ring inconsistent.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Read `reader` to its end on a task of its own, relaying its lines.
+    pub fn attach<R>(self: &Arc<Self>, stream: Stream, mut reader: R)
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+    {
+        self.open.send_modify(|n| *n += 1);
+        let relay = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut splitter = LineSplitter::new(relay.max_line);
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut emit = |line: &[u8]| relay.push(stream, line);
+            loop {
+                match reader.read(&mut buf).await {
+                    Ok(0) => break,
+                    Ok(n) => splitter.feed(&buf[..n], &mut emit),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "backend output read failed");
+                        break;
+                    }
+                }
+            }
+            splitter.finish(&mut emit);
+            relay.open.send_modify(|n| *n = n.saturating_sub(1));
+        });
+    }
+
+    /// Relay one complete line (for runners that get lines, not bytes).
+    pub fn push(&self, stream: Stream, line: &[u8]) {
+        let text = String::from_utf8_lossy(line).into_owned();
+        tracing::info!(target: "tether::backend", instance = %self.instance, stream = stream.as_str(), "{text}");
+        let line = LogLine { stream, text };
+        {
+            let mut inner = self.lock();
+            for (re, hit) in &inner.patterns {
+                if re.is_match(&line.text) {
+                    hit.store(true, Ordering::Release);
+                }
+            }
+            if inner.ring.len() == self.ring_cap {
+                inner.ring.pop_front();
+            }
+            inner.ring.push_back(line.clone());
+        }
+        // No receivers is fine; slow receivers lag instead of blocking us.
+        let _ = self.lines.send(line);
+        self.count.send_modify(|c| *c += 1);
+    }
+
+    /// The last `n` lines (both streams, in order of arrival).
+    pub fn tail(&self, n: usize) -> Vec<String> {
+        let inner = self.lock();
+        let skip = inner.ring.len().saturating_sub(n);
+        inner.ring.iter().skip(skip).map(|l| l.text.clone()).collect()
+    }
+
+    /// How many lines were relayed so far; changes on every line.
+    pub fn line_count(&self) -> watch::Receiver<u64> {
+        self.count.subscribe()
+    }
+
+    /// Every later line; a receiver that falls behind loses lines (`Lagged`), it never slows the backend.
+    pub fn subscribe(&self) -> broadcast::Receiver<LogLine> {
+        self.lines.subscribe()
+    }
+
+    /// A flag set once a line matching `re` is seen (lines still in the ring count).
+    pub fn watch_pattern(&self, re: Regex) -> Arc<AtomicBool> {
+        let hit = Arc::new(AtomicBool::new(false));
+        let mut inner = self.lock();
+        if inner.ring.iter().any(|l| re.is_match(&l.text)) {
+            hit.store(true, Ordering::Release);
+        }
+        inner.patterns.push((re, Arc::clone(&hit)));
+        hit
+    }
+
+    /// Wait until every attached stream reached its end, up to `timeout` (a
+    /// grandchild may hold a pipe open long after the backend died).
+    pub async fn drained(&self, timeout: Duration) {
+        let mut rx = self.open.subscribe();
+        let _ = tokio::time::timeout(timeout, rx.wait_for(|n| *n == 0)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn split(max: usize, chunks: &[&[u8]]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        let mut s = LineSplitter::new(max);
+        for c in chunks {
+            s.feed(c, &mut |l: &[u8]| out.push(l.to_vec()));
+        }
+        s.finish(&mut |l: &[u8]| out.push(l.to_vec()));
+        out
+    }
+
+    #[test]
+    fn splits_lines_across_chunks_and_keeps_the_last_partial_line() {
+        let out = split(100, &[b"ab", b"c\nde", b"f\r\n\ng", b"h"]);
+        assert_eq!(out, vec![b"abc".to_vec(), b"def".to_vec(), b"".to_vec(), b"gh".to_vec()]);
+    }
+
+    #[test]
+    fn long_lines_are_cut_never_an_error() {
+        let line = vec![b'y'; 10];
+        let out = split(4, &[&line, b"\nz\n"]);
+        assert_eq!(out, vec![b"yyyy".to_vec(), b"yyyy".to_vec(), b"yy".to_vec(), b"z".to_vec()]);
+    }
+
+    #[test]
+    fn a_line_of_exactly_max_bytes_is_one_line() {
+        let out = split(3, &[b"abc\n", b"abcd\n"]);
+        assert_eq!(out, vec![b"abc".to_vec(), b"abc".to_vec(), b"d".to_vec()]);
+    }
+
+    #[tokio::test]
+    async fn relays_invalid_utf8_keeps_a_ring_and_counts() {
+        let relay = LogRelay::new("t", 3, 1024);
+        let hit = relay.watch_pattern(Regex::new("^ready$").expect("regex"));
+        let mut count = relay.line_count();
+        let data: &[u8] = b"one\nbad \xff\xfe\ntwo\nready\nlast";
+        relay.attach(Stream::Stderr, data);
+        relay.drained(Duration::from_secs(10)).await;
+        assert_eq!(relay.tail(10), vec!["two", "ready", "last"]);
+        assert_eq!(*count.borrow_and_update(), 5);
+        assert!(hit.load(Ordering::Acquire));
+        let relay2 = LogRelay::new("t", 3, 1024);
+        relay2.push(Stream::Stdout, b"bad \xff");
+        assert_eq!(relay2.tail(1), vec!["bad \u{fffd}"]);
+    }
+
+    #[tokio::test]
+    async fn a_pattern_already_in_the_ring_counts() {
+        let relay = LogRelay::with_defaults("t");
+        relay.push(Stream::Stdout, b"server started on 8080");
+        let hit = relay.watch_pattern(Regex::new("started").expect("regex"));
+        assert!(hit.load(Ordering::Acquire));
+    }
+}

@@ -1,0 +1,238 @@
+//! The runner contract: how a backend is checked, prepared, started and stopped.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::error::{ExitStatus, Result};
+use crate::lifecycle::Progress;
+use crate::relay::LogRelay;
+
+/// Where a backend answers.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Endpoint {
+    /// Host or address to reach it on.
+    pub host: String,
+    /// The port actually reachable (the host port, for containers).
+    pub port: u16,
+}
+
+impl Endpoint {
+    /// `http://host:port` (IPv6 addresses bracketed).
+    pub fn url(&self) -> String {
+        if self.host.contains(':') {
+            format!("http://[{}]:{}", self.host, self.port)
+        } else {
+            format!("http://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// What identifies a running backend safely, so that no other process is ever signalled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// A process group we spawned.
+    Process {
+        /// The process-group leader we spawned (the guard, or the backend itself).
+        leader: crate::procs::ProcessIdentity,
+        /// The backend's own pid when it differs from the leader.
+        backend_pid: Option<u32>,
+    },
+    /// A container.
+    Container {
+        /// The container id.
+        id: String,
+    },
+}
+
+/// How the backend is tied to its owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tethering {
+    /// Under a guard process (`program __tether-guard …`): the owner's death, even by
+    /// SIGKILL, takes the backend and all its descendants down.
+    Guard {
+        /// The executable that runs the guard (this program, or the `tether` binary).
+        exe: PathBuf,
+    },
+    /// The parent-death signal on the direct child only (a library user who did not
+    /// install the guard hook); descendants are caught by the next start's sweep.
+    ParentDeathSignal,
+    /// Deliberately not tied: it outlives its owner (`up --detach`). Output goes to
+    /// `log_file`, bounded to `max_log_bytes` with one rotated file.
+    Detached {
+        /// The log file.
+        log_file: PathBuf,
+        /// Rotate when it grows past this.
+        max_log_bytes: u64,
+        /// The guard executable, which writes the log file and stops the group on `down`.
+        exe: PathBuf,
+    },
+}
+
+/// What to start: the runner-independent part.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct LaunchSpec {
+    /// Instance name (state file, container name, log target).
+    pub name: String,
+    /// Host the backend listens on and is probed at.
+    pub host: String,
+    /// Port, already resolved (never "auto" here).
+    pub port: u16,
+    /// Arguments for the backend, `{port}` and `{host}` not yet substituted.
+    pub args: Vec<String>,
+    /// Extra environment.
+    pub env: Vec<(String, String)>,
+    /// Working directory.
+    pub cwd: Option<PathBuf>,
+    /// How the backend is tied to its owner.
+    pub tethering: Tethering,
+    /// Grace period between SIGTERM and SIGKILL.
+    pub grace: Duration,
+}
+
+impl LaunchSpec {
+    /// A spec with defaults: host 127.0.0.1, no args, parent-death-signal tethering, 5 s grace.
+    pub fn new(name: impl Into<String>, port: u16) -> Self {
+        LaunchSpec {
+            name: name.into(),
+            host: "127.0.0.1".into(),
+            port,
+            args: Vec::new(),
+            env: Vec::new(),
+            cwd: None,
+            tethering: Tethering::ParentDeathSignal,
+            grace: Duration::from_secs(5),
+        }
+    }
+
+    /// With backend arguments.
+    pub fn with_args(mut self, args: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.args = args.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// With a host.
+    pub fn with_host(mut self, host: impl Into<String>) -> Self {
+        self.host = host.into();
+        self
+    }
+
+    /// With an environment variable.
+    pub fn with_env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// With a working directory.
+    pub fn with_cwd(mut self, cwd: impl Into<PathBuf>) -> Self {
+        self.cwd = Some(cwd.into());
+        self
+    }
+
+    /// With a tethering mode.
+    pub fn with_tethering(mut self, tethering: Tethering) -> Self {
+        self.tethering = tethering;
+        self
+    }
+
+    /// With a grace period.
+    pub fn with_grace(mut self, grace: Duration) -> Self {
+        self.grace = grace;
+        self
+    }
+
+    /// `args` with `{port}` and `{host}` substituted.
+    pub fn substituted_args(&self) -> Vec<String> {
+        let port = self.port.to_string();
+        self.args.iter().map(|a| a.replace("{port}", &port).replace("{host}", &self.host)).collect()
+    }
+
+    /// The endpoint the backend is expected on.
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint { host: self.host.clone(), port: self.port }
+    }
+}
+
+/// What a runner's tool is, once checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunnerInfo {
+    /// The tool's version (`uv 0.5.1`, Docker API 1.47), when it has one.
+    pub tool_version: Option<String>,
+    /// What will be launched, for reuse checks and `status` (program path + args, package==version, image).
+    pub fingerprint: String,
+}
+
+/// How a stop went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "how")]
+pub enum StopOutcome {
+    /// It ended within the grace period after SIGTERM (or had already exited).
+    Terminated {
+        /// Its exit status.
+        exit: ExitStatus,
+    },
+    /// It had to be killed after the grace period.
+    Killed,
+}
+
+impl StopOutcome {
+    /// Whether SIGKILL was needed.
+    pub fn was_killed(&self) -> bool {
+        matches!(self, StopOutcome::Killed)
+    }
+}
+
+/// A way to run a backend: a preinstalled program, `uvx`, a container.
+///
+/// # Contract
+/// - `check` fails fast, before anything starts, with an [`Error::Unavailable`](crate::Error)
+///   that says what is missing and how to get it.
+/// - `start` returns once the backend is spawned (not ready); its output is relayed to
+///   the returned backend's [`LogRelay`]; nothing is left running if it fails.
+/// - Every runner passes the conformance checks of `tether-testkit`.
+#[async_trait]
+pub trait Runner: Send + Sync + std::fmt::Debug {
+    /// `native`, `uvx`, `docker`.
+    fn kind(&self) -> &'static str;
+    /// The tool is present and usable.
+    async fn check(&self) -> Result<RunnerInfo>;
+    /// Install or pull what is needed, reporting progress. Default: nothing to do.
+    async fn prepare(&self, _progress: &(dyn Fn(Progress) + Send + Sync)) -> Result<()> {
+        Ok(())
+    }
+    /// Start the backend.
+    async fn start(&self, spec: &LaunchSpec) -> Result<Box<dyn RunningBackend>>;
+}
+
+/// A started backend.
+///
+/// # Contract
+/// `wait` may be called any number of times, concurrently; it resolves once the
+/// backend has exited. `stop` stops the backend and everything it started (its
+/// process group and descendants, or its container), waiting up to `grace` before
+/// killing, and reports which happened; calling it on an exited backend still cleans
+/// up what it left. Dropping without `stop` still kills (a backstop, not the API).
+#[async_trait]
+pub trait RunningBackend: Send + Sync + std::fmt::Debug {
+    /// Who it is.
+    fn identity(&self) -> Identity;
+    /// Where it answers.
+    fn endpoint(&self) -> Endpoint;
+    /// Its output.
+    fn logs(&self) -> Arc<LogRelay>;
+    /// The phase shown while it is up but not yet answering (`starting`, `installing via uv`).
+    fn startup_phase(&self) -> String {
+        "starting".into()
+    }
+    /// Resolves when it has exited.
+    async fn wait(&self) -> ExitStatus;
+    /// Its exit status if it has exited.
+    fn try_wait(&self) -> Option<ExitStatus>;
+    /// Stop it and everything it started.
+    async fn stop(&self, grace: Duration) -> Result<StopOutcome>;
+    /// Leave it running when this handle is dropped (a detached instance). Default: nothing.
+    fn release(&self) {}
+}

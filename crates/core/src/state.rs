@@ -1,0 +1,503 @@
+//! The per-user state store: one JSON record per instance, and a lock per name.
+//!
+//! Layout of the directory (mode 0700, one per user):
+//! `NAME.json` the record (mode 0600, replaced atomically), `NAME.lock` the
+//! instance lock (holds the locker's pid for error messages), `NAME.log` a
+//! detached instance's output. Lock files are never deleted: deleting a lock
+//! file while another process waits on it would let two processes each lock a
+//! different file of the same name.
+
+use std::fs::{self, DirBuilder, File, OpenOptions, TryLockError};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::procs::ProcessIdentity;
+
+/// One recorded instance (one JSON file per name: `NAME.json`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Record {
+    /// The instance name (also the file name).
+    pub name: String,
+    /// Which runner started it: `native`, `uvx` or `docker`.
+    pub runner: String,
+    /// What was launched (runner-defined), compared to decide reuse.
+    pub fingerprint: String,
+    /// Deliberately left running without an owner.
+    pub detached: bool,
+    /// The tether process that supervises it (`None` when detached).
+    pub owner: Option<ProcessIdentity>,
+    /// The process-group leader we spawned (the guard); `None` for containers.
+    pub leader: Option<ProcessIdentity>,
+    /// The backend's process group.
+    pub pgid: Option<u32>,
+    /// The backend's own pid, when known.
+    pub backend_pid: Option<u32>,
+    /// The container, for the docker runner.
+    pub container_id: Option<String>,
+    /// The host the backend listens on.
+    pub host: String,
+    /// The port the backend listens on.
+    pub port: u16,
+    /// The URL it is reached at.
+    pub url: String,
+    /// When it was started, in milliseconds since the Unix epoch.
+    pub started_at_unix_ms: u64,
+    /// The version of the tool that ran it (uv, Docker), when known.
+    pub tool_version: Option<String>,
+    /// Where a detached instance's output goes.
+    pub log_file: Option<PathBuf>,
+    /// The grace period to give it on stop, in milliseconds.
+    #[serde(default)]
+    pub grace_ms: u64,
+}
+
+impl Record {
+    /// Whether whoever keeps this instance alive is still there (pid + start
+    /// time verified): for a detached instance its leader, otherwise its owner.
+    ///
+    /// A detached container has no leader process; its liveness is the
+    /// container's, which only the runner can tell, so this returns true and
+    /// leaves the verdict to the runner. Anything else without a recorded
+    /// identity is stale.
+    pub fn owner_alive(&self) -> bool {
+        match (self.detached, self.leader, self.owner) {
+            (true, Some(leader), _) => leader.is_alive(),
+            (true, None, _) => self.container_id.is_some(),
+            (false, _, Some(owner)) => owner.is_alive(),
+            (false, _, None) => false,
+        }
+    }
+}
+
+/// The per-user state directory.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    dir: PathBuf,
+}
+
+/// The exclusive lock on one instance name; released when dropped.
+#[derive(Debug)]
+pub struct InstanceLock {
+    file: File,
+    name: String,
+}
+
+impl InstanceLock {
+    /// The instance name this lock holds.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Drop for InstanceLock {
+    fn drop(&mut self) {
+        // Clear our pid while still holding the lock, so a later contender
+        // never reads a stale pid; closing the file then releases the lock.
+        let _ = self.file.set_len(0);
+    }
+}
+
+/// Distinguishes temporary files of concurrent saves within one process.
+static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
+
+impl StateDir {
+    /// `$TETHER_STATE_DIR`, else `$XDG_STATE_HOME/tether`, else
+    /// `$HOME/.local/state/tether`; created with mode 0700 if missing.
+    pub fn from_env() -> Result<Self> {
+        let var = |k: &str| {
+            std::env::var_os(k)
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        };
+        let dir = if let Some(dir) = var("TETHER_STATE_DIR") {
+            dir
+        } else if let Some(xdg) = var("XDG_STATE_HOME").filter(|p| p.is_absolute()) {
+            // The XDG spec says a relative value is invalid and must be ignored.
+            xdg.join("tether")
+        } else if let Some(home) = var("HOME") {
+            home.join(".local/state/tether")
+        } else {
+            return Err(Error::config(
+                "cannot find a state directory: HOME is not set; set TETHER_STATE_DIR",
+            ));
+        };
+        Self::at(dir)
+    }
+
+    /// A state store at `path`, created with mode 0700 if missing. An existing
+    /// directory keeps its mode: it may be shared on purpose (tests, CI).
+    pub fn at(path: impl Into<PathBuf>) -> Result<Self> {
+        let dir = path.into();
+        DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&dir)
+            .map_err(state_err(&dir))?;
+        Ok(StateDir { dir })
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Validate an instance name: 1–64 characters of `[A-Za-z0-9._-]`, not
+    /// starting with `.`. Names become file names, so this also keeps them from
+    /// escaping the directory.
+    pub fn check_name(name: &str) -> Result<()> {
+        let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+        if (1..=64).contains(&name.len()) && !name.starts_with('.') && name.chars().all(ok_char) {
+            Ok(())
+        } else {
+            Err(Error::config(format!(
+                "invalid instance name '{name}': use 1-64 characters of A-Z a-z 0-9 . _ -, not starting with '.'"
+            )))
+        }
+    }
+
+    /// Take the exclusive lock for `name` without waiting. If another holder
+    /// has it: `Error::AlreadyRunning` with the pid it wrote, when readable.
+    pub fn try_lock(&self, name: &str) -> Result<InstanceLock> {
+        Self::check_name(name)?;
+        let path = self.file(name, "lock");
+        // No truncate on open: the current holder's pid must stay readable.
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(state_err(&path))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => {
+                let mut text = String::new();
+                let pid = (&file)
+                    .read_to_string(&mut text)
+                    .ok()
+                    .and_then(|_| text.trim().parse().ok());
+                return Err(Error::AlreadyRunning {
+                    name: name.to_string(),
+                    pid,
+                });
+            }
+            Err(TryLockError::Error(e)) => return Err(state_err(&path)(e)),
+        }
+        let pid = std::process::id().to_string();
+        file.set_len(0)
+            .and_then(|()| file.write_all_at(pid.as_bytes(), 0))
+            .map_err(state_err(&path))?;
+        Ok(InstanceLock {
+            file,
+            name: name.to_string(),
+        })
+    }
+
+    /// Take the exclusive lock for `name`, waiting up to `timeout` for the
+    /// holder to release it; on timeout the `AlreadyRunning` of the last try.
+    ///
+    /// Polls the non-blocking lock with a short backoff (1 ms doubling to
+    /// 50 ms) rather than parking a blocking `flock` on a worker thread: a
+    /// blocking `flock` cannot be given a deadline or cancelled, so on timeout
+    /// it would leave a thread stuck and take the lock later for nobody.
+    pub async fn lock(&self, name: &str, timeout: Duration) -> Result<InstanceLock> {
+        let deadline = Instant::now() + timeout;
+        let mut delay = Duration::from_millis(1);
+        loop {
+            match self.try_lock(name) {
+                Err(busy @ Error::AlreadyRunning { .. }) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        return Err(busy);
+                    }
+                    tokio::time::sleep(delay.min(deadline - now)).await;
+                    delay = (delay * 2).min(Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// The record of `name`, or `None` if there is none. A file that does not
+    /// parse is an error naming the file, never silently ignored.
+    pub fn load(&self, name: &str) -> Result<Option<Record>> {
+        Self::check_name(name)?;
+        self.load_path(&self.file(name, "json"))
+    }
+
+    fn load_path(&self, path: &Path) -> Result<Option<Record>> {
+        let text = match fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(state_err(path)(e)),
+        };
+        let corrupt = |why: String| {
+            let hint = format!("delete {} if no such instance runs", path.display());
+            state_err(path)(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{why}; {hint}"),
+            ))
+        };
+        let record: Record = serde_json::from_str(&text)
+            .map_err(|e| corrupt(format!("not a valid record ({e})")))?;
+        // The file name is the key: a record naming someone else was copied or
+        // tampered with, and must not steer `down` at another instance.
+        if path.file_stem().and_then(|s| s.to_str()) != Some(record.name.as_str()) {
+            return Err(corrupt(format!(
+                "the record is for '{}', not this file's name",
+                record.name
+            )));
+        }
+        Ok(Some(record))
+    }
+
+    /// Save `record` atomically: write `NAME.json.tmp-PID-N` with mode 0600,
+    /// fsync it, rename it over `NAME.json`. Readers see the old or the new
+    /// record, never a torn one, even if we crash midway.
+    pub fn save(&self, record: &Record) -> Result<()> {
+        Self::check_name(&record.name)?;
+        let target = self.file(&record.name, "json");
+        let seq = TMP_SEQ.fetch_add(1, Ordering::Relaxed);
+        let tmp = self.dir.join(format!(
+            "{}.json.tmp-{}-{seq}",
+            record.name,
+            std::process::id()
+        ));
+        let json = serde_json::to_vec_pretty(record)
+            .map_err(|e| state_err(&target)(io::Error::other(e)))?;
+        let written = (|| {
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            // The mode above is filtered by the umask and ignored for a file left
+            // by a crash; set it explicitly.
+            file.set_permissions(fs::Permissions::from_mode(0o600))?;
+            file.write_all(&json)?;
+            file.sync_all()?;
+            fs::rename(&tmp, &target)?;
+            // Make the rename itself durable.
+            File::open(&self.dir)?.sync_all()
+        })();
+        written.map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            state_err(&target)(e)
+        })
+    }
+
+    /// Forget the record of `name`; a missing record is fine.
+    pub fn remove(&self, name: &str) -> Result<()> {
+        Self::check_name(name)?;
+        let path = self.file(name, "json");
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(state_err(&path)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Every record, sorted by name. Unreadable or corrupt ones are skipped
+    /// with a warning, so one bad file cannot hide the others.
+    pub fn list(&self) -> Result<Vec<Record>> {
+        let entries = fs::read_dir(&self.dir).map_err(state_err(&self.dir))?;
+        let mut records = Vec::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let valid = path.extension().is_some_and(|e| e == "json")
+                && path
+                    .file_stem()
+                    .and_then(|s| s.to_str())
+                    .is_some_and(|n| Self::check_name(n).is_ok());
+            if !valid {
+                continue;
+            }
+            match self.load_path(&path) {
+                Ok(Some(record)) => records.push(record),
+                Ok(None) => {} // removed while we listed
+                Err(e) => tracing::warn!("skipping state file: {}", e.chain()),
+            }
+        }
+        records.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(records)
+    }
+
+    /// Where a detached instance's output goes: `NAME.log`. `name` must have
+    /// passed [`check_name`](Self::check_name).
+    pub fn log_path(&self, name: &str) -> PathBuf {
+        self.file(name, "log")
+    }
+
+    fn file(&self, name: &str, ext: &str) -> PathBuf {
+        self.dir.join(format!("{name}.{ext}"))
+    }
+}
+
+/// Wraps an I/O error on `path` as a state error.
+fn state_err(path: &Path) -> impl Fn(io::Error) -> Error + '_ {
+    move |source| Error::State {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// A plausible record, for this and other modules' tests.
+    pub(crate) fn sample(name: &str) -> Record {
+        Record {
+            name: name.to_string(),
+            runner: "native".into(),
+            fingerprint: "demo-backend --port 8765".into(),
+            detached: false,
+            owner: Some(ProcessIdentity::current()),
+            leader: None,
+            pgid: Some(4242),
+            backend_pid: Some(4243),
+            container_id: None,
+            host: "127.0.0.1".into(),
+            port: 8765,
+            url: "http://127.0.0.1:8765".into(),
+            started_at_unix_ms: 1_700_000_000_000,
+            tool_version: None,
+            log_file: None,
+            grace_ms: 5000,
+        }
+    }
+
+    fn store() -> (tempfile::TempDir, StateDir) {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = StateDir::at(tmp.path().join("state")).expect("state dir");
+        (tmp, dir)
+    }
+
+    fn files(dir: &StateDir) -> Vec<String> {
+        let entries = fs::read_dir(dir.path()).expect("read dir").flatten();
+        let mut names: Vec<_> = entries
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn save_load_roundtrip_private_and_atomic() {
+        let (_tmp, dir) = store();
+        let mode = |p: &Path| fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+        assert_eq!(mode(dir.path()), 0o700);
+        assert_eq!(dir.load("a").expect("load"), None);
+        let (a, mut b) = (sample("a"), sample("b"));
+        b.container_id = Some("c0ffee".into());
+        for record in [&b, &a, &a] {
+            dir.save(record).expect("save");
+        }
+        assert_eq!(dir.load("a").expect("load"), Some(a.clone()));
+        assert_eq!(dir.list().expect("list"), vec![a, b]);
+        assert_eq!(mode(&dir.path().join("a.json")), 0o600);
+        // Only the records: no temporary file is left behind.
+        assert_eq!(files(&dir), ["a.json", "b.json"]);
+        dir.remove("a").expect("remove");
+        dir.remove("a").expect("remove twice");
+        assert_eq!(dir.load("a").expect("load"), None);
+    }
+
+    #[test]
+    fn corrupt_record_names_the_file_and_list_skips_it() {
+        let (_tmp, dir) = store();
+        dir.save(&sample("good")).expect("save");
+        fs::write(dir.path().join("bad.json"), "{ not json").expect("write");
+        let err = dir.load("bad").expect_err("corrupt").chain();
+        assert!(err.contains("bad.json") && err.contains("delete"), "{err}");
+        // A record filed under another name is refused too.
+        fs::copy(dir.path().join("good.json"), dir.path().join("other.json")).expect("copy");
+        assert!(dir.load("other").is_err());
+        assert_eq!(dir.list().expect("list"), vec![sample("good")]);
+    }
+
+    #[test]
+    fn second_lock_is_refused_with_holder_pid() {
+        let (_tmp, dir) = store();
+        let held = dir.try_lock("inst").expect("first lock");
+        assert_eq!(held.name(), "inst");
+        // Each try_lock opens its own file description, so flock contends
+        // even inside one process.
+        match dir.try_lock("inst") {
+            Err(Error::AlreadyRunning { name, pid }) => {
+                assert_eq!(name, "inst");
+                assert_eq!(pid, Some(std::process::id()));
+            }
+            other => panic!("expected AlreadyRunning, got {other:?}"),
+        }
+        let other = dir.try_lock("other").expect("another name is independent");
+        drop(held);
+        drop(other);
+        dir.try_lock("inst").expect("released on drop");
+    }
+
+    #[tokio::test]
+    async fn lock_waits_until_released_or_times_out() {
+        let (_tmp, dir) = store();
+        let held = dir.try_lock("inst").expect("first lock");
+        let busy = dir.lock("inst", Duration::from_millis(5)).await;
+        assert!(
+            matches!(busy, Err(Error::AlreadyRunning { .. })),
+            "{busy:?}"
+        );
+        let waiter = {
+            let dir = dir.clone();
+            tokio::spawn(async move { dir.lock("inst", Duration::from_secs(30)).await })
+        };
+        // On this single-threaded runtime one yield runs the waiter up to its
+        // first failed try; only then is the lock released.
+        tokio::task::yield_now().await;
+        drop(held);
+        let lock = waiter.await.expect("join").expect("lock after release");
+        assert_eq!(lock.name(), "inst");
+    }
+
+    #[test]
+    fn names_are_validated() {
+        for good in ["a", "demo", "A-1_b.c", &"x".repeat(64)] {
+            StateDir::check_name(good).expect(good);
+        }
+        let long = "x".repeat(65);
+        for bad in [
+            "", ".hidden", "..", "a/b", "../x", "a b", "é", "a;rm", &long,
+        ] {
+            let err = StateDir::check_name(bad).expect_err(bad);
+            assert!(matches!(err, Error::Config { .. }));
+        }
+        let (_tmp, dir) = store();
+        assert!(dir.try_lock("../escape").is_err());
+        assert!(dir.save(&sample("../escape")).is_err());
+    }
+
+    #[test]
+    fn owner_alive_follows_detachment() {
+        let me = ProcessIdentity::current();
+        let stale = ProcessIdentity {
+            start_time: me.start_time + 1,
+            ..me
+        };
+        let mut r = sample("r");
+        assert!(r.owner_alive());
+        r.owner = Some(stale);
+        assert!(!r.owner_alive());
+        r.owner = None;
+        assert!(!r.owner_alive());
+        r.detached = true;
+        r.leader = Some(me);
+        assert!(r.owner_alive());
+        r.leader = Some(stale);
+        assert!(!r.owner_alive());
+    }
+}

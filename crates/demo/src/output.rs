@@ -1,0 +1,204 @@
+//! The demo backend's output: status lines, bulk output to stress a reader, closing stdout,
+//! and the idle grandchild.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::process::Stdio;
+use std::time::Instant;
+
+use crate::args::DemoArgs;
+
+/// Prints one status line to stdout and flushes (stdout is a pipe, not a TTY).
+///
+/// Errors (reader gone, stdout closed) are ignored: the backend keeps serving.
+pub(crate) fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(line.as_bytes());
+    let _ = out.write_all(b"\n");
+    let _ = out.flush();
+}
+
+/// Prints one line to stderr, ignoring errors (unlike `eprintln!`, which panics).
+pub(crate) fn warn(line: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(line.as_bytes());
+    let _ = err.write_all(b"\n");
+    let _ = err.flush();
+}
+
+/// What the start-up output thread prints, in this order.
+#[derive(Debug, Clone)]
+pub(crate) struct Bulk {
+    pub(crate) log_lines: u64,
+    pub(crate) line_bytes: usize,
+    pub(crate) invalid_utf8: bool,
+    pub(crate) long_line: Option<usize>,
+    pub(crate) no_newline: bool,
+    pub(crate) close_stdout: bool,
+}
+
+impl Bulk {
+    pub(crate) fn from_args(args: &DemoArgs) -> Self {
+        Bulk {
+            log_lines: args.log_lines,
+            line_bytes: args.line_bytes,
+            invalid_utf8: args.invalid_utf8,
+            long_line: args.long_line,
+            no_newline: args.no_newline,
+            close_stdout: args.close_stdout,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.log_lines == 0 && !self.invalid_utf8 && self.long_line.is_none() && !self.close_stdout
+    }
+
+    /// Starts the output on its own OS thread, so that a reader that does not read blocks
+    /// only this thread — never the server — and so that exiting never waits for it.
+    pub(crate) fn spawn(self) -> std::io::Result<()> {
+        if self.is_empty() {
+            return Ok(());
+        }
+        std::thread::Builder::new()
+            .name("demo-output".into())
+            .spawn(move || self.write_all())
+            .map(drop)
+    }
+
+    fn write_all(self) {
+        if self.log_lines > 0 {
+            let started = Instant::now();
+            match write_log_lines(self.log_lines, self.line_bytes) {
+                Ok(()) => warn(&format!(
+                    "demo-backend wrote {} lines in {:.3} ms",
+                    self.log_lines,
+                    started.elapsed().as_secs_f64() * 1e3
+                )),
+                Err(e) => warn(&format!("demo-backend: writing log lines failed: {e}")),
+            }
+        }
+        if self.invalid_utf8 {
+            write_chunk(b"bad \xff\xfe utf8\n");
+        }
+        if let Some(len) = self.long_line {
+            let mut line = vec![b'y'; len];
+            if !self.no_newline {
+                line.push(b'\n');
+            }
+            write_chunk(&line);
+        }
+        if self.close_stdout {
+            close_stdout();
+        }
+    }
+}
+
+/// Writes one chunk under the stdout lock and flushes.
+fn write_chunk(bytes: &[u8]) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(bytes).and_then(|()| out.flush());
+}
+
+/// `log line {i} ` padded with `x` to `line_bytes` bytes, newline included (a line is never
+/// shorter than its prefix and newline), for i in 1..=n.
+///
+/// Whole lines are gathered into 64 KiB chunks; each chunk is written under the stdout lock, so
+/// status lines printed meanwhile (e.g. `demo-backend ready`) land between whole lines.
+fn write_log_lines(n: u64, line_bytes: usize) -> std::io::Result<()> {
+    const CHUNK: usize = 64 * 1024;
+    let mut buf: Vec<u8> = Vec::with_capacity(CHUNK + line_bytes + 32);
+    for i in 1..=n {
+        push_log_line(&mut buf, i, line_bytes);
+        if buf.len() >= CHUNK {
+            let mut out = std::io::stdout().lock();
+            out.write_all(&buf)?;
+            out.flush()?;
+            buf.clear();
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    out.write_all(&buf)?;
+    out.flush()
+}
+
+/// Appends `log line {i} ` padded with `x` to `line_bytes` bytes, newline included.
+fn push_log_line(buf: &mut Vec<u8>, i: u64, line_bytes: usize) {
+    let start = buf.len();
+    // Writing into a Vec cannot fail.
+    let _ = write!(buf, "log line {i} ");
+    let pad = line_bytes.saturating_sub(buf.len() - start + 1);
+    buf.resize(buf.len() + pad, b'x');
+    buf.push(b'\n');
+}
+
+/// Closes our end of the stdout pipe so its reader sees EOF, but keeps fd 1 valid: /dev/null
+/// is put in its place (dup2), so fd 1 can never be reused by a socket that later status lines
+/// would write into.
+pub(crate) fn close_stdout() {
+    let _ = std::io::stdout().lock().flush();
+    let result = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/null")
+        .map_err(|e| e.to_string())
+        .and_then(|null| nix::unistd::dup2_stdout(&null).map_err(|e| e.to_string()));
+    match result {
+        Ok(()) => warn("demo-backend: closed stdout"),
+        Err(e) => warn(&format!("demo-backend: could not close stdout: {e}")),
+    }
+}
+
+/// Spawns `self_cmd --grandchild-idle [--setsid]`: stdin null, stdout/stderr inherited.
+///
+/// It is neither waited for (beyond reaping it if it dies) nor killed on exit: tether has to
+/// find it. Returns its pid.
+pub(crate) fn spawn_grandchild(self_cmd: &[OsString], setsid: bool) -> std::io::Result<u32> {
+    let Some((program, args)) = self_cmd.split_first() else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "--spawn-grandchild needs the command that re-invokes the demo backend",
+        ));
+    };
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args).arg("--grandchild-idle");
+    if setsid {
+        cmd.arg("--setsid");
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit());
+    cmd.kill_on_drop(false);
+    let mut child = cmd.spawn()?;
+    let pid = child.id().unwrap_or(0);
+    // Reap it if it is killed while we live, so it does not linger as a zombie.
+    tokio::spawn(async move {
+        let _ = child.wait().await;
+    });
+    Ok(pid)
+}
+
+/// The idle grandchild: optionally leave the process group (setsid), then sleep forever.
+pub(crate) async fn grandchild_idle(setsid: bool) -> std::io::Result<i32> {
+    if setsid {
+        nix::unistd::setsid().map_err(std::io::Error::from)?;
+    }
+    std::future::pending::<()>().await;
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::push_log_line;
+
+    #[test]
+    fn log_line_format() {
+        let mut buf = Vec::new();
+        push_log_line(&mut buf, 1, 100);
+        push_log_line(&mut buf, 12, 5);
+        let text = String::from_utf8(buf).expect("utf8");
+        let lines: Vec<&str> = text.split_inclusive('\n').collect();
+        assert_eq!(lines[0].len(), 100);
+        assert!(lines[0].starts_with("log line 1 xxx"));
+        assert!(lines[0].ends_with("x\n"));
+        assert_eq!(lines[1], "log line 12 \n");
+    }
+}

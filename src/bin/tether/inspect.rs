@@ -1,0 +1,176 @@
+//! `status`, `down`, `logs`, `port`: looking at and stopping recorded instances.
+
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tether::core::port;
+use tether::core::state::{Record, StateDir};
+use tether::{Error, StopOutcome};
+
+use crate::cli::{LogsArgs, NameArgs, PortArgs};
+use crate::output::{json_line, report_error};
+
+fn state_dir(json: bool) -> Result<StateDir, i32> {
+    StateDir::from_env().map_err(|e| report_error(&e, json))
+}
+
+async fn answering(r: &Record) -> bool {
+    let connect = tokio::net::TcpStream::connect((r.host.as_str(), r.port));
+    matches!(tokio::time::timeout(Duration::from_secs(1), connect).await, Ok(Ok(_)))
+}
+
+fn describe(r: &Record, alive: bool, answering: bool) -> Value {
+    let state = match (alive, answering) {
+        (true, true) => "ready",
+        (true, false) => "not_answering",
+        (false, _) => "dead",
+    };
+    json!({
+        "name": r.name, "state": state, "runner": r.runner, "detached": r.detached,
+        "pid": r.leader.map(|l| l.pid), "pgid": r.pgid, "container_id": r.container_id,
+        "owner_pid": r.owner.map(|o| o.pid), "port": r.port, "url": r.url,
+        "health": if answering { "answering" } else { "not answering" },
+        "fingerprint": r.fingerprint, "tool_version": r.tool_version,
+        "started_at_unix_ms": r.started_at_unix_ms, "log_file": r.log_file,
+    })
+}
+
+pub async fn status(args: NameArgs) -> i32 {
+    let state = match state_dir(args.json) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let records = match &args.name {
+        Some(n) => match state.load(n) {
+            Ok(Some(r)) => vec![r],
+            Ok(None) => return report_error(&Error::NotFound { name: n.clone() }, args.json),
+            Err(e) => return report_error(&e, args.json),
+        },
+        None => match state.list() {
+            Ok(v) => v,
+            Err(e) => return report_error(&e, args.json),
+        },
+    };
+    if records.is_empty() && !args.json {
+        println!("no instances recorded in {}", state.path().display());
+    }
+    for r in &records {
+        let alive = r.owner_alive();
+        let up = alive && answering(r).await;
+        let v = describe(r, alive, up);
+        if args.json {
+            json_line(&v);
+        } else {
+            println!(
+                "{:<16} {:<14} pid {:<8} {:<26} {}{}",
+                r.name,
+                v["state"].as_str().unwrap_or("?"),
+                r.leader.map_or("-".to_string(), |l| l.pid.to_string()),
+                r.url,
+                if r.detached { "detached" } else { "foreground" },
+                r.tool_version.as_ref().map(|v| format!(", {v}")).unwrap_or_default(),
+            );
+        }
+    }
+    0
+}
+
+pub async fn down(args: NameArgs) -> i32 {
+    let state = match state_dir(args.json) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let name = args.name.unwrap_or_else(|| "default".into());
+    match tether::down(&state, &name).await {
+        Ok(how) => {
+            if args.json {
+                json_line(&json!({"state": "stopped", "name": name, "killed": how.was_killed()}));
+            } else {
+                match how {
+                    StopOutcome::Killed => println!("stopped '{name}' (killed after the grace period)"),
+                    StopOutcome::Terminated { .. } => println!("stopped '{name}'"),
+                }
+            }
+            0
+        }
+        Err(e) => report_error(&e, args.json),
+    }
+}
+
+pub async fn logs(args: LogsArgs) -> i32 {
+    let state = match state_dir(false) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let record = match state.load(&args.name) {
+        Ok(Some(r)) => r,
+        Ok(None) => return report_error(&Error::NotFound { name: args.name.clone() }, false),
+        Err(e) => return report_error(&e, false),
+    };
+    let Some(path) = record.log_file.clone() else {
+        let owner = record.owner.map_or("?".to_string(), |o| o.pid.to_string());
+        let e = Error::config(format!(
+            "instance '{}' runs in the foreground of pid {owner}: its output goes to that terminal; only detached instances keep a log file",
+            record.name
+        ));
+        return report_error(&e, false);
+    };
+    let mut file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) => return report_error(&Error::io(format!("cannot open log file {}", path.display()), e), false),
+    };
+    let mut pos = 0u64;
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        if file.seek(SeekFrom::Start(pos)).is_ok() && file.read_to_end(&mut buf).is_ok() {
+            pos += buf.len() as u64;
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(&buf);
+            let _ = out.flush();
+        }
+        if !args.follow || !record.owner_alive() {
+            return 0;
+        }
+        // Rotation: the file was renamed away; reopen the new one.
+        if std::fs::metadata(&path).map(|m| m.len() < pos).unwrap_or(false) {
+            if let Ok(f) = std::fs::File::open(&path) {
+                file = f;
+                pos = 0;
+            }
+        }
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return 0,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+}
+
+pub async fn port(args: PortArgs) -> i32 {
+    let state = match state_dir(args.json) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let records = state.list().unwrap_or_default();
+    let holders = match port::holders(args.port, &records) {
+        Ok(h) => h,
+        Err(e) => return report_error(&e, args.json),
+    };
+    if args.json {
+        json_line(&json!({"port": args.port, "holders": holders}));
+    } else if holders.is_empty() {
+        println!("nothing listens on port {}", args.port);
+    } else {
+        for h in &holders {
+            println!(
+                "pid {:<8} user {:<10} {} {}",
+                h.pid,
+                h.user.as_deref().unwrap_or("?"),
+                if h.ours { format!("ours ({})", h.instance.as_deref().unwrap_or("?")) } else { "NOT ours".into() },
+                h.command
+            );
+        }
+    }
+    0
+}

@@ -1,0 +1,54 @@
+//! The `tether` binary: the only place a tracing subscriber is installed.
+
+mod cli;
+mod inspect;
+mod output;
+mod up;
+
+use clap::Parser;
+
+fn main() {
+    // First: this binary is also every backend's guard.
+    tether::install_guard();
+    let cli = cli::Cli::parse();
+    let json = match &cli.command {
+        cli::Command::Up(a) => a.json,
+        cli::Command::Status(a) | cli::Command::Down(a) => a.json,
+        cli::Command::Port(a) => a.json,
+        _ => false,
+    };
+    let is_demo = matches!(cli.command, cli::Command::DemoBackend(_));
+    if !is_demo {
+        output::init_tracing(json);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = runtime.block_on(async move {
+        match cli.command {
+            cli::Command::Up(args) => up::run(args).await,
+            cli::Command::Down(args) => inspect::down(args).await,
+            cli::Command::Status(args) => inspect::status(args).await,
+            cli::Command::Logs(args) => inspect::logs(args).await,
+            cli::Command::Port(args) => inspect::port(args).await,
+            cli::Command::DemoBackend(args) => demo(args).await,
+        }
+    });
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    std::process::exit(code);
+}
+
+async fn demo(args: tether_demo::DemoArgs) -> i32 {
+    let exe = std::env::current_exe().map(|p| p.into_os_string()).unwrap_or_else(|_| "tether".into());
+    match tether_demo::run(args, vec![exe, "demo-backend".into()]).await {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("demo-backend: {e}");
+            1
+        }
+    }
+}

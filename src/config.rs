@@ -1,0 +1,359 @@
+//! `tether.toml` and the `up` flags: the same keys, flags win, unknown keys are errors.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tether_core::probe::{Condition, HttpProbe, LogProbe, TcpProbe};
+use tether_core::{Error, HealthProbe, Result};
+
+use crate::RunnerKind;
+
+/// A port, or `auto` (a free one picked at start).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortChoice {
+    /// This port.
+    Fixed(u16),
+    /// Any free port.
+    Auto,
+}
+
+impl std::str::FromStr for PortChoice {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        if s == "auto" {
+            return Ok(PortChoice::Auto);
+        }
+        match s.parse::<u32>() {
+            Ok(0) => Err(Error::config("port 0 is not a port to listen on; give 1–65535, or `auto` for a free one")),
+            Ok(n) if n <= 65535 => Ok(PortChoice::Fixed(n as u16)),
+            Ok(n) => Err(Error::config(format!("port {n} is out of range; give 1–65535, or `auto` for a free one"))),
+            Err(_) => Err(Error::config(format!("bad port `{s}`; give a number 1–65535, or `auto`"))),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for PortChoice {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(i64),
+            S(String),
+        }
+        let text = match Raw::deserialize(d)? {
+            Raw::N(n) => n.to_string(),
+            Raw::S(s) => s,
+        };
+        text.parse().map_err(|e: Error| serde::de::Error::custom(e.to_string()))
+    }
+}
+
+/// Every setting of an instance, as written in `tether.toml` or given as flags.
+/// All optional: unset keys take defaults.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[non_exhaustive]
+pub struct Config {
+    /// `native`, `uvx` or `docker`.
+    pub runner: Option<RunnerKind>,
+    /// Instance name (default `default`).
+    pub name: Option<String>,
+    /// Port or `auto` (default 8765).
+    pub port: Option<PortChoice>,
+    /// Host (default 127.0.0.1).
+    pub host: Option<String>,
+    /// `http[:PATH]`, `tcp` or `log:REGEX`.
+    pub probe: Option<String>,
+    /// `claude-skills`.
+    pub preset: Option<String>,
+    /// JSON conditions on the HTTP answer, all required for ready (`skills_loaded>0`).
+    #[serde(default)]
+    pub expect: Vec<String>,
+    /// A numeric JSON field shown as progress.
+    pub progress_field: Option<String>,
+    /// Require `version` in the health answer to equal this.
+    pub expect_version: Option<String>,
+    /// Overall readiness deadline (`120s`).
+    pub timeout: Option<String>,
+    /// Per-probe timeout (`2s`).
+    pub probe_timeout: Option<String>,
+    /// Grace between SIGTERM and SIGKILL (`5s`).
+    pub grace: Option<String>,
+    /// Stop our own holder of the port, and refuse foreign ones unless this is set.
+    pub force_port: Option<bool>,
+    /// Backend arguments (native: the program first).
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Extra environment.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory.
+    pub cwd: Option<PathBuf>,
+    /// uvx: the package, `PKG` or `PKG==VER`.
+    pub package: Option<String>,
+    /// uvx: the entry point (default: the package name).
+    pub entry: Option<String>,
+    /// uvx: the Python version.
+    pub python: Option<String>,
+    /// uvx: no network.
+    pub offline: Option<bool>,
+    /// docker: the image.
+    pub image: Option<String>,
+    /// docker: the port inside the container.
+    pub container_port: Option<u16>,
+    /// docker: `always`, `missing` or `never`.
+    pub pull: Option<String>,
+}
+
+macro_rules! overlay {
+    ($self:ident, $other:ident; $($opt:ident),*; $($vec:ident),*) => {
+        $( if $other.$opt.is_some() { $self.$opt = $other.$opt; } )*
+        $( if !$other.$vec.is_empty() { $self.$vec = $other.$vec; } )*
+    };
+}
+
+impl Config {
+    /// Read `tether.toml` (or another file). Errors name the file and the key.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::config(format!("cannot read config file {}: {e}", path.display()))
+        })?;
+        Self::from_toml(&text).map_err(|e| Error::config(format!("config file {}: {e}", path.display())))
+    }
+
+    /// Parse TOML text.
+    pub fn from_toml(text: &str) -> Result<Self> {
+        toml::from_str(text).map_err(|e| Error::config(e.message().trim().to_string() + &location(text, e.span())))
+    }
+
+    /// Put `flags` over `self`: every key set in `flags` wins.
+    pub fn overlay(&mut self, flags: Config) {
+        overlay!(self, flags;
+            runner, name, port, host, probe, preset, progress_field, expect_version, timeout,
+            probe_timeout, grace, force_port, cwd, package, entry, python, offline, image,
+            container_port, pull;
+            expect, args);
+        self.env.extend(flags.env);
+    }
+
+    /// Check everything and fill in defaults.
+    pub fn plan(self) -> Result<Plan> {
+        let name = self.name.clone().unwrap_or_else(|| "default".into());
+        let runner = match self.runner {
+            Some(r) => r,
+            None if self.package.is_some() => RunnerKind::Uvx,
+            None if self.image.is_some() => RunnerKind::Docker,
+            None => RunnerKind::Native,
+        };
+        let timeout = duration("timeout", self.timeout.as_deref(), Duration::from_secs(120))?;
+        let probe_timeout = duration("probe-timeout", self.probe_timeout.as_deref(), Duration::from_secs(2))?;
+        let grace = duration("grace", self.grace.as_deref(), Duration::from_secs(5))?;
+        let probe = self.build_probe()?;
+        Ok(Plan {
+            name,
+            runner,
+            port: self.port.unwrap_or(PortChoice::Fixed(8765)),
+            host: self.host.clone().unwrap_or_else(|| "127.0.0.1".into()),
+            probe,
+            timeout,
+            probe_timeout,
+            grace,
+            force_port: self.force_port.unwrap_or(false),
+            config: self,
+        })
+    }
+
+    fn build_probe(&self) -> Result<Arc<dyn HealthProbe>> {
+        let conditions = self
+            .expect
+            .iter()
+            .map(|c| Condition::parse(c).map_err(|e| Error::config(e.to_string())))
+            .collect::<Result<Vec<_>>>()?;
+        let probe_text = self.probe.as_deref().unwrap_or("http:/health");
+        let http_path = match probe_text {
+            "http" => Some("/health".to_string()),
+            s if s.starts_with("http:") => Some(s["http:".len()..].to_string()),
+            _ => None,
+        };
+        if http_path.is_none() && (self.preset.is_some() || !conditions.is_empty() || self.progress_field.is_some()) {
+            return Err(Error::config("--preset, --expect and --progress-field need an HTTP probe (--probe http[:PATH])"));
+        }
+        if let Some(path) = http_path {
+            if path.is_empty() || !path.starts_with('/') {
+                return Err(Error::config(format!("bad probe `{probe_text}`: the path must start with `/`, e.g. http:/health")));
+            }
+            let mut probe = match self.preset.as_deref() {
+                None => HttpProbe::new(path),
+                Some("claude-skills") => HttpProbe::claude_skills(path),
+                Some(other) => return Err(Error::config(format!("unknown preset `{other}`; the presets are: claude-skills"))),
+            };
+            for c in conditions {
+                probe = probe.with_condition(c);
+            }
+            if let Some(f) = &self.progress_field {
+                probe = probe.with_progress_field(f);
+            }
+            if let Some(v) = &self.expect_version {
+                probe = probe.with_expected_version(v.clone());
+            }
+            return Ok(Arc::new(probe));
+        }
+        if probe_text == "tcp" {
+            return Ok(Arc::new(TcpProbe));
+        }
+        if let Some(re) = probe_text.strip_prefix("log:") {
+            let re = regex::Regex::new(re)
+                .map_err(|e| Error::config(format!("bad probe `{probe_text}`: the regular expression does not parse: {e}")))?;
+            return Ok(Arc::new(LogProbe::new(re)));
+        }
+        Err(Error::config(format!("bad probe `{probe_text}`; use http[:PATH], tcp or log:REGEX")))
+    }
+}
+
+fn location(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    match span {
+        Some(r) => {
+            let line = text[..r.start.min(text.len())].matches('\n').count() + 1;
+            format!(" (line {line})")
+        }
+        None => String::new(),
+    }
+}
+
+fn duration(key: &str, text: Option<&str>, default: Duration) -> Result<Duration> {
+    match text {
+        None => Ok(default),
+        Some(t) => parse_duration(t).map_err(|why| Error::config(format!("bad --{key} `{t}`: {why}"))),
+    }
+}
+
+/// `500ms`, `2s`, `1.5s`, `2m`, or a plain number of seconds.
+pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    let t = text.trim();
+    let (num, unit) = match t.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => (&t[..i], &t[i..]),
+        None => (t, "s"),
+    };
+    let value: f64 = num.parse().map_err(|_| "write a number with a unit: 500ms, 2s, 1.5s, 2m".to_string())?;
+    let secs = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(format!("unknown unit `{unit}`; use ms, s, m or h")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| "the duration is out of range".to_string())
+}
+
+/// A checked configuration with defaults filled in.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Plan {
+    /// Instance name.
+    pub name: String,
+    /// The runner.
+    pub runner: RunnerKind,
+    /// The port.
+    pub port: PortChoice,
+    /// The host.
+    pub host: String,
+    /// The readiness probe.
+    pub probe: Arc<dyn HealthProbe>,
+    /// Overall readiness deadline.
+    pub timeout: Duration,
+    /// Per-probe timeout.
+    pub probe_timeout: Duration,
+    /// SIGTERM → SIGKILL grace.
+    pub grace: Duration,
+    /// Whether foreign port holders may be stopped.
+    pub force_port: bool,
+    /// Everything else, as given.
+    pub config: Config,
+}
+
+impl Plan {
+    /// Native runner: the program and its arguments.
+    pub fn program(&self) -> Result<(String, Vec<String>)> {
+        match self.config.args.split_first() {
+            Some((p, rest)) => Ok((p.clone(), rest.to_vec())),
+            None => Err(Error::config(
+                "no program given for the native runner; write it after `--`, e.g. `tether up -- my-server --port {port}`",
+            )),
+        }
+    }
+
+    /// The backend's arguments (native: after the program).
+    pub fn backend_args(&self) -> Vec<String> {
+        match self.runner {
+            RunnerKind::Native => self.config.args.iter().skip(1).cloned().collect(),
+            _ => self.config.args.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("3 parsecs").expect_err("unit").contains("unknown unit"));
+    }
+
+    #[test]
+    fn ports() {
+        assert_eq!("auto".parse::<PortChoice>().ok(), Some(PortChoice::Auto));
+        assert_eq!("80".parse::<PortChoice>().ok(), Some(PortChoice::Fixed(80)));
+        assert!("0".parse::<PortChoice>().expect_err("0").to_string().contains("1–65535"));
+        assert!("70000".parse::<PortChoice>().expect_err("big").to_string().contains("out of range"));
+    }
+
+    #[test]
+    fn toml_keys_unknown_and_wrong_types_are_named() {
+        let c = Config::from_toml("runner = \"native\"\nport = \"auto\"\nargs = [\"srv\", \"{port}\"]\n[env]\nA = \"1\"\n")
+            .expect("valid");
+        assert_eq!(c.port, Some(PortChoice::Auto));
+        let e = Config::from_toml("prot = 8080\n").expect_err("unknown key");
+        assert!(e.to_string().contains("unknown field `prot`"), "{e}");
+        let e = Config::from_toml("port = true\n").expect_err("wrong type");
+        assert_eq!(e.exit_code(), 2);
+        let e = Config::from_toml("port = 70000\n").expect_err("range");
+        assert!(e.to_string().contains("out of range"), "{e}");
+        let e = Config::from_toml("port = [\n").expect_err("syntax");
+        assert!(e.to_string().contains("line"), "{e}");
+    }
+
+    #[test]
+    fn flags_win_over_the_file() {
+        let mut file = Config::from_toml("port = 1000\nname = \"a\"\nargs = [\"x\"]\n").expect("valid");
+        file.overlay(Config { port: Some(PortChoice::Fixed(2000)), ..Config::default() });
+        assert_eq!(file.port, Some(PortChoice::Fixed(2000)));
+        assert_eq!(file.name.as_deref(), Some("a"));
+        assert_eq!(file.args, vec!["x"]);
+    }
+
+    #[test]
+    fn bad_probes_are_config_errors() {
+        for (probe, preset, needle) in [
+            ("grpc", None, "use http[:PATH], tcp or log:REGEX"),
+            ("log:(", None, "does not parse"),
+            ("http:health", None, "must start with `/`"),
+            ("tcp", Some("claude-skills"), "need an HTTP probe"),
+            ("http", Some("nope"), "unknown preset"),
+        ] {
+            let c = Config { probe: Some(probe.into()), preset: preset.map(Into::into), ..Config::default() };
+            let e = c.plan().expect_err(probe);
+            assert!(e.to_string().contains(needle), "{probe}: {e}");
+            assert_eq!(e.exit_code(), 2);
+        }
+    }
+}

@@ -1,0 +1,331 @@
+//! `ensure_running`: the state file, the stale sweep, the port guard, the launch and
+//! the record — one instance name, one backend.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tether_core::port;
+use tether_core::process::{GroupTarget, stop_group};
+use tether_core::procs::{self, ProcessIdentity};
+use tether_core::runner::Tethering;
+use tether_core::state::{InstanceLock, Record, StateDir};
+use tether_core::{
+    Error, Identity, Instance, LaunchOptions, LaunchSpec, Lifecycle, PortHolder, Result, Runner, RunningBackend,
+    StopOutcome, launch,
+};
+
+use crate::config::{Plan, PortChoice};
+
+/// How [`ensure_running`] starts the backend.
+#[derive(Clone, Default)]
+#[non_exhaustive]
+pub struct EnsureOptions {
+    /// Leave it running after this process ends (`up --detach`).
+    pub detach: bool,
+    /// The state directory (default: per user, see [`StateDir::from_env`]).
+    pub state_dir: Option<std::path::PathBuf>,
+    /// Observe the lifecycle.
+    pub lifecycle: Option<Arc<Lifecycle>>,
+    /// Use this runner instead of building one from the plan.
+    pub runner: Option<Arc<dyn Runner>>,
+}
+
+impl std::fmt::Debug for EnsureOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnsureOptions").field("detach", &self.detach).finish_non_exhaustive()
+    }
+}
+
+impl EnsureOptions {
+    /// Detached or not.
+    pub fn detached(mut self, detach: bool) -> Self {
+        self.detach = detach;
+        self
+    }
+
+    /// With a lifecycle to observe.
+    pub fn with_lifecycle(mut self, l: Arc<Lifecycle>) -> Self {
+        self.lifecycle = Some(l);
+        self
+    }
+
+    /// With a state directory.
+    pub fn with_state_dir(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.state_dir = Some(dir.into());
+        self
+    }
+
+    /// With a ready-made runner.
+    pub fn with_runner(mut self, r: Arc<dyn Runner>) -> Self {
+        self.runner = Some(r);
+        self
+    }
+}
+
+/// A ready, recorded backend.
+#[derive(Debug)]
+pub struct Handle {
+    instance: Instance,
+    state: StateDir,
+    record: Record,
+    _lock: Option<InstanceLock>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+fn state_dir(opts: &EnsureOptions) -> Result<StateDir> {
+    match &opts.state_dir {
+        Some(d) => StateDir::at(d.clone()),
+        None => StateDir::from_env(),
+    }
+}
+
+/// Start the backend `plan` describes and wait until it is ready: sweep a stale
+/// instance of the same name, clear the port of our own leftovers (refusing to touch
+/// a foreign holder unless `force_port`), launch, record.
+#[tracing::instrument(skip_all, fields(instance = %plan.name, runner = %plan.runner))]
+pub async fn ensure_running(plan: Plan, opts: EnsureOptions) -> Result<Handle> {
+    StateDir::check_name(&plan.name)?;
+    let state = state_dir(&opts)?;
+    let runner = match &opts.runner {
+        Some(r) => Arc::clone(r),
+        None => crate::build_runner(&plan)?,
+    };
+    let lock = state.try_lock(&plan.name)?;
+    if let Some(old) = state.load(&plan.name)? {
+        if old.owner_alive() {
+            return Err(Error::AlreadyRunning {
+                name: plan.name.clone(),
+                pid: old.owner.or(old.leader).map(|p| p.pid),
+            });
+        }
+        sweep(&state, &old).await?;
+    }
+    let port = match plan.port {
+        PortChoice::Auto => port::free_port(&plan.host)?,
+        PortChoice::Fixed(p) => {
+            clear_port(&state, &plan, p).await?;
+            p
+        }
+    };
+    let tethering = tethering(&state, &plan, opts.detach)?;
+    let log_file = match &tethering {
+        Tethering::Detached { log_file, .. } => Some(log_file.clone()),
+        _ => None,
+    };
+    let spec = LaunchSpec::new(plan.name.clone(), port)
+        .with_host(plan.host.clone())
+        .with_args(plan.backend_args())
+        .with_tethering(tethering)
+        .with_grace(plan.grace);
+    let mut spec = spec;
+    spec.env = plan.config.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    spec.cwd = plan.config.cwd.clone();
+
+    let owner = (!opts.detach).then(ProcessIdentity::current);
+    let record = Arc::new(Mutex::new(Record {
+        name: plan.name.clone(),
+        runner: runner.kind().to_string(),
+        fingerprint: String::new(),
+        detached: opts.detach,
+        owner,
+        leader: None,
+        pgid: None,
+        backend_pid: None,
+        container_id: None,
+        host: plan.host.clone(),
+        port,
+        url: spec.endpoint().url(),
+        started_at_unix_ms: now_ms(),
+        tool_version: None,
+        log_file,
+        grace_ms: plan.grace.as_millis() as u64,
+    }));
+    // Recorded as soon as it is spawned, so that if we die during readiness the
+    // next start of this name finds and sweeps it.
+    let on_started = {
+        let record = Arc::clone(&record);
+        let state = state.clone();
+        Arc::new(move |b: &dyn RunningBackend| {
+            let mut r = record.lock().unwrap_or_else(|p| p.into_inner());
+            fill_identity(&mut r, b.identity());
+            if let Err(e) = state.save(&r) {
+                tracing::warn!(error = %e.chain(), "cannot record the instance");
+            }
+        })
+    };
+    let mut launch_opts = LaunchOptions::default().on_started(on_started);
+    launch_opts.readiness = launch_opts
+        .readiness
+        .clone()
+        .with_deadline(plan.timeout)
+        .with_attempt_timeout(plan.probe_timeout);
+    if let Some(l) = &opts.lifecycle {
+        launch_opts = launch_opts.with_lifecycle(Arc::clone(l));
+    }
+    let result = launch(runner, spec, Arc::clone(&plan.probe), launch_opts).await;
+    let mut record = record.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    match result {
+        Ok(instance) => {
+            record.fingerprint = instance.runner_info().fingerprint.clone();
+            record.tool_version = instance.runner_info().tool_version.clone();
+            state.save(&record)?;
+            Ok(Handle { instance, state, record, _lock: Some(lock) })
+        }
+        Err(e) => {
+            let _ = state.remove(&plan.name);
+            Err(e)
+        }
+    }
+}
+
+fn fill_identity(r: &mut Record, id: Identity) {
+    match id {
+        Identity::Process { leader, backend_pid } => {
+            r.leader = Some(leader);
+            r.pgid = Some(leader.pid);
+            r.backend_pid = backend_pid;
+        }
+        Identity::Container { id } => r.container_id = Some(id),
+    }
+}
+
+fn tethering(state: &StateDir, plan: &Plan, detach: bool) -> Result<Tethering> {
+    let exe = || {
+        std::env::current_exe().map_err(|e| Error::io("cannot find this program's own path to run the guard", e))
+    };
+    if detach {
+        if !tether_core::guard::installed() {
+            return Err(Error::config(
+                "--detach needs the guard: call tether::install_guard() first thing in main (the tether binary does)",
+            ));
+        }
+        return Ok(Tethering::Detached { log_file: state.log_path(&plan.name), max_log_bytes: 10 * 1024 * 1024, exe: exe()? });
+    }
+    if tether_core::guard::installed() {
+        return Ok(Tethering::Guard { exe: exe()? });
+    }
+    Ok(Tethering::ParentDeathSignal)
+}
+
+/// The process group a record names, when its leader is verified.
+fn target_of(record: &Record) -> Option<GroupTarget> {
+    let leader = record.leader?;
+    Some(GroupTarget { leader, pgid: record.pgid.unwrap_or(leader.pid) })
+}
+
+/// Stop what a stale record names (verified by pid + start time) and forget it.
+async fn sweep(state: &StateDir, record: &Record) -> Result<Option<StopOutcome>> {
+    let outcome = match target_of(record) {
+        Some(t) => {
+            let grace = Duration::from_millis(record.grace_ms.max(100));
+            tracing::info!(instance = %record.name, pgid = t.pgid, "sweeping a stale instance");
+            Some(stop_group(t, grace, || None).await)
+        }
+        None => None,
+    };
+    state.remove(&record.name)?;
+    Ok(outcome)
+}
+
+/// Remove every recorded instance whose owner is gone. Returns the names swept.
+pub async fn sweep_stale(state: &StateDir) -> Result<Vec<String>> {
+    let mut swept = Vec::new();
+    for r in state.list()? {
+        if !r.owner_alive() {
+            if let Ok(_lock) = state.try_lock(&r.name) {
+                sweep(state, &r).await?;
+                swept.push(r.name.clone());
+            }
+        }
+    }
+    Ok(swept)
+}
+
+/// Make `port` free: our own holders are stopped gracefully; a foreign one is an
+/// error naming it, unless `force_port`.
+async fn clear_port(state: &StateDir, plan: &Plan, port: u16) -> Result<()> {
+    let records = state.list()?;
+    let holders = port::holders(port, &records)?;
+    if holders.is_empty() {
+        return Ok(());
+    }
+    let foreign: Vec<PortHolder> = holders.iter().filter(|h| !h.ours).cloned().collect();
+    if !foreign.is_empty() && !plan.force_port {
+        return Err(Error::PortTaken { port, holders: foreign });
+    }
+    for h in &holders {
+        let record = h.instance.as_ref().and_then(|n| records.iter().find(|r| &r.name == n));
+        match record.and_then(target_of) {
+            Some(t) if h.ours => {
+                tracing::info!(pid = h.pid, instance = ?h.instance, "stopping our own holder of port {port}");
+                stop_group(t, plan.grace, || None).await;
+                if let Some(r) = record {
+                    state.remove(&r.name)?;
+                }
+            }
+            _ => {
+                // Fingerprint-only ours, or foreign with --force-port: that process alone.
+                if let Some(id) = ProcessIdentity::of(h.pid) {
+                    tracing::warn!(pid = h.pid, command = %h.command, ours = h.ours, "stopping the holder of port {port}");
+                    let pgid = procs::pgid_of(h.pid).unwrap_or(h.pid);
+                    let t = GroupTarget { leader: id, pgid: if pgid == h.pid { pgid } else { h.pid } };
+                    stop_group(t, plan.grace, || None).await;
+                }
+            }
+        }
+    }
+    port::wait_free(&plan.host, port, plan.grace + Duration::from_secs(5)).await
+}
+
+impl Handle {
+    /// `http://host:port`.
+    pub fn url(&self) -> String {
+        self.instance.url()
+    }
+
+    /// The running instance.
+    pub fn instance(&self) -> &Instance {
+        &self.instance
+    }
+
+    /// What was recorded.
+    pub fn record(&self) -> &Record {
+        &self.record
+    }
+
+    /// Stop it and forget its record.
+    pub async fn stop(self) -> Result<StopOutcome> {
+        let outcome = self.instance.stop().await;
+        self.state.remove(&self.record.name)?;
+        outcome
+    }
+
+    /// Leave it running (detached); the record stays for `status` and `down`.
+    pub fn release(self) {
+        self.instance.release();
+    }
+}
+
+/// Stop the instance `name` (detached, or the foreground one of another process).
+pub async fn down(state: &StateDir, name: &str) -> Result<StopOutcome> {
+    StateDir::check_name(name)?;
+    let record = state.load(name)?.ok_or_else(|| Error::NotFound { name: name.to_string() })?;
+    // A foreground instance: ask its owner to stop it, so it cleans up itself.
+    if let Some(owner) = record.owner.filter(|o| o.is_alive()) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(owner.pid as i32), nix::sys::signal::Signal::SIGTERM);
+        let grace = Duration::from_millis(record.grace_ms.max(100)) + Duration::from_secs(2);
+        let deadline = tokio::time::Instant::now() + grace;
+        while owner.is_alive() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let outcome = match target_of(&record) {
+        Some(t) => stop_group(t, Duration::from_millis(record.grace_ms.max(100)), || None).await,
+        None => StopOutcome::Terminated { exit: tether_core::ExitStatus::Unknown },
+    };
+    state.remove(name)?;
+    Ok(outcome)
+}

@@ -1,0 +1,54 @@
+//! # tether
+//!
+//! Start a backend server for your program — a preinstalled executable, a Python
+//! package through `uvx`, or a Docker container — wait until it is really ready,
+//! relay its logs, stop it cleanly, and never leave it behind nor touch a process
+//! that is not yours.
+//!
+//! ```no_run
+//! # async fn demo() -> tether::Result<()> {
+//! // At the top of main, so the backend dies with you even if you are SIGKILLed:
+//! tether::install_guard();
+//! let mut config = tether::Config::default();
+//! config.args = vec!["my-server".into(), "--port".into(), "{port}".into()];
+//! config.preset = Some("claude-skills".into());
+//! let backend = tether::ensure_running(config.plan()?, tether::EnsureOptions::default()).await?;
+//! println!("ready at {}", backend.url());
+//! backend.stop().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! The runners are cargo features (`native`, `uvx`, `docker`, all on by default);
+//! [`RunnerKind`] is always compiled and choosing one that is not built in is an error
+//! naming the feature.
+#![warn(missing_docs)]
+
+pub mod config;
+mod ensure;
+mod kind;
+
+pub use config::{Config, Plan, PortChoice, parse_duration};
+pub use ensure::{EnsureOptions, Handle, down, ensure_running, sweep_stale};
+pub use kind::{RunnerKind, build_runner};
+pub use tether_core::{
+    Endpoint, Error, ExitStatus, HealthProbe, Identity, Instance, LaunchSpec, Lifecycle, Progress,
+    Result, Runner, RunningBackend, State, StopOutcome,
+};
+/// The core crate, for runner and probe implementers.
+pub use tether_core as core;
+
+#[cfg(feature = "native")]
+pub use tether_runner_native::NativeRunner;
+
+/// Opt in to the guard: call first thing in `main`. If this process was started as a
+/// backend's guard it runs the guard and exits; otherwise it returns and tether will
+/// use this executable as the guard for every backend it starts, so the backend and
+/// all its descendants die with you, even if you are SIGKILLed.
+pub fn install_guard() {
+    tether_core::guard::run_if_guard();
+}
+
+/// The traits only.
+pub mod prelude {
+    pub use tether_core::prelude::*;
+}
