@@ -98,8 +98,11 @@ impl InstanceLock {
 impl Drop for InstanceLock {
     fn drop(&mut self) {
         // Clear our pid while still holding the lock, so a later contender
-        // never reads a stale pid; closing the file then releases the lock.
+        // never reads a stale pid. Then unlock explicitly rather than rely on
+        // close: a child forked meanwhile shares this open file (until its
+        // exec closes it) and would keep the lock held past our drop.
         let _ = self.file.set_len(0);
+        let _ = self.file.unlock();
     }
 }
 

@@ -51,6 +51,11 @@ impl FakeRunner {
         Self::default()
     }
 
+    /// A runner whose `check` fails with `message` (the tool is missing).
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        FakeRunner { unavailable: Some(message.into()), ..Self::default() }
+    }
+
     /// Controls of every backend started so far.
     pub fn started(&self) -> Vec<FakeControl> {
         self.started.lock().unwrap_or_else(|p| p.into_inner()).clone()
