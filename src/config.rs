@@ -119,9 +119,8 @@ macro_rules! overlay {
 impl Config {
     /// Read `tether.toml` (or another file). Errors name the file and the key.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::config(format!("cannot read config file {}: {e}", path.display()))
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::config(format!("cannot read config file {}: {e}", path.display())))?;
         Self::from_toml(&text).map_err(|e| Error::config(format!("config file {}: {e}", path.display())))
     }
 
@@ -180,16 +179,22 @@ impl Config {
             _ => None,
         };
         if http_path.is_none() && (self.preset.is_some() || !conditions.is_empty() || self.progress_field.is_some()) {
-            return Err(Error::config("--preset, --expect and --progress-field need an HTTP probe (--probe http[:PATH])"));
+            return Err(Error::config(
+                "--preset, --expect and --progress-field need an HTTP probe (--probe http[:PATH])",
+            ));
         }
         if let Some(path) = http_path {
             if path.is_empty() || !path.starts_with('/') {
-                return Err(Error::config(format!("bad probe `{probe_text}`: the path must start with `/`, e.g. http:/health")));
+                return Err(Error::config(format!(
+                    "bad probe `{probe_text}`: the path must start with `/`, e.g. http:/health"
+                )));
             }
             let mut probe = match self.preset.as_deref() {
                 None => HttpProbe::new(path),
                 Some("claude-skills") => HttpProbe::claude_skills(path),
-                Some(other) => return Err(Error::config(format!("unknown preset `{other}`; the presets are: claude-skills"))),
+                Some(other) => {
+                    return Err(Error::config(format!("unknown preset `{other}`; the presets are: claude-skills")));
+                }
             };
             for c in conditions {
                 probe = probe.with_condition(c);
@@ -206,8 +211,9 @@ impl Config {
             return Ok(Arc::new(TcpProbe));
         }
         if let Some(re) = probe_text.strip_prefix("log:") {
-            let re = regex::Regex::new(re)
-                .map_err(|e| Error::config(format!("bad probe `{probe_text}`: the regular expression does not parse: {e}")))?;
+            let re = regex::Regex::new(re).map_err(|e| {
+                Error::config(format!("bad probe `{probe_text}`: the regular expression does not parse: {e}"))
+            })?;
             return Ok(Arc::new(LogProbe::new(re)));
         }
         Err(Error::config(format!("bad probe `{probe_text}`; use http[:PATH], tcp or log:REGEX")))
@@ -319,8 +325,9 @@ mod tests {
 
     #[test]
     fn toml_keys_unknown_and_wrong_types_are_named() {
-        let c = Config::from_toml("runner = \"native\"\nport = \"auto\"\nargs = [\"srv\", \"{port}\"]\n[env]\nA = \"1\"\n")
-            .expect("valid");
+        let c =
+            Config::from_toml("runner = \"native\"\nport = \"auto\"\nargs = [\"srv\", \"{port}\"]\n[env]\nA = \"1\"\n")
+                .expect("valid");
         assert_eq!(c.port, Some(PortChoice::Auto));
         let e = Config::from_toml("prot = 8080\n").expect_err("unknown key");
         assert!(e.to_string().contains("unknown field `prot`"), "{e}");

@@ -157,11 +157,8 @@ pub async fn ensure_running(plan: Plan, opts: EnsureOptions) -> Result<Handle> {
         })
     };
     let mut launch_opts = LaunchOptions::default().on_started(on_started);
-    launch_opts.readiness = launch_opts
-        .readiness
-        .clone()
-        .with_deadline(plan.timeout)
-        .with_attempt_timeout(plan.probe_timeout);
+    launch_opts.readiness =
+        launch_opts.readiness.clone().with_deadline(plan.timeout).with_attempt_timeout(plan.probe_timeout);
     if let Some(l) = &opts.lifecycle {
         launch_opts = launch_opts.with_lifecycle(Arc::clone(l));
     }
@@ -193,16 +190,19 @@ fn fill_identity(r: &mut Record, id: Identity) {
 }
 
 fn tethering(state: &StateDir, plan: &Plan, detach: bool) -> Result<Tethering> {
-    let exe = || {
-        std::env::current_exe().map_err(|e| Error::io("cannot find this program's own path to run the guard", e))
-    };
+    let exe =
+        || std::env::current_exe().map_err(|e| Error::io("cannot find this program's own path to run the guard", e));
     if detach {
         if !tether_core::guard::installed() {
             return Err(Error::config(
                 "--detach needs the guard: call tether::install_guard() first thing in main (the tether binary does)",
             ));
         }
-        return Ok(Tethering::Detached { log_file: state.log_path(&plan.name), max_log_bytes: 10 * 1024 * 1024, exe: exe()? });
+        return Ok(Tethering::Detached {
+            log_file: state.log_path(&plan.name),
+            max_log_bytes: 10 * 1024 * 1024,
+            exe: exe()?,
+        });
     }
     if tether_core::guard::installed() {
         return Ok(Tethering::Guard { exe: exe()? });
@@ -234,11 +234,11 @@ async fn sweep(state: &StateDir, record: &Record) -> Result<Option<StopOutcome>>
 pub async fn sweep_stale(state: &StateDir) -> Result<Vec<String>> {
     let mut swept = Vec::new();
     for r in state.list()? {
-        if !r.owner_alive() {
-            if let Ok(_lock) = state.try_lock(&r.name) {
-                sweep(state, &r).await?;
-                swept.push(r.name.clone());
-            }
+        if !r.owner_alive()
+            && let Ok(_lock) = state.try_lock(&r.name)
+        {
+            sweep(state, &r).await?;
+            swept.push(r.name.clone());
         }
     }
     Ok(swept)

@@ -78,9 +78,7 @@ fn native(plan: &Plan) -> Result<Arc<dyn Runner>> {
 
 #[cfg(not(feature = "native"))]
 fn native(_plan: &Plan) -> Result<Arc<dyn Runner>> {
-    Err(Error::config(
-        "this build of tether has no `native` runner; rebuild with the cargo feature `native`",
-    ))
+    Err(Error::config("this build of tether has no `native` runner; rebuild with the cargo feature `native`"))
 }
 
 #[cfg(test)]

@@ -30,12 +30,12 @@ mod kind;
 pub use config::{Config, Plan, PortChoice, parse_duration};
 pub use ensure::{EnsureOptions, Handle, down, ensure_running, sweep_stale};
 pub use kind::{RunnerKind, build_runner};
-pub use tether_core::{
-    Endpoint, Error, ExitStatus, HealthProbe, Identity, Instance, LaunchSpec, Lifecycle, Progress,
-    Result, Runner, RunningBackend, State, StopOutcome,
-};
 /// The core crate, for runner and probe implementers.
 pub use tether_core as core;
+pub use tether_core::{
+    Endpoint, Error, ExitStatus, HealthProbe, Identity, Instance, LaunchSpec, Lifecycle, Progress, Result, Runner,
+    RunningBackend, State, StopOutcome,
+};
 
 #[cfg(feature = "native")]
 pub use tether_runner_native::NativeRunner;

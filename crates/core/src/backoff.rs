@@ -18,11 +18,7 @@ pub struct Backoff {
 
 impl Default for Backoff {
     fn default() -> Self {
-        Backoff {
-            initial: Duration::from_millis(1),
-            max: Duration::from_millis(50),
-            factor: 2.0,
-        }
+        Backoff { initial: Duration::from_millis(1), max: Duration::from_millis(50), factor: 2.0 }
     }
 }
 
@@ -41,11 +37,7 @@ impl Backoff {
 
     /// An iterator of waits: `initial`, `initial*factor`, … capped at `max`, forever.
     pub fn iter(&self) -> BackoffIter {
-        BackoffIter {
-            next: self.initial.min(self.max),
-            max: self.max,
-            factor: self.factor.max(1.0),
-        }
+        BackoffIter { next: self.initial.min(self.max), max: self.max, factor: self.factor.max(1.0) }
     }
 }
 

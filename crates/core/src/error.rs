@@ -112,7 +112,10 @@ pub enum Error {
         stderr_tail: Vec<String>,
     },
     /// A port is held by a process that is not ours.
-    #[error("port {port} is held by a process that is not tether's: {}; stop it or choose another port (--port auto), or pass --force-port", describe_holders(holders))]
+    #[error(
+        "port {port} is held by a process that is not tether's: {}; stop it or choose another port (--port auto), or pass --force-port",
+        describe_holders(holders)
+    )]
     PortTaken {
         /// The port.
         port: u16,
@@ -218,23 +221,12 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 fn describe_holders(holders: &[PortHolder]) -> String {
     holders
         .iter()
-        .map(|h| {
-            format!(
-                "pid {} (user {}, command `{}`)",
-                h.pid,
-                h.user.as_deref().unwrap_or("?"),
-                h.command
-            )
-        })
+        .map(|h| format!("pid {} (user {}, command `{}`)", h.pid, h.user.as_deref().unwrap_or("?"), h.command))
         .collect::<Vec<_>>()
         .join(", ")
 }
 
 /// A duration for humans: `850ms`, `2.5s`.
 pub fn humanize(d: Duration) -> String {
-    if d < Duration::from_secs(1) {
-        format!("{}ms", d.as_millis())
-    } else {
-        format!("{:.1}s", d.as_secs_f64())
-    }
+    if d < Duration::from_secs(1) { format!("{}ms", d.as_millis()) } else { format!("{:.1}s", d.as_secs_f64()) }
 }

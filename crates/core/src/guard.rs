@@ -90,12 +90,18 @@ impl GuardArgs {
         };
         while let Some(arg) = it.next() {
             match arg.to_str() {
-                Some("--parent") => parsed.parent = Some(value(&mut it, "--parent")?.parse().map_err(|e| format!("--parent: {e}"))?),
+                Some("--parent") => {
+                    parsed.parent = Some(value(&mut it, "--parent")?.parse().map_err(|e| format!("--parent: {e}"))?)
+                }
                 Some("--grace-ms") => {
-                    parsed.grace = Duration::from_millis(value(&mut it, "--grace-ms")?.parse().map_err(|e| format!("--grace-ms: {e}"))?)
+                    parsed.grace = Duration::from_millis(
+                        value(&mut it, "--grace-ms")?.parse().map_err(|e| format!("--grace-ms: {e}"))?,
+                    )
                 }
                 Some("--log-file") => parsed.log_file = Some(PathBuf::from(value(&mut it, "--log-file")?)),
-                Some("--log-max") => parsed.log_max = value(&mut it, "--log-max")?.parse().map_err(|e| format!("--log-max: {e}"))?,
+                Some("--log-max") => {
+                    parsed.log_max = value(&mut it, "--log-max")?.parse().map_err(|e| format!("--log-max: {e}"))?
+                }
                 Some("--") => {
                     parsed.program = it.next().ok_or("no program after --")?;
                     parsed.args = it.collect();
@@ -123,11 +129,11 @@ fn run(args: GuardArgs) -> i32 {
         eprintln!("tether guard: cannot block signals: {e}");
         return 1;
     }
-    if let Some(parent) = args.parent {
-        if nix::sys::prctl::set_pdeathsig(Signal::SIGUSR2).is_err() || getppid().as_raw() != parent {
-            // The owner is already gone: start nothing.
-            return 1;
-        }
+    if let Some(parent) = args.parent
+        && (nix::sys::prctl::set_pdeathsig(Signal::SIGUSR2).is_err() || getppid().as_raw() != parent)
+    {
+        // The owner is already gone: start nothing.
+        return 1;
     }
     let _ = nix::sys::prctl::set_child_subreaper(true);
 
@@ -287,10 +293,10 @@ impl RotatingLog {
             self.file = OpenOptions::new().create(true).append(true).open(&self.path).ok();
             self.size = 0;
         }
-        if let Some(f) = &mut self.file {
-            if f.write_all(data).is_ok() {
-                self.size += data.len() as u64;
-            }
+        if let Some(f) = &mut self.file
+            && f.write_all(data).is_ok()
+        {
+            self.size += data.len() as u64;
         }
     }
 }
@@ -315,10 +321,8 @@ mod tests {
 
     #[test]
     fn parses_guard_arguments() {
-        let args: Vec<OsString> = ["--parent", "12", "--grace-ms", "250", "--", "prog", "a b", "--x"]
-            .iter()
-            .map(OsString::from)
-            .collect();
+        let args: Vec<OsString> =
+            ["--parent", "12", "--grace-ms", "250", "--", "prog", "a b", "--x"].iter().map(OsString::from).collect();
         let a = GuardArgs::parse(args).expect("parses");
         assert_eq!(a.parent, Some(12));
         assert_eq!(a.grace, Duration::from_millis(250));

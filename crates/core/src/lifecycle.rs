@@ -174,8 +174,15 @@ mod tests {
     fn the_happy_path_is_legal_and_observed() {
         let lc = Lifecycle::new();
         let rx = lc.subscribe();
-        for s in [State::Preparing, State::Starting, waiting(), waiting(), ready(), State::Stopping,
-                  State::Stopped { exit: Some(ExitStatus::Code(0)), killed: false }] {
+        for s in [
+            State::Preparing,
+            State::Starting,
+            waiting(),
+            waiting(),
+            ready(),
+            State::Stopping,
+            State::Stopped { exit: Some(ExitStatus::Code(0)), killed: false },
+        ] {
             lc.transition(s.clone()).expect("legal");
             assert_eq!(rx.borrow().name(), s.name());
         }

@@ -68,19 +68,9 @@ pub fn holders(port: u16, records: &[Record]) -> Result<Vec<PortHolder>> {
         let Some(info) = procs::info(pid) else {
             continue;
         };
-        let by_record = live_groups
-            .iter()
-            .find(|(g, _)| *g == info.pgid)
-            .map(|(_, n)| n.to_string());
-        let instance =
-            by_record.or_else(|| procs::env_var(pid, INSTANCE_ENV).filter(|name| !name.is_empty()));
-        out.push(PortHolder {
-            pid,
-            user: info.user,
-            command: info.command,
-            ours: instance.is_some(),
-            instance,
-        });
+        let by_record = live_groups.iter().find(|(g, _)| *g == info.pgid).map(|(_, n)| n.to_string());
+        let instance = by_record.or_else(|| procs::env_var(pid, INSTANCE_ENV).filter(|name| !name.is_empty()));
+        out.push(PortHolder { pid, user: info.user, command: info.command, ours: instance.is_some(), instance });
     }
     Ok(out)
 }
@@ -138,11 +128,9 @@ pub async fn wait_free(host: &str, port: u16, timeout: Duration) -> Result<()> {
 /// Another process could take it before the caller binds it; callers that pass
 /// it to a backend still run the port guard.
 pub fn free_port(host: &str) -> Result<u16> {
-    let listener = TcpListener::bind((host, 0))
-        .map_err(|e| Error::io(format!("cannot pick a free port on {host}"), e))?;
-    let addr = listener
-        .local_addr()
-        .map_err(|e| Error::io(format!("cannot read the port picked on {host}"), e))?;
+    let listener =
+        TcpListener::bind((host, 0)).map_err(|e| Error::io(format!("cannot pick a free port on {host}"), e))?;
+    let addr = listener.local_addr().map_err(|e| Error::io(format!("cannot read the port picked on {host}"), e))?;
     release(listener);
     Ok(addr.port())
 }
@@ -156,9 +144,7 @@ pub fn free_port(host: &str) -> Result<u16> {
 /// (a sandbox forbidding it, no `inet_diag`), falls back to `/proc/net/tcp{,6}`.
 fn listening_inodes(port: u16) -> Result<HashSet<u64>> {
     let mut inodes = HashSet::new();
-    let by_netlink = [AF_INET, AF_INET6]
-        .into_iter()
-        .try_for_each(|family| diag_listeners(family, port, &mut inodes));
+    let by_netlink = [AF_INET, AF_INET6].into_iter().try_for_each(|family| diag_listeners(family, port, &mut inodes));
     match by_netlink {
         Ok(()) => Ok(inodes),
         Err(e) => {
@@ -170,8 +156,7 @@ fn listening_inodes(port: u16) -> Result<HashSet<u64>> {
 
 /// `listening_inodes` from the `/proc/net` tables.
 fn proc_net_listeners(port: u16) -> Result<HashSet<u64>> {
-    let v4 = procfs::net::tcp()
-        .map_err(|e| Error::io("cannot read /proc/net/tcp", io::Error::other(e.to_string())))?;
+    let v4 = procfs::net::tcp().map_err(|e| Error::io("cannot read /proc/net/tcp", io::Error::other(e.to_string())))?;
     // With IPv6 disabled the tcp6 table does not exist: no IPv6 listeners then.
     let v6 = procfs::net::tcp6().unwrap_or_default();
     Ok(v4
@@ -197,16 +182,11 @@ const NLMSG_HDRLEN: usize = 16;
 /// `SOCK_DIAG_BY_FAMILY` dump filtered to LISTEN state and source port.
 fn diag_listeners(family: u8, port: u16, out: &mut HashSet<u64>) -> io::Result<()> {
     use nix::sys::socket::{
-        AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, recv, sendto,
-        socket,
+        AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType, recv, sendto, socket,
     };
     use std::os::fd::AsRawFd;
-    let sock = socket(
-        AddressFamily::Netlink,
-        SockType::Datagram,
-        SockFlag::SOCK_CLOEXEC,
-        SockProtocol::NetlinkSockDiag,
-    )?;
+    let sock =
+        socket(AddressFamily::Netlink, SockType::Datagram, SockFlag::SOCK_CLOEXEC, SockProtocol::NetlinkSockDiag)?;
     // nlmsghdr (16 bytes) + inet_diag_req_v2 (56 bytes: family, protocol,
     // ext, pad, states, then the socket id whose first field is the source
     // port, big-endian; the rest zero = any).
@@ -219,12 +199,7 @@ fn diag_listeners(family: u8, port: u16, out: &mut HashSet<u64>) -> io::Result<(
     req.extend_from_slice(&(1u32 << TCP_LISTEN).to_ne_bytes());
     req.extend_from_slice(&port.to_be_bytes());
     req.resize(72, 0);
-    sendto(
-        sock.as_raw_fd(),
-        &req,
-        &NetlinkAddr::new(0, 0),
-        MsgFlags::empty(),
-    )?;
+    sendto(sock.as_raw_fd(), &req, &NetlinkAddr::new(0, 0), MsgFlags::empty())?;
     let mut buf = vec![0u8; 64 * 1024];
     let bad = || io::Error::new(io::ErrorKind::InvalidData, "malformed sock_diag reply");
     loop {
@@ -282,12 +257,7 @@ fn holds_any(pid: u32, inodes: &HashSet<u64>) -> bool {
         std::fs::read_link(fd.path()).ok().is_some_and(|target| {
             target
                 .to_str()
-                .and_then(|t| {
-                    t.strip_prefix("socket:[")?
-                        .strip_suffix(']')?
-                        .parse::<u64>()
-                        .ok()
-                })
+                .and_then(|t| t.strip_prefix("socket:[")?.strip_suffix(']')?.parse::<u64>().ok())
                 .is_some_and(|inode| inodes.contains(&inode))
         })
     })
@@ -316,10 +286,7 @@ fn bind_test(addrs: &[SocketAddr]) -> io::Result<()> {
     match (bound, other) {
         (true, _) => Ok(()),
         (false, Some(e)) => Err(e),
-        (false, None) => Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "no address to bind",
-        )),
+        (false, None) => Err(io::Error::new(io::ErrorKind::InvalidInput, "no address to bind")),
     }
 }
 
@@ -328,11 +295,12 @@ mod tests {
     use super::*;
     use std::net::TcpStream;
 
-    /// `pids` without our own children: a child forked by a concurrent test
-    /// holds copies of our fds until its exec closes them.
+    /// `pids` without our own children and without the vanished: a child
+    /// forked by a concurrent test holds copies of our fds until its exec
+    /// closes them.
     fn without_children(mut pids: Vec<u32>) -> Vec<u32> {
         let me = std::process::id();
-        pids.retain(|&p| procs::info(p).is_none_or(|i| i.ppid != me));
+        pids.retain(|&p| procs::info(p).is_some_and(|i| i.ppid != me));
         pids
     }
 
@@ -341,16 +309,10 @@ mod tests {
         let me = std::process::id();
         let l4 = TcpListener::bind("127.0.0.1:0").expect("bind v4");
         let port = l4.local_addr().expect("addr").port();
-        assert_eq!(
-            without_children(listening_pids(port).expect("lookup")),
-            [me]
-        );
+        assert_eq!(without_children(listening_pids(port).expect("lookup")), [me]);
         if let Ok(l6) = TcpListener::bind("[::1]:0") {
             let port6 = l6.local_addr().expect("addr").port();
-            assert_eq!(
-                without_children(listening_pids(port6).expect("lookup")),
-                [me]
-            );
+            assert_eq!(without_children(listening_pids(port6).expect("lookup")), [me]);
         }
     }
 
@@ -379,10 +341,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let found = holders(port, &[]).expect("holders");
-        let me = found
-            .iter()
-            .find(|h| h.pid == std::process::id())
-            .expect("own");
+        let me = found.iter().find(|h| h.pid == std::process::id()).expect("own");
         assert!(!me.ours);
         assert_eq!(me.instance, None);
         assert!(!me.command.is_empty());
@@ -400,10 +359,7 @@ mod tests {
         assert!(found[0].ours);
         assert_eq!(found[0].instance.as_deref(), Some("mine"));
         // A record whose leader is a stale identity vouches for nothing.
-        record.leader = Some(procs::ProcessIdentity {
-            pid: me.pid,
-            start_time: me.start_time + 1,
-        });
+        record.leader = Some(procs::ProcessIdentity { pid: me.pid, start_time: me.start_time + 1 });
         assert!(!holders(port, &[record]).expect("holders")[0].ours);
     }
 
@@ -445,8 +401,6 @@ mod tests {
             assert!(!can_bind("::1", port6));
         }
         drop(held);
-        wait_free("127.0.0.1", port, Duration::from_secs(10))
-            .await
-            .expect("freed");
+        wait_free("127.0.0.1", port, Duration::from_secs(10)).await.expect("freed");
     }
 }

@@ -35,10 +35,7 @@ impl ProcessIdentity {
     /// or it is a zombie.
     pub fn of(pid: u32) -> Option<Self> {
         let stat = live_stat(pid)?;
-        Some(ProcessIdentity {
-            pid,
-            start_time: stat.starttime,
-        })
+        Some(ProcessIdentity { pid, start_time: stat.starttime })
     }
 
     /// This process.
@@ -51,9 +48,7 @@ impl ProcessIdentity {
         let pid = std::process::id();
         // Read through /proc/self rather than /proc/PID: it is the same file, and
         // still correct inside a pid namespace whose /proc belongs to the parent's.
-        let start_time = Stat::from_file("/proc/self/stat")
-            .map(|s| s.starttime)
-            .unwrap_or(0);
+        let start_time = Stat::from_file("/proc/self/stat").map(|s| s.starttime).unwrap_or(0);
         ProcessIdentity { pid, start_time }
     }
 
@@ -86,10 +81,7 @@ pub struct ProcessInfo {
 impl ProcessInfo {
     /// The safe identity of this process.
     pub fn identity(&self) -> ProcessIdentity {
-        ProcessIdentity {
-            pid: self.pid,
-            start_time: self.start_time,
-        }
+        ProcessIdentity { pid: self.pid, start_time: self.start_time }
     }
 }
 
@@ -150,11 +142,7 @@ fn descendants_via(root: u32, child_lists: bool) -> Vec<u32> {
 }
 
 /// Depth-first over `children_of` from `root`, keeping those `keep` accepts.
-fn walk(
-    root: u32,
-    mut children_of: impl FnMut(u32) -> Vec<u32>,
-    keep: impl Fn(u32) -> bool,
-) -> Vec<u32> {
+fn walk(root: u32, mut children_of: impl FnMut(u32) -> Vec<u32>, keep: impl Fn(u32) -> bool) -> Vec<u32> {
     let mut out = Vec::new();
     // `seen` guards against a cycle made of a pid reused mid-walk.
     let mut seen = HashSet::from([root]);
@@ -184,24 +172,13 @@ fn child_list(pid: u32) -> Vec<u32> {
     let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
         return Vec::new();
     };
-    let lists = tasks
-        .flatten()
-        .filter_map(|t| fs::read_to_string(t.path().join("children")).ok());
-    lists
-        .flat_map(|l| {
-            l.split_ascii_whitespace()
-                .filter_map(|c| c.parse().ok())
-                .collect::<Vec<_>>()
-        })
-        .collect()
+    let lists = tasks.flatten().filter_map(|t| fs::read_to_string(t.path().join("children")).ok());
+    lists.flat_map(|l| l.split_ascii_whitespace().filter_map(|c| c.parse().ok()).collect::<Vec<_>>()).collect()
 }
 
 /// All live (non-zombie) processes whose process group is `pgid`, sorted.
 pub fn group_members(pgid: u32) -> Vec<u32> {
-    let mut pids: Vec<u32> = live_table()
-        .filter(|(_, s)| to_u32(s.pgrp) == pgid)
-        .map(|(pid, _)| pid)
-        .collect();
+    let mut pids: Vec<u32> = live_table().filter(|(_, s)| to_u32(s.pgrp) == pgid).map(|(pid, _)| pid).collect();
     pids.sort_unstable();
     pids
 }
@@ -249,11 +226,8 @@ fn live_table() -> impl Iterator<Item = (u32, Stat)> {
 /// The command line of `pid` joined by spaces; `None` when it is empty or unreadable.
 fn command_line(pid: u32) -> Option<String> {
     let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let args: Vec<String> = raw
-        .split(|&b| b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
+    let args: Vec<String> =
+        raw.split(|&b| b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
     (!args.is_empty()).then(|| args.join(" "))
 }
 
@@ -267,10 +241,7 @@ fn uid_of(pid: u32) -> Option<u32> {
 /// users resolve too).
 fn user_name(uid: u32) -> Option<String> {
     let users = sysinfo::Users::new_with_refreshed_list();
-    users
-        .iter()
-        .find(|u| **u.id() == uid)
-        .map(|u| u.name().to_string())
+    users.iter().find(|u| **u.id() == uid).map(|u| u.name().to_string())
 }
 
 /// Kernel pids are non-negative; a negative value never names a process.
@@ -335,11 +306,7 @@ mod tests {
         // Both ways of walking: the kernel's child lists and the full scan.
         for child_lists in [true, false] {
             let found = descendants_via(std::process::id(), child_lists);
-            assert!(
-                found.contains(&child.pid()),
-                "{} not in {found:?}",
-                child.pid()
-            );
+            assert!(found.contains(&child.pid()), "{} not in {found:?}", child.pid());
             assert!(!found.contains(&std::process::id()));
         }
         assert!(descendants(child.pid()).is_empty());
@@ -354,11 +321,8 @@ mod tests {
         // Wait until it has exited but leave it unreaped (WNOWAIT): a zombie,
         // which must already count as gone.
         use nix::sys::wait::{Id, WaitPidFlag, waitid};
-        waitid(
-            Id::Pid(nix::unistd::Pid::from_raw(id.pid as i32)),
-            WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT,
-        )
-        .expect("waitid");
+        waitid(Id::Pid(nix::unistd::Pid::from_raw(id.pid as i32)), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT)
+            .expect("waitid");
         assert!(!id.is_alive());
         assert_eq!(ProcessIdentity::of(id.pid), None);
         assert!(!descendants(std::process::id()).contains(&id.pid));
@@ -381,19 +345,14 @@ mod tests {
         // environment, so `/proc/PID/environ` may still be empty. A `cat` that
         // echoes a line back has certainly finished exec.
         let mut cmd = Command::new("cat");
-        cmd.env("TETHER_TEST_VAR", "a=b c")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped());
+        cmd.env("TETHER_TEST_VAR", "a=b c").stdin(Stdio::piped()).stdout(Stdio::piped());
         let mut child = Sleeper(cmd.spawn().expect("spawn cat"));
         let mut stdin = child.0.stdin.take().expect("stdin");
         stdin.write_all(b"ping\n").expect("write");
         let mut line = String::new();
         let stdout = child.0.stdout.take().expect("stdout");
         BufReader::new(stdout).read_line(&mut line).expect("read");
-        assert_eq!(
-            env_var(child.pid(), "TETHER_TEST_VAR").as_deref(),
-            Some("a=b c")
-        );
+        assert_eq!(env_var(child.pid(), "TETHER_TEST_VAR").as_deref(), Some("a=b c"));
         assert_eq!(env_var(child.pid(), "TETHER_TEST"), None);
         assert_eq!(env_var(child.pid(), "TETHER_TEST_VAR_NOPE"), None);
         assert_eq!(info(child.pid()).map(|i| i.command).as_deref(), Some("cat"));

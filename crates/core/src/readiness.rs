@@ -152,7 +152,11 @@ pub async fn wait_ready(
             _ = tokio::time::sleep(wait) => {}
         }
         if Instant::now() >= deadline {
-            return Err(Error::Timeout { waited: started.elapsed(), last_probe: last, stderr_tail: logs.tail(TAIL_LINES) });
+            return Err(Error::Timeout {
+                waited: started.elapsed(),
+                last_probe: last,
+                stderr_tail: logs.tail(TAIL_LINES),
+            });
         }
     }
 }

@@ -113,11 +113,7 @@ impl StateDir {
     /// `$TETHER_STATE_DIR`, else `$XDG_STATE_HOME/tether`, else
     /// `$HOME/.local/state/tether`; created with mode 0700 if missing.
     pub fn from_env() -> Result<Self> {
-        let var = |k: &str| {
-            std::env::var_os(k)
-                .filter(|v| !v.is_empty())
-                .map(PathBuf::from)
-        };
+        let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
         let dir = if let Some(dir) = var("TETHER_STATE_DIR") {
             dir
         } else if let Some(xdg) = var("XDG_STATE_HOME").filter(|p| p.is_absolute()) {
@@ -126,9 +122,7 @@ impl StateDir {
         } else if let Some(home) = var("HOME") {
             home.join(".local/state/tether")
         } else {
-            return Err(Error::config(
-                "cannot find a state directory: HOME is not set; set TETHER_STATE_DIR",
-            ));
+            return Err(Error::config("cannot find a state directory: HOME is not set; set TETHER_STATE_DIR"));
         };
         Self::at(dir)
     }
@@ -137,11 +131,7 @@ impl StateDir {
     /// directory keeps its mode: it may be shared on purpose (tests, CI).
     pub fn at(path: impl Into<PathBuf>) -> Result<Self> {
         let dir = path.into();
-        DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)
-            .map_err(state_err(&dir))?;
+        DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(state_err(&dir))?;
         Ok(StateDir { dir })
     }
 
@@ -182,25 +172,14 @@ impl StateDir {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
                 let mut text = String::new();
-                let pid = (&file)
-                    .read_to_string(&mut text)
-                    .ok()
-                    .and_then(|_| text.trim().parse().ok());
-                return Err(Error::AlreadyRunning {
-                    name: name.to_string(),
-                    pid,
-                });
+                let pid = (&file).read_to_string(&mut text).ok().and_then(|_| text.trim().parse().ok());
+                return Err(Error::AlreadyRunning { name: name.to_string(), pid });
             }
             Err(TryLockError::Error(e)) => return Err(state_err(&path)(e)),
         }
         let pid = std::process::id().to_string();
-        file.set_len(0)
-            .and_then(|()| file.write_all_at(pid.as_bytes(), 0))
-            .map_err(state_err(&path))?;
-        Ok(InstanceLock {
-            file,
-            name: name.to_string(),
-        })
+        file.set_len(0).and_then(|()| file.write_all_at(pid.as_bytes(), 0)).map_err(state_err(&path))?;
+        Ok(InstanceLock { file, name: name.to_string() })
     }
 
     /// Take the exclusive lock for `name`, waiting up to `timeout` for the
@@ -243,20 +222,13 @@ impl StateDir {
         };
         let corrupt = |why: String| {
             let hint = format!("delete {} if no such instance runs", path.display());
-            state_err(path)(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!("{why}; {hint}"),
-            ))
+            state_err(path)(io::Error::new(io::ErrorKind::InvalidData, format!("{why}; {hint}")))
         };
-        let record: Record = serde_json::from_str(&text)
-            .map_err(|e| corrupt(format!("not a valid record ({e})")))?;
+        let record: Record = serde_json::from_str(&text).map_err(|e| corrupt(format!("not a valid record ({e})")))?;
         // The file name is the key: a record naming someone else was copied or
         // tampered with, and must not steer `down` at another instance.
         if path.file_stem().and_then(|s| s.to_str()) != Some(record.name.as_str()) {
-            return Err(corrupt(format!(
-                "the record is for '{}', not this file's name",
-                record.name
-            )));
+            return Err(corrupt(format!("the record is for '{}', not this file's name", record.name)));
         }
         Ok(Some(record))
     }
@@ -268,20 +240,10 @@ impl StateDir {
         Self::check_name(&record.name)?;
         let target = self.file(&record.name, "json");
         let seq = TMP_SEQ.fetch_add(1, Ordering::Relaxed);
-        let tmp = self.dir.join(format!(
-            "{}.json.tmp-{}-{seq}",
-            record.name,
-            std::process::id()
-        ));
-        let json = serde_json::to_vec_pretty(record)
-            .map_err(|e| state_err(&target)(io::Error::other(e)))?;
+        let tmp = self.dir.join(format!("{}.json.tmp-{}-{seq}", record.name, std::process::id()));
+        let json = serde_json::to_vec_pretty(record).map_err(|e| state_err(&target)(io::Error::other(e)))?;
         let written = (|| {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)?;
+            let mut file = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
             // The mode above is filtered by the umask and ignored for a file left
             // by a crash; set it explicitly.
             file.set_permissions(fs::Permissions::from_mode(0o600))?;
@@ -315,10 +277,7 @@ impl StateDir {
         for entry in entries.flatten() {
             let path = entry.path();
             let valid = path.extension().is_some_and(|e| e == "json")
-                && path
-                    .file_stem()
-                    .and_then(|s| s.to_str())
-                    .is_some_and(|n| Self::check_name(n).is_ok());
+                && path.file_stem().and_then(|s| s.to_str()).is_some_and(|n| Self::check_name(n).is_ok());
             if !valid {
                 continue;
             }
@@ -345,10 +304,7 @@ impl StateDir {
 
 /// Wraps an I/O error on `path` as a state error.
 fn state_err(path: &Path) -> impl Fn(io::Error) -> Error + '_ {
-    move |source| Error::State {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| Error::State { path: path.to_path_buf(), source }
 }
 
 #[cfg(test)]
@@ -385,9 +341,7 @@ pub(crate) mod tests {
 
     fn files(dir: &StateDir) -> Vec<String> {
         let entries = fs::read_dir(dir.path()).expect("read dir").flatten();
-        let mut names: Vec<_> = entries
-            .filter_map(|e| e.file_name().into_string().ok())
-            .collect();
+        let mut names: Vec<_> = entries.filter_map(|e| e.file_name().into_string().ok()).collect();
         names.sort();
         names
     }
@@ -451,10 +405,7 @@ pub(crate) mod tests {
         let (_tmp, dir) = store();
         let held = dir.try_lock("inst").expect("first lock");
         let busy = dir.lock("inst", Duration::from_millis(5)).await;
-        assert!(
-            matches!(busy, Err(Error::AlreadyRunning { .. })),
-            "{busy:?}"
-        );
+        assert!(matches!(busy, Err(Error::AlreadyRunning { .. })), "{busy:?}");
         let waiter = {
             let dir = dir.clone();
             tokio::spawn(async move { dir.lock("inst", Duration::from_secs(30)).await })
@@ -473,9 +424,7 @@ pub(crate) mod tests {
             StateDir::check_name(good).expect(good);
         }
         let long = "x".repeat(65);
-        for bad in [
-            "", ".hidden", "..", "a/b", "../x", "a b", "é", "a;rm", &long,
-        ] {
+        for bad in ["", ".hidden", "..", "a/b", "../x", "a b", "é", "a;rm", &long] {
             let err = StateDir::check_name(bad).expect_err(bad);
             assert!(matches!(err, Error::Config { .. }));
         }
@@ -487,10 +436,7 @@ pub(crate) mod tests {
     #[test]
     fn owner_alive_follows_detachment() {
         let me = ProcessIdentity::current();
-        let stale = ProcessIdentity {
-            start_time: me.start_time + 1,
-            ..me
-        };
+        let stale = ProcessIdentity { start_time: me.start_time + 1, ..me };
         let mut r = sample("r");
         assert!(r.owner_alive());
         r.owner = Some(stale);

@@ -24,7 +24,10 @@ fn opts(deadline: Duration) -> LaunchOptions {
 }
 
 /// Once the fake runner starts a backend, run `act` on it.
-fn when_started(runner: &FakeRunner, act: impl FnOnce(&FakeControl) + Send + 'static) -> tokio::task::JoinHandle<FakeControl> {
+fn when_started(
+    runner: &FakeRunner,
+    act: impl FnOnce(&FakeControl) + Send + 'static,
+) -> tokio::task::JoinHandle<FakeControl> {
     let runner = runner.clone();
     tokio::spawn(async move {
         loop {

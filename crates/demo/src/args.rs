@@ -64,12 +64,7 @@ pub struct DemoArgs {
     pub exit_after: Option<Duration>,
 
     /// Exit code used by --exit-after.
-    #[arg(
-        long,
-        value_name = "N",
-        default_value_t = 1,
-        allow_negative_numbers = true
-    )]
+    #[arg(long, value_name = "N", default_value_t = 1, allow_negative_numbers = true)]
     pub exit_code: i32,
 
     /// Ignore SIGTERM (only SIGKILL stops it then).
@@ -121,11 +116,7 @@ pub struct DemoArgs {
     pub echo_args: bool,
 
     /// Trailing arguments, captured as they are (see --echo-args).
-    #[arg(
-        value_name = "ARGS",
-        trailing_var_arg = true,
-        allow_hyphen_values = true
-    )]
+    #[arg(value_name = "ARGS", trailing_var_arg = true, allow_hyphen_values = true)]
     pub extra: Vec<String>,
 }
 
@@ -159,7 +150,8 @@ impl DemoArgs {
     }
 }
 
-const DURATION_FORMAT: &str = "expected a number with an optional unit ms, s, m or h (e.g. 500ms, 2s, 1.5s, 1m); a plain number means seconds";
+const DURATION_FORMAT: &str =
+    "expected a number with an optional unit ms, s, m or h (e.g. 500ms, 2s, 1.5s, 1m); a plain number means seconds";
 
 /// Parses a duration: `500ms`, `2s`, `1.5s`, `1m`, `1h`, or a plain number of seconds (`3`, `0.25`).
 ///
@@ -167,9 +159,7 @@ const DURATION_FORMAT: &str = "expected a number with an optional unit ms, s, m 
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let s = text.trim();
     let bad = || format!("invalid duration {text:?}: {DURATION_FORMAT}");
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
     let (number, unit) = (&s[..split], s[split..].trim());
     if number.is_empty() || !number.starts_with(|c: char| c.is_ascii_digit()) {
         return Err(bad());
@@ -265,15 +255,13 @@ mod tests {
         assert!(Cli::try_parse_from(["demo"]).is_err());
         let idle = Cli::try_parse_from(["demo", "--grandchild-idle", "--setsid"]).expect("idle");
         assert!(idle.args.grandchild_idle && idle.args.setsid);
-        let err = Cli::try_parse_from(["demo", "--port", "1", "--ready-after", "soon"])
-            .expect_err("bad duration");
+        let err = Cli::try_parse_from(["demo", "--port", "1", "--ready-after", "soon"]).expect_err("bad duration");
         assert!(err.to_string().contains("expected a number"), "{err}");
     }
 
     #[test]
     fn trailing_args_after_a_positional_are_kept() {
-        let cli = Cli::try_parse_from(["demo", "--port", "7", "x", "--port", "; rm -rf ~"])
-            .expect("parse");
+        let cli = Cli::try_parse_from(["demo", "--port", "7", "x", "--port", "; rm -rf ~"]).expect("parse");
         assert_eq!(cli.args.port, Some(7));
         assert_eq!(cli.args.extra, ["x", "--port", "; rm -rf ~"]);
     }

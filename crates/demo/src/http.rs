@@ -66,27 +66,17 @@ impl State {
     pub(crate) fn progress(&self) -> Progress {
         let elapsed = self.started.elapsed();
         if elapsed >= self.ready_after {
-            return Progress {
-                complete: true,
-                skills_loaded: self.skills,
-            };
+            return Progress { complete: true, skills_loaded: self.skills };
         }
         let loaded = u128::from(self.skills) * elapsed.as_nanos() / self.ready_after.as_nanos();
         // elapsed < ready_after, so loaded < skills and fits in u64.
-        let skills_loaded = u64::try_from(loaded)
-            .unwrap_or(self.skills)
-            .min(self.skills);
-        Progress {
-            complete: false,
-            skills_loaded,
-        }
+        let skills_loaded = u64::try_from(loaded).unwrap_or(self.skills).min(self.skills);
+        Progress { complete: false, skills_loaded }
     }
 
     /// The wall-clock instant loading completed (start + ready-after), once it has.
     pub(crate) fn ready_at_unix_nanos(&self) -> Option<u128> {
-        self.progress()
-            .complete
-            .then(|| self.started_unix_nanos + self.ready_after.as_nanos())
+        self.progress().complete.then(|| self.started_unix_nanos + self.ready_after.as_nanos())
     }
 
     /// The /health body, keys in the claude-skills order.
@@ -140,9 +130,7 @@ async fn health(stream: &mut TcpStream, state: &State) -> std::io::Result<()> {
     let progress = state.progress();
     state.health_requests.fetch_add(1, Ordering::SeqCst);
     if progress.complete {
-        state
-            .health_requests_after_ready
-            .fetch_add(1, Ordering::SeqCst);
+        state.health_requests_after_ready.fetch_add(1, Ordering::SeqCst);
     }
     match state.health_mode {
         HealthMode::Ok => {
@@ -171,11 +159,7 @@ async fn huge(stream: &mut TcpStream, state: &State, progress: Progress) -> std:
     let prefix = format!("{json},\"padding\":\"");
     let suffix = "\"}";
     let padding = HUGE_BODY.saturating_sub(prefix.len() + suffix.len());
-    let head = response_head(
-        200,
-        "application/json",
-        prefix.len() + padding + suffix.len(),
-    );
+    let head = response_head(200, "application/json", prefix.len() + padding + suffix.len());
     stream.write_all(head.as_bytes()).await?;
     stream.write_all(prefix.as_bytes()).await?;
     let chunk = [b'x'; 64 * 1024];
@@ -213,10 +197,7 @@ async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
 
 /// Method and path (query string removed) of a request head.
 fn request_line(head: &[u8]) -> (&str, &str) {
-    let line = head
-        .split(|&b| b == b'\r' || b == b'\n')
-        .next()
-        .unwrap_or_default();
+    let line = head.split(|&b| b == b'\r' || b == b'\n').next().unwrap_or_default();
     let line = std::str::from_utf8(line).unwrap_or_default();
     let mut parts = line.split(' ');
     let method = parts.next().unwrap_or_default();
@@ -242,12 +223,7 @@ fn response_head(status: u16, content_type: &str, len: usize) -> String {
     )
 }
 
-async fn respond(
-    stream: &mut TcpStream,
-    status: u16,
-    content_type: &str,
-    body: &[u8],
-) -> std::io::Result<()> {
+async fn respond(stream: &mut TcpStream, status: u16, content_type: &str, body: &[u8]) -> std::io::Result<()> {
     let mut out = response_head(status, content_type, body.len()).into_bytes();
     out.extend_from_slice(body);
     stream.write_all(&out).await?;
@@ -260,10 +236,7 @@ mod tests {
 
     #[test]
     fn request_line_parts() {
-        assert_eq!(
-            request_line(b"GET /health?x=1 HTTP/1.1\r\nHost: a"),
-            ("GET", "/health")
-        );
+        assert_eq!(request_line(b"GET /health?x=1 HTTP/1.1\r\nHost: a"), ("GET", "/health"));
         assert_eq!(request_line(b"POST / HTTP/1.1"), ("POST", "/"));
         assert_eq!(request_line(b""), ("", ""));
         assert_eq!(request_line(b"\xff\xfe"), ("", ""));
@@ -271,51 +244,21 @@ mod tests {
 
     #[test]
     fn progress_grows_toward_the_skill_count() {
-        let state = State::new(
-            Instant::now(),
-            0,
-            Duration::from_secs(3600),
-            5,
-            "v".into(),
-            HealthMode::Ok,
-        );
+        let state = State::new(Instant::now(), 0, Duration::from_secs(3600), 5, "v".into(), HealthMode::Ok);
         let p = state.progress();
         assert!(!p.complete);
         assert!(p.skills_loaded < 5);
         assert_eq!(state.ready_at_unix_nanos(), None);
-        let zero = State::new(
-            Instant::now(),
-            7,
-            Duration::ZERO,
-            0,
-            "v".into(),
-            HealthMode::Ok,
-        );
-        assert_eq!(
-            zero.progress(),
-            Progress {
-                complete: true,
-                skills_loaded: 0
-            }
-        );
+        let zero = State::new(Instant::now(), 7, Duration::ZERO, 0, "v".into(), HealthMode::Ok);
+        assert_eq!(zero.progress(), Progress { complete: true, skills_loaded: 0 });
         assert_eq!(zero.ready_at_unix_nanos(), Some(7));
     }
 
     #[test]
     fn bodies_are_json_with_keys_in_contract_order() {
-        let state = State::new(
-            Instant::now(),
-            7,
-            Duration::ZERO,
-            3,
-            "1.\"2".into(),
-            HealthMode::Ok,
-        );
+        let state = State::new(Instant::now(), 7, Duration::ZERO, 3, "1.\"2".into(), HealthMode::Ok);
         let body = state.health_json(state.progress());
-        assert_eq!(
-            body,
-            r#"{"status":"ok","loading_complete":true,"skills_loaded":3,"version":"1.\"2"}"#
-        );
+        assert_eq!(body, r#"{"status":"ok","loading_complete":true,"skills_loaded":3,"version":"1.\"2"}"#);
         let stats: serde_json::Value = serde_json::from_str(&state.stats_json()).expect("json");
         assert_eq!(stats["ready_at_unix_nanos"], 7);
         assert_eq!(stats["health_requests"], 0);

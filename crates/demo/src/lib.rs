@@ -95,29 +95,14 @@ impl DemoServer {
     /// listening line and starts the start-up output.
     pub async fn bind(args: DemoArgs, self_cmd: Vec<OsString>) -> io::Result<Self> {
         let started = Instant::now();
-        let started_unix_nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
-        let port = args.port.ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "demo-backend: --port N is required",
-            )
-        })?;
-        let host = args
-            .host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
+        let started_unix_nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let port = args
+            .port
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "demo-backend: --port N is required"))?;
+        let host = args.host.trim_start_matches('[').trim_end_matches(']').to_owned();
         let listener = TcpListener::bind((host.as_str(), port))
             .await
-            .map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("demo-backend: cannot listen on {host} port {port}: {e}"),
-                )
-            })?;
+            .map_err(|e| io::Error::new(e.kind(), format!("demo-backend: cannot listen on {host} port {port}: {e}")))?;
         let local_addr = listener.local_addr()?;
 
         // Before SIGTERM is ignored, so that the grandchild does not inherit SIG_IGN.
@@ -135,15 +120,8 @@ impl DemoServer {
             Some(tokio::signal::unix::signal(SignalKind::terminate())?)
         };
 
-        let url_host = if host.contains(':') {
-            format!("[{host}]")
-        } else {
-            host
-        };
-        say(&format!(
-            "demo-backend listening on http://{url_host}:{}",
-            local_addr.port()
-        ));
+        let url_host = if host.contains(':') { format!("[{host}]") } else { host };
+        say(&format!("demo-backend listening on http://{url_host}:{}", local_addr.port()));
         if let Some(pid) = grandchild {
             say(&format!("demo-backend grandchild pid {pid}"));
         }
@@ -153,25 +131,10 @@ impl DemoServer {
         }
         output::Bulk::from_args(&args).spawn()?;
 
-        let version = args
-            .report_version
-            .clone()
-            .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_owned());
-        let state = Arc::new(State::new(
-            started,
-            started_unix_nanos,
-            args.ready_after,
-            args.skills,
-            version,
-            args.health_mode,
-        ));
-        Ok(DemoServer {
-            listener,
-            local_addr,
-            state,
-            args,
-            sigterm,
-        })
+        let version = args.report_version.clone().unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_owned());
+        let state =
+            Arc::new(State::new(started, started_unix_nanos, args.ready_after, args.skills, version, args.health_mode));
+        Ok(DemoServer { listener, local_addr, state, args, sigterm })
     }
 
     /// The address actually listened on (the real port when `--port 0`).

@@ -59,10 +59,7 @@ impl Bulk {
         if self.is_empty() {
             return Ok(());
         }
-        std::thread::Builder::new()
-            .name("demo-output".into())
-            .spawn(move || self.write_all())
-            .map(drop)
+        std::thread::Builder::new().name("demo-output".into()).spawn(move || self.write_all()).map(drop)
     }
 
     fn write_all(self) {
@@ -163,9 +160,7 @@ pub(crate) fn spawn_grandchild(self_cmd: &[OsString], setsid: bool) -> std::io::
     if setsid {
         cmd.arg("--setsid");
     }
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::inherit())
-        .stderr(Stdio::inherit());
+    cmd.stdin(Stdio::null()).stdout(Stdio::inherit()).stderr(Stdio::inherit());
     cmd.kill_on_drop(false);
     let mut child = cmd.spawn()?;
     let pid = child.id().unwrap_or(0);

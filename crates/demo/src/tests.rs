@@ -15,25 +15,12 @@ const GIVE_UP: Duration = Duration::from_secs(30);
 async fn get(addr: SocketAddr, path: &str) -> (u16, Vec<u8>) {
     let mut stream = TcpStream::connect(addr).await.expect("connect");
     let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .expect("send request");
+    stream.write_all(request.as_bytes()).await.expect("send request");
     let mut response = Vec::new();
-    stream
-        .read_to_end(&mut response)
-        .await
-        .expect("read response");
-    let end = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("response head");
+    stream.read_to_end(&mut response).await.expect("read response");
+    let end = response.windows(4).position(|w| w == b"\r\n\r\n").expect("response head");
     let head = String::from_utf8_lossy(&response[..end]).into_owned();
-    let status = head
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .expect("status code");
+    let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).expect("status code");
     let length: usize = head
         .lines()
         .find_map(|l| l.strip_prefix("Content-Length: "))
@@ -82,24 +69,17 @@ async fn health_reaches_ready_with_all_skills_and_stats_count_probes() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     };
-    let probes = tokio::time::timeout(GIVE_UP, poll)
-        .await
-        .expect("never became ready");
+    let probes = tokio::time::timeout(GIVE_UP, poll).await.expect("never became ready");
 
     let stats = get_json(addr, "/stats").await;
     assert_eq!(stats["health_requests"].as_u64(), Some(probes));
     assert_eq!(stats["health_requests_after_ready"].as_u64(), Some(1));
     let started = stats["started_at_unix_nanos"].as_u64().expect("started_at");
-    let ready = stats["ready_at_unix_nanos"]
-        .as_u64()
-        .expect("ready_at once ready");
+    let ready = stats["ready_at_unix_nanos"].as_u64().expect("ready_at once ready");
     assert_eq!(ready - started, 200_000_000);
 
     let (status, body) = get(addr, "/").await;
-    assert_eq!(
-        (status, body.as_slice()),
-        (200, &b"tether demo backend\n"[..])
-    );
+    assert_eq!((status, body.as_slice()), (200, &b"tether demo backend\n"[..]));
     assert_eq!(get(addr, "/nope").await.0, 404);
 }
 
@@ -136,12 +116,8 @@ async fn hostile_health_modes() {
     // A hanging /health does not stop other connections from being served.
     let addr = mode(HealthMode::Hang).await;
     let mut hung = TcpStream::connect(addr).await.expect("connect");
-    hung.write_all(b"GET /health HTTP/1.1\r\n\r\n")
-        .await
-        .expect("send");
-    let stats = tokio::time::timeout(GIVE_UP, get_json(addr, "/stats"))
-        .await
-        .expect("stats");
+    hung.write_all(b"GET /health HTTP/1.1\r\n\r\n").await.expect("send");
+    let stats = tokio::time::timeout(GIVE_UP, get_json(addr, "/stats")).await.expect("stats");
     // The hung request may or may not have been read yet; it never gets an answer.
     assert!(stats["health_requests"].as_u64() <= Some(1));
     let mut byte = [0u8; 1];

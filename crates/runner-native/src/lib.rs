@@ -51,11 +51,7 @@ impl NativeRunner {
             ));
         }
         let looks_like_path = self.program.contains('/');
-        let found = if looks_like_path {
-            which::which(Path::new(&self.program))
-        } else {
-            which::which(&self.program)
-        };
+        let found = if looks_like_path { which::which(Path::new(&self.program)) } else { which::which(&self.program) };
         found.map_err(|_| {
             let message = if looks_like_path {
                 format!(
@@ -63,10 +59,7 @@ impl NativeRunner {
                     self.program
                 )
             } else {
-                format!(
-                    "program `{}` was not found on PATH; install it, or give its full path",
-                    self.program
-                )
+                format!("program `{}` was not found on PATH; install it, or give its full path", self.program)
             };
             Error::Unavailable { message }
         })

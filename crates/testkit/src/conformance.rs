@@ -34,7 +34,8 @@ fn spec(demo: &dyn DemoBackend, name: &str, flags: &[&str]) -> LaunchSpec {
 }
 
 async fn start(demo: &dyn DemoBackend, spec: LaunchSpec) -> Result<Instance, Error> {
-    let opts = LaunchOptions::default().with_readiness(ReadinessOptions::default().with_deadline(Duration::from_secs(60)));
+    let opts =
+        LaunchOptions::default().with_readiness(ReadinessOptions::default().with_deadline(Duration::from_secs(60)));
     launch(demo.runner(), spec, Arc::new(HttpProbe::claude_skills("/health")), opts).await
 }
 
@@ -68,9 +69,10 @@ pub async fn becomes_ready(demo: &dyn DemoBackend) {
 
 /// Exiting before ready is reported at once with the exit code and the last output.
 pub async fn early_exit_is_reported(demo: &dyn DemoBackend) {
-    let err = start(demo, spec(demo, "early-exit", &["--ready-after", "100s", "--exit-after", "200ms", "--exit-code", "3"]))
-        .await
-        .expect_err("a backend that exits is not ready");
+    let err =
+        start(demo, spec(demo, "early-exit", &["--ready-after", "100s", "--exit-after", "200ms", "--exit-code", "3"]))
+            .await
+            .expect_err("a backend that exits is not ready");
     match &err {
         Error::EarlyExit { status, stderr_tail } => {
             assert_eq!(*status, ExitStatus::Code(3), "{err}");
@@ -100,7 +102,8 @@ pub async fn grandchildren_are_stopped(demo: &dyn DemoBackend) {
             flags.push("--grandchild-setsid");
         }
         let instance = start(demo, spec(demo, "grandchild", &flags)).await.expect("ready");
-        let line = wait_for_line(&instance.logs(), |l| l.contains("grandchild pid")).await.expect("grandchild pid line");
+        let line =
+            wait_for_line(&instance.logs(), |l| l.contains("grandchild pid")).await.expect("grandchild pid line");
         let grandchild = if demo.host_pids() {
             let pid: u32 = line.rsplit(' ').next().and_then(|p| p.trim().parse().ok()).expect("a pid");
             Some(ProcessIdentity::of(pid).expect("the grandchild runs"))
@@ -118,7 +121,9 @@ pub async fn grandchildren_are_stopped(demo: &dyn DemoBackend) {
 pub async fn long_lines_and_invalid_utf8_are_relayed(demo: &dyn DemoBackend) {
     let instance = start(demo, spec(demo, "lines", &["--long-line", "100000", "--invalid-utf8"])).await.expect("ready");
     let logs = instance.logs();
-    wait_for_line(&logs, |l| l.contains('\u{fffd}') && l.contains("utf8")).await.expect("the invalid UTF-8 line, replaced");
+    wait_for_line(&logs, |l| l.contains('\u{fffd}') && l.contains("utf8"))
+        .await
+        .expect("the invalid UTF-8 line, replaced");
     let piece = wait_for_line(&logs, |l| l.starts_with("yyyy")).await.expect("pieces of the long line");
     assert!(piece.len() < 100_000, "a 100 000-byte line is split into pieces");
     instance.stop().await.expect("stops");

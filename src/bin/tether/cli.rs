@@ -18,7 +18,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Start a backend and wait until it is ready (with no runner and no config: the built-in demo backend).
-    Up(UpArgs),
+    Up(Box<UpArgs>),
     /// Stop a recorded instance (its whole process group, or its container).
     Down(NameArgs),
     /// Show recorded instances: state, pid/container, port, health.
@@ -28,7 +28,7 @@ pub enum Command {
     /// Who listens on PORT: pid, user, command, ours or not.
     Port(PortArgs),
     /// The built-in demo backend (the claude-skills /health contract, with flags to misbehave).
-    DemoBackend(tether_demo::DemoArgs),
+    DemoBackend(Box<tether_demo::DemoArgs>),
 }
 
 /// `--name` and `--json`.

@@ -134,11 +134,11 @@ pub async fn logs(args: LogsArgs) -> i32 {
             return 0;
         }
         // Rotation: the file was renamed away; reopen the new one.
-        if std::fs::metadata(&path).map(|m| m.len() < pos).unwrap_or(false) {
-            if let Ok(f) = std::fs::File::open(&path) {
-                file = f;
-                pos = 0;
-            }
+        if std::fs::metadata(&path).map(|m| m.len() < pos).unwrap_or(false)
+            && let Ok(f) = std::fs::File::open(&path)
+        {
+            file = f;
+            pos = 0;
         }
         tokio::select! {
             _ = tokio::signal::ctrl_c() => return 0,

@@ -30,12 +30,12 @@ fn main() {
     };
     let code = runtime.block_on(async move {
         match cli.command {
-            cli::Command::Up(args) => up::run(args).await,
+            cli::Command::Up(args) => up::run(*args).await,
             cli::Command::Down(args) => inspect::down(args).await,
             cli::Command::Status(args) => inspect::status(args).await,
             cli::Command::Logs(args) => inspect::logs(args).await,
             cli::Command::Port(args) => inspect::port(args).await,
-            cli::Command::DemoBackend(args) => demo(args).await,
+            cli::Command::DemoBackend(args) => demo(*args).await,
         }
     });
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));

@@ -85,7 +85,10 @@ pub async fn run(args: UpArgs) -> i32 {
     }
     if args.detach {
         if !json {
-            println!("detached as '{}'; `tether status --name {0}`, `tether logs --name {0}`, `tether down --name {0}`", record.name);
+            println!(
+                "detached as '{}'; `tether status --name {0}`, `tether logs --name {0}`, `tether down --name {0}`",
+                record.name
+            );
         }
         handle.release();
         return 0;
@@ -116,7 +119,9 @@ async fn supervise(handle: tether::Handle, json: bool) -> i32 {
         (Some(status), _) => {
             let e = Error::EarlyExit { status, stderr_tail: Vec::new() };
             if json {
-                json_line(&json!({"state": "exited", "name": name, "exit_code": status.code(), "error": format!("backend exited by itself ({status})")}));
+                json_line(
+                    &json!({"state": "exited", "name": name, "exit_code": status.code(), "error": format!("backend exited by itself ({status})")}),
+                );
             } else {
                 eprintln!("error: backend '{name}' exited by itself ({status})");
             }
@@ -127,7 +132,9 @@ async fn supervise(handle: tether::Handle, json: bool) -> i32 {
                 json_line(&json!({"state": "stopped", "name": name, "killed": how.was_killed()}));
             } else {
                 match how {
-                    StopOutcome::Killed => eprintln!("stopped '{name}': it ignored SIGTERM and was killed after the grace period"),
+                    StopOutcome::Killed => {
+                        eprintln!("stopped '{name}': it ignored SIGTERM and was killed after the grace period")
+                    }
                     StopOutcome::Terminated { exit } => eprintln!("stopped '{name}' ({exit})"),
                 }
             }
@@ -147,7 +154,8 @@ async fn observe(
     let bar = (!json && std::io::stderr().is_terminal()).then(|| {
         let bar = ProgressBar::new_spinner();
         bar.set_style(
-            ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
         );
         bar.enable_steady_tick(Duration::from_millis(100));
         bar
@@ -159,7 +167,9 @@ async fn observe(
             other => (other.name().replace('_', " "), None),
         };
         if json {
-            json_line(&json!({"state": state.name(), "phase": phase, "progress": value, "elapsed_ms": started.elapsed().as_millis() as u64}));
+            json_line(
+                &json!({"state": state.name(), "phase": phase, "progress": value, "elapsed_ms": started.elapsed().as_millis() as u64}),
+            );
         } else if let Some(bar) = &bar {
             let count = value.map(|v| format!(" · {v} loaded")).unwrap_or_default();
             bar.set_message(format!("{phase}{count}"));
@@ -176,4 +186,3 @@ async fn observe(
         bar.finish_and_clear();
     }
 }
-

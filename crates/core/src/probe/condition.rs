@@ -33,7 +33,9 @@ pub struct Condition {
 
 /// Why a condition could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("bad condition `{input}`: {why}; write FIELD OP VALUE with OP one of == != > >= < <=, e.g. `skills_loaded>0` or `status==\"ok\"`")]
+#[error(
+    "bad condition `{input}`: {why}; write FIELD OP VALUE with OP one of == != > >= < <=, e.g. `skills_loaded>0` or `status==\"ok\"`"
+)]
 pub struct ConditionError {
     /// The text given.
     pub input: String,

@@ -77,29 +77,25 @@ impl HttpProbe {
 
     fn judge(&self, doc: &Value) -> ProbeOutcome {
         let progress = self.progress_field.as_ref().and_then(|p| lookup(doc, p)).and_then(Value::as_u64);
-        if let (Some(want), Some(got)) = (&self.expect_version, doc.get("version").and_then(Value::as_str)) {
-            if want != got {
-                return ProbeOutcome::Failed {
-                    reason: format!(
-                        "the backend reports version {got} but {want} was asked for; pin the same version on both sides"
-                    ),
-                };
-            }
+        if let (Some(want), Some(got)) = (&self.expect_version, doc.get("version").and_then(Value::as_str))
+            && want != got
+        {
+            return ProbeOutcome::Failed {
+                reason: format!(
+                    "the backend reports version {got} but {want} was asked for; pin the same version on both sides"
+                ),
+            };
         }
-        if let Some((conds, why)) = &self.fail_when {
-            if conds.iter().all(|c| c.holds(doc)) {
-                return ProbeOutcome::Failed { reason: why.clone() };
-            }
+        if let Some((conds, why)) = &self.fail_when
+            && conds.iter().all(|c| c.holds(doc))
+        {
+            return ProbeOutcome::Failed { reason: why.clone() };
         }
         match self.conditions.iter().find(|c| !c.holds(doc)) {
             None => ProbeOutcome::Ready { progress },
             Some(c) => {
                 let actual = lookup(doc, &c.path).map_or("missing".to_string(), Value::to_string);
-                ProbeOutcome::Pending {
-                    progress,
-                    detail: format!("waiting for {c} (now {actual})"),
-                    answered: true,
-                }
+                ProbeOutcome::Pending { progress, detail: format!("waiting for {c} (now {actual})"), answered: true }
             }
         }
     }
@@ -115,7 +111,11 @@ impl HealthProbe for HttpProbe {
         };
         let status = response.status();
         if !status.is_success() {
-            return ProbeOutcome::Pending { progress: None, detail: format!("GET {} answered {status}", self.path), answered: true };
+            return ProbeOutcome::Pending {
+                progress: None,
+                detail: format!("GET {} answered {status}", self.path),
+                answered: true,
+            };
         }
         if !self.needs_json() {
             return ProbeOutcome::Ready { progress: None };
@@ -134,7 +134,9 @@ impl HealthProbe for HttpProbe {
                     }
                 }
                 Ok(None) => break,
-                Err(e) => return ProbeOutcome::Pending { progress: None, detail: describe_reqwest(&e), answered: true },
+                Err(e) => {
+                    return ProbeOutcome::Pending { progress: None, detail: describe_reqwest(&e), answered: true };
+                }
             }
         }
         match serde_json::from_slice::<Value>(&body) {
@@ -176,7 +178,10 @@ mod tests {
     #[test]
     fn claude_skills_preset() {
         let p = HttpProbe::claude_skills("/health");
-        assert_eq!(p.judge(&json!({"loading_complete": true, "skills_loaded": 7})), ProbeOutcome::Ready { progress: Some(7) });
+        assert_eq!(
+            p.judge(&json!({"loading_complete": true, "skills_loaded": 7})),
+            ProbeOutcome::Ready { progress: Some(7) }
+        );
         assert!(matches!(
             p.judge(&json!({"loading_complete": false, "skills_loaded": 2})),
             ProbeOutcome::Pending { progress: Some(2), answered: true, .. }

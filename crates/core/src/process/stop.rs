@@ -8,9 +8,9 @@ use nix::unistd::Pid;
 use tokio::time::Instant;
 
 use crate::backoff::Backoff;
+use crate::error::ExitStatus;
 use crate::procs::{self, ProcessIdentity};
 use crate::runner::StopOutcome;
-use crate::error::ExitStatus;
 
 /// What to stop: a process group whose leader we identified, and its descendants.
 #[derive(Debug, Clone, Copy)]
@@ -27,22 +27,10 @@ impl GroupTarget {
     /// taken now so that a later signal never reaches a reused pid.
     pub fn survivors(&self, known: &mut Vec<ProcessIdentity>) -> Vec<ProcessIdentity> {
         if self.leader.is_alive() {
-            for pid in procs::descendants(self.leader.pid) {
-                if let Some(id) = ProcessIdentity::of(pid) {
-                    if !known.contains(&id) {
-                        known.push(id);
-                    }
-                }
-            }
+            remember(known, procs::descendants(self.leader.pid));
         }
         if self.group_is_ours() {
-            for pid in procs::group_members(self.pgid) {
-                if let Some(id) = ProcessIdentity::of(pid) {
-                    if !known.contains(&id) {
-                        known.push(id);
-                    }
-                }
-            }
+            remember(known, procs::group_members(self.pgid));
         }
         known.retain(ProcessIdentity::is_alive);
         let mut all = known.clone();
@@ -77,14 +65,19 @@ impl GroupTarget {
     }
 }
 
+/// Add the identities of `pids` to `known`, taken now.
+fn remember(known: &mut Vec<ProcessIdentity>, pids: Vec<u32>) {
+    for id in pids.into_iter().filter_map(ProcessIdentity::of) {
+        if !known.contains(&id) {
+            known.push(id);
+        }
+    }
+}
+
 /// Stop `target`: SIGTERM to the group and every descendant; wait until all are gone
 /// or `grace` passed; then SIGKILL whatever is left and wait for it to go.
 /// `exited` tells whether the leader has been reaped (when it is our child).
-pub async fn stop_group(
-    target: GroupTarget,
-    grace: Duration,
-    exited: impl Fn() -> Option<ExitStatus>,
-) -> StopOutcome {
+pub async fn stop_group(target: GroupTarget, grace: Duration, exited: impl Fn() -> Option<ExitStatus>) -> StopOutcome {
     let mut known = Vec::new();
     let first = target.survivors(&mut known);
     if first.is_empty() {
