@@ -237,23 +237,8 @@ fn duration(key: &str, text: Option<&str>, default: Duration) -> Result<Duration
     }
 }
 
-/// `500ms`, `2s`, `1.5s`, `2m`, or a plain number of seconds.
-pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
-    let t = text.trim();
-    let (num, unit) = match t.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
-        Some(i) => (&t[..i], &t[i..]),
-        None => (t, "s"),
-    };
-    let value: f64 = num.parse().map_err(|_| "write a number with a unit: 500ms, 2s, 1.5s, 2m".to_string())?;
-    let secs = match unit {
-        "ms" => value / 1000.0,
-        "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => return Err(format!("unknown unit `{unit}`; use ms, s, m or h")),
-    };
-    Duration::try_from_secs_f64(secs).map_err(|_| "the duration is out of range".to_string())
-}
+/// `500ms`, `2s`, `1.5s`, `2m`, or a plain number of seconds (the demo backend's parser, shared).
+pub use tether_demo::parse_duration;
 
 /// A checked configuration with defaults filled in.
 #[derive(Debug, Clone)]
@@ -312,7 +297,7 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("3"), Ok(Duration::from_secs(3)));
         assert!(parse_duration("fast").is_err());
-        assert!(parse_duration("3 parsecs").expect_err("unit").contains("unknown unit"));
+        assert!(parse_duration("3 parsecs").expect_err("unit").contains("500ms"));
     }
 
     #[test]

@@ -250,7 +250,20 @@ async fn clear_port(state: &StateDir, plan: &Plan, port: u16) -> Result<()> {
     let records = state.list()?;
     let holders = port::holders(port, &records)?;
     if holders.is_empty() {
-        return Ok(());
+        if port::can_bind(&plan.host, port) {
+            return Ok(());
+        }
+        // Held by a process we cannot see (another user's): never ours to touch.
+        return Err(Error::PortTaken {
+            port,
+            holders: vec![PortHolder {
+                pid: 0,
+                user: None,
+                command: "a process of another user (not visible without root)".into(),
+                ours: false,
+                instance: None,
+            }],
+        });
     }
     let foreign: Vec<PortHolder> = holders.iter().filter(|h| !h.ours).cloned().collect();
     if !foreign.is_empty() && !plan.force_port {

@@ -21,9 +21,7 @@ use crate::procs::ProcessIdentity;
 use crate::relay::{LogRelay, Stream};
 use crate::runner::{Endpoint, Identity, LaunchSpec, RunningBackend, StopOutcome, Tethering};
 
-/// The environment variable set on every backend tether starts: its instance name.
-/// The port guard uses it as a fingerprint to recognise our own orphans.
-pub const INSTANCE_ENV: &str = "TETHER_INSTANCE";
+pub use crate::port::INSTANCE_ENV;
 
 /// A program to run: argv, never a shell string.
 #[derive(Debug, Clone)]
