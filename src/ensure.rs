@@ -265,6 +265,13 @@ async fn clear_port(state: &StateDir, plan: &Plan, port: u16) -> Result<()> {
             }],
         });
     }
+    // Another instance whose owner is alive is not a leftover: never steal it.
+    for h in &holders {
+        let record = h.instance.as_ref().and_then(|n| records.iter().find(|r| &r.name == n));
+        if let Some(r) = record.filter(|r| r.owner_alive() && r.name != plan.name) {
+            return Err(Error::PortUsedByInstance { port, name: r.name.clone(), pid: h.pid });
+        }
+    }
     let foreign: Vec<PortHolder> = holders.iter().filter(|h| !h.ours).cloned().collect();
     if !foreign.is_empty() && !plan.force_port {
         return Err(Error::PortTaken { port, holders: foreign });

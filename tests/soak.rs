@@ -31,7 +31,8 @@ async fn one_cycle(i: usize) {
         .with_args(["--port", "{port}", "--host", "{host}"])
         .with_tethering(Tethering::Guard { exe: exe() })
         .with_grace(Duration::from_secs(5));
-    let opts = LaunchOptions::default().with_readiness(ReadinessOptions::default().with_deadline(Duration::from_secs(60)));
+    let opts =
+        LaunchOptions::default().with_readiness(ReadinessOptions::default().with_deadline(Duration::from_secs(60)));
     let instance = launch(runner, spec, Arc::new(HttpProbe::claude_skills("/health")), opts)
         .await
         .unwrap_or_else(|e| panic!("cycle {i}: {}", e.chain()));
@@ -53,7 +54,10 @@ async fn start_ready_stop_cycles_leak_nothing() {
     let leaked: Vec<u32> = procs::descendants(me);
     let fds_after = count("/proc/self/fd");
     let threads = count("/proc/self/task");
-    println!("soak: {n} cycles, {} leaked processes, fds {fds} → {fds_after}, threads {threads_before} → {threads}", leaked.len());
+    println!(
+        "soak: {n} cycles, {} leaked processes, fds {fds} → {fds_after}, threads {threads_before} → {threads}",
+        leaked.len()
+    );
     assert!(leaked.is_empty(), "leaked processes after {n} cycles: {leaked:?}");
     assert!(fds_after <= fds, "file descriptors leaked: {fds} → {fds_after}");
     assert!(threads <= threads_before, "threads leaked: {threads_before} → {threads}");

@@ -122,6 +122,18 @@ pub enum Error {
         /// Who holds it.
         holders: Vec<PortHolder>,
     },
+    /// A port is held by another live tether instance (its owner is alive: not ours to stop).
+    #[error(
+        "port {port} is used by tether instance '{name}' (pid {pid}); stop it with `tether down --name {name}`, or choose another port (--port auto)"
+    )]
+    PortUsedByInstance {
+        /// The port.
+        port: u16,
+        /// The other instance.
+        name: String,
+        /// Its listening process.
+        pid: u32,
+    },
     /// An instance of this name is already running.
     #[error("instance '{name}' is already running{}; stop it with `tether down --name {name}`, or pick another --name", pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
     AlreadyRunning {

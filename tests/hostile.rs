@@ -1,0 +1,118 @@
+//! Hostile backends: each behaves as designed, and none makes tether hang, crash or
+//! leave a process behind.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tether::NativeRunner;
+use tether::core::probe::HttpProbe;
+use tether::core::procs;
+use tether::core::readiness::ReadinessOptions;
+use tether::core::runner::Tethering;
+use tether::core::{Error, Identity, Instance, LaunchOptions, LaunchSpec, launch};
+
+fn exe() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_tether"))
+}
+
+async fn start(name: &str, flags: &[&str], deadline: Duration) -> (Result<Instance, Error>, u16) {
+    let runner = Arc::new(NativeRunner::new(exe().to_string_lossy()).with_prefix_args(["demo-backend"]));
+    let port = tether::core::port::free_port("127.0.0.1").expect("free port");
+    let args: Vec<&str> = ["--port", "{port}", "--host", "{host}"].iter().chain(flags).copied().collect();
+    let spec = LaunchSpec::new(name, port)
+        .with_args(args)
+        .with_tethering(Tethering::Guard { exe: exe() })
+        .with_grace(Duration::from_secs(2));
+    let readiness =
+        ReadinessOptions::default().with_deadline(deadline).with_attempt_timeout(Duration::from_millis(500));
+    let opts = LaunchOptions::default().with_readiness(readiness);
+    (launch(runner, spec, Arc::new(HttpProbe::claude_skills("/health")), opts).await, port)
+}
+
+/// The processes of an instance (its guard and every descendant), identified now.
+fn processes_of(instance: &Instance) -> Vec<procs::ProcessIdentity> {
+    let Identity::Process { leader, .. } = instance.identity() else { panic!("a process backend") };
+    let mut all = vec![leader];
+    all.extend(procs::descendants(leader.pid).into_iter().filter_map(procs::ProcessIdentity::of));
+    all
+}
+
+/// Nothing of what we started is left (the stop already waited for the group).
+fn assert_gone(what: &str, processes: &[procs::ProcessIdentity]) {
+    let left: Vec<u32> = processes.iter().filter(|p| p.is_alive()).map(|p| p.pid).collect();
+    assert!(left.is_empty(), "{what}: processes left behind: {left:?}");
+}
+
+#[tokio::test]
+async fn a_ten_megabyte_health_body_is_not_parsed_and_the_deadline_stops_it() {
+    let (result, port) = start("huge", &["--health-mode", "huge"], Duration::from_secs(2)).await;
+    let err = result.expect_err("never ready");
+    let Error::Timeout { last_probe, .. } = &err else { panic!("expected a timeout, got {err:?}") };
+    assert!(last_probe.contains("body over"), "{last_probe}");
+    let listeners = tether::core::port::listening_pids(port).expect("lookup");
+    assert!(listeners.is_empty(), "the backend still listens: {listeners:?}");
+}
+
+#[tokio::test]
+async fn a_flood_of_a_million_lines_never_blocks_the_backend() {
+    let instance = start("flood", &["--log-lines", "1000000"], Duration::from_secs(120)).await.0.expect("ready");
+    let processes = processes_of(&instance);
+    let logs = instance.logs();
+    let mut count = logs.line_count();
+    let all = tokio::time::timeout(Duration::from_secs(120), count.wait_for(|n| *n >= 1_000_000)).await.is_ok();
+    assert!(all, "the relay saw {} lines", *count.borrow());
+    let wrote = tether_testkit::conformance::wait_for_line(&logs, |l| l.contains("wrote 1000000 lines")).await;
+    assert!(wrote.is_some(), "the backend finished writing");
+    instance.stop().await.expect("stop");
+    assert_gone("flood", &processes);
+}
+
+#[tokio::test]
+async fn a_one_mebibyte_line_without_newline_is_split_and_kept() {
+    let instance =
+        start("mib", &["--long-line", "1048576", "--no-newline"], Duration::from_secs(60)).await.0.expect("ready");
+    let processes = processes_of(&instance);
+    let logs = instance.logs();
+    let mut count = logs.line_count();
+    // 1 MiB in 16 KiB pieces, the last one without a newline, plus the listening line.
+    let pieces = tokio::time::timeout(Duration::from_secs(60), count.wait_for(|n| *n >= 64)).await.is_ok();
+    assert!(pieces, "pieces relayed: {}", *count.borrow());
+    assert!(logs.tail(3).iter().all(|l| l.len() <= 16 * 1024));
+    instance.stop().await.expect("stop");
+    assert_gone("long line", &processes);
+}
+
+#[tokio::test]
+async fn closing_stdout_early_changes_nothing() {
+    let instance = start("closed", &["--close-stdout", "--ready-after", "200ms"], Duration::from_secs(60))
+        .await
+        .0
+        .expect("ready although stdout is closed");
+    let processes = processes_of(&instance);
+    let how = instance.stop().await.expect("stop");
+    assert!(!how.was_killed());
+    assert_gone("closed stdout", &processes);
+}
+
+#[tokio::test]
+async fn a_setsid_grandchild_of_a_sigterm_ignoring_backend_is_gone_after_stop() {
+    let instance = start(
+        "worst",
+        &["--ignore-sigterm", "--spawn-grandchild", "--grandchild-setsid", "--invalid-utf8"],
+        Duration::from_secs(60),
+    )
+    .await
+    .0
+    .expect("ready");
+    let line = tether_testkit::conformance::wait_for_line(&instance.logs(), |l| l.contains("grandchild pid"))
+        .await
+        .expect("grandchild line");
+    let pid: u32 = line.rsplit(' ').next().and_then(|p| p.parse().ok()).expect("pid");
+    let grandchild = procs::ProcessIdentity::of(pid).expect("grandchild runs");
+    let processes = processes_of(&instance);
+    let how = instance.stop().await.expect("stop");
+    assert!(how.was_killed(), "it ignores SIGTERM: {how:?}");
+    assert!(!grandchild.is_alive());
+    assert_gone("setsid grandchild", &processes);
+}
