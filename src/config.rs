@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use tether_core::probe::{Condition, HttpProbe, LogProbe, TcpProbe};
+use tether_core::supervise::{Liveness, RestartOptions};
 use tether_core::{Error, HealthProbe, Result};
 
 use crate::RunnerKind;
@@ -101,12 +102,29 @@ pub struct Config {
     pub python: Option<String>,
     /// uvx: no network.
     pub offline: Option<bool>,
+    /// uvx: the package index to use instead of the default.
+    pub index_url: Option<String>,
+    /// uvx: the `uvx` to run (a path), instead of `uvx` from PATH.
+    pub uvx: Option<PathBuf>,
+    /// Do not check the `version` in the health answer against the pinned package version
+    /// (nor against `expect-version`).
+    pub no_version_check: Option<bool>,
     /// docker: the image.
     pub image: Option<String>,
     /// docker: the port inside the container.
     pub container_port: Option<u16>,
     /// docker: `always`, `missing` or `never`.
     pub pull: Option<String>,
+    /// After ready: `no`, `on-failure` or `always`.
+    pub restart: Option<String>,
+    /// At most this many restarts in a row (default 5; 0 = none).
+    pub max_restarts: Option<u32>,
+    /// Liveness probe after ready: `http[:PATH]` or `tcp` (default: none, only the exit counts).
+    pub liveness: Option<String>,
+    /// How often the liveness probe runs (default 5s).
+    pub liveness_period: Option<String>,
+    /// Failed liveness probes in a row that end the backend (default 3).
+    pub liveness_failures: Option<u32>,
 }
 
 macro_rules! overlay {
@@ -133,8 +151,9 @@ impl Config {
     pub fn overlay(&mut self, flags: Config) {
         overlay!(self, flags;
             runner, name, port, host, probe, preset, progress_field, expect_version, timeout,
-            probe_timeout, grace, force_port, cwd, package, entry, python, offline, image,
-            container_port, pull;
+            probe_timeout, grace, force_port, cwd, package, entry, python, offline, index_url, uvx,
+            no_version_check, image,
+            container_port, pull, restart, max_restarts, liveness, liveness_period, liveness_failures;
             expect, args);
         self.env.extend(flags.env);
     }
@@ -151,8 +170,22 @@ impl Config {
         let timeout = duration("timeout", self.timeout.as_deref(), Duration::from_secs(120))?;
         let probe_timeout = duration("probe-timeout", self.probe_timeout.as_deref(), Duration::from_secs(2))?;
         let grace = duration("grace", self.grace.as_deref(), Duration::from_secs(5))?;
-        let probe = self.build_probe()?;
+        let probe = self.build_probe(runner)?;
+        let restart = RestartOptions::default()
+            .with_policy(self.restart.as_deref().unwrap_or("no").parse()?)
+            .with_max_restarts(Some(self.max_restarts.unwrap_or(5)));
+        let liveness = match &self.liveness {
+            None => None,
+            Some(text) => Some(Liveness {
+                probe: liveness_probe(text)?,
+                period: duration("liveness-period", self.liveness_period.as_deref(), Duration::from_secs(5))?,
+                failures: self.liveness_failures.unwrap_or(3).max(1),
+                timeout: probe_timeout,
+            }),
+        };
         Ok(Plan {
+            restart,
+            liveness,
             name,
             runner,
             port: self.port.unwrap_or(PortChoice::Fixed(8765)),
@@ -166,7 +199,19 @@ impl Config {
         })
     }
 
-    fn build_probe(&self) -> Result<Arc<dyn HealthProbe>> {
+    /// The version the health answer must report: `expect-version`, else (uvx) the pinned
+    /// package version; none with `no-version-check`.
+    fn expected_version(&self, runner: RunnerKind) -> Option<String> {
+        if self.no_version_check.unwrap_or(false) {
+            return None;
+        }
+        self.expect_version.clone().or_else(|| match (runner, self.package.as_deref()) {
+            (RunnerKind::Uvx, Some(package)) => pinned_version(package),
+            _ => None,
+        })
+    }
+
+    fn build_probe(&self, runner: RunnerKind) -> Result<Arc<dyn HealthProbe>> {
         let conditions = self
             .expect
             .iter()
@@ -202,8 +247,8 @@ impl Config {
             if let Some(f) = &self.progress_field {
                 probe = probe.with_progress_field(f);
             }
-            if let Some(v) = &self.expect_version {
-                probe = probe.with_expected_version(v.clone());
+            if let Some(v) = self.expected_version(runner) {
+                probe = probe.with_expected_version(v);
             }
             return Ok(Arc::new(probe));
         }
@@ -217,6 +262,30 @@ impl Config {
             return Ok(Arc::new(LogProbe::new(re)));
         }
         Err(Error::config(format!("bad probe `{probe_text}`; use http[:PATH], tcp or log:REGEX")))
+    }
+}
+
+/// The version `package` pins (`PKG==VER`, or a wheel's), when it parses.
+#[cfg(feature = "uvx")]
+fn pinned_version(package: &str) -> Option<String> {
+    tether_runner_uvx::PackageSpec::parse(package).ok()?.version().map(str::to_string)
+}
+
+/// Without the uvx runner there is nothing to run the package with (building it fails).
+#[cfg(not(feature = "uvx"))]
+fn pinned_version(_package: &str) -> Option<String> {
+    None
+}
+
+/// The liveness probe: `http[:PATH]` (2xx) or `tcp`.
+fn liveness_probe(text: &str) -> Result<Arc<dyn HealthProbe>> {
+    match text {
+        "tcp" => Ok(Arc::new(TcpProbe)),
+        "http" => Ok(Arc::new(HttpProbe::new("/health"))),
+        s if s.starts_with("http:/") => Ok(Arc::new(HttpProbe::new(&s["http:".len()..]))),
+        other => Err(Error::config(format!(
+            "bad liveness probe `{other}`; use http[:PATH] (a path starting with `/`) or tcp"
+        ))),
     }
 }
 
@@ -262,6 +331,10 @@ pub struct Plan {
     pub grace: Duration,
     /// Whether foreign port holders may be stopped.
     pub force_port: bool,
+    /// The restart policy after ready.
+    pub restart: RestartOptions,
+    /// The liveness probe after ready.
+    pub liveness: Option<Liveness>,
     /// Everything else, as given.
     pub config: Config,
 }
@@ -347,5 +420,20 @@ mod tests {
             assert!(e.to_string().contains(needle), "{probe}: {e}");
             assert_eq!(e.exit_code(), 2);
         }
+    }
+
+    #[cfg(feature = "uvx")]
+    #[test]
+    fn a_pinned_uvx_package_implies_the_version_check() {
+        let pkg = |p: &str| Config { package: Some(p.into()), ..Config::default() };
+        assert_eq!(pkg("srv==1.4.0").expected_version(RunnerKind::Uvx).as_deref(), Some("1.4.0"));
+        assert_eq!(pkg("d/srv-2.0-py3-none-any.whl").expected_version(RunnerKind::Uvx).as_deref(), Some("2.0"));
+        assert_eq!(pkg("srv").expected_version(RunnerKind::Uvx), None);
+        assert_eq!(pkg("srv==1.4.0").expected_version(RunnerKind::Native), None);
+        let explicit = Config { expect_version: Some("9".into()), ..pkg("srv==1.4.0") };
+        assert_eq!(explicit.expected_version(RunnerKind::Uvx).as_deref(), Some("9"));
+        let off = Config { no_version_check: Some(true), ..explicit };
+        assert_eq!(off.expected_version(RunnerKind::Uvx), None);
+        assert_eq!(pkg("srv==1.0").plan().map(|p| p.runner).ok(), Some(RunnerKind::Uvx));
     }
 }

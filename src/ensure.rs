@@ -10,11 +10,12 @@ use tether_core::procs::{self, ProcessIdentity};
 use tether_core::runner::Tethering;
 use tether_core::state::{InstanceLock, Record, StateDir};
 use tether_core::{
-    Error, Identity, Instance, LaunchOptions, LaunchSpec, Lifecycle, PortHolder, Result, Runner, RunningBackend,
-    StopOutcome, launch,
+    Error, Identity, LaunchOptions, LaunchSpec, Lifecycle, PortHolder, Result, Runner, RunningBackend, StopOutcome,
+    launch,
 };
 
 use crate::config::{Plan, PortChoice};
+use crate::handle::Handle;
 
 /// How [`ensure_running`] starts the backend.
 #[derive(Clone, Default)]
@@ -28,6 +29,10 @@ pub struct EnsureOptions {
     pub lifecycle: Option<Arc<Lifecycle>>,
     /// Use this runner instead of building one from the plan.
     pub runner: Option<Arc<dyn Runner>>,
+    /// Restarts so far (recorded for `status`).
+    pub restarts: u32,
+    /// Replace a running instance of this name instead of reusing it.
+    pub replace: bool,
 }
 
 impl std::fmt::Debug for EnsureOptions {
@@ -40,6 +45,12 @@ impl EnsureOptions {
     /// Detached or not.
     pub fn detached(mut self, detach: bool) -> Self {
         self.detach = detach;
+        self
+    }
+
+    /// Replace a running detached instance of this name instead of reusing it.
+    pub fn replacing(mut self, replace: bool) -> Self {
+        self.replace = replace;
         self
     }
 
@@ -60,15 +71,6 @@ impl EnsureOptions {
         self.runner = Some(r);
         self
     }
-}
-
-/// A ready, recorded backend.
-#[derive(Debug)]
-pub struct Handle {
-    instance: Instance,
-    state: StateDir,
-    record: Record,
-    _lock: Option<InstanceLock>,
 }
 
 fn now_ms() -> u64 {
@@ -93,16 +95,20 @@ pub async fn ensure_running(plan: Plan, opts: EnsureOptions) -> Result<Handle> {
         Some(r) => Arc::clone(r),
         None => crate::build_runner(&plan)?,
     };
-    let lock = state.try_lock(&plan.name)?;
+    let lock = acquire(&state, &plan).await?;
     if let Some(old) = state.load(&plan.name)? {
-        if old.owner_alive() {
-            return Err(Error::AlreadyRunning {
-                name: plan.name.clone(),
-                pid: old.owner.or(old.leader).map(|p| p.pid),
-            });
+        if old.owner_alive() && !old.detached {
+            return Err(Error::AlreadyRunning { name: plan.name.clone(), pid: old.owner.map(|p| p.pid) });
         }
+        if old.owner_alive() && !opts.replace && reusable(&old, &plan, runner.as_ref()).await {
+            tracing::info!(instance = %old.name, url = %old.url, "reusing the running instance");
+            return Ok(Handle::adopted(state, old));
+        }
+        // Stale, or alive but different, unhealthy, or to be replaced.
         sweep(&state, &old).await?;
     }
+    // Docker: stale containers hold ports through docker-proxy; see kind::sweep_containers.
+    crate::kind::sweep_containers(&plan).await?;
     let port = match plan.port {
         PortChoice::Auto => port::free_port(&plan.host)?,
         PortChoice::Fixed(p) => {
@@ -142,6 +148,7 @@ pub async fn ensure_running(plan: Plan, opts: EnsureOptions) -> Result<Handle> {
         tool_version: None,
         log_file,
         grace_ms: plan.grace.as_millis() as u64,
+        restarts: opts.restarts,
     }));
     // Recorded as soon as it is spawned, so that if we die during readiness the
     // next start of this name finds and sweeps it.
@@ -166,16 +173,66 @@ pub async fn ensure_running(plan: Plan, opts: EnsureOptions) -> Result<Handle> {
     let mut record = record.lock().unwrap_or_else(|p| p.into_inner()).clone();
     match result {
         Ok(instance) => {
-            record.fingerprint = instance.runner_info().fingerprint.clone();
+            record.fingerprint = fingerprint(&instance.runner_info().fingerprint, &plan);
             record.tool_version = instance.runner_info().tool_version.clone();
             state.save(&record)?;
-            Ok(Handle { instance, state, record, _lock: Some(lock) })
+            Ok(Handle::owned(instance, state, record, lock))
         }
         Err(e) => {
             let _ = state.remove(&plan.name);
             Err(e)
         }
     }
+}
+
+/// The lock on the instance name. Contended: a foreground instance of that name
+/// running elsewhere is an "already running" error at once; a start in progress (a
+/// detached one, say) is waited for, up to the plan's timeout, so it can be reused.
+async fn acquire(state: &StateDir, plan: &Plan) -> Result<InstanceLock> {
+    let deadline = tokio::time::Instant::now() + plan.timeout;
+    let mut waits = tether_core::backoff::Backoff::default().iter();
+    loop {
+        match state.try_lock(&plan.name) {
+            Ok(lock) => return Ok(lock),
+            Err(Error::AlreadyRunning { name, pid }) => {
+                let foreground = state.load(&plan.name).ok().flatten().filter(|r| !r.detached && r.owner_alive());
+                if let Some(r) = foreground {
+                    return Err(Error::AlreadyRunning { name, pid: r.owner.map(|o| o.pid).or(pid) });
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(Error::AlreadyRunning { name, pid });
+                }
+                tokio::time::sleep(waits.next().unwrap_or(Duration::from_millis(50))).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Whether a live detached record can serve this plan: same runner and fingerprint,
+/// the port asked for, and its health answers ready now.
+async fn reusable(old: &Record, plan: &Plan, runner: &dyn Runner) -> bool {
+    let Ok(info) = runner.check().await else { return false };
+    let same_port = match plan.port {
+        PortChoice::Auto => true,
+        PortChoice::Fixed(p) => p == old.port,
+    };
+    if old.runner != runner.kind() || old.fingerprint != fingerprint(&info.fingerprint, plan) || !same_port {
+        return false;
+    }
+    let Ok(client) = tether_core::readiness::probe_client(plan.probe_timeout) else { return false };
+    let endpoint = tether_core::Endpoint { host: old.host.clone(), port: old.port };
+    let logs = tether_core::LogRelay::with_defaults(old.name.clone());
+    let ctx = tether_core::probe::ProbeContext { endpoint: &endpoint, logs: &logs, client: &client };
+    let outcome = tokio::time::timeout(plan.probe_timeout, plan.probe.probe(ctx)).await;
+    matches!(outcome, Ok(tether_core::ProbeOutcome::Ready { .. }))
+}
+
+/// What was launched: the runner's fingerprint (program, package==version, image)
+/// plus the arguments and environment, so a reuse never serves different settings.
+fn fingerprint(runner: &str, plan: &Plan) -> String {
+    let env: Vec<String> = plan.config.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    format!("{runner} args={} env={}", serde_json::json!(plan.backend_args()), serde_json::json!(env))
 }
 
 fn fill_identity(r: &mut Record, id: Identity) {
@@ -224,7 +281,16 @@ async fn sweep(state: &StateDir, record: &Record) -> Result<Option<StopOutcome>>
             tracing::info!(instance = %record.name, pgid = t.pgid, "sweeping a stale instance");
             Some(stop_group(t, grace, || None).await)
         }
-        None => None,
+        None => match &record.container_id {
+            Some(id) => match crate::kind::stop_container(id, Duration::from_millis(record.grace_ms.max(100))).await {
+                Ok(outcome) => Some(outcome),
+                Err(e) => {
+                    tracing::warn!(instance = %record.name, error = %e.chain(), "cannot remove a stale container");
+                    None
+                }
+            },
+            None => None,
+        },
     };
     state.remove(&record.name)?;
     Ok(outcome)
@@ -300,35 +366,6 @@ async fn clear_port(state: &StateDir, plan: &Plan, port: u16) -> Result<()> {
     port::wait_free(&plan.host, port, plan.grace + Duration::from_secs(5)).await
 }
 
-impl Handle {
-    /// `http://host:port`.
-    pub fn url(&self) -> String {
-        self.instance.url()
-    }
-
-    /// The running instance.
-    pub fn instance(&self) -> &Instance {
-        &self.instance
-    }
-
-    /// What was recorded.
-    pub fn record(&self) -> &Record {
-        &self.record
-    }
-
-    /// Stop it and forget its record.
-    pub async fn stop(self) -> Result<StopOutcome> {
-        let outcome = self.instance.stop().await;
-        self.state.remove(&self.record.name)?;
-        outcome
-    }
-
-    /// Leave it running (detached); the record stays for `status` and `down`.
-    pub fn release(self) {
-        self.instance.release();
-    }
-}
-
 /// Stop the instance `name` (detached, or the foreground one of another process).
 pub async fn down(state: &StateDir, name: &str) -> Result<StopOutcome> {
     StateDir::check_name(name)?;
@@ -344,7 +381,10 @@ pub async fn down(state: &StateDir, name: &str) -> Result<StopOutcome> {
     }
     let outcome = match target_of(&record) {
         Some(t) => stop_group(t, Duration::from_millis(record.grace_ms.max(100)), || None).await,
-        None => StopOutcome::Terminated { exit: tether_core::ExitStatus::Unknown },
+        None => match &record.container_id {
+            Some(id) => crate::kind::stop_container(id, Duration::from_millis(record.grace_ms.max(100))).await?,
+            None => StopOutcome::Terminated { exit: tether_core::ExitStatus::Unknown },
+        },
     };
     state.remove(name)?;
     Ok(outcome)

@@ -34,8 +34,8 @@ impl RunnerKind {
     pub fn is_available(&self) -> bool {
         match self {
             RunnerKind::Native => cfg!(feature = "native"),
-            // The uvx and docker runners are delivered by their own issues.
-            RunnerKind::Uvx | RunnerKind::Docker => false,
+            RunnerKind::Uvx => cfg!(feature = "uvx"),
+            RunnerKind::Docker => cfg!(feature = "docker"),
         }
     }
 }
@@ -63,10 +63,8 @@ impl FromStr for RunnerKind {
 pub fn build_runner(plan: &Plan) -> Result<Arc<dyn Runner>> {
     match plan.runner {
         RunnerKind::Native => native(plan),
-        kind @ (RunnerKind::Uvx | RunnerKind::Docker) => Err(Error::config(format!(
-            "this build of tether has no `{kind}` runner; rebuild with the cargo feature `{kind}` \
-             (it is on by default: `cargo build --features {kind}`), or use --runner native"
-        ))),
+        RunnerKind::Uvx => uvx(plan),
+        RunnerKind::Docker => docker(plan),
     }
 }
 
@@ -79,6 +77,101 @@ fn native(plan: &Plan) -> Result<Arc<dyn Runner>> {
 #[cfg(not(feature = "native"))]
 fn native(_plan: &Plan) -> Result<Arc<dyn Runner>> {
     Err(Error::config("this build of tether has no `native` runner; rebuild with the cargo feature `native`"))
+}
+
+#[cfg(feature = "uvx")]
+fn uvx(plan: &Plan) -> Result<Arc<dyn Runner>> {
+    let c = &plan.config;
+    let package = c.package.as_deref().ok_or_else(|| {
+        Error::config(
+            "the uvx runner needs a package: --package PKG==VERSION (or `package = \"PKG==VERSION\"` in tether.toml)",
+        )
+    })?;
+    let mut runner = tether_runner_uvx::UvxRunner::new(package)?.offline(c.offline.unwrap_or(false));
+    if let Some(entry) = &c.entry {
+        runner = runner.with_entry(entry);
+    }
+    if let Some(python) = &c.python {
+        runner = runner.with_python(python);
+    }
+    if let Some(url) = &c.index_url {
+        runner = runner.with_index_url(url);
+    }
+    if let Some(uvx) = &c.uvx {
+        runner = runner.with_uvx(uvx);
+    }
+    Ok(Arc::new(runner))
+}
+
+#[cfg(not(feature = "uvx"))]
+fn uvx(_plan: &Plan) -> Result<Arc<dyn Runner>> {
+    Err(Error::config(
+        "this build of tether has no `uvx` runner; rebuild with the cargo feature `uvx` \
+         (it is on by default: `cargo build --features uvx`), or use --runner native",
+    ))
+}
+
+#[cfg(feature = "docker")]
+fn docker(plan: &Plan) -> Result<Arc<dyn Runner>> {
+    let c = &plan.config;
+    let image = c.image.as_deref().filter(|i| !i.is_empty()).ok_or_else(|| {
+        Error::config("the docker runner needs an image: --image IMAGE (or `image = \"IMAGE\"` in tether.toml)")
+    })?;
+    let mut runner = tether_runner_docker::DockerRunner::new(image);
+    if let Some(port) = c.container_port {
+        runner = runner.with_container_port(port);
+    }
+    if let Some(pull) = &c.pull {
+        runner = runner.with_pull(pull.parse()?);
+    }
+    Ok(Arc::new(runner))
+}
+
+/// Containers are not process groups: the state file's stale sweep and the port
+/// guard cannot see them (a published port is held by the root `docker-proxy`,
+/// which the guard would call foreign). Before the port guard of a docker start,
+/// remove tether's stale containers: those of this instance name, those whose
+/// owner is gone, and our own publishing the port about to be used.
+#[cfg(feature = "docker")]
+pub(crate) async fn sweep_containers(plan: &Plan) -> Result<()> {
+    if plan.runner != RunnerKind::Docker {
+        return Ok(());
+    }
+    let port = match plan.port {
+        crate::PortChoice::Fixed(p) => Some(p),
+        crate::PortChoice::Auto => None,
+    };
+    let target = tether_runner_docker::SweepTarget { name: Some(&plan.name), port };
+    tether_runner_docker::sweep_stale(target, plan.grace).await.map(|_| ())
+}
+
+/// Without the docker runner there are no containers of ours to sweep.
+#[cfg(not(feature = "docker"))]
+pub(crate) async fn sweep_containers(_plan: &Plan) -> Result<()> {
+    Ok(())
+}
+
+/// Stop and remove a recorded container (`down` of a detached docker instance).
+#[cfg(feature = "docker")]
+pub(crate) async fn stop_container(id: &str, grace: std::time::Duration) -> Result<tether_core::StopOutcome> {
+    tether_runner_docker::stop_container(id, grace).await
+}
+
+/// A recorded container cannot be stopped by a build without the docker runner.
+#[cfg(not(feature = "docker"))]
+pub(crate) async fn stop_container(id: &str, _grace: std::time::Duration) -> Result<tether_core::StopOutcome> {
+    Err(Error::config(format!(
+        "instance runs in container {id}, and this build of tether has no `docker` runner; rebuild with the \
+         cargo feature `docker`, or remove it with `docker rm -f {id}`"
+    )))
+}
+
+#[cfg(not(feature = "docker"))]
+fn docker(_plan: &Plan) -> Result<Arc<dyn Runner>> {
+    Err(Error::config(
+        "this build of tether has no `docker` runner; rebuild with the cargo feature `docker` \
+         (it is on by default: `cargo build --features docker`), or use --runner native",
+    ))
 }
 
 #[cfg(test)]

@@ -25,10 +25,12 @@
 
 pub mod config;
 mod ensure;
+mod handle;
 mod kind;
 
 pub use config::{Config, Plan, PortChoice, parse_duration};
-pub use ensure::{EnsureOptions, Handle, down, ensure_running, sweep_stale};
+pub use ensure::{EnsureOptions, down, ensure_running, sweep_stale};
+pub use handle::Handle;
 pub use kind::{RunnerKind, build_runner};
 /// The core crate, for runner and probe implementers.
 pub use tether_core as core;
@@ -39,6 +41,10 @@ pub use tether_core::{
 
 #[cfg(feature = "native")]
 pub use tether_runner_native::NativeRunner;
+#[cfg(feature = "docker")]
+pub use tether_runner_docker::{DockerRunner, PullPolicy};
+#[cfg(feature = "uvx")]
+pub use tether_runner_uvx::UvxRunner;
 
 /// Opt in to the guard: call first thing in `main`. If this process was started as a
 /// backend's guard it runs the guard and exits; otherwise it returns and tether will

@@ -43,6 +43,7 @@ pub mod readiness;
 pub mod relay;
 pub mod runner;
 pub mod state;
+pub mod supervise;
 
 pub use error::{Error, ExitStatus, PortHolder, Result};
 pub use launch::{Instance, LaunchOptions, launch};

@@ -55,6 +55,9 @@ pub struct Record {
     /// The grace period to give it on stop, in milliseconds.
     #[serde(default)]
     pub grace_ms: u64,
+    /// How many times it was restarted by the restart policy.
+    #[serde(default)]
+    pub restarts: u32,
 }
 
 impl Record {
@@ -330,6 +333,7 @@ pub(crate) mod tests {
             tool_version: None,
             log_file: None,
             grace_ms: 5000,
+            restarts: 0,
         }
     }
 

@@ -151,6 +151,15 @@ pub struct UpArgs {
     /// uvx: no network access.
     #[arg(long)]
     pub offline: bool,
+    /// uvx: the package index to use instead of the default.
+    #[arg(long, value_name = "URL")]
+    pub index_url: Option<String>,
+    /// uvx: the uvx executable to run (default: uvx from PATH).
+    #[arg(long, value_name = "PATH")]
+    pub uvx: Option<PathBuf>,
+    /// Do not check the health answer's `version` (against --expect-version or the pinned package).
+    #[arg(long)]
+    pub no_version_check: bool,
     /// docker: the image.
     #[arg(long)]
     pub image: Option<String>,
@@ -160,6 +169,24 @@ pub struct UpArgs {
     /// docker: always, missing or never.
     #[arg(long)]
     pub pull: Option<String>,
+    /// After ready, restart the backend: no, on-failure or always.
+    #[arg(long)]
+    pub restart: Option<String>,
+    /// At most this many restarts in a row (default 5).
+    #[arg(long)]
+    pub max_restarts: Option<u32>,
+    /// Liveness probe after ready: http[:PATH] or tcp.
+    #[arg(long)]
+    pub liveness: Option<String>,
+    /// How often the liveness probe runs, e.g. 5s.
+    #[arg(long, value_parser = parse_dur)]
+    pub liveness_period: Option<String>,
+    /// Failed liveness probes in a row that end the backend (default 3).
+    #[arg(long)]
+    pub liveness_failures: Option<u32>,
+    /// Replace a running detached instance of this name instead of reusing it.
+    #[arg(long)]
+    pub replace: bool,
     /// The backend's arguments (native: PROGRAM ARGS...); `{port}` and `{host}` are substituted.
     #[arg(last = true)]
     pub args: Vec<String>,
@@ -189,9 +216,17 @@ impl UpArgs {
         c.entry = self.entry.clone();
         c.python = self.python.clone();
         c.offline = self.offline.then_some(true);
+        c.index_url = self.index_url.clone();
+        c.uvx = self.uvx.clone();
+        c.no_version_check = self.no_version_check.then_some(true);
         c.image = self.image.clone();
         c.container_port = self.container_port;
         c.pull = self.pull.clone();
+        c.restart = self.restart.clone();
+        c.max_restarts = self.max_restarts;
+        c.liveness = self.liveness.clone();
+        c.liveness_period = self.liveness_period.clone();
+        c.liveness_failures = self.liveness_failures;
         c
     }
 }

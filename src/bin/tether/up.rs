@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
-use tether::{Config, EnsureOptions, Error, Identity, Lifecycle, State, StopOutcome};
+use tether::core::supervise::{Ended, RestartTracker};
+use tether::{Config, EnsureOptions, Error, Handle, Lifecycle, Plan, PortChoice, State, StopOutcome};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::UpArgs;
@@ -51,96 +52,177 @@ fn build_config(args: &UpArgs) -> tether::Result<Config> {
 
 pub async fn run(args: UpArgs) -> i32 {
     let json = args.json;
-    let started = Instant::now();
     let plan = match build_config(&args).and_then(Config::plan) {
         Ok(p) => p,
         Err(e) => return report_error(&e, json),
     };
-    let lifecycle = Arc::new(Lifecycle::new());
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    let observer = tokio::spawn(observe(lifecycle.subscribe(), json, started, done_rx));
-    let opts = EnsureOptions::default().detached(args.detach).with_lifecycle(Arc::clone(&lifecycle));
-    let result = tether::ensure_running(plan, opts).await;
-    let _ = done_tx.send(());
-    let _ = observer.await;
-    let handle = match result {
+    let opts = EnsureOptions::default().detached(args.detach).replacing(args.replace);
+    let handle = match start(&plan, opts.clone(), json).await {
         Ok(h) => h,
         Err(e) => return report_error(&e, json),
     };
-    let record = handle.record().clone();
-    let elapsed_ms = started.elapsed().as_millis() as u64;
-    let pid = match handle.instance().identity() {
-        Identity::Process { leader, .. } => Some(leader.pid),
-        Identity::Container { .. } => None,
-    };
-    if json {
-        json_line(&json!({
-            "state": "ready", "name": record.name, "url": record.url, "port": record.port,
-            "pid": pid, "container_id": record.container_id, "elapsed_ms": elapsed_ms,
-            "progress": handle.instance().progress(), "detached": args.detach,
-        }));
-    } else {
-        let progress = handle.instance().progress().map(|n| format!(" ({n} loaded)")).unwrap_or_default();
-        println!("ready: {}{progress} in {}", record.url, tether::core::error::humanize(started.elapsed()));
-    }
     if args.detach {
         if !json {
             println!(
                 "detached as '{}'; `tether status --name {0}`, `tether logs --name {0}`, `tether down --name {0}`",
-                record.name
+                handle.record().name
             );
         }
         handle.release();
         return 0;
     }
-    supervise(handle, json).await
+    supervise(handle, plan, opts, json).await
 }
 
-/// Foreground: wait for Ctrl-C, SIGTERM, SIGHUP or the backend's own exit; stop it.
-async fn supervise(handle: tether::Handle, json: bool) -> i32 {
-    let (mut term, mut hup) = match (signal(SignalKind::terminate()), signal(SignalKind::hangup())) {
-        (Ok(t), Ok(h)) => (t, h),
-        _ => {
-            let e = Error::io("cannot listen for signals", std::io::Error::other("signal setup failed"));
+/// Start once, showing progress; print the ready line.
+async fn start(plan: &Plan, opts: EnsureOptions, json: bool) -> tether::Result<Handle> {
+    let started = Instant::now();
+    let lifecycle = Arc::new(Lifecycle::new());
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let observer = tokio::spawn(observe(lifecycle.subscribe(), json, started, done_rx));
+    let result = tether::ensure_running(plan.clone(), opts.with_lifecycle(Arc::clone(&lifecycle))).await;
+    let _ = done_tx.send(());
+    let _ = observer.await;
+    let handle = result?;
+    let record = handle.record();
+    if json {
+        json_line(&json!({
+            "state": "ready", "name": record.name, "url": record.url, "port": record.port,
+            "pid": handle.pid(), "container_id": record.container_id,
+            "elapsed_ms": started.elapsed().as_millis() as u64, "progress": handle.progress(),
+            "detached": record.detached, "restarts": record.restarts, "reused": handle.reused(),
+        }));
+    } else {
+        let progress = handle.progress().map(|n| format!(" ({n} loaded)")).unwrap_or_default();
+        let reused = if handle.reused() { " (reused the running instance)" } else { "" };
+        println!("ready: {}{progress} in {}{reused}", record.url, tether::core::error::humanize(started.elapsed()));
+    }
+    Ok(handle)
+}
+
+/// Resolves on Ctrl-C, SIGTERM or SIGHUP.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> tether::Result<Self> {
+        let listen = |kind| signal(kind).map_err(|e| Error::io("cannot listen for signals", e));
+        Ok(Signals {
+            term: listen(SignalKind::terminate())?,
+            hup: listen(SignalKind::hangup())?,
+            int: listen(SignalKind::interrupt())?,
+        })
+    }
+
+    async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.int.recv() => {}
+            _ = self.term.recv() => {}
+            _ = self.hup.recv() => {}
+        }
+    }
+}
+
+/// Foreground: until Ctrl-C, SIGTERM or SIGHUP, watch the backend; when it ends,
+/// restart it per the policy or stop and fail.
+async fn supervise(mut handle: Handle, plan: Plan, opts: EnsureOptions, json: bool) -> i32 {
+    let mut signals = match Signals::new() {
+        Ok(s) => s,
+        Err(e) => {
             let code = report_error(&e, json);
             let _ = handle.stop().await;
             return code;
         }
     };
-    let exited = tokio::select! {
-        _ = tokio::signal::ctrl_c() => None,
-        _ = term.recv() => None,
-        _ = hup.recv() => None,
-        status = handle.instance().wait_exit() => Some(status),
-    };
-    let name = handle.record().name.clone();
-    let outcome = handle.stop().await;
-    match (exited, outcome) {
-        (Some(status), _) => {
-            let e = Error::EarlyExit { status, stderr_tail: Vec::new() };
-            if json {
-                json_line(
-                    &json!({"state": "exited", "name": name, "exit_code": status.code(), "error": format!("backend exited by itself ({status})")}),
-                );
-            } else {
-                eprintln!("error: backend '{name}' exited by itself ({status})");
+    let mut tracker = RestartTracker::new(plan.restart.clone());
+    // Restarts keep the port the first start chose (`auto` included).
+    let mut again = plan.clone();
+    again.port = PortChoice::Fixed(handle.record().port);
+    loop {
+        let up_since = Instant::now();
+        let ended = tokio::select! {
+            _ = signals.recv() => None,
+            ended = handle.watch(plan.liveness.as_ref()) => Some(ended),
+        };
+        let name = handle.record().name.clone();
+        let Some(ended) = ended else {
+            if handle.reused() {
+                // We did not start it: it was running detached before us, and stays.
+                if !json {
+                    eprintln!("left '{name}' running: it was already running (detached) before this `up`");
+                }
+                handle.release();
+                return 0;
             }
-            e.exit_code()
-        }
-        (None, Ok(how)) => {
+            return match handle.stop().await {
+                Ok(how) => {
+                    report_stopped(&name, how, json);
+                    0
+                }
+                Err(e) => report_error(&e, json),
+            };
+        };
+        let ended = match ended {
+            Ok(e) => e,
+            Err(e) => Ended::Unhealthy(e.chain()),
+        };
+        let _ = handle.stop().await;
+        let Some(wait) = tracker.next(&ended, up_since.elapsed()) else {
             if json {
-                json_line(&json!({"state": "stopped", "name": name, "killed": how.was_killed()}));
+                json_line(&json!({"state": "exited", "name": name, "error": format!("backend {ended}"),
+                    "exit_code": match &ended { Ended::Exited(s) => s.code(), _ => None }, "restarts": tracker.total()}));
             } else {
-                match how {
-                    StopOutcome::Killed => {
-                        eprintln!("stopped '{name}': it ignored SIGTERM and was killed after the grace period")
+                eprintln!("error: backend '{name}' {ended}; not restarting (restarts so far: {})", tracker.total());
+            }
+            return 1;
+        };
+        if json {
+            json_line(&json!({"state": "restarting", "name": name, "reason": ended.to_string(),
+                "restarts": tracker.total(), "in_ms": wait.as_millis() as u64}));
+        } else {
+            eprintln!(
+                "backend '{name}' {ended}; restart {} in {}",
+                tracker.total(),
+                tether::core::error::humanize(wait)
+            );
+        }
+        tokio::select! {
+            _ = signals.recv() => return 0,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        let mut restart_opts = opts.clone();
+        restart_opts.restarts = tracker.total();
+        handle = loop {
+            match start(&again, restart_opts.clone(), json).await {
+                Ok(h) => break h,
+                Err(e) => {
+                    let failed = Ended::Unhealthy(e.chain());
+                    let code = report_error(&e, json);
+                    let Some(wait) = tracker.next(&failed, Duration::ZERO) else { return code };
+                    restart_opts.restarts = tracker.total();
+                    tokio::select! {
+                        _ = signals.recv() => return 0,
+                        _ = tokio::time::sleep(wait) => {}
                     }
-                    StopOutcome::Terminated { exit } => eprintln!("stopped '{name}' ({exit})"),
                 }
             }
-            0
+        };
+    }
+}
+
+fn report_stopped(name: &str, how: StopOutcome, json: bool) {
+    if json {
+        json_line(&json!({"state": "stopped", "name": name, "killed": how.was_killed()}));
+    } else {
+        match how {
+            StopOutcome::Killed => {
+                eprintln!("stopped '{name}': it ignored SIGTERM and was killed after the grace period")
+            }
+            StopOutcome::Terminated { exit } => eprintln!("stopped '{name}' ({exit})"),
         }
-        (None, Err(e)) => report_error(&e, json),
     }
 }
 

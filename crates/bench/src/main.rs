@@ -1,0 +1,167 @@
+//! # tether-bench
+//!
+//! The benchmark of tether (issue 6): every figure measured in one run on this machine
+//! against the demo backend (`tether demo-backend`), reported as min / median / max of
+//! several repetitions with its target, as a Markdown table on stdout and as JSON.
+//!
+//! ```sh
+//! cargo run --release -p tether-bench                 # builds target/release/tether first
+//! cargo run --release -p tether-bench -- --quick      # fewer repetitions
+//! cargo run --release -p tether-bench -- --only 1,5   # some items only
+//! ```
+//!
+//! Options: `--quick`, `--skip-build` (use the existing `target/release/tether`),
+//! `--only N,N,…` (items 1–9), `--out PATH` (default `target/bench/results.json`).
+//!
+//! No tracing subscriber is installed: the relay's per-line tracing event costs only the
+//! disabled-callsite check here (a real consumer, like `tether up`, pays for formatting).
+
+mod error;
+mod harness;
+mod measure;
+mod report;
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use error::{BenchResult, Context, fail};
+use harness::Harness;
+use report::{Report, Row};
+
+/// Command-line options.
+#[derive(Debug)]
+struct Options {
+    quick: bool,
+    skip_build: bool,
+    only: Option<Vec<u8>>,
+    out: PathBuf,
+}
+
+fn parse_options() -> BenchResult<Options> {
+    let mut o = Options {
+        quick: false,
+        skip_build: false,
+        only: None,
+        out: harness::workspace_root().join("target/bench/results.json"),
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--quick" => o.quick = true,
+            "--skip-build" => o.skip_build = true,
+            "--only" => {
+                let list = args.next().ctx("--only needs a list, e.g. --only 1,3,5")?;
+                let items = list.split(',').map(|s| s.trim().parse::<u8>()).collect::<Result<Vec<_>, _>>();
+                o.only = Some(items.ctx(format!("bad --only list {list:?}"))?);
+            }
+            "--out" => o.out = args.next().ctx("--out needs a path")?.into(),
+            "-h" | "--help" => {
+                println!("tether-bench [--quick] [--skip-build] [--only 1,2,…] [--out results.json]");
+                std::process::exit(0);
+            }
+            other => return fail(format!("unknown option {other:?} (try --help)")),
+        }
+    }
+    Ok(o)
+}
+
+/// The output of a command, trimmed, or `unknown`.
+fn command_text(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// Processes on the machine now.
+pub(crate) fn process_count() -> usize {
+    std::fs::read_dir("/proc")
+        .map(|d| d.flatten().filter(|e| e.file_name().to_str().is_some_and(|n| n.parse::<u32>().is_ok())).count())
+        .unwrap_or(0)
+}
+
+async fn run(o: &Options, h: &Harness) -> Vec<Row> {
+    let reps = if o.quick { 5 } else { 15 };
+    let wanted = |item: u8| o.only.as_ref().is_none_or(|l| l.contains(&item));
+    let mut rows = Vec::new();
+    let mut add = |item: u8, what: &str, r: BenchResult<Vec<Row>>| match r {
+        Ok(mut r) => {
+            eprint!("{}", report::markdown(&r).lines().skip(2).map(|l| format!("{l}\n")).collect::<String>());
+            rows.append(&mut r);
+        }
+        Err(e) => {
+            eprintln!("item {item} ({what}) failed: {e}");
+            rows.push(Row::skipped(item, what, &format!("failed: {e}")));
+        }
+    };
+    if wanted(1) {
+        add(1, "readiness latency", measure::startup::readiness(h, reps).await);
+    }
+    if wanted(2) {
+        add(2, "start overhead", measure::startup::overhead(h, reps).await);
+    }
+    if wanted(3) {
+        add(3, "early exit", measure::startup::early_exit(h, reps).await);
+    }
+    if wanted(4) {
+        add(4, "log relay", measure::relay::relay(h, reps.div_ceil(3)).await);
+    }
+    if wanted(5) {
+        add(5, "stop", measure::stop::stop(h, reps).await);
+    }
+    if wanted(6) {
+        add(6, "port holder lookup", measure::port::port_lookup(h, reps).await);
+    }
+    if wanted(7) {
+        add(7, "supervisor footprint", measure::footprint::footprint(h, reps.div_ceil(5).max(2)).await);
+    }
+    if wanted(8) {
+        add(8, "scale", measure::scale::scale(h, reps).await);
+    }
+    if wanted(9) {
+        let why = if harness::workspace_root().join("crates/runner-docker").is_dir() {
+            "crates/runner-docker exists but this benchmark does not drive it yet"
+        } else {
+            "the docker runner is not in the workspace yet"
+        };
+        rows.push(Row::skipped(9, "Docker runner: start-to-ready overhead and stop time", why));
+    }
+    rows
+}
+
+fn main() {
+    // First: when this program is started as a backend's guard (by ensure_running), be it.
+    tether::install_guard();
+    if let Err(e) = real_main() {
+        eprintln!("tether-bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> BenchResult<()> {
+    let o = parse_options()?;
+    let exe = harness::tether_binary(o.skip_build)?;
+    let processes = process_count();
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().ctx("cannot start the tokio runtime")?;
+    let h = Harness::new(exe);
+    eprintln!("measuring with {} ({} processes running)…", h.exe.display(), processes);
+    let rows = rt.block_on(run(&o, &h));
+    let report = Report {
+        date: command_text("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
+        cores: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        processes,
+        machine: command_text("uname", &["-srm"]),
+        rows,
+    };
+    println!(
+        "tether benchmark, {} — {} cores, {} ({} processes)\n",
+        report.date, report.cores, report.machine, processes
+    );
+    println!("{}", report::markdown(&report.rows));
+    report::write_json(&report, &o.out)?;
+    eprintln!("written: {}", o.out.display());
+    Ok(())
+}

@@ -1,0 +1,82 @@
+//! Item 7: the `tether up` process supervising one idle, ready backend — its peak RSS and
+//! threads (and, for context, the guard's).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+use crate::error::{BenchResult, Context, fail};
+use crate::harness::{Harness, first_child, proc_status};
+use crate::report::{Row, Target};
+
+/// One reading: (tether up VmHWM MB, its threads, guard VmHWM MB).
+struct Reading {
+    hwm_mb: f64,
+    threads: f64,
+    guard_mb: Option<f64>,
+}
+
+/// SIGTERM `child`, wait up to 10 s, then kill.
+fn terminate(child: &mut Child) {
+    let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+    let until = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < until {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn one(h: &Harness) -> BenchResult<Reading> {
+    let state = tempfile::tempdir().ctx("cannot create a state directory")?;
+    let exe = h.exe.to_string_lossy().into_owned();
+    let mut child = Command::new(&h.exe)
+        .args(["up", "--port", "auto", "--name", "bench-footprint", "--", &exe, "demo-backend", "--port", "{port}"])
+        .env("TETHER_STATE_DIR", state.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .ctx("cannot spawn `tether up`")?;
+    let reading = (|| {
+        let out = child.stdout.take().ctx("no stdout pipe")?;
+        let mut lines = BufReader::new(out).lines();
+        let ready = lines.by_ref().map_while(Result::ok).find(|l| l.starts_with("ready:"));
+        if ready.is_none() {
+            return fail("`tether up` ended without printing `ready:`");
+        }
+        // Idle supervision for a moment, then read.
+        std::thread::sleep(Duration::from_millis(500));
+        let pid = child.id();
+        let st = proc_status(&pid.to_string())?;
+        let guard_mb = first_child(pid).and_then(|g| proc_status(&g.to_string()).ok()).map(|s| s.vm_hwm_kb as f64 / 1024.0);
+        // Keep the pipe open until the readings are taken.
+        drop(lines);
+        Ok(Reading { hwm_mb: st.vm_hwm_kb as f64 / 1024.0, threads: st.threads as f64, guard_mb })
+    })();
+    terminate(&mut child);
+    reading
+}
+
+/// Item 7.
+pub async fn footprint(h: &Harness, reps: usize) -> BenchResult<Vec<Row>> {
+    let h = h.clone();
+    let readings = tokio::task::spawn_blocking(move || (0..reps).map(|_| one(&h)).collect::<BenchResult<Vec<_>>>())
+        .await
+        .ctx("the footprint task failed")??;
+    let hwm: Vec<f64> = readings.iter().map(|r| r.hwm_mb).collect();
+    let threads: Vec<f64> = readings.iter().map(|r| r.threads).collect();
+    let guard: Vec<f64> = readings.iter().filter_map(|r| r.guard_mb).collect();
+    Ok(vec![
+        Row::new(7, "`tether up` peak RSS (VmHWM), one ready idle backend", "MB", &hwm, Target::AtMost(6.0))
+            .note("read 0.5 s after ready"),
+        Row::new(7, "`tether up` threads", "threads", &threads, Target::None),
+        Row::new(7, "its guard process, peak RSS", "MB", &guard, Target::None).note("a separate process"),
+    ])
+}

@@ -1,0 +1,8 @@
+//! The measurements, one module per group of the items.
+
+pub mod footprint;
+pub mod port;
+pub mod relay;
+pub mod scale;
+pub mod startup;
+pub mod stop;

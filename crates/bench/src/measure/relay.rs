@@ -1,0 +1,101 @@
+//! Item 4: log relay throughput, and the backend's own write time when relayed vs when
+//! its stdout is `/dev/null`.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::error::{BenchResult, Context, fail};
+use crate::harness::{Harness, ms_between, stats, unix_nanos_now};
+use crate::report::{Row, Target};
+
+/// Lines the backend writes.
+const LINES: u64 = 200_000;
+const LINES_ARG: &str = "200000";
+/// Bytes per line, newline included.
+const BYTES_ARG: &str = "100";
+
+/// The milliseconds in `demo-backend wrote N lines in X ms`.
+fn parse_wrote(line: &str) -> Option<f64> {
+    let rest = line.split_once(" lines in ")?.1;
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+/// The backend's write time with stdout on `/dev/null` (no tether, no pipe), in ms.
+fn devnull_write(h: &Harness) -> BenchResult<f64> {
+    let mut child = Command::new(&h.exe)
+        .args(["demo-backend", "--port", "0", "--log-lines", LINES_ARG, "--line-bytes", BYTES_ARG])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ctx("cannot spawn the demo backend")?;
+    let err = child.stderr.take().ctx("no stderr pipe")?;
+    let found = BufReader::new(err).lines().map_while(Result::ok).find_map(|l| parse_wrote(&l));
+    let _ = child.kill();
+    let _ = child.wait();
+    found.ctx("the demo backend did not report its write time")
+}
+
+/// One relayed run: (lines/s until the relay counted every line, the backend's write
+/// time if its report line was still in the relay's ring).
+async fn relayed(h: &Harness) -> BenchResult<(f64, Option<f64>)> {
+    let (instance, l) = h.launch_ready(&["--log-lines", LINES_ARG, "--line-bytes", BYTES_ARG], Duration::from_secs(5)).await?;
+    let logs = instance.logs();
+    let mut count = logs.line_count();
+    // listening line + the filler lines + the `wrote` line on stderr.
+    let all = LINES + 2;
+    let waited = tokio::time::timeout(Duration::from_secs(120), count.wait_for(|c| *c >= all)).await;
+    let done = unix_nanos_now();
+    let st = stats(l.port).await;
+    let tail = logs.tail(tether_core::relay::DEFAULT_RING_LINES);
+    let lost_ring = !tail.iter().any(|t| t.contains(" lines in "));
+    instance.stop().await.ctx("cannot stop the backend")?;
+    match waited {
+        Ok(Ok(_)) => {}
+        _ => return fail(format!("the relay did not count {all} lines within 120 s")),
+    }
+    let st = st?;
+    let secs = ms_between(st.started_at_unix_nanos, done) / 1e3;
+    let wrote = if lost_ring { None } else { tail.iter().find_map(|t| parse_wrote(t)) };
+    Ok((LINES as f64 / secs, wrote))
+}
+
+/// Item 4.
+pub async fn relay(h: &Harness, reps: usize) -> BenchResult<Vec<Row>> {
+    let (mut rate, mut write_relayed, mut write_null, mut ratio) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut missing = 0;
+    for _ in 0..reps {
+        let null = devnull_write(h)?;
+        write_null.push(null);
+        let (r, w) = relayed(h).await?;
+        rate.push(r);
+        match w {
+            Some(w) => {
+                write_relayed.push(w);
+                ratio.push(w / null);
+            }
+            None => missing += 1,
+        }
+    }
+    let note = |base: &str| {
+        if missing == 0 { base.to_owned() } else { format!("{base}; report line out of the ring in {missing} runs") }
+    };
+    Ok(vec![
+        Row::new(4, "relay throughput, 200 000 lines of 100 B", "lines/s", &rate, Target::AtLeast(1_000_000.0))
+            .note("backend start → relay counted all; no tracing subscriber"),
+        Row::new(4, "backend write time, relayed", "ms", &write_relayed, Target::None).note(note("its own report")),
+        Row::new(4, "backend write time, stdout = /dev/null", "ms", &write_null, Target::None),
+        Row::new(4, "backend write time relayed / to /dev/null", "×", &ratio, Target::AtMost(1.5))
+            .note(note("paired per repetition")),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn parses_the_report_line() {
+        assert_eq!(super::parse_wrote("demo-backend wrote 200000 lines in 12.345 ms"), Some(12.345));
+        assert_eq!(super::parse_wrote("demo-backend ready"), None);
+    }
+}

@@ -1,0 +1,118 @@
+//! Reaching the Docker engine: `DOCKER_HOST` (unix socket or tcp), API version
+//! negotiation, and errors that say which engine was tried and what to do.
+
+use std::time::Duration;
+
+use bollard::Docker;
+use bollard::errors::Error as DockerError;
+use tether_core::{Error, Result};
+
+/// How long reaching the engine may take before it counts as unreachable (a tcp
+/// `DOCKER_HOST` to a silent host would otherwise hang for bollard's 2 minutes).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// API 1.25 brought `init`, which this runner relies on.
+const MIN_API: (u32, u32) = (1, 25);
+
+/// The engine's socket when `DOCKER_HOST` is not set (bollard's default too).
+pub const DEFAULT_SOCKET: &str = "unix:///var/run/docker.sock";
+
+/// The engine address in use: `DOCKER_HOST`, or the default socket.
+pub fn docker_host() -> String {
+    std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| DEFAULT_SOCKET.into())
+}
+
+/// What was tried, for error messages: `DOCKER_HOST=…` or the default socket.
+fn tried(host: &str) -> String {
+    match std::env::var("DOCKER_HOST") {
+        Ok(v) if !v.is_empty() => format!("DOCKER_HOST={v}"),
+        _ => format!("DOCKER_HOST is not set, so the default socket {host}"),
+    }
+}
+
+fn unavailable(host: &str, why: &str) -> Error {
+    let hint = if why.contains("ermission denied") {
+        "run as a user in the `docker` group, or set DOCKER_HOST to an engine you may use"
+    } else {
+        "start the Docker daemon (e.g. `sudo systemctl start docker`), or set DOCKER_HOST to a running \
+         engine (unix:///path/to/docker.sock or tcp://HOST:2375)"
+    };
+    Error::Unavailable { message: format!("cannot reach the Docker engine ({}): {why}; {hint}", tried(host)) }
+}
+
+/// Connect to the engine `DOCKER_HOST` names and agree on an API version.
+pub async fn connect() -> Result<Docker> {
+    let host = docker_host();
+    let docker = Docker::connect_with_host(&host).map_err(|e| match e {
+        DockerError::UnsupportedURISchemeError { .. } => Error::Unavailable {
+            message: format!(
+                "DOCKER_HOST `{host}` is not supported: tether reaches the engine through a unix:// socket or \
+                 tcp:// (no TLS, no ssh); forward it to a local socket or use tcp://"
+            ),
+        },
+        DockerError::SocketNotFoundError(path) => unavailable(&host, &format!("no socket at {path}")),
+        other => unavailable(&host, &other.to_string()),
+    })?;
+    match tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version()).await {
+        Ok(Ok(d)) => Ok(d),
+        Ok(Err(e)) => Err(unavailable(&host, &describe(&e))),
+        Err(_) => Err(unavailable(&host, &format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()))),
+    }
+}
+
+/// The engine's version line (`Docker 27.1.0 (API 1.46)`), checking the API is new enough.
+pub async fn version(docker: &Docker) -> Result<String> {
+    let host = docker_host();
+    let v = match tokio::time::timeout(CONNECT_TIMEOUT, docker.version()).await {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => return Err(unavailable(&host, &describe(&e))),
+        Err(_) => return Err(unavailable(&host, "no answer to /version")),
+    };
+    let api = v.api_version.clone().unwrap_or_default();
+    let parsed = api.split_once('.').and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)));
+    if parsed.is_some_and(|p| p < MIN_API) {
+        return Err(Error::Unavailable {
+            message: format!(
+                "the Docker engine ({}) speaks API {api}, older than the {}.{} tether needs; upgrade Docker",
+                tried(&host),
+                MIN_API.0,
+                MIN_API.1
+            ),
+        });
+    }
+    Ok(format!("Docker {} (API {api})", v.version.unwrap_or_else(|| "?".into())))
+}
+
+/// A Docker error as one short line, with the engine's own message when it sent one.
+pub fn describe(e: &DockerError) -> String {
+    match e {
+        DockerError::DockerResponseServerError { status_code, message } => {
+            format!("{} (HTTP {status_code})", message.trim())
+        }
+        other => {
+            let mut out = other.to_string();
+            let mut source = std::error::Error::source(other);
+            while let Some(s) = source {
+                out.push_str(": ");
+                out.push_str(&s.to_string());
+                source = s.source();
+            }
+            out
+        }
+    }
+}
+
+/// The engine answered 404: no such container or image.
+pub fn is_not_found(e: &DockerError) -> bool {
+    matches!(e, DockerError::DockerResponseServerError { status_code: 404, .. })
+}
+
+/// The engine answered 409 (e.g. the container is not running, or already being removed).
+pub fn is_conflict(e: &DockerError) -> bool {
+    matches!(e, DockerError::DockerResponseServerError { status_code: 409, .. })
+}
+
+/// A runner error from a failed engine call.
+pub fn runner_error(what: &str, e: &DockerError) -> Error {
+    Error::Runner { message: format!("{what}: {}", describe(e)), stderr_tail: Vec::new() }
+}

@@ -1,0 +1,333 @@
+//! # tether-runner-docker
+//!
+//! Runs the backend in a container through the Docker Engine API ([bollard]) — not
+//! the docker CLI — so `DOCKER_HOST` (a unix socket or `tcp://`) reaches a local or
+//! remote engine.
+//!
+//! ## Theory of operation
+//! [`check`](Runner::check) reaches the engine and negotiates the API version, so an
+//! unreachable engine is a clear error naming `DOCKER_HOST` before anything starts.
+//! [`prepare`](Runner::prepare) applies the [`PullPolicy`], reporting pull progress.
+//! [`start`](Runner::start) first sweeps tether's stale containers (their owner is
+//! gone, or they hold this instance name or host port), then creates
+//! `tether-<name>-<id>` with labels naming the instance and its owner, `init` so
+//! signals reach the backend and zombies are reaped, the backend's arguments as the
+//! command (`{port}` = the container port, `{host}` = `0.0.0.0`), and the container
+//! port published on the spec's host address (loopback by default) at the spec's
+//! port. Output is attached before the start, demultiplexed and split into lines
+//! into the same [`LogRelay`](tether_core::LogRelay) as every runner; a task waits
+//! for the exit so the readiness engine reports an early exit at once, with the
+//! exit code and the last lines. Stop sends the image's stop signal, waits up to
+//! the grace period, then `SIGKILL`, and removes the container with its anonymous
+//! volumes: nothing is left.
+//!
+//! ```no_run
+//! # async fn demo() -> tether_core::Result<()> {
+//! use std::sync::Arc;
+//! use tether_core::{launch, LaunchOptions, LaunchSpec, probe::HttpProbe};
+//! use tether_runner_docker::DockerRunner;
+//! let runner = Arc::new(DockerRunner::new("my-search:1.4").with_container_port(8000));
+//! let spec = LaunchSpec::new("search", 8765).with_args(["--port", "{port}", "--host", "{host}"]);
+//! let search = launch(runner, spec, Arc::new(HttpProbe::claude_skills("/health")), LaunchOptions::default()).await?;
+//! search.stop().await?;
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+mod container;
+mod engine;
+mod image;
+mod sweep;
+
+use std::net::IpAddr;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::Docker;
+use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
+use bollard::query_parameters::{AttachContainerOptions, CreateContainerOptions};
+use tether_core::procs::ProcessIdentity;
+use tether_core::runner::Tethering;
+use tether_core::{
+    Endpoint, Error, LaunchSpec, LogRelay, Progress, Result, Runner, RunnerInfo, RunningBackend, StopOutcome,
+};
+use tokio::sync::OnceCell;
+use tracing::instrument;
+
+pub use container::ContainerBackend;
+pub use engine::docker_host;
+pub use image::PullPolicy;
+pub use sweep::{
+    LABEL_DETACHED, LABEL_INSTANCE, LABEL_OWNER_BOOT, LABEL_OWNER_PID, LABEL_OWNER_START, LABEL_TETHER, SweepTarget,
+};
+
+/// A backend in a container of `image`.
+#[derive(Debug)]
+pub struct DockerRunner {
+    image: String,
+    container_port: Option<u16>,
+    pull: PullPolicy,
+    docker: OnceCell<Docker>,
+}
+
+impl DockerRunner {
+    /// Run `image` (its entrypoint stays; the backend's arguments become its command).
+    pub fn new(image: impl Into<String>) -> Self {
+        DockerRunner { image: image.into(), container_port: None, pull: PullPolicy::default(), docker: OnceCell::new() }
+    }
+
+    /// The port the backend listens on inside the container (default: the spec's port).
+    pub fn with_container_port(mut self, port: u16) -> Self {
+        self.container_port = Some(port);
+        self
+    }
+
+    /// When to pull the image (default: when missing).
+    pub fn with_pull(mut self, pull: PullPolicy) -> Self {
+        self.pull = pull;
+        self
+    }
+
+    /// The image.
+    pub fn image(&self) -> &str {
+        &self.image
+    }
+
+    async fn docker(&self) -> Result<&Docker> {
+        self.docker.get_or_try_init(engine::connect).await
+    }
+}
+
+/// `{port}` and `{host}` as the backend sees them inside the container: the
+/// container port, and every interface (the publish address restricts access).
+fn container_args(spec: &LaunchSpec, container_port: u16) -> Vec<String> {
+    let port = container_port.to_string();
+    spec.args.iter().map(|a| a.replace("{port}", &port).replace("{host}", "0.0.0.0")).collect()
+}
+
+/// The address the port is published on: an IP literal (`localhost` means loopback).
+fn publish_ip(host: &str) -> Result<String> {
+    if host == "localhost" {
+        return Ok("127.0.0.1".into());
+    }
+    let trimmed = host.trim_start_matches('[').trim_end_matches(']');
+    trimmed.parse::<IpAddr>().map(|ip| ip.to_string()).map_err(|_| {
+        Error::config(format!(
+            "--host `{host}`: the docker runner publishes the container port on an IP address of this machine; \
+             give one (default 127.0.0.1, loopback only)"
+        ))
+    })
+}
+
+/// `tether-<name>-<8 hex>`, with characters docker refuses in a name replaced.
+fn container_name(instance: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    let clean: String =
+        instance.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') { c } else { '-' }).collect();
+    format!("tether-{clean}-{:08x}", h.finish() as u32)
+}
+
+#[async_trait]
+impl Runner for DockerRunner {
+    fn kind(&self) -> &'static str {
+        "docker"
+    }
+
+    #[instrument(skip_all, fields(image = %self.image))]
+    async fn check(&self) -> Result<RunnerInfo> {
+        if self.image.is_empty() {
+            return Err(Error::config("no image given for the docker runner; pass --image IMAGE"));
+        }
+        let docker = self.docker().await?;
+        let version = engine::version(docker).await?;
+        let port = self.container_port.map(|p| format!(" port {p}")).unwrap_or_default();
+        Ok(RunnerInfo { tool_version: Some(version), fingerprint: format!("docker:{}{port}", self.image) })
+    }
+
+    #[instrument(skip_all, fields(image = %self.image, pull = ?self.pull))]
+    async fn prepare(&self, progress: &(dyn Fn(Progress) + Send + Sync)) -> Result<()> {
+        image::ensure(self.docker().await?, &self.image, self.pull, progress).await
+    }
+
+    #[instrument(skip_all, fields(instance = %spec.name, image = %self.image, port = spec.port))]
+    async fn start(&self, spec: &LaunchSpec) -> Result<Box<dyn RunningBackend>> {
+        let docker = self.docker().await?.clone();
+        let container_port = match self.container_port.unwrap_or(spec.port) {
+            0 => return Err(Error::config("the docker runner needs --container-port when the host port is 0")),
+            p => p,
+        };
+        let host_ip = publish_ip(&spec.host)?;
+        sweep::sweep(&docker, &SweepTarget { name: Some(&spec.name), port: Some(spec.port) }, spec.grace).await?;
+
+        let owner = match spec.tethering {
+            Tethering::Detached { .. } => None,
+            _ => Some(ProcessIdentity::current()),
+        };
+        if spec.cwd.is_some() {
+            tracing::debug!("the working directory is a host path; the container keeps the image's");
+        }
+        let exposed = format!("{container_port}/tcp");
+        let binding = PortBinding {
+            host_ip: Some(host_ip),
+            // 0: let the engine pick; the real port is read back below.
+            host_port: Some(if spec.port == 0 { String::new() } else { spec.port.to_string() }),
+        };
+        let env = spec
+            .env
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .chain([format!("{}={}", tether_core::process::INSTANCE_ENV, spec.name)])
+            .collect();
+        let body = ContainerCreateBody {
+            image: Some(self.image.clone()),
+            cmd: Some(container_args(spec, container_port)),
+            env: Some(env),
+            labels: Some(sweep::labels(&spec.name, owner)),
+            exposed_ports: Some(vec![exposed.clone()]),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            tty: Some(false),
+            host_config: Some(HostConfig {
+                init: Some(true),
+                auto_remove: Some(false),
+                port_bindings: Some([(exposed.clone(), Some(vec![binding]))].into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let name = container_name(&spec.name);
+        let created = docker
+            .create_container(Some(CreateContainerOptions { name: Some(name.clone()), ..Default::default() }), body)
+            .await
+            .map_err(|e| engine::runner_error(&format!("cannot create container {name} from {}", self.image), &e))?;
+        let id = created.id;
+        for w in created.warnings {
+            tracing::warn!(container = %name, "engine: {w}");
+        }
+        // From here on, any failure removes the container.
+        match run(&docker, &id, spec, &exposed).await {
+            Ok(backend) => {
+                tracing::debug!(container = container::short(&id), name = %name, "container started");
+                Ok(Box::new(backend))
+            }
+            Err(e) => {
+                if let Err(re) = container::remove(&docker, &id).await {
+                    tracing::warn!(error = %re.chain(), "removing the container that failed to start");
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Attach, start, read back the published port, watch the exit.
+async fn run(docker: &Docker, id: &str, spec: &LaunchSpec, exposed: &str) -> Result<ContainerBackend> {
+    let relay = LogRelay::with_defaults(spec.name.clone());
+    // Attached before the start, so not a line is missed.
+    let attach = AttachContainerOptions { stream: true, stdout: true, stderr: true, ..Default::default() };
+    let attached = docker
+        .attach_container(id, Some(attach))
+        .await
+        .map_err(|e| engine::runner_error("cannot attach to the container's output", &e))?;
+    let logs = container::pump(std::sync::Arc::clone(&relay), attached.output);
+    docker.start_container(id, None).await.map_err(|e| {
+        engine::runner_error(&format!("cannot start the container (is host port {} free?)", spec.port), &e)
+    })?;
+    let exit = container::watch_exit(docker.clone(), id.to_string(), Some(logs));
+    let inspected =
+        docker.inspect_container(id, None).await.map_err(|e| engine::runner_error("cannot inspect the container", &e))?;
+    let published = inspected
+        .network_settings
+        .and_then(|n| n.ports)
+        .and_then(|mut p| p.remove(exposed))
+        .flatten()
+        .and_then(|b| b.into_iter().find_map(|b| b.host_port?.parse::<u16>().ok()));
+    let port = match (published, spec.port) {
+        (Some(p), _) => p,
+        // It already exited: its ports are gone; the exit is reported by the readiness engine.
+        (None, p) if p != 0 => p,
+        (None, _) => {
+            return Err(Error::Runner {
+                message: "the engine did not report the published port".into(),
+                stderr_tail: relay.tail(20),
+            });
+        }
+    };
+    let stop_signal = inspected.config.and_then(|c| c.stop_signal).filter(|s| !s.is_empty());
+    Ok(ContainerBackend {
+        docker: docker.clone(),
+        id: id.to_string(),
+        endpoint: Endpoint { host: spec.host.clone(), port },
+        relay,
+        exit,
+        stop_signal: stop_signal.unwrap_or_else(|| "SIGTERM".into()),
+        released: AtomicBool::new(matches!(spec.tethering, Tethering::Detached { .. })),
+    })
+}
+
+/// Stop the container `id` (its stop signal, `grace`, then `SIGKILL`) and remove it
+/// with its anonymous volumes — `tether down` of a detached container. A container
+/// that is already gone is not an error.
+#[instrument(skip_all, fields(container = container::short(id)))]
+pub async fn stop_container(id: &str, grace: Duration) -> Result<StopOutcome> {
+    let docker = engine::connect().await?;
+    let signal = match docker.inspect_container(id, None).await {
+        Ok(c) => c.config.and_then(|c| c.stop_signal).filter(|s| !s.is_empty()),
+        Err(e) if engine::is_not_found(&e) => {
+            return Ok(StopOutcome::Terminated { exit: tether_core::ExitStatus::Unknown });
+        }
+        Err(e) => return Err(engine::runner_error("cannot inspect the container", &e)),
+    };
+    let exit = container::watch_exit(docker.clone(), id.to_string(), None);
+    container::stop_and_remove(&docker, id, signal.as_deref().unwrap_or("SIGTERM"), grace, exit).await
+}
+
+/// Whether the container `id` exists and runs (for `status` of a detached container).
+pub async fn container_running(id: &str) -> Result<bool> {
+    let docker = engine::connect().await?;
+    match docker.inspect_container(id, None).await {
+        Ok(c) => Ok(c.state.and_then(|s| s.running).unwrap_or(false)),
+        Err(e) if engine::is_not_found(&e) => Ok(false),
+        Err(e) => Err(engine::runner_error("cannot inspect the container", &e)),
+    }
+}
+
+/// Remove tether's stale containers: those whose owner is gone, and those of
+/// `target`'s instance name or host port (call before the port guard: a port
+/// published by a container is held by `docker-proxy`, which the guard cannot tell
+/// from a foreign process). Each gets `grace` to stop. Returns the ids removed.
+#[instrument(skip_all, fields(name = ?target.name, port = ?target.port))]
+pub async fn sweep_stale(target: SweepTarget<'_>, grace: Duration) -> Result<Vec<String>> {
+    let docker = engine::connect().await?;
+    sweep::sweep(&docker, &target, grace).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inside_the_container_the_backend_listens_everywhere_on_the_container_port() {
+        let spec = LaunchSpec::new("x", 40000).with_args(["--port", "{port}", "--host", "{host}", "; rm -rf ~"]);
+        assert_eq!(container_args(&spec, 8000), ["--port", "8000", "--host", "0.0.0.0", "; rm -rf ~"]);
+    }
+
+    #[test]
+    fn publish_addresses_are_ip_literals() {
+        assert_eq!(publish_ip("127.0.0.1").ok().as_deref(), Some("127.0.0.1"));
+        assert_eq!(publish_ip("localhost").ok().as_deref(), Some("127.0.0.1"));
+        assert_eq!(publish_ip("[::1]").ok().as_deref(), Some("::1"));
+        assert_eq!(publish_ip("example.com").expect_err("a name").exit_code(), 2);
+    }
+
+    #[test]
+    fn container_names_are_valid_and_distinct() {
+        let a = container_name("my app");
+        assert!(a.starts_with("tether-my-app-"), "{a}");
+        assert_ne!(a, container_name("my app"));
+    }
+}

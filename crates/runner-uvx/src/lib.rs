@@ -1,0 +1,314 @@
+//! # tether-runner-uvx
+//!
+//! Runs a Python backend package through real uv:
+//! `uvx [--offline] [--python VER] [--index-url URL] --from PKG==VER ENTRY ARGS…`, as argv —
+//! never a shell string — with `{port}` and `{host}` substituted in ARGS and
+//! `PYTHONUNBUFFERED=1` so the backend's output arrives line by line.
+//!
+//! ## Theory of operation
+//! [`UvxRunner::check`] finds `uvx` (an explicit path, else `PATH`) and runs
+//! `uvx --version` before anything starts: a missing uv is a clear error saying how to
+//! get it, never a readiness timeout. [`UvxRunner::start`] spawns uvx through
+//! [`tether_core::process::spawn`], so it runs in its own process group under tether's
+//! guard. uv does not `exec` Python: the backend is uv's *child*, the guard's grandchild.
+//! That is why the group stop and the guard stop the whole group and every descendant,
+//! not the direct child alone. Until the backend's port first answers the phase shown is
+//! `installing via uv` (a first start may download for a long time; uv's own stderr is
+//! relayed meanwhile), then `loading`. A package uv cannot resolve makes uv exit within
+//! seconds, which the readiness engine reports at once with uv's own words in the tail.
+//!
+//! A pinned package (`PKG==VER`, or a wheel, whose file name carries its version) lets
+//! the front crate check the `version` the backend reports in `/health`; an unpinned
+//! `PKG` works but logs a warning, since the front and the backend can then drift apart.
+//!
+//! ```no_run
+//! # async fn demo() -> tether_core::Result<()> {
+//! use std::sync::Arc;
+//! use tether_core::{launch, LaunchOptions, LaunchSpec, probe::HttpProbe};
+//! use tether_runner_uvx::UvxRunner;
+//! let runner = Arc::new(UvxRunner::new("claude-skills-mcp-backend==1.0.6")?);
+//! let spec = LaunchSpec::new("search", 8765).with_args(["--port", "{port}"]);
+//! let probe = HttpProbe::claude_skills("/health").with_expected_version("1.0.6");
+//! let backend = launch(runner, spec, Arc::new(probe), LaunchOptions::default()).await?;
+//! backend.stop().await?;
+//! # Ok(()) }
+//! ```
+#![warn(missing_docs)]
+
+mod error;
+mod package;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tether_core::process::{self, ProcessCommand};
+use tether_core::{LaunchSpec, Result, Runner, RunnerInfo, RunningBackend};
+use tracing::instrument;
+
+pub use error::UvxError;
+pub use package::PackageSpec;
+
+/// The phase shown from the start until the backend's port first answers.
+pub const INSTALL_PHASE: &str = "installing via uv";
+
+/// How long `uvx --version` may take before uvx is declared broken.
+const VERSION_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A Python package run with `uvx`.
+#[derive(Debug, Clone)]
+pub struct UvxRunner {
+    package: PackageSpec,
+    entry: Option<String>,
+    python: Option<String>,
+    index_url: Option<String>,
+    offline: bool,
+    uvx: Option<PathBuf>,
+    env: Vec<(String, String)>,
+}
+
+impl UvxRunner {
+    /// Run `package`: `PKG`, `PKG==VER`, `PKG[extras]==VER`, or a path to a `.whl` file.
+    /// A value that does not parse is an [`Error::Config`](tether_core::Error) saying why.
+    pub fn new(package: &str) -> Result<Self> {
+        Ok(UvxRunner {
+            package: PackageSpec::parse(package)?,
+            entry: None,
+            python: None,
+            index_url: None,
+            offline: false,
+            uvx: None,
+            env: Vec::new(),
+        })
+    }
+
+    /// The console script to run (default: the package name).
+    pub fn with_entry(mut self, entry: impl Into<String>) -> Self {
+        self.entry = Some(entry.into());
+        self
+    }
+
+    /// The Python to use: a version (`3.12`) or an interpreter's path (uvx's `--python`).
+    pub fn with_python(mut self, python: impl Into<String>) -> Self {
+        self.python = Some(python.into());
+        self
+    }
+
+    /// The package index to use instead of the default (uvx's `--index-url`).
+    pub fn with_index_url(mut self, url: impl Into<String>) -> Self {
+        self.index_url = Some(url.into());
+        self
+    }
+
+    /// Use only what uv has cached: no network (uvx's `--offline`).
+    pub fn offline(mut self, offline: bool) -> Self {
+        self.offline = offline;
+        self
+    }
+
+    /// Use this `uvx` (a path, or a name looked up on `PATH`) instead of `uvx` from `PATH`.
+    pub fn with_uvx(mut self, uvx: impl Into<PathBuf>) -> Self {
+        self.uvx = Some(uvx.into());
+        self
+    }
+
+    /// An environment variable for uv and the backend (e.g. `UV_CACHE_DIR`), on top of the spec's.
+    pub fn with_env(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// The package.
+    pub fn package(&self) -> &PackageSpec {
+        &self.package
+    }
+
+    /// The console script run: the one given, else the package name.
+    pub fn entry(&self) -> &str {
+        self.entry.as_deref().unwrap_or(self.package.name())
+    }
+
+    /// `uvx`, resolved to an executable path.
+    pub fn resolve_uvx(&self) -> Result<PathBuf> {
+        let found = match &self.uvx {
+            Some(p) if p.components().count() > 1 || p.is_absolute() => {
+                which::which(p).map_err(|_| UvxError::BadPath { path: p.clone() })
+            }
+            Some(name) => which::which(name).map_err(|_| UvxError::BadPath { path: name.clone() }),
+            None => which::which("uvx").map_err(|_| UvxError::NotOnPath),
+        };
+        Ok(found?)
+    }
+
+    /// The arguments given to uvx for `spec` (after the program).
+    pub fn uvx_args(&self, spec: &LaunchSpec) -> Vec<OsString> {
+        let mut args: Vec<OsString> = Vec::new();
+        if self.offline {
+            args.push("--offline".into());
+        }
+        if let Some(p) = &self.python {
+            args.extend(["--python".into(), p.into()]);
+        }
+        if let Some(u) = &self.index_url {
+            args.extend(["--index-url".into(), u.into()]);
+        }
+        args.extend(["--from".into(), self.package.from_arg().into(), self.entry().into()]);
+        args.extend(spec.substituted_args().into_iter().map(OsString::from));
+        args
+    }
+
+    /// The command that runs the backend described by `spec`.
+    pub fn command(&self, uvx: &Path, spec: &LaunchSpec) -> ProcessCommand {
+        let mut cmd = ProcessCommand::new(uvx, self.uvx_args(spec)).with_startup_phase(INSTALL_PHASE);
+        // Python buffers a piped stdout in 8 KiB blocks: without this, a backend's
+        // lines would reach the relay (and the readiness engine) late, in bursts.
+        if !spec.env.iter().chain(&self.env).any(|(k, _)| k == "PYTHONUNBUFFERED") {
+            cmd = cmd.with_env("PYTHONUNBUFFERED", "1");
+        }
+        for (k, v) in &self.env {
+            cmd = cmd.with_env(k.clone(), v.clone());
+        }
+        cmd
+    }
+
+    fn fingerprint(&self) -> String {
+        let mut f = format!("uvx:{} {}", self.package.from_arg(), self.entry());
+        if let Some(p) = &self.python {
+            f.push_str(" --python ");
+            f.push_str(p);
+        }
+        f
+    }
+
+    async fn version(&self, uvx: &Path) -> Result<String> {
+        let broken = |why: String| UvxError::Broken { path: uvx.to_path_buf(), why };
+        let mut cmd = tokio::process::Command::new(uvx);
+        cmd.arg("--version").stdin(Stdio::null()).kill_on_drop(true);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let out = match tokio::time::timeout(VERSION_TIMEOUT, cmd.output()).await {
+            Ok(Ok(out)) => out,
+            Ok(Err(e)) => return Err(broken(format!("could not run: {e}")).into()),
+            Err(_) => return Err(broken(format!("did not answer within {}s", VERSION_TIMEOUT.as_secs())).into()),
+        };
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            return Err(broken(format!("failed with {}: {}", out.status, stderr.trim())).into());
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+}
+
+#[async_trait]
+impl Runner for UvxRunner {
+    fn kind(&self) -> &'static str {
+        "uvx"
+    }
+
+    #[instrument(skip_all, fields(package = %self.package.from_arg()))]
+    async fn check(&self) -> Result<RunnerInfo> {
+        let uvx = self.resolve_uvx()?;
+        if let PackageSpec::Wheel { path, .. } = &self.package
+            && !path.is_file()
+        {
+            return Err(UvxError::NoWheel { path: path.clone() }.into());
+        }
+        let tool_version = self.version(&uvx).await?;
+        if self.package.version().is_none() {
+            tracing::warn!(
+                package = self.package.name(),
+                "the backend package is not pinned: it may drift away from this front; pin it with --package {}==VERSION",
+                self.package.name()
+            );
+        }
+        tracing::debug!(uvx = %uvx.display(), version = %tool_version, "uvx found");
+        Ok(RunnerInfo { tool_version: Some(tool_version), fingerprint: self.fingerprint() })
+    }
+
+    async fn start(&self, spec: &LaunchSpec) -> Result<Box<dyn RunningBackend>> {
+        let uvx = self.resolve_uvx()?;
+        let backend = process::spawn(self.command(&uvx, spec), spec).await?;
+        Ok(Box::new(backend))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(r: &UvxRunner, spec: &LaunchSpec) -> Vec<String> {
+        r.uvx_args(spec).into_iter().map(|a| a.to_string_lossy().into_owned()).collect()
+    }
+
+    #[test]
+    fn the_command_is_argv_with_every_option() -> Result<()> {
+        let spec = LaunchSpec::new("x", 9001).with_args(["--port", "{port}", "a b; rm -rf ~"]);
+        let r = UvxRunner::new("pkg==1.0")?.offline(true).with_python("3.12").with_index_url("http://idx/simple");
+        assert_eq!(
+            args(&r, &spec),
+            [
+                "--offline",
+                "--python",
+                "3.12",
+                "--index-url",
+                "http://idx/simple",
+                "--from",
+                "pkg==1.0",
+                "pkg",
+                "--port",
+                "9001",
+                "a b; rm -rf ~"
+            ]
+        );
+        let r = UvxRunner::new("pkg")?.with_entry("pkg-server");
+        assert_eq!(args(&r, &spec)[..3], ["--from", "pkg", "pkg-server"]);
+        Ok(())
+    }
+
+    #[test]
+    fn python_is_unbuffered_unless_the_user_says_otherwise() -> Result<()> {
+        let r = UvxRunner::new("pkg==1.0")?;
+        let cmd = r.command(Path::new("/bin/uvx"), &LaunchSpec::new("x", 1));
+        assert!(cmd.env.contains(&("PYTHONUNBUFFERED".into(), "1".into())));
+        assert_eq!(cmd.startup_phase, INSTALL_PHASE);
+        let cmd = r.command(Path::new("/bin/uvx"), &LaunchSpec::new("x", 1).with_env("PYTHONUNBUFFERED", "0"));
+        assert!(!cmd.env.iter().any(|(k, _)| k == "PYTHONUNBUFFERED"));
+        Ok(())
+    }
+
+    #[test]
+    fn a_wheel_runs_its_distribution_name_by_default() -> Result<()> {
+        let r = UvxRunner::new("/tmp/my_backend-0.3.0-py3-none-any.whl")?;
+        assert_eq!(r.entry(), "my-backend");
+        assert_eq!(r.fingerprint(), "uvx:/tmp/my_backend-0.3.0-py3-none-any.whl my-backend");
+        Ok(())
+    }
+
+    #[test]
+    fn bad_packages_are_config_errors() {
+        let e = UvxRunner::new("==1.0").expect_err("no name");
+        assert_eq!(e.exit_code(), 2);
+        assert!(e.to_string().contains("no package name"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_uvx_is_a_clear_error() -> Result<()> {
+        let e = UvxRunner::new("pkg==1")?.with_uvx("/no/such/dir/uvx").resolve_uvx().expect_err("missing");
+        assert!(e.to_string().contains("does not exist"), "{e}");
+        let e = UvxRunner::new("pkg==1")?.with_uvx("no-such-uvx-tether").resolve_uvx().expect_err("missing");
+        assert!(matches!(e, tether_core::Error::Unavailable { .. }), "{e}");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn a_missing_wheel_is_reported_before_anything_starts() -> Result<()> {
+        // `true` stands in for uvx: the wheel check comes first and must fail.
+        let r = UvxRunner::new("/no/such/pkg-1.0-py3-none-any.whl")?.with_uvx("true");
+        let e = r.check().await.expect_err("no wheel");
+        assert!(e.to_string().contains("does not exist"), "{e}");
+        Ok(())
+    }
+}

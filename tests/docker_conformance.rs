@@ -1,0 +1,55 @@
+//! The docker runner against the testkit's conformance checks, on the real engine,
+//! with the demo backend inside a container built without a registry.
+
+mod docker_support;
+
+use std::sync::Arc;
+
+use tether::DockerRunner;
+use tether::PullPolicy;
+use tether::core::runner::Tethering;
+use tether_testkit::conformance::{self, DemoBackend};
+
+struct DockerDemo;
+
+impl DemoBackend for DockerDemo {
+    fn runner(&self) -> Arc<dyn tether::Runner> {
+        Arc::new(DockerRunner::new(docker_support::image()).with_pull(PullPolicy::Never))
+    }
+
+    fn args(&self, flags: &[&str]) -> Vec<String> {
+        // The image's entrypoint is `/tether demo-backend`; inside, listen everywhere.
+        ["--port", "{port}", "--host", "0.0.0.0"].iter().chain(flags).map(|s| s.to_string()).collect()
+    }
+
+    fn tethering(&self) -> Tethering {
+        Tethering::ParentDeathSignal
+    }
+
+    fn host_pids(&self) -> bool {
+        false
+    }
+}
+
+macro_rules! checks {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                if !docker_support::engine_available() {
+                    return;
+                }
+                conformance::$name(&DockerDemo).await
+            }
+        )*
+    };
+}
+
+checks!(
+    becomes_ready,
+    early_exit_is_reported,
+    sigterm_ignored_is_killed_after_grace,
+    grandchildren_are_stopped,
+    long_lines_and_invalid_utf8_are_relayed,
+    argv_is_passed_verbatim,
+);

@@ -1,0 +1,150 @@
+//! What the Docker tests share: an engine check that fails in CI and skips locally,
+//! the test image built without a registry, and a guard that removes what a test
+//! started even when it fails.
+//!
+//! The image is `docker import` of a root filesystem assembled here: the `tether`
+//! binary under test plus the shared libraries `ldd` lists (and the dynamic loader)
+//! at their paths, with `ENTRYPOINT ["/tether", "demo-backend"]`. Its tag carries a
+//! hash of the binary, so it is built once per binary, whichever test comes first
+//! (a file lock keeps concurrent test processes from building it twice).
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::hash::Hasher;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+/// The `tether` binary under test.
+pub fn exe() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_tether"))
+}
+
+fn docker(args: &[&str]) -> std::io::Result<Output> {
+    Command::new("docker").args(args).stdin(Stdio::null()).output()
+}
+
+/// Whether a Docker engine answers. When it does not: in CI a panic (a missing
+/// engine there is a failure, never a skip); locally a skip message and `false`.
+pub fn engine_available() -> bool {
+    let ok = docker(&["version", "--format", "{{.Server.APIVersion}}"]).is_ok_and(|o| o.status.success());
+    if !ok {
+        tether_testkit::missing_tool("a Docker engine (the `docker` CLI and a reachable daemon)");
+    }
+    ok
+}
+
+fn hash_file(path: &Path) -> String {
+    let mut f = File::open(path).expect("open the tether binary");
+    let mut h = std::hash::DefaultHasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).expect("read the tether binary");
+        if n == 0 {
+            break;
+        }
+        h.write(&buf[..n]);
+    }
+    format!("{:016x}", h.finish())
+}
+
+/// The shared libraries and loader `ldd` lists for `exe`, as absolute paths.
+fn libraries(exe: &Path) -> Vec<PathBuf> {
+    let out = Command::new("ldd").arg(exe).output().expect("run ldd");
+    assert!(out.status.success(), "ldd failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            // `libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x…)` or `/lib64/ld-linux-x86-64.so.2 (0x…)`.
+            let path = match l.split_once("=>") {
+                Some((_, rest)) => rest.split_whitespace().next()?,
+                None => l.split_whitespace().next()?,
+            };
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .collect()
+}
+
+fn build_image(tag: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path().join("rootfs");
+    let copy = |from: &Path, to_rel: &Path| {
+        let to = root.join(to_rel);
+        std::fs::create_dir_all(to.parent().expect("a parent")).expect("mkdir");
+        // fs::copy follows symlinks: the file lands at the path the loader asks for.
+        std::fs::copy(from, &to).unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
+    };
+    copy(&exe(), Path::new("tether"));
+    for lib in libraries(&exe()) {
+        copy(&lib, lib.strip_prefix("/").expect("absolute"));
+    }
+    std::fs::create_dir_all(root.join("tmp")).expect("mkdir tmp");
+    let tar = dir.path().join("rootfs.tar");
+    let status = Command::new("tar")
+        .arg("-C")
+        .arg(&root)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .expect("run tar");
+    assert!(status.success(), "tar failed");
+    let tar = tar.to_str().expect("a UTF-8 temp path");
+    let out = docker(&["import", "--change", r#"ENTRYPOINT ["/tether", "demo-backend"]"#, tar, tag])
+        .expect("run docker import");
+    assert!(out.status.success(), "docker import failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The test image's tag, building it on first use (once per binary, across processes).
+pub fn image() -> String {
+    static IMAGE: OnceLock<String> = OnceLock::new();
+    IMAGE
+        .get_or_init(|| {
+            let tag = format!("tether-test-demo:{}", hash_file(&exe()));
+            let present = || docker(&["image", "inspect", &tag]).is_ok_and(|o| o.status.success());
+            if !present() {
+                let lock_path = std::env::temp_dir().join("tether-test-docker-image.lock");
+                let lock = File::create(&lock_path).expect("create the image lock file");
+                lock.lock().expect("lock the image lock file");
+                if !present() {
+                    build_image(&tag);
+                }
+            }
+            tag
+        })
+        .clone()
+}
+
+/// Ids of the containers labelled as tether's instance `name` (running or not).
+pub fn containers_of(name: &str) -> Vec<String> {
+    let label = format!("label=tether.instance={name}");
+    let out = docker(&["ps", "-a", "-q", "--no-trunc", "--filter", "label=tether=1", "--filter", &label])
+        .expect("run docker ps");
+    assert!(out.status.success(), "docker ps failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).filter(|l| !l.is_empty()).collect()
+}
+
+/// The output of `docker inspect --format FORMAT id`.
+pub fn inspect(id: &str, format: &str) -> String {
+    let out = docker(&["inspect", "--format", format, id]).expect("run docker inspect");
+    assert!(out.status.success(), "docker inspect failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A unique instance name for one test.
+pub fn unique_name(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    format!("{prefix}-{}-{nanos:x}", std::process::id())
+}
+
+/// Removes every container of the instance `name` when dropped — also when the test panics.
+pub struct Cleanup(pub String);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for id in containers_of(&self.0) {
+            let _ = docker(&["rm", "-f", "-v", &id]);
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! The uvx runner against the testkit's conformance checks, through real uv: the fixture
+//! wheel (a Python backend with the demo backend's flags) run with
+//! `uvx --offline --from FIXTURE.whl tether-uvx-fixture`, under the guard and without it.
+//! Python runs under uv (uv does not exec it), so every stop check also proves that the
+//! grandchild Python — and its own children — are stopped.
+#![cfg(feature = "uvx")]
+
+#[path = "fixtures/uvx/support.rs"]
+mod support;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tether::core::runner::Tethering;
+use tether_testkit::conformance::{self, DemoBackend};
+
+struct UvxDemo {
+    uv: support::Uv,
+    fixture: support::Fixture,
+    guard: bool,
+}
+
+impl UvxDemo {
+    /// `None` when uv is missing (outside CI; in CI that panics).
+    fn new(guard: bool) -> Option<Self> {
+        let uv = support::Uv::find()?;
+        let fixture = support::fixture(&uv);
+        Some(UvxDemo { uv, fixture, guard })
+    }
+}
+
+impl DemoBackend for UvxDemo {
+    fn runner(&self) -> Arc<dyn tether::Runner> {
+        Arc::new(self.uv.runner(&self.fixture.wheel))
+    }
+
+    fn args(&self, flags: &[&str]) -> Vec<String> {
+        ["--port", "{port}", "--host", "{host}"].iter().chain(flags).map(|s| s.to_string()).collect()
+    }
+
+    fn tethering(&self) -> Tethering {
+        if self.guard {
+            Tethering::Guard { exe: PathBuf::from(env!("CARGO_BIN_EXE_tether")) }
+        } else {
+            Tethering::ParentDeathSignal
+        }
+    }
+}
+
+macro_rules! checks {
+    ($($name:ident),* $(,)?) => {
+        mod with_guard {
+            use super::*;
+            $( #[tokio::test] async fn $name() {
+                if let Some(demo) = UvxDemo::new(true) { conformance::$name(&demo).await }
+            } )*
+        }
+        mod without_guard {
+            use super::*;
+            $( #[tokio::test] async fn $name() {
+                if let Some(demo) = UvxDemo::new(false) { conformance::$name(&demo).await }
+            } )*
+        }
+    };
+}
+
+checks!(
+    becomes_ready,
+    early_exit_is_reported,
+    sigterm_ignored_is_killed_after_grace,
+    grandchildren_are_stopped,
+    long_lines_and_invalid_utf8_are_relayed,
+    argv_is_passed_verbatim,
+);
