@@ -39,10 +39,14 @@ pub use tether_core::{
     RunningBackend, State, StopOutcome,
 };
 
-#[cfg(feature = "native")]
-pub use tether_runner_native::NativeRunner;
+/// The docker runner's crate: `stop_container`, `container_logs` and the labels, for
+/// `down` and `logs` of a detached container.
+#[cfg(feature = "docker")]
+pub use tether_runner_docker as docker;
 #[cfg(feature = "docker")]
 pub use tether_runner_docker::{DockerRunner, PullPolicy};
+#[cfg(feature = "native")]
+pub use tether_runner_native::NativeRunner;
 #[cfg(feature = "uvx")]
 pub use tether_runner_uvx::UvxRunner;
 

@@ -133,6 +133,17 @@ impl Lines {
         None
     }
 
+    /// Takes the lines already available, without waiting.
+    fn absorb(&mut self) {
+        while !self.eof {
+            match self.rx.try_recv() {
+                Ok(Some(line)) => self.seen.push(line),
+                Ok(None) | Err(mpsc::TryRecvError::Disconnected) => self.eof = true,
+                Err(mpsc::TryRecvError::Empty) => break,
+            }
+        }
+    }
+
     /// Reads until EOF or `deadline`.
     fn drain(&mut self, deadline: Instant) {
         while self.next_line(deadline).is_some() {}
@@ -164,7 +175,9 @@ impl Running {
     }
 
     /// What was seen so far, for assertion messages.
-    fn dump(&self) -> String {
+    fn dump(&mut self) -> String {
+        self.out.absorb();
+        self.err.absorb();
         format!("--- stdout ---\n{}\n--- stderr ---\n{}\n", self.out.text(), self.err.text())
     }
 
@@ -201,6 +214,19 @@ impl Running {
 
     fn signal(&self, sig: Signal) {
         kill(Pid::from_raw(self.pid as i32), sig).expect("signal tether");
+    }
+
+    /// Sends `sig` (SIGINT or SIGTERM) once tether catches it, as its foreground
+    /// supervision does (polls `/proc/PID/status`, bounded). `tether up` prints `ready:`
+    /// a moment before it installs those handlers (see
+    /// `signal_right_after_ready_line_is_a_clean_stop`); tests about other things wait
+    /// for the handlers so that they do not trip over that race.
+    fn stop_with(&mut self, sig: Signal) {
+        let pid = self.pid;
+        let bit = 1u64 << (sig as i32 - 1);
+        let caught = wait_until(WAIT, || caught_signals(pid).is_some_and(|mask| mask & bit != 0));
+        assert!(caught, "tether never caught {sig}\n{}", self.dump());
+        self.signal(sig);
     }
 
     /// Waits (bounded by `WAIT`) until tether exits.
@@ -314,6 +340,13 @@ fn wait_gone(ids: &[ProcessIdentity], timeout: Duration) -> Vec<ProcessIdentity>
     }
 }
 
+/// The `SigCgt` mask of `pid` (signals with a handler installed), from `/proc`.
+fn caught_signals(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let hex = status.lines().find_map(|l| l.strip_prefix("SigCgt:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
+}
+
 /// Polls (bounded by `timeout`) until `cond` holds; returns whether it did.
 fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
@@ -396,7 +429,7 @@ fn processes_with_args(needles: &[&str]) -> Vec<u32> {
 // Tests
 // ---------------------------------------------------------------------------------------
 
-/// 1. Zero-setup `tether up`: the demo backend with the claude-skills preset becomes
+/// Case 1: Zero-setup `tether up`: the demo backend with the claude-skills preset becomes
 /// ready, answers /health, and Ctrl-C leaves no process behind.
 #[test]
 fn up_demo_becomes_ready_and_ctrl_c_leaves_nothing() {
@@ -425,14 +458,14 @@ fn up_demo_becomes_ready_and_ctrl_c_leaves_nothing() {
     assert_eq!(demo.ppid, guard.pid, "the guard is the backend's direct parent: {infos:#?}");
     assert_eq!(demo.pgid, guard.pid, "the backend is in the guard's group: {infos:#?}");
 
-    tether.signal(Signal::SIGINT);
+    tether.stop_with(Signal::SIGINT);
     let status = tether.wait_exit();
     assert_eq!(status.code(), Some(0), "exit after SIGINT\n{}", tether.dump());
     let left = wait_gone(&ids, GONE);
     assert!(left.is_empty(), "left behind after Ctrl-C: {}", describe(&left));
 }
 
-/// 2. A backend that exits before it is ready is reported as `failed` with its exit code
+/// Case 2: A backend that exits before it is ready is reported as `failed` with its exit code
 /// and its last lines — not after the deadline (`--timeout 120s` would make the test hang).
 ///
 /// Note: the demo backend is made slow to load (`--ready-after 60s` with the claude-skills
@@ -477,7 +510,7 @@ fn early_exit_is_reported_at_once_with_json() {
     assert!(!lines.iter().any(|l| l["state"] == "ready"), "never ready\n{}", run.dump());
 }
 
-/// 3. A port held by a foreign process (this test) is refused, the holder is named and
+/// Case 3: A port held by a foreign process (this test) is refused, the holder is named and
 /// left alone; `tether port` names it as not ours.
 #[test]
 fn foreign_listener_survives_and_is_named() {
@@ -517,7 +550,7 @@ fn foreign_listener_survives_and_is_named() {
     assert!(line.contains("NOT ours"), "{}", run.dump());
 }
 
-/// 3b. A client connected to a tether-started backend is not a holder of its port; the
+/// Case 3b: A client connected to a tether-started backend is not a holder of its port; the
 /// backend is, and it is ours.
 #[test]
 fn client_of_our_backend_is_not_a_holder() {
@@ -540,11 +573,11 @@ fn client_of_our_backend_is_not_a_holder() {
         assert_eq!(h["ours"], true, "{doc}");
         assert_eq!(h["instance"], "c", "{doc}");
     }
-    tether.signal(Signal::SIGINT);
+    tether.stop_with(Signal::SIGINT);
     assert_eq!(tether.wait_exit().code(), Some(0), "{}", tether.dump());
 }
 
-/// 4. SIGKILL of tether: the guard stops the backend and its grandchild (with
+/// Case 4: SIGKILL of tether: the guard stops the backend and its grandchild (with
 /// `--grandchild-setsid`, one that left the process group and the session).
 fn sigkill_takes_everything_down(setsid: bool) {
     let sandbox = Sandbox::new();
@@ -591,7 +624,8 @@ fn sigkill_of_tether_takes_backend_and_setsid_grandchild_down() {
     sigkill_takes_everything_down(true);
 }
 
-/// 5. `up --detach` returns once ready; `status`, `logs` and `down` see and stop it, even
+/// Case 5: `up --detach` returns once ready (its pipes closed: `run` reads them to EOF);
+/// `status`, `logs` and `down` see and stop it, even
 /// when it ignores SIGTERM; afterwards it is gone and no longer recorded.
 #[test]
 fn detach_status_down() {
@@ -636,7 +670,7 @@ fn detach_status_down() {
     assert_eq!(down.code(), Some(0), "{}", down.dump());
     let doc: Value =
         serde_json::from_str(down.stdout.trim()).unwrap_or_else(|e| panic!("down --json: {e}\n{}", down.dump()));
-    assert_eq!(doc["killed"], true, "it ignores SIGTERM, so it had to be killed: {doc}");
+    let down_doc = doc;
 
     let left = wait_gone(&ids, GONE);
     assert!(left.is_empty(), "alive after `down`: {}", describe(&left));
@@ -644,9 +678,94 @@ fn detach_status_down() {
 
     let status = sandbox.run(&["status", "--name", "a"]);
     assert_eq!(status.code(), Some(1), "an instance that was brought down is not found\n{}", status.dump());
+
+    // BUG (reported): checked last so that everything above is verified regardless. `down`
+    // waits the recorded grace (300ms) after SIGTERM, and so does the detached guard before
+    // it SIGKILLs the backend; when the guard wins the race the group is gone in time and
+    // `down` reports `killed: false` although the backend ignored SIGTERM and was killed.
+    // About half the runs fail here.
+    assert_eq!(
+        down_doc["killed"], true,
+        "BUG: the backend ignores SIGTERM and was SIGKILLed by its guard, but `down` says it was not killed: {down_doc}"
+    );
 }
 
-/// 6. A hostile argument reaches the backend as one argv element; no shell runs it.
+/// Case 1b: Ctrl-C while tether still waits for readiness: nothing is left behind (the guard
+/// stops the backend when tether dies, however it dies).
+#[test]
+fn ctrl_c_while_waiting_for_ready_leaves_nothing() {
+    let sandbox = Sandbox::new();
+    let mut tether = sandbox.spawn(&[
+        "up",
+        "--port",
+        "auto",
+        "--preset",
+        "claude-skills",
+        "--",
+        exe(),
+        "demo-backend",
+        "--port",
+        "{port}",
+        "--ready-after",
+        "1h",
+        "--spawn-grandchild",
+    ]);
+    let line = tether.stderr_line("`demo-backend grandchild pid N`", |l| l.contains("demo-backend grandchild pid "));
+    let gpid = number_after(&line, "demo-backend grandchild pid ").expect("a pid in the grandchild line");
+    let mut ids = tether.descendant_ids();
+    ids.extend(ProcessIdentity::of(gpid));
+    tether.also_kill.extend(ids.iter().copied());
+    assert!(ids.len() >= 3, "guard, backend and grandchild expected: {}", describe(&ids));
+
+    tether.signal(Signal::SIGINT);
+    let status = tether.wait_exit();
+    assert_ne!(status.code(), Some(0), "tether was never ready, so it cannot have succeeded\n{}", tether.dump());
+    let left = wait_gone(&ids, GONE);
+    assert!(left.is_empty(), "left behind after Ctrl-C during start-up: {}", describe(&left));
+}
+
+/// Case 1c: A script that sends SIGINT/SIGTERM as soon as it reads `ready:` gets the clean
+/// foreground stop of the contract: exit 0, `stopped ...`, nothing left recorded.
+///
+/// BUG (reported): `tether up` prints `ready:` before it installs its SIGINT/SIGTERM
+/// handlers (`supervise` registers SIGTERM/SIGHUP on entry and SIGINT only when the
+/// `select!` first polls `ctrl_c()`), so a signal in that window kills tether by the
+/// default action: exit by signal, no `stopped` line, the state record left behind (the
+/// guard still stops the backend). Racy by nature: repeated to catch the window.
+#[test]
+fn signal_right_after_ready_line_is_a_clean_stop() {
+    let sandbox = Sandbox::new();
+    for round in 0..20 {
+        let sig = if round % 2 == 0 { Signal::SIGINT } else { Signal::SIGTERM };
+        let mut tether = sandbox.spawn(&[
+            "up",
+            "--name",
+            "quick",
+            "--port",
+            "auto",
+            "--",
+            exe(),
+            "demo-backend",
+            "--port",
+            "{port}",
+        ]);
+        tether.ready_url();
+        tether.signal(sig);
+        let status = tether.wait_exit();
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "BUG: round {round}: {sig} right after `ready:` was not handled ({status:?})\n{}",
+            tether.dump()
+        );
+        let line = tether.stderr_line("`stopped 'quick'`", |l| l.contains("stopped 'quick'"));
+        assert!(!line.is_empty());
+        let status = sandbox.run(&["status", "--name", "quick"]);
+        assert_eq!(status.code(), Some(1), "round {round}: the record outlived the stop\n{}", status.dump());
+    }
+}
+
+/// Case 6: A hostile argument reaches the backend as one argv element; no shell runs it.
 #[test]
 fn hostile_argument_is_one_argv_element() {
     let sandbox = Sandbox::new();
@@ -671,8 +790,14 @@ fn hostile_argument_is_one_argv_element() {
     let expected = format!("demo-backend argv: {}", serde_json::json!([hostile]));
     assert_eq!(expected, r#"demo-backend argv: ["a b; touch X $(touch Y)"]"#);
     tether.stderr_line(&format!("containing `{expected}`"), |l| l.contains(&expected));
-    tether.signal(Signal::SIGINT);
+    // Ctrl-C only once ready: before that, SIGINT has its default action on tether (see
+    // `ctrl_c_while_waiting_for_ready_leaves_nothing`).
+    tether.ready_url();
+    let ids = tether.descendant_ids();
+    tether.stop_with(Signal::SIGINT);
     assert_eq!(tether.wait_exit().code(), Some(0), "{}", tether.dump());
+    let left = wait_gone(&ids, GONE);
+    assert!(left.is_empty(), "left behind: {}", describe(&left));
 
     let test_cwd = std::env::current_dir().expect("the test's cwd");
     for d in [dir.path(), sandbox.cwd.path(), test_cwd.as_path()] {
@@ -684,6 +809,9 @@ fn hostile_argument_is_one_argv_element() {
 
 /// Runs a backend whose /health misbehaves in `mode` with a 1 s deadline; returns the
 /// finished run and the backend's port (from its relayed listening line).
+///
+/// With the claude-skills preset: the default probe (`http:/health`, any 2xx) rightly
+/// takes a 200 with a non-JSON body as ready.
 fn unhealthy_run(mode: &str) -> (Finished, u16) {
     let sandbox = Sandbox::new();
     let run = sandbox.run(&[
@@ -694,6 +822,8 @@ fn unhealthy_run(mode: &str) -> (Finished, u16) {
         "1s",
         "--probe-timeout",
         "200ms",
+        "--preset",
+        "claude-skills",
         "--",
         exe(),
         "demo-backend",
@@ -734,7 +864,7 @@ fn assert_timed_out_and_gone(mode: &str, run: &Finished, port: u16, expected: &s
     assert!(gone, "{mode}: backend left behind: pids {leftovers:?}");
 }
 
-/// 7. A /health that answers 500 or non-JSON keeps tether polling until the deadline;
+/// Case 7: A /health that answers 500 or non-JSON keeps tether polling until the deadline;
 /// the error names the last probe's problem, and the backend is stopped.
 #[test]
 fn unhealthy_health_keeps_polling_until_deadline() {
@@ -744,20 +874,21 @@ fn unhealthy_health_keeps_polling_until_deadline() {
     }
 }
 
-/// 7b. A /health that never answers: each attempt times out, the error says so.
+/// Case 7b: A /health that never answers: each attempt times out, the error says so.
 ///
 /// POSSIBLE BUG (see the report): tether's readiness loop words a probe attempt that
 /// outlives `--probe-timeout` as "GET /health ... took longer than 200ms", but the HTTP
-/// client is built with the same timeout and gives up first, so the error reads
-/// "... error sending request for url (...): operation timed out" and never says how long
-/// was waited. This test asks for the designed wording (`longer than`).
+/// client is built with the same timeout and usually gives up first, so the error mostly
+/// reads "... error sending request for url (...): operation timed out" and never says how
+/// long was waited. Which timer wins is a race, so the wording varies from run to run. This
+/// test asks for the designed wording (`longer than`): it fails in most runs.
 #[test]
 fn unhealthy_health_hang_names_the_probe_timeout() {
     let (run, port) = unhealthy_run("hang");
     assert_timed_out_and_gone("hang", &run, port, "longer than");
 }
 
-/// 8. A dead proxy in the environment does not hide a backend on loopback.
+/// Case 8: A dead proxy in the environment does not hide a backend on loopback.
 #[test]
 fn dead_http_proxy_does_not_matter() {
     let sandbox = Sandbox::new();
@@ -772,11 +903,11 @@ fn dead_http_proxy_does_not_matter() {
     let url = tether.ready_url();
     let (status, _) = http_get(&url, "/health").expect("GET /health");
     assert_eq!(status, 200);
-    tether.signal(Signal::SIGINT);
+    tether.stop_with(Signal::SIGINT);
     assert_eq!(tether.wait_exit().code(), Some(0), "{}", tether.dump());
 }
 
-/// 9. Bad usage and bad configuration exit 2 with a message saying what is wrong; a
+/// Case 9: Bad usage and bad configuration exit 2 with a message saying what is wrong; a
 /// missing program is a runtime failure (1).
 #[test]
 fn bad_input_exit_2() {
@@ -799,7 +930,7 @@ fn bad_input_exit_2() {
     expect(&["up", "--port", "auto", "--", "no-such-program-xyz"], 1, Some("not found on PATH"));
 }
 
-/// 10. A second `up` of a name that is running is refused; the first goes on serving.
+/// Case 10: A second `up` of a name that is running is refused; the first goes on serving.
 #[test]
 fn second_up_of_same_name_is_refused() {
     let sandbox = Sandbox::new();
@@ -814,6 +945,6 @@ fn second_up_of_same_name_is_refused() {
     assert!(matches!(first.child.try_wait(), Ok(None)), "the first tether exited\n{}", first.dump());
     let (status, body) = http_get(&url, "/health").expect("the first backend still answers");
     assert_eq!(status, 200, "{body}");
-    first.signal(Signal::SIGINT);
+    first.stop_with(Signal::SIGINT);
     assert_eq!(first.wait_exit().code(), Some(0), "{}", first.dump());
 }

@@ -53,3 +53,20 @@ checks!(
     long_lines_and_invalid_utf8_are_relayed,
     argv_is_passed_verbatim,
 );
+
+/// Dropping a ready instance without `stop` still removes its container (the backstop).
+#[tokio::test]
+async fn a_dropped_instance_leaves_no_container() {
+    if !docker_support::engine_available() {
+        return;
+    }
+    let name = docker_support::unique_name("dk-drop");
+    let _cleanup = docker_support::Cleanup(name.clone());
+    let port = tether::core::port::free_port("127.0.0.1").expect("a free port");
+    let spec = tether::LaunchSpec::new(name.clone(), port).with_args(DockerDemo.args(&[]));
+    let probe = Arc::new(tether::core::probe::HttpProbe::claude_skills("/health"));
+    let instance = tether::core::launch(DockerDemo.runner(), spec, probe, Default::default()).await.expect("ready");
+    assert_eq!(docker_support::containers_of(&name).len(), 1);
+    drop(instance);
+    assert_eq!(docker_support::containers_of(&name).len(), 0, "the drop removed it");
+}

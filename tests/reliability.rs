@@ -93,6 +93,8 @@ fn owner_killed_at_random_moments_leaves_nothing() {
                 &name,
                 "--port",
                 "auto",
+                "--preset",
+                "claude-skills",
                 "--",
                 EXE,
                 "demo-backend",

@@ -34,11 +34,12 @@ fn up_shows_progress_records_uv_and_down_leaves_no_python() {
     let fixture = support::fixture(&uv);
     let state = tempfile::tempdir().expect("tempdir");
     let marker = support::marker("down");
+    let _cleanup = support::DownOnDrop { state: state.path(), name: "uvx-down" };
     let out = uv
         .tether(state.path())
         .args(["up", "--name", "uvx-down", "--port", "auto", "--detach", "--json", "--preset", "claude-skills"])
         .args(uv.up_flags(&fixture.wheel))
-        .args(["--", "--port", "{port}", "--ready-after", "1s", "--skills", "5", "--spawn-grandchild"])
+        .args(["--", "--port", "{port}", "--ready-after", "2s", "--skills", "5", "--spawn-grandchild"])
         .args(["--echo-args", "--", &marker])
         .output()
         .expect("tether runs");
@@ -164,6 +165,7 @@ fn the_pinned_version_is_checked_unless_disabled() {
     let Some(uv) = support::Uv::find() else { return };
     let fixture = support::fixture(&uv);
     let state = tempfile::tempdir().expect("tempdir");
+    let _cleanup = support::DownOnDrop { state: state.path(), name: "uvx-version" };
     let up = |extra: &[&str]| {
         uv.tether(state.path())
             .args(["up", "--name", "uvx-version", "--port", "auto", "--detach", "--json"])

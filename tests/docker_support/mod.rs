@@ -81,27 +81,30 @@ fn build_image(tag: &str) {
     }
     std::fs::create_dir_all(root.join("tmp")).expect("mkdir tmp");
     let tar = dir.path().join("rootfs.tar");
-    let status = Command::new("tar")
-        .arg("-C")
-        .arg(&root)
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .status()
-        .expect("run tar");
+    let status = Command::new("tar").arg("-C").arg(&root).arg("-cf").arg(&tar).arg(".").status().expect("run tar");
     assert!(status.success(), "tar failed");
     let tar = tar.to_str().expect("a UTF-8 temp path");
     let out = docker(&["import", "--change", r#"ENTRYPOINT ["/tether", "demo-backend"]"#, tar, tag])
         .expect("run docker import");
     assert!(out.status.success(), "docker import failed: {}", String::from_utf8_lossy(&out.stderr));
+    // Images of earlier builds are dead weight (~100 MB each): drop them, best effort
+    // (one still used by a running container stays).
+    if let Ok(out) = docker(&["images", "--format", "{{.Repository}}:{{.Tag}}", IMAGE_REPO]) {
+        for old in String::from_utf8_lossy(&out.stdout).lines().filter(|t| *t != tag) {
+            let _ = docker(&["rmi", old]);
+        }
+    }
 }
+
+/// The repository of the test images.
+const IMAGE_REPO: &str = "tether-test-demo";
 
 /// The test image's tag, building it on first use (once per binary, across processes).
 pub fn image() -> String {
     static IMAGE: OnceLock<String> = OnceLock::new();
     IMAGE
         .get_or_init(|| {
-            let tag = format!("tether-test-demo:{}", hash_file(&exe()));
+            let tag = format!("{IMAGE_REPO}:{}", hash_file(&exe()));
             let present = || docker(&["image", "inspect", &tag]).is_ok_and(|o| o.status.success());
             if !present() {
                 let lock_path = std::env::temp_dir().join("tether-test-docker-image.lock");

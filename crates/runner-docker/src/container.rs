@@ -53,7 +53,11 @@ where
 
 /// Watch the container until it exits; the status is published once its last
 /// output (`logs`, when given) has been relayed, so an early-exit error carries it.
-pub(crate) fn watch_exit(docker: Docker, id: String, logs: Option<JoinHandle<()>>) -> watch::Receiver<Option<ExitStatus>> {
+pub(crate) fn watch_exit(
+    docker: Docker,
+    id: String,
+    logs: Option<JoinHandle<()>>,
+) -> watch::Receiver<Option<ExitStatus>> {
     let (tx, rx) = watch::channel(None);
     tokio::spawn(async move {
         let status = wait_exit(&docker, &id).await;
@@ -107,8 +111,13 @@ pub(crate) async fn remove(docker: &Docker, id: &str) -> Result<()> {
     match docker.remove_container(id, Some(opts)).await {
         Ok(()) => Ok(()),
         Err(e) if is_not_found(&e) => Ok(()),
-        // "removal already in progress": someone else (a sweep) is removing it.
-        Err(e) if is_conflict(&e) => Ok(()),
+        // "removal already in progress": someone else (another start's sweep) is
+        // removing it; wait until it is gone, so its published port is free after us.
+        Err(e) if is_conflict(&e) => {
+            let gone = WaitContainerOptions { condition: "removed".into() };
+            let _ = tokio::time::timeout(AFTER_KILL, docker.wait_container(id, Some(gone)).next()).await;
+            Ok(())
+        }
         Err(e) => Err(runner_error(&format!("cannot remove container {}", short(id)), &e)),
     }
 }

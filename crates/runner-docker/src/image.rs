@@ -85,7 +85,8 @@ async fn pull(docker: &Docker, image: &str, progress: &(dyn Fn(Progress) + Send 
     let (repo, tag) = split_reference(image);
     let phase = format!("pulling {image}");
     progress(Progress::phase(phase.clone()));
-    let opts = CreateImageOptions { from_image: Some(repo), tag: Some(tag).filter(|t| !t.is_empty()), ..Default::default() };
+    let opts =
+        CreateImageOptions { from_image: Some(repo), tag: Some(tag).filter(|t| !t.is_empty()), ..Default::default() };
     let mut stream = docker.create_image(Some(opts), None, None);
     let mut done_layers = HashSet::new();
     while let Some(item) = stream.next().await {

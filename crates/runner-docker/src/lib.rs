@@ -9,7 +9,8 @@
 //! unreachable engine is a clear error naming `DOCKER_HOST` before anything starts.
 //! [`prepare`](Runner::prepare) applies the [`PullPolicy`], reporting pull progress.
 //! [`start`](Runner::start) first sweeps tether's stale containers (their owner is
-//! gone, or they hold this instance name or host port), then creates
+//! gone, or they hold this instance name; a live instance of another name publishing
+//! the host port is an error, never stolen from), then creates
 //! `tether-<name>-<id>` with labels naming the instance and its owner, `init` so
 //! signals reach the backend and zombies are reaped, the backend's arguments as the
 //! command (`{port}` = the container port, `{host}` = `0.0.0.0`), and the container
@@ -126,8 +127,10 @@ fn container_name(instance: &str) -> String {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u32(std::process::id());
     h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
-    let clean: String =
-        instance.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') { c } else { '-' }).collect();
+    let clean: String = instance
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') { c } else { '-' })
+        .collect();
     format!("tether-{clean}-{:08x}", h.finish() as u32)
 }
 
@@ -238,8 +241,10 @@ async fn run(docker: &Docker, id: &str, spec: &LaunchSpec, exposed: &str) -> Res
         engine::runner_error(&format!("cannot start the container (is host port {} free?)", spec.port), &e)
     })?;
     let exit = container::watch_exit(docker.clone(), id.to_string(), Some(logs));
-    let inspected =
-        docker.inspect_container(id, None).await.map_err(|e| engine::runner_error("cannot inspect the container", &e))?;
+    let inspected = docker
+        .inspect_container(id, None)
+        .await
+        .map_err(|e| engine::runner_error("cannot inspect the container", &e))?;
     let published = inspected
         .network_settings
         .and_then(|n| n.ports)
@@ -296,10 +301,36 @@ pub async fn container_running(id: &str) -> Result<bool> {
     }
 }
 
+/// Write the output the engine kept for container `id` (stdout and stderr, as
+/// bytes) to `out`; with `follow`, keep writing until the container stops. This is
+/// `tether logs` of a detached container: the engine keeps its output, not a log file.
+pub async fn container_logs(id: &str, follow: bool, out: &mut (dyn std::io::Write + Send)) -> Result<()> {
+    use futures_util::StreamExt;
+    let docker = engine::connect().await?;
+    let opts = bollard::query_parameters::LogsOptions {
+        follow,
+        stdout: true,
+        stderr: true,
+        tail: "all".into(),
+        ..Default::default()
+    };
+    let mut stream = docker.logs(id, Some(opts));
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            engine::runner_error(&format!("cannot read the output of container {}", container::short(id)), &e)
+        })?;
+        out.write_all(chunk.as_ref())
+            .and_then(|()| out.flush())
+            .map_err(|e| Error::io("cannot write the output", e))?;
+    }
+    Ok(())
+}
+
 /// Remove tether's stale containers: those whose owner is gone, and those of
-/// `target`'s instance name or host port (call before the port guard: a port
-/// published by a container is held by `docker-proxy`, which the guard cannot tell
-/// from a foreign process). Each gets `grace` to stop. Returns the ids removed.
+/// `target`'s instance name. Call before the port guard: a port published by a
+/// container is held by `docker-proxy`, which the guard cannot tell from a foreign
+/// process; a live container of another instance publishing `target`'s port is
+/// `Error::PortUsedByInstance` here. Each gets `grace` to stop. Returns the ids removed.
 #[instrument(skip_all, fields(name = ?target.name, port = ?target.port))]
 pub async fn sweep_stale(target: SweepTarget<'_>, grace: Duration) -> Result<Vec<String>> {
     let docker = engine::connect().await?;

@@ -4,7 +4,8 @@
 //! is detached — its owner's pid and start time plus this machine's boot id. A
 //! container whose owner is gone (same machine and boot, pid + start time no longer
 //! alive) is stale: its owner died without stopping it (even `SIGKILL`). So is one
-//! holding the instance name about to start, or the host port about to be published.
+//! holding the instance name about to start. A live instance of another name that
+//! publishes the host port about to be used is never stolen from: that is an error.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -12,7 +13,7 @@ use std::time::Duration;
 use bollard::Docker;
 use bollard::query_parameters::ListContainersOptions;
 use tether_core::procs::ProcessIdentity;
-use tether_core::Result;
+use tether_core::{Error, Result};
 
 use crate::container::{short, stop_and_remove, watch_exit};
 use crate::engine::runner_error;
@@ -32,7 +33,10 @@ pub const LABEL_DETACHED: &str = "tether.detached";
 
 /// This machine's boot id, when readable.
 pub(crate) fn boot_id() -> Option<String> {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
 }
 
 /// The labels for a container of instance `name`.
@@ -83,31 +87,39 @@ pub struct SweepTarget<'a> {
     pub port: Option<u16>,
 }
 
-/// Stop and remove tether's stale containers: those whose owner is gone, those of
-/// `target.name`, those publishing `target.port`. Returns the ids removed.
+/// Stop and remove tether's stale containers: those whose owner is gone and those
+/// of `target.name`. A live container of another instance publishing `target.port`
+/// is `Error::PortUsedByInstance` (its owner's pid, 0 when detached), and nothing is
+/// removed then. Returns the ids removed.
 pub(crate) async fn sweep(docker: &Docker, target: &SweepTarget<'_>, grace: Duration) -> Result<Vec<String>> {
     let filters = HashMap::from([("label".to_string(), vec![format!("{LABEL_TETHER}=1")])]);
     let opts = ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
     let containers =
         docker.list_containers(Some(opts)).await.map_err(|e| runner_error("cannot list tether's containers", &e))?;
     let boot = boot_id();
-    let mut removed = Vec::new();
+    let mut stale = Vec::new();
     for c in containers {
         let Some(id) = c.id else { continue };
         let labels = c.labels.unwrap_or_default();
-        let same_name = target.name.is_some_and(|n| labels.get(LABEL_INSTANCE).is_some_and(|l| l == n));
-        let on_port = target.port.is_some_and(|p| {
-            c.ports.as_deref().unwrap_or_default().iter().any(|b| b.public_port == Some(p))
-        });
+        let instance = labels.get(LABEL_INSTANCE).cloned().unwrap_or_default();
+        let same_name = target.name.is_some_and(|n| instance == n);
         let gone = owner_gone(&labels, boot.as_deref());
-        if !(same_name || on_port || gone) {
-            continue;
+        let on_port =
+            target.port.filter(|p| c.ports.as_deref().unwrap_or_default().iter().any(|b| b.public_port == Some(*p)));
+        if let (Some(port), false, false) = (on_port, same_name, gone) {
+            let pid = labels.get(LABEL_OWNER_PID).and_then(|p| p.parse().ok()).unwrap_or(0);
+            return Err(Error::PortUsedByInstance { port, name: instance, pid });
         }
+        if same_name || gone {
+            stale.push((id, instance, same_name, gone));
+        }
+    }
+    let mut removed = Vec::new();
+    for (id, instance, same_name, gone) in stale {
         tracing::info!(
             container = short(&id),
-            instance = labels.get(LABEL_INSTANCE).map(String::as_str).unwrap_or("?"),
+            instance = %instance,
             same_name,
-            on_port,
             owner_gone = gone,
             "sweeping a stale container"
         );

@@ -45,15 +45,16 @@ async fn relayed(h: &Harness) -> BenchResult<(f64, Option<f64>)> {
     let mut count = logs.line_count();
     // listening line + the filler lines + the `wrote` line on stderr.
     let all = LINES + 2;
-    let waited = tokio::time::timeout(Duration::from_secs(120), count.wait_for(|c| *c >= all)).await;
+    // `wait_for` returns a read guard on the counter: drop it at once, or the relay's
+    // next `send_modify` blocks its worker thread.
+    let counted = matches!(tokio::time::timeout(Duration::from_secs(120), count.wait_for(|c| *c >= all)).await, Ok(Ok(_)));
     let done = unix_nanos_now();
     let st = stats(l.port).await;
     let tail = logs.tail(tether_core::relay::DEFAULT_RING_LINES);
     let lost_ring = !tail.iter().any(|t| t.contains(" lines in "));
     instance.stop().await.ctx("cannot stop the backend")?;
-    match waited {
-        Ok(Ok(_)) => {}
-        _ => return fail(format!("the relay did not count {all} lines within 120 s")),
+    if !counted {
+        return fail(format!("the relay did not count {all} lines within 120 s"));
     }
     let st = st?;
     let secs = ms_between(st.started_at_unix_nanos, done) / 1e3;

@@ -1,0 +1,189 @@
+//! `tether up --runner docker` end to end, on the real engine: nothing is left
+//! behind, a dead owner's container is swept, the port is published on loopback
+//! only, and an unreachable engine is a clear error.
+
+mod docker_support;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use docker_support::{Cleanup, containers_of, engine_available, exe, image, inspect, unique_name};
+use serde_json::Value;
+
+/// `tether ARGS` with its own state directory.
+fn tether(state: &Path, args: &[&str]) -> Output {
+    Command::new(exe()).args(args).env("TETHER_STATE_DIR", state).stdin(Stdio::null()).output().expect("run tether")
+}
+
+/// `tether up --runner docker --image IMG --name NAME EXTRA -- --port {port} --host {host} FLAGS`.
+fn up_args<'a>(image: &'a str, name: &'a str, extra: &[&'a str], flags: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec!["up", "--runner", "docker", "--image", image, "--name", name, "--pull", "never"];
+    v.extend_from_slice(extra);
+    v.extend_from_slice(&["--", "--port", "{port}", "--host", "{host}"]);
+    v.extend_from_slice(flags);
+    v
+}
+
+/// The final JSON object on stdout whose `state` is `state` (not a progress event,
+/// which carries a `phase`).
+fn json_state(out: &[u8], state: &str) -> Option<Value> {
+    String::from_utf8_lossy(out)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["state"] == state && v.get("phase").is_none())
+}
+
+fn assert_ok(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed ({:?})\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn up_detach_then_down_leaves_no_container() {
+    if !engine_available() {
+        return;
+    }
+    let (image, name, state) = (image(), unique_name("dk-detach"), tempfile::tempdir().expect("tempdir"));
+    let _cleanup = Cleanup(name.clone());
+    assert_eq!(containers_of(&name).len(), 0, "before");
+    let out = tether(state.path(), &up_args(&image, &name, &["--port", "auto", "--detach", "--json"], &[]));
+    assert_ok(&out, "up --detach");
+    let ready = json_state(&out.stdout, "ready").expect("a ready line");
+    let id = ready["container_id"].as_str().expect("the container id is reported").to_string();
+    assert_eq!(containers_of(&name), vec![id.clone()], "one container while up");
+
+    let status = tether(state.path(), &["status", "--name", &name, "--json"]);
+    assert_ok(&status, "status");
+    let status: Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+    assert_eq!(status["container_id"].as_str(), Some(id.as_str()), "status shows the container");
+
+    assert_ok(&tether(state.path(), &["down", "--name", &name]), "down");
+    assert_eq!(containers_of(&name).len(), 0, "after down: no container, stopped or not");
+}
+
+#[test]
+fn a_dead_owners_container_is_swept_by_the_next_up() {
+    if !engine_available() {
+        return;
+    }
+    let (image, name, state) = (image(), unique_name("dk-owner"), tempfile::tempdir().expect("tempdir"));
+    let _cleanup = Cleanup(name.clone());
+    let port = tether::core::port::free_port("127.0.0.1").expect("a free port").to_string();
+    let mut owner = Command::new(exe())
+        .args(up_args(&image, &name, &["--port", &port, "--json"], &[]))
+        .env("TETHER_STATE_DIR", state.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn tether up");
+    let stdout = owner.stdout.take().expect("piped stdout");
+    let ready = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .filter_map(|l| serde_json::from_str::<Value>(&l).ok())
+        .find(|v| (v["state"] == "ready" || v["state"] == "failed") && v.get("phase").is_none());
+    let first = ready.as_ref().and_then(|v| v["container_id"].as_str()).map(str::to_string);
+    owner.kill().expect("SIGKILL the owner");
+    owner.wait().expect("reap the owner");
+    let first = first.unwrap_or_else(|| panic!("the foreground up became ready: {ready:?}"));
+    // Still there — unless a concurrent test's start already swept it (any start
+    // sweeps containers whose owner is gone): never another one.
+    let left = containers_of(&name);
+    assert!(left.is_empty() || left == vec![first.clone()], "the dead owner's container, or nothing: {left:?}");
+
+    // Same name, same port: the stale container must go, not block the port.
+    let out = tether(state.path(), &up_args(&image, &name, &["--port", &port, "--detach", "--json"], &[]));
+    assert_ok(&out, "the second up");
+    let second = json_state(&out.stdout, "ready").expect("ready")["container_id"].as_str().expect("id").to_string();
+    assert_ne!(first, second);
+    assert_eq!(containers_of(&name), vec![second], "exactly one container: the new one");
+
+    assert_ok(&tether(state.path(), &["down", "--name", &name]), "down");
+    assert_eq!(containers_of(&name).len(), 0, "none after down");
+}
+
+#[test]
+fn the_port_is_published_on_loopback_only() {
+    if !engine_available() {
+        return;
+    }
+    let (image, name, state) = (image(), unique_name("dk-loopback"), tempfile::tempdir().expect("tempdir"));
+    let _cleanup = Cleanup(name.clone());
+    let out = tether(state.path(), &up_args(&image, &name, &["--port", "auto", "--detach", "--json"], &[]));
+    assert_ok(&out, "up --detach");
+    let ready = json_state(&out.stdout, "ready").expect("ready");
+    let id = ready["container_id"].as_str().expect("id");
+    let port = ready["port"].as_u64().expect("port").to_string();
+    for format in ["{{json .HostConfig.PortBindings}}", "{{json .NetworkSettings.Ports}}"] {
+        let bindings: Value = serde_json::from_str(&inspect(id, format)).expect("inspect JSON");
+        let all: Vec<&Value> =
+            bindings.as_object().expect("a port map").values().flat_map(|v| v.as_array()).flatten().collect();
+        assert!(!all.is_empty(), "{format}: no binding in {bindings}");
+        for b in all {
+            assert_eq!(b["HostIp"], "127.0.0.1", "{format}: {bindings}");
+            assert_eq!(b["HostPort"].as_str(), Some(port.as_str()), "{format}: {bindings}");
+        }
+    }
+    assert_ok(&tether(state.path(), &["down", "--name", &name]), "down");
+}
+
+#[test]
+fn an_unreachable_engine_is_a_clear_error() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(exe())
+        .args(["up", "--runner", "docker", "--image", "any", "--name", "dk-nohost", "--", "x"])
+        .env("TETHER_STATE_DIR", state.path())
+        .env("DOCKER_HOST", "unix:///nonexistent.sock")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run tether");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "cannot reach the Docker engine",
+        "DOCKER_HOST=unix:///nonexistent.sock",
+        "/nonexistent.sock",
+        "start the Docker daemon",
+    ] {
+        assert!(stderr.contains(needle), "`{needle}` missing from: {stderr}");
+    }
+}
+
+#[test]
+fn pull_never_with_a_missing_image_is_a_clear_error() {
+    if !engine_available() {
+        return;
+    }
+    let state = tempfile::tempdir().expect("tempdir");
+    let image = "tether-test-no-such-image:never";
+    let out = tether(state.path(), &up_args(image, "dk-never", &[], &[]));
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--pull never") && stderr.contains(image), "{stderr}");
+}
+
+#[test]
+fn a_live_instance_on_the_port_is_never_stolen_from() {
+    if !engine_available() {
+        return;
+    }
+    let (image, state) = (image(), tempfile::tempdir().expect("tempdir"));
+    let (first, second) = (unique_name("dk-holder"), unique_name("dk-thief"));
+    let _cleanup = (Cleanup(first.clone()), Cleanup(second.clone()));
+    let port = tether::core::port::free_port("127.0.0.1").expect("a free port").to_string();
+    assert_ok(&tether(state.path(), &up_args(&image, &first, &["--port", &port, "--detach"], &[])), "the first up");
+    let out = tether(state.path(), &up_args(&image, &second, &["--port", &port, "--detach"], &[]));
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&format!("tether instance '{first}'")), "the holder is named: {stderr}");
+    assert_eq!(containers_of(&first).len(), 1, "the holder still runs");
+    assert_eq!(containers_of(&second).len(), 0, "nothing of the refused start is left");
+    assert_ok(&tether(state.path(), &["down", "--name", &first]), "down");
+}
