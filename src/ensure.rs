@@ -95,12 +95,14 @@ pub async fn ensure_running(plan: Plan, opts: EnsureOptions) -> Result<Handle> {
         Some(r) => Arc::clone(r),
         None => crate::build_runner(&plan)?,
     };
+    // The tool first: a missing uvx or engine is the error, not a port held meanwhile.
+    let info = runner.check().await?;
     let lock = acquire(&state, &plan).await?;
     if let Some(old) = state.load(&plan.name)? {
         if old.owner_alive() && !old.detached {
             return Err(Error::AlreadyRunning { name: plan.name.clone(), pid: old.owner.map(|p| p.pid) });
         }
-        if old.owner_alive() && !opts.replace && reusable(&old, &plan, runner.as_ref()).await {
+        if old.owner_alive() && !opts.replace && reusable(&old, &plan, runner.as_ref(), &info).await {
             tracing::info!(instance = %old.name, url = %old.url, "reusing the running instance");
             return Ok(Handle::adopted(state, old));
         }
@@ -211,8 +213,7 @@ async fn acquire(state: &StateDir, plan: &Plan) -> Result<InstanceLock> {
 
 /// Whether a live detached record can serve this plan: same runner and fingerprint,
 /// the port asked for, and its health answers ready now.
-async fn reusable(old: &Record, plan: &Plan, runner: &dyn Runner) -> bool {
-    let Ok(info) = runner.check().await else { return false };
+async fn reusable(old: &Record, plan: &Plan, runner: &dyn Runner, info: &tether_core::RunnerInfo) -> bool {
     let same_port = match plan.port {
         PortChoice::Auto => true,
         PortChoice::Fixed(p) => p == old.port,

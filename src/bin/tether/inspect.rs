@@ -56,7 +56,10 @@ pub async fn status(args: NameArgs) -> i32 {
         println!("no instances recorded in {}", state.path().display());
     }
     for r in &records {
-        let alive = r.owner_alive();
+        let alive = match container_alive(r).await {
+            Some(running) => running,
+            None => r.owner_alive(),
+        };
         let up = alive && answering(r).await;
         let v = describe(r, alive, up);
         if args.json {
@@ -74,6 +77,18 @@ pub async fn status(args: NameArgs) -> i32 {
         }
     }
     0
+}
+
+/// A container's liveness comes from the engine (None: not a container).
+#[cfg(feature = "docker")]
+async fn container_alive(r: &Record) -> Option<bool> {
+    let id = r.container_id.as_ref()?;
+    Some(tether::docker::container_running(id).await.unwrap_or(false))
+}
+
+#[cfg(not(feature = "docker"))]
+async fn container_alive(_r: &Record) -> Option<bool> {
+    None
 }
 
 pub async fn down(args: NameArgs) -> i32 {
@@ -108,6 +123,15 @@ pub async fn logs(args: LogsArgs) -> i32 {
         Ok(None) => return report_error(&Error::NotFound { name: args.name.clone() }, false),
         Err(e) => return report_error(&e, false),
     };
+    #[cfg(feature = "docker")]
+    if let Some(id) = &record.container_id {
+        // The engine keeps a container's output.
+        let mut out = std::io::stdout();
+        return match tether::docker::container_logs(id, args.follow, &mut out).await {
+            Ok(()) => 0,
+            Err(e) => report_error(&e, false),
+        };
+    }
     let Some(path) = record.log_file.clone() else {
         let owner = record.owner.map_or("?".to_string(), |o| o.pid.to_string());
         let e = Error::config(format!(
