@@ -39,17 +39,27 @@ impl std::str::FromStr for PortChoice {
 
 impl<'de> Deserialize<'de> for PortChoice {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            N(i64),
-            S(String),
+        struct PortVisitor;
+        impl serde::de::Visitor<'_> for PortVisitor {
+            type Value = PortChoice;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a port number 1–65535 or \"auto\"")
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> std::result::Result<PortChoice, E> {
+                n.to_string().parse().map_err(|e: Error| E::custom(e.to_string()))
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> std::result::Result<PortChoice, E> {
+                n.to_string().parse().map_err(|e: Error| E::custom(e.to_string()))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> std::result::Result<PortChoice, E> {
+                s.parse().map_err(|e: Error| E::custom(e.to_string()))
+            }
         }
-        let text = match Raw::deserialize(d)? {
-            Raw::N(n) => n.to_string(),
-            Raw::S(s) => s,
-        };
-        text.parse().map_err(|e: Error| serde::de::Error::custom(e.to_string()))
+        d.deserialize_any(PortVisitor)
     }
 }
 
@@ -390,6 +400,7 @@ mod tests {
         let e = Config::from_toml("prot = 8080\n").expect_err("unknown key");
         assert!(e.to_string().contains("unknown field `prot`"), "{e}");
         let e = Config::from_toml("port = true\n").expect_err("wrong type");
+        assert!(e.to_string().contains("a port number 1–65535 or \"auto\""), "{e}");
         assert_eq!(e.exit_code(), 2);
         let e = Config::from_toml("port = 70000\n").expect_err("range");
         assert!(e.to_string().contains("out of range"), "{e}");

@@ -248,7 +248,9 @@ async fn observe(
             State::WaitingReady { progress } => (progress.phase.clone(), progress.value),
             other => (other.name().replace('_', " "), None),
         };
-        if json {
+        if matches!(state, State::Idle) || (!json && state.is_ready()) {
+            // Nothing to show yet; ready gets its own line.
+        } else if json {
             json_line(
                 &json!({"state": state.name(), "phase": phase, "progress": value, "elapsed_ms": started.elapsed().as_millis() as u64}),
             );

@@ -1,0 +1,159 @@
+//! The bad-input catalogue: each wrong input gets exit 2 (usage/config) or 1
+//! (runtime) and a message that names the fix. One test per message.
+
+use std::process::{Command, Output, Stdio};
+
+const EXE: &str = env!("CARGO_BIN_EXE_tether");
+
+struct Case {
+    state: tempfile::TempDir,
+    cwd: tempfile::TempDir,
+}
+
+impl Case {
+    fn new() -> Self {
+        Case { state: tempfile::tempdir().expect("state dir"), cwd: tempfile::tempdir().expect("cwd") }
+    }
+
+    fn config(&self, text: &str) -> String {
+        let path = self.cwd.path().join("bad.toml");
+        std::fs::write(&path, text).expect("write config");
+        path.to_string_lossy().into_owned()
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new(EXE)
+            .args(args)
+            .env("TETHER_STATE_DIR", self.state.path())
+            .current_dir(self.cwd.path())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run tether")
+    }
+}
+
+/// Runs `args`; asserts the exit code and that stderr says `needle`; nothing recorded.
+fn expect(case: &Case, args: &[&str], code: i32, needle: &str) {
+    let out = case.run(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "{args:?}: stderr: {stderr}");
+    assert!(stderr.contains(needle), "{args:?}: expected `{needle}` in: {stderr}");
+    let left: Vec<_> = std::fs::read_dir(case.state.path())
+        .map(|d| {
+            d.filter_map(|e| e.ok()).map(|e| e.file_name()).filter(|n| n.to_string_lossy().ends_with(".json")).collect()
+        })
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{args:?}: a failed start left records: {left:?}");
+}
+
+#[test]
+fn toml_syntax_error_names_the_line() {
+    let c = Case::new();
+    let f = c.config("name = \"a\"\nport = [\n");
+    expect(&c, &["up", "--config", &f], 2, "line 2");
+}
+
+#[test]
+fn toml_unknown_key_is_named() {
+    let c = Case::new();
+    let f = c.config("prot = 8080\n");
+    expect(&c, &["up", "--config", &f], 2, "unknown field `prot`");
+}
+
+#[test]
+fn toml_wrong_type_says_what_is_expected() {
+    let c = Case::new();
+    let f = c.config("port = true\n");
+    expect(&c, &["up", "--config", &f], 2, "a port number 1–65535 or \"auto\"");
+}
+
+#[test]
+fn missing_config_file_is_named() {
+    let c = Case::new();
+    expect(&c, &["up", "--config", "/nonexistent/tether.toml"], 2, "cannot read config file /nonexistent/tether.toml");
+}
+
+#[test]
+fn port_zero_says_use_auto() {
+    expect(&Case::new(), &["up", "--port", "0"], 2, "`auto` for a free one");
+}
+
+#[test]
+fn port_out_of_range_says_the_range() {
+    expect(&Case::new(), &["up", "--port", "70000"], 2, "port 70000 is out of range; give 1–65535");
+}
+
+#[test]
+fn taken_port_names_the_holder_and_the_ways_out() {
+    let c = Case::new();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port().to_string();
+    let pid = format!("pid {}", std::process::id());
+    expect(&c, &["up", "--port", &port, "--", EXE, "demo-backend", "--port", "{port}"], 1, &pid);
+    expect(&c, &["up", "--port", &port, "--", EXE, "demo-backend", "--port", "{port}"], 1, "--port auto");
+}
+
+#[test]
+fn unknown_runner_lists_the_runners() {
+    expect(&Case::new(), &["up", "--runner", "podman"], 2, "use native, uvx or docker");
+}
+
+#[test]
+fn missing_program_says_install_or_give_a_path() {
+    expect(
+        &Case::new(),
+        &["up", "--port", "auto", "--", "no-such-program-xyz"],
+        1,
+        "install it, or give its full path",
+    );
+}
+
+#[test]
+fn program_path_that_does_not_exist_is_named() {
+    expect(&Case::new(), &["up", "--port", "auto", "--", "/no/such/server"], 1, "`/no/such/server` does not exist");
+}
+
+#[test]
+fn bad_probe_lists_the_kinds() {
+    expect(&Case::new(), &["up", "--probe", "grpc"], 2, "use http[:PATH], tcp or log:REGEX");
+}
+
+#[test]
+fn bad_probe_regex_is_explained() {
+    expect(&Case::new(), &["up", "--probe", "log:(unclosed"], 2, "the regular expression does not parse");
+}
+
+#[test]
+fn bad_condition_shows_the_form() {
+    expect(&Case::new(), &["up", "--expect", "skills_loaded"], 2, "write FIELD OP VALUE");
+}
+
+#[test]
+fn unknown_preset_lists_the_presets() {
+    expect(&Case::new(), &["up", "--preset", "fast"], 2, "the presets are: claude-skills");
+}
+
+#[test]
+fn bad_duration_shows_the_format() {
+    expect(&Case::new(), &["up", "--timeout", "soon"], 2, "500ms");
+}
+
+#[test]
+fn bad_restart_policy_lists_the_policies() {
+    expect(&Case::new(), &["up", "--restart", "sometimes"], 2, "use no, on-failure or always");
+}
+
+#[test]
+fn bad_instance_name_states_the_rule() {
+    expect(&Case::new(), &["up", "--name", "../etc", "--port", "auto", "--", "true"], 2, "use 1-64 characters");
+}
+
+#[test]
+fn down_of_an_unknown_name_points_to_status() {
+    expect(&Case::new(), &["down", "--name", "ghost"], 1, "`tether status` lists them");
+}
+
+#[test]
+fn bad_env_flag_shows_the_form() {
+    expect(&Case::new(), &["up", "--env", "NOVALUE"], 2, "write KEY=VALUE");
+}
