@@ -5,6 +5,11 @@
 //! stdout/stderr line by line to learn what happened, and poll conditions only with a
 //! bounded deadline. Every process a test starts is SIGKILLed when the test ends, even
 //! when an assertion fails (see `Running`'s and `Reaper`'s `Drop`).
+//!
+//! Three tests document bugs of tether and fail until they are fixed (their doc comments
+//! start with BUG and say what happens; each outcome is racy, so they fail in most runs,
+//! not all): `signal_right_after_ready_line_is_a_clean_stop`, `detach_status_down` (its
+//! last assertion only) and `unhealthy_health_hang_names_the_probe_timeout`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -231,20 +236,23 @@ impl Running {
 
     /// Waits (bounded by `WAIT`) until tether exits.
     fn wait_exit(&mut self) -> ExitStatus {
-        if let Some(s) = self.status {
-            return s;
+        match self.wait_exit_within(WAIT) {
+            Some(s) => s,
+            None => panic!("tether did not exit within {WAIT:?}\n{}", self.dump()),
         }
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(s) = self.child.try_wait().expect("try_wait on tether") {
-                self.status = Some(s);
-                return s;
-            }
-            if Instant::now() >= deadline {
-                panic!("tether did not exit within {WAIT:?}\n{}", self.dump());
-            }
-            std::thread::sleep(Duration::from_millis(10));
+    }
+
+    /// Waits (bounded by `timeout`) until tether exits; `None` if it is still running.
+    fn wait_exit_within(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            let mut status = None;
+            wait_until(timeout, || {
+                status = self.child.try_wait().expect("try_wait on tether");
+                status.is_some()
+            });
+            self.status = status;
         }
+        self.status
     }
 
     /// Waits for the exit, then for the rest of the output (EOF, bounded).
@@ -724,19 +732,23 @@ fn ctrl_c_while_waiting_for_ready_leaves_nothing() {
     assert!(left.is_empty(), "left behind after Ctrl-C during start-up: {}", describe(&left));
 }
 
-/// Case 1c: A script that sends SIGINT/SIGTERM as soon as it reads `ready:` gets the clean
-/// foreground stop of the contract: exit 0, `stopped ...`, nothing left recorded.
+/// Case 1c: A script that sends SIGINT, SIGTERM or SIGHUP as soon as it reads `ready:`
+/// gets the clean foreground stop of the contract: exit 0, `stopped ...`, nothing left
+/// recorded.
 ///
-/// BUG (reported): `tether up` prints `ready:` before it installs its SIGINT/SIGTERM
-/// handlers (`supervise` registers SIGTERM/SIGHUP on entry and SIGINT only when the
-/// `select!` first polls `ctrl_c()`), so a signal in that window kills tether by the
-/// default action: exit by signal, no `stopped` line, the state record left behind (the
-/// guard still stops the backend). Racy by nature: repeated to catch the window.
+/// BUG (reported): `tether up` prints `ready:` before `supervise` installs its signal
+/// handling (SIGTERM/SIGHUP streams on entry, SIGINT only when the `select!` first polls
+/// `ctrl_c()`). A signal in that window either kills tether by its default action (exit by
+/// signal, no `stopped` line, the state record left behind; the guard still stops the
+/// backend) or, once the handler is installed but before tokio's listener subscribes, is
+/// swallowed: tether then stays in the foreground although it was told to stop. Racy by
+/// nature: repeated to catch the window; under load most runs fail.
 #[test]
 fn signal_right_after_ready_line_is_a_clean_stop() {
     let sandbox = Sandbox::new();
-    for round in 0..20 {
-        let sig = if round % 2 == 0 { Signal::SIGINT } else { Signal::SIGTERM };
+    let mut problems = Vec::new();
+    for round in 0..21 {
+        let sig = [Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP][round % 3];
         let mut tether = sandbox.spawn(&[
             "up",
             "--name",
@@ -751,18 +763,28 @@ fn signal_right_after_ready_line_is_a_clean_stop() {
         ]);
         tether.ready_url();
         tether.signal(sig);
-        let status = tether.wait_exit();
-        assert_eq!(
-            status.code(),
-            Some(0),
-            "BUG: round {round}: {sig} right after `ready:` was not handled ({status:?})\n{}",
-            tether.dump()
-        );
-        let line = tether.stderr_line("`stopped 'quick'`", |l| l.contains("stopped 'quick'"));
-        assert!(!line.is_empty());
+        // Far beyond the 5 s grace the stop may take.
+        match tether.wait_exit_within(Duration::from_secs(30)) {
+            None => problems.push(format!("round {round}: {sig} swallowed: tether still running after 30s")),
+            Some(status) if status.code() != Some(0) => {
+                problems.push(format!("round {round}: {sig} not handled: tether ended with {status}"));
+            }
+            Some(_) => {
+                let deadline = Instant::now() + GONE;
+                if tether.err.find(deadline, |l| l.contains("stopped 'quick'")).is_none() {
+                    problems.push(format!("round {round}: {sig}: exit 0 without `stopped 'quick'`\n{}", tether.dump()));
+                }
+            }
+        }
+        drop(tether);
         let status = sandbox.run(&["status", "--name", "quick"]);
-        assert_eq!(status.code(), Some(1), "round {round}: the record outlived the stop\n{}", status.dump());
+        if status.code() != Some(1) {
+            problems.push(format!("round {round}: the record outlived tether: {}", status.stdout.trim()));
+        }
+        // Sweep a record left behind, so the next round starts clean (and is not refused).
+        let _ = sandbox.run(&["down", "--name", "quick"]);
     }
+    assert!(problems.is_empty(), "BUG: a stop signal right after `ready:`:\n{}", problems.join("\n"));
 }
 
 /// Case 6: A hostile argument reaches the backend as one argv element; no shell runs it.

@@ -138,8 +138,9 @@ fn owner_killed_at_random_moments_leaves_nothing() {
     assert!(down.status.success(), "down: {}", String::from_utf8_lossy(&down.stderr));
     let left = within(BOUND, || processes_of_instance(&name).is_empty());
     println!(
-        "owner death: {cycles} cycles, slowest cleanup {slowest:?}, {swept_by_next_up} left for the next up, {} leaked",
-        processes_of_instance(&name).len()
+        "reliability: owner SIGKILLed at once / during readiness / after ready (grandchild too) | {cycles} cycles | {} processes leaked (slowest cleanup {} ms, {swept_by_next_up} left to the next up)",
+        processes_of_instance(&name).len(),
+        slowest.as_millis()
     );
     assert!(left.is_some(), "leaked: {:?}", processes_of_instance(&name));
 }
@@ -173,7 +174,7 @@ fn twenty_simultaneous_ups_of_one_name_start_one_backend() {
             .expect("spawn")
         })
         .collect();
-    let mut started = 0;
+    let mut started: u32 = 0;
     let mut reused = 0;
     let mut refused = 0;
     for c in children {
@@ -194,8 +195,8 @@ fn twenty_simultaneous_ups_of_one_name_start_one_backend() {
     }
     let backends = processes_of_instance(&name);
     println!(
-        "concurrency: 20 ups → {started} started, {reused} reused, {refused} refused; {} processes",
-        backends.len()
+        "reliability: 20 simultaneous `up --name same` | 20 | {} extra backends ({started} started, {reused} reused, {refused} refused)",
+        started.saturating_sub(1)
     );
     assert_eq!(started, 1, "exactly one backend starts");
     // The guard and the demo backend.
@@ -246,6 +247,7 @@ fn a_reused_pid_in_a_stale_record_is_never_signalled() {
     assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
     let _ = tether(state.path(), &["down", "--name", "stale-foreground"]).output();
     assert!(real.is_alive(), "the foreign process with a reused pid was signalled");
+    println!("reliability: stale records naming a reused pid (down, sweep) | 2 | 0 foreign processes signalled");
 }
 
 #[test]
@@ -287,4 +289,7 @@ fn a_foreign_client_of_our_backend_is_never_signalled() {
     let down = tether(state.path(), &["down", "--name", "served"]).output().expect("down");
     assert!(down.status.success());
     assert!(id.is_alive(), "the foreign client was signalled");
+    println!(
+        "reliability: foreign client on our port; a second instance asking for it | 1 | 0 foreign processes signalled"
+    );
 }

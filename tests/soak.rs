@@ -55,8 +55,10 @@ async fn start_ready_stop_cycles_leak_nothing() {
     let fds_after = count("/proc/self/fd");
     let threads = count("/proc/self/task");
     println!(
-        "soak: {n} cycles, {} leaked processes, fds {fds} → {fds_after}, threads {threads_before} → {threads}",
-        leaked.len()
+        "reliability: native start → ready → stop (soak) | {n} cycles | {} processes, {} fds, {} threads leaked",
+        leaked.len(),
+        fds_after.saturating_sub(fds),
+        threads.saturating_sub(threads_before)
     );
     assert!(leaked.is_empty(), "leaked processes after {n} cycles: {leaked:?}");
     assert!(fds_after <= fds, "file descriptors leaked: {fds} → {fds_after}");
