@@ -31,6 +31,8 @@ pub struct EnsureOptions {
     pub runner: Option<Arc<dyn Runner>>,
     /// Restarts so far (recorded for `status`).
     pub restarts: u32,
+    /// Set to `true` to stop a start that is waiting for readiness (gracefully).
+    pub cancel: Option<tokio::sync::watch::Receiver<bool>>,
     /// Replace a running instance of this name instead of reusing it.
     pub replace: bool,
 }
@@ -171,6 +173,7 @@ pub async fn ensure_running(plan: Plan, opts: EnsureOptions) -> Result<Handle> {
     if let Some(l) = &opts.lifecycle {
         launch_opts = launch_opts.with_lifecycle(Arc::clone(l));
     }
+    launch_opts.cancel = opts.cancel.clone();
     let result = launch(runner, spec, Arc::clone(&plan.probe), launch_opts).await;
     let mut record = record.lock().unwrap_or_else(|p| p.into_inner()).clone();
     match result {
@@ -256,6 +259,7 @@ fn tethering(state: &StateDir, plan: &Plan, detach: bool) -> Result<Tethering> {
                 "--detach needs the guard: call tether::install_guard() first thing in main (the tether binary does)",
             ));
         }
+        let _ = std::fs::remove_file(tether_core::guard::status_path(&state.log_path(&plan.name)));
         return Ok(Tethering::Detached {
             log_file: state.log_path(&plan.name),
             max_log_bytes: 10 * 1024 * 1024,
@@ -367,6 +371,23 @@ async fn clear_port(state: &StateDir, plan: &Plan, port: u16) -> Result<()> {
     port::wait_free(&plan.host, port, plan.grace + Duration::from_secs(5)).await
 }
 
+/// How a detached guard said its backend ended (and forget it).
+fn guard_report(log: &std::path::Path) -> Option<StopOutcome> {
+    let path = tether_core::guard::status_path(log);
+    let text = std::fs::read_to_string(&path).ok()?;
+    let _ = std::fs::remove_file(&path);
+    let word = |p: &str| text.strip_prefix(p).and_then(|n| n.trim().parse::<i32>().ok());
+    Some(match text.trim() {
+        "killed" => StopOutcome::Killed,
+        _ => match (word("exit "), word("signal ")) {
+            (Some(c), _) => StopOutcome::Terminated { exit: tether_core::ExitStatus::Code(c) },
+            (_, Some(9)) => StopOutcome::Killed,
+            (_, Some(sig)) => StopOutcome::Terminated { exit: tether_core::ExitStatus::Signal(sig) },
+            _ => return None,
+        },
+    })
+}
+
 /// Stop the instance `name` (detached, or the foreground one of another process).
 pub async fn down(state: &StateDir, name: &str) -> Result<StopOutcome> {
     StateDir::check_name(name)?;
@@ -386,6 +407,11 @@ pub async fn down(state: &StateDir, name: &str) -> Result<StopOutcome> {
             Some(id) => crate::kind::stop_container(id, Duration::from_millis(record.grace_ms.max(100))).await?,
             None => StopOutcome::Terminated { exit: tether_core::ExitStatus::Unknown },
         },
+    };
+    let outcome = match (&record.log_file, outcome) {
+        // A detached guard ran the same grace period; it says whether it had to kill.
+        (Some(log), StopOutcome::Terminated { .. }) => guard_report(log).unwrap_or(outcome),
+        (_, o) => o,
     };
     state.remove(name)?;
     Ok(outcome)

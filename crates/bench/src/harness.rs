@@ -131,7 +131,10 @@ impl Launched {
     /// The ready instance (once); an error naming the launch failure otherwise.
     pub fn take_instance(&mut self) -> BenchResult<Instance> {
         let result = std::mem::replace(&mut self.result, Err(tether_core::Error::config("already taken")));
-        result.map_err(|e| crate::error::BenchError(format!("launch failed: {}", e.chain())))
+        result.map_err(|e| {
+            let tail = e.stderr_tail().join(" | ");
+            crate::error::BenchError(format!("launch failed: {} (last output: {tail})", e.chain()))
+        })
     }
 
     /// `launch`'s wall time.

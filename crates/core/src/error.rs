@@ -134,6 +134,9 @@ pub enum Error {
         /// Its listening process.
         pid: u32,
     },
+    /// A stop was asked for while the backend was starting; it was stopped.
+    #[error("stopped before it was ready, as asked")]
+    Interrupted,
     /// An instance of this name is already running.
     #[error("instance '{name}' is already running{}; stop it with `tether down --name {name}`, or pick another --name", pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
     AlreadyRunning {

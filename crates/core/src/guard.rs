@@ -169,6 +169,7 @@ fn run(args: GuardArgs) -> i32 {
     }
 
     let mut main_status: Option<WaitStatus> = None;
+    let mut killed = false;
     loop {
         let sig = match set.wait() {
             Ok(s) => s,
@@ -190,17 +191,22 @@ fn run(args: GuardArgs) -> i32 {
                     let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGUSR2);
                     continue;
                 }
-                terminate(main_pid, &mut main_status, args.grace);
+                killed = terminate(main_pid, &mut main_status, args.grace);
                 break;
             }
             _ => {
-                terminate(main_pid, &mut main_status, args.grace);
+                killed = terminate(main_pid, &mut main_status, args.grace);
                 break;
             }
         }
     }
     for t in log_threads {
         let _ = t.join();
+    }
+    if let Some(log) = &args.log_file {
+        // A detached guard has no parent to tell how the stop went: leave it next to the log.
+        let how = if killed { "killed".to_string() } else { describe(main_status) };
+        let _ = std::fs::write(status_path(log), how);
     }
     exit_like(main_status)
 }
@@ -232,13 +238,13 @@ fn signal_all(sig: Signal) {
 }
 
 /// SIGTERM everything below the guard, reap until nothing is left or the grace
-/// period passed, then SIGKILL and reap the rest.
-fn terminate(main_pid: Pid, main_status: &mut Option<WaitStatus>, grace: Duration) {
+/// period passed, then SIGKILL and reap the rest. Returns whether SIGKILL was needed.
+fn terminate(main_pid: Pid, main_status: &mut Option<WaitStatus>, grace: Duration) -> bool {
     signal_all(Signal::SIGTERM);
     let deadline = Instant::now() + grace;
     while Instant::now() < deadline {
         if reap(main_pid, main_status) {
-            return;
+            return false;
         }
         std::thread::sleep(Duration::from_millis(2));
     }
@@ -246,10 +252,26 @@ fn terminate(main_pid: Pid, main_status: &mut Option<WaitStatus>, grace: Duratio
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
         if reap(main_pid, main_status) {
-            return;
+            return true;
         }
         signal_all(Signal::SIGKILL);
         std::thread::sleep(Duration::from_millis(2));
+    }
+    true
+}
+
+/// Where a detached guard leaves how the backend ended: `NAME.log.exit`.
+pub fn status_path(log_file: &std::path::Path) -> PathBuf {
+    let mut p = log_file.as_os_str().to_owned();
+    p.push(".exit");
+    PathBuf::from(p)
+}
+
+fn describe(status: Option<WaitStatus>) -> String {
+    match status {
+        Some(WaitStatus::Exited(_, code)) => format!("exit {code}"),
+        Some(WaitStatus::Signaled(_, sig, _)) => format!("signal {}", sig as i32),
+        _ => "unknown".into(),
     }
 }
 

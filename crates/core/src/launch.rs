@@ -25,6 +25,9 @@ pub struct LaunchOptions {
     pub lifecycle: Option<Arc<Lifecycle>>,
     /// Called once the backend is spawned, before it is ready.
     pub on_started: Option<OnStarted>,
+    /// Set to `true` to stop waiting: the backend is stopped (with its grace) and
+    /// `launch` returns [`Error::Interrupted`](crate::Error::Interrupted).
+    pub cancel: Option<tokio::sync::watch::Receiver<bool>>,
 }
 
 impl std::fmt::Debug for LaunchOptions {
@@ -91,7 +94,13 @@ pub async fn launch(
     if let Some(f) = &opts.on_started {
         f(backend.as_ref());
     }
-    match wait_ready(backend.as_ref(), probe.as_ref(), &client, &opts.readiness, &lifecycle).await {
+    let ready = async {
+        tokio::select! {
+            r = wait_ready(backend.as_ref(), probe.as_ref(), &client, &opts.readiness, &lifecycle) => r,
+            () = cancelled(opts.cancel.clone()) => Err(crate::Error::Interrupted),
+        }
+    };
+    match ready.await {
         Ok(progress) => {
             let url = backend.endpoint().url();
             let _ = lifecycle.transition(State::Ready { url, since: tokio::time::Instant::now().into_std() });
@@ -104,6 +113,18 @@ pub async fn launch(
             }
             Err(fail(e))
         }
+    }
+}
+
+/// Resolves once `cancel` says so; never without one.
+async fn cancelled(cancel: Option<tokio::sync::watch::Receiver<bool>>) {
+    match cancel {
+        Some(mut rx) => {
+            if rx.wait_for(|stop| *stop).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
     }
 }
 

@@ -67,7 +67,9 @@ impl ReadinessOptions {
 pub fn probe_client(attempt_timeout: Duration) -> Result<reqwest::Client> {
     reqwest::Client::builder()
         .no_proxy()
-        .timeout(attempt_timeout)
+        // The per-attempt timeout is the caller's `tokio::time::timeout`, so the error
+        // names the probe and the limit; this only bounds a connect.
+        .connect_timeout(attempt_timeout)
         .pool_max_idle_per_host(2)
         .build()
         .map_err(|e| Error::io("cannot build the HTTP client for health probes", std::io::Error::other(e)))

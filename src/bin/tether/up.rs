@@ -57,8 +57,36 @@ pub async fn run(args: UpArgs) -> i32 {
         Err(e) => return report_error(&e, json),
     };
     let opts = EnsureOptions::default().detached(args.detach).replacing(args.replace);
-    let handle = match start(&plan, opts.clone(), json).await {
+    // Listen before anything starts: a stop signal at any moment is a clean stop.
+    let mut signals = match Signals::new() {
+        Ok(s) => s,
+        Err(e) => return report_error(&e, json),
+    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut first = opts.clone();
+    first.cancel = Some(stop_rx);
+    let started = {
+        let starting = start(&plan, first, json);
+        tokio::pin!(starting);
+        tokio::select! {
+            started = &mut starting => started,
+            _ = signals.recv() => {
+                // A stop while starting: the backend is stopped with its grace period.
+                let _ = stop_tx.send(true);
+                starting.await
+            }
+        }
+    };
+    let handle = match started {
         Ok(h) => h,
+        Err(Error::Interrupted) => {
+            if json {
+                json_line(&json!({"state": "stopped", "name": plan.name, "during": "start"}));
+            } else {
+                eprintln!("stopped '{}' while it was starting", plan.name);
+            }
+            return 0;
+        }
         Err(e) => return report_error(&e, json),
     };
     if args.detach {
@@ -71,7 +99,7 @@ pub async fn run(args: UpArgs) -> i32 {
         handle.release();
         return 0;
     }
-    supervise(handle, plan, opts, json).await
+    supervise(handle, plan, opts, json, signals).await
 }
 
 /// Start once, showing progress; print the ready line.
@@ -128,15 +156,7 @@ impl Signals {
 
 /// Foreground: until Ctrl-C, SIGTERM or SIGHUP, watch the backend; when it ends,
 /// restart it per the policy or stop and fail.
-async fn supervise(mut handle: Handle, plan: Plan, opts: EnsureOptions, json: bool) -> i32 {
-    let mut signals = match Signals::new() {
-        Ok(s) => s,
-        Err(e) => {
-            let code = report_error(&e, json);
-            let _ = handle.stop().await;
-            return code;
-        }
-    };
+async fn supervise(mut handle: Handle, plan: Plan, opts: EnsureOptions, json: bool, mut signals: Signals) -> i32 {
     let mut tracker = RestartTracker::new(plan.restart.clone());
     // Restarts keep the port the first start chose (`auto` included).
     let mut again = plan.clone();

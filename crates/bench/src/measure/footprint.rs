@@ -55,7 +55,8 @@ fn one(h: &Harness) -> BenchResult<Reading> {
         std::thread::sleep(Duration::from_millis(500));
         let pid = child.id();
         let st = proc_status(&pid.to_string())?;
-        let guard_mb = first_child(pid).and_then(|g| proc_status(&g.to_string()).ok()).map(|s| s.vm_hwm_kb as f64 / 1024.0);
+        let guard_mb =
+            first_child(pid).and_then(|g| proc_status(&g.to_string()).ok()).map(|s| s.vm_hwm_kb as f64 / 1024.0);
         // Keep the pipe open until the readings are taken.
         drop(lines);
         Ok(Reading { hwm_mb: st.vm_hwm_kb as f64 / 1024.0, threads: st.threads as f64, guard_mb })

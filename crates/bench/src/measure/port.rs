@@ -89,10 +89,20 @@ pub async fn port_lookup(h: &Harness, reps: usize) -> BenchResult<Vec<Row>> {
         let note = format!("{procs} processes");
         rows.push(Row::new(6, &format!("port holder lookup, tether{label}"), "ms", &ours, Target::None).note(&note));
         if have_lsof {
-            rows.push(Row::new(6, &format!("port holder lookup, `lsof -ti :PORT`{label}"), "ms", &theirs, Target::None).note(&note));
-            rows.push(Row::new(6, &format!("tether / lsof{label}"), "×", &ratio, Target::AtMost(0.1)).note("paired per repetition"));
+            rows.push(
+                Row::new(6, &format!("port holder lookup, `lsof -ti :PORT`{label}"), "ms", &theirs, Target::None)
+                    .note(&note),
+            );
+            rows.push(
+                Row::new(6, &format!("tether / lsof{label}"), "×", &ratio, Target::AtMost(0.1))
+                    .note("paired per repetition"),
+            );
         } else {
-            rows.push(Row::skipped(6, &format!("port holder lookup, `lsof -ti :PORT`{label}"), "lsof not installed: apt-get install -y lsof"));
+            rows.push(Row::skipped(
+                6,
+                &format!("port holder lookup, `lsof -ti :PORT`{label}"),
+                "lsof not installed: apt-get install -y lsof",
+            ));
         }
     }
     Ok(rows)

@@ -40,14 +40,16 @@ fn devnull_write(h: &Harness) -> BenchResult<f64> {
 /// One relayed run: (lines/s until the relay counted every line, the backend's write
 /// time if its report line was still in the relay's ring).
 async fn relayed(h: &Harness) -> BenchResult<(f64, Option<f64>)> {
-    let (instance, l) = h.launch_ready(&["--log-lines", LINES_ARG, "--line-bytes", BYTES_ARG], Duration::from_secs(5)).await?;
+    let (instance, l) =
+        h.launch_ready(&["--log-lines", LINES_ARG, "--line-bytes", BYTES_ARG], Duration::from_secs(5)).await?;
     let logs = instance.logs();
     let mut count = logs.line_count();
     // listening line + the filler lines + the `wrote` line on stderr.
     let all = LINES + 2;
     // `wait_for` returns a read guard on the counter: drop it at once, or the relay's
     // next `send_modify` blocks its worker thread.
-    let counted = matches!(tokio::time::timeout(Duration::from_secs(120), count.wait_for(|c| *c >= all)).await, Ok(Ok(_)));
+    let counted =
+        matches!(tokio::time::timeout(Duration::from_secs(120), count.wait_for(|c| *c >= all)).await, Ok(Ok(_)));
     let done = unix_nanos_now();
     let st = stats(l.port).await;
     let tail = logs.tail(tether_core::relay::DEFAULT_RING_LINES);

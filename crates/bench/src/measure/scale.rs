@@ -17,7 +17,9 @@ const READY_AFTER: &str = "1s";
 /// running in MB, its growth in MB, summed RSS of the guards and backends in MB).
 async fn round(h: &Harness, n: usize) -> BenchResult<(f64, f64, f64, f64)> {
     let before = proc_status("self")?.vm_rss_kb;
-    let specs = (0..n).map(|_| h.spec(&["--ready-after", READY_AFTER], Duration::from_secs(5))).collect::<BenchResult<Vec<_>>>()?;
+    let specs = (0..n)
+        .map(|_| h.spec(&["--ready-after", READY_AFTER], Duration::from_secs(5)))
+        .collect::<BenchResult<Vec<_>>>()?;
     let t0 = Instant::now();
     let mut set = JoinSet::new();
     for spec in specs {
@@ -38,7 +40,8 @@ async fn round(h: &Harness, n: usize) -> BenchResult<(f64, f64, f64, f64)> {
     for i in &instances {
         if let Identity::Process { leader, .. } = i.identity() {
             let guard = proc_status(&leader.pid.to_string()).map_or(0, |s| s.vm_rss_kb);
-            let backend = first_child(leader.pid).and_then(|b| proc_status(&b.to_string()).ok()).map_or(0, |s| s.vm_rss_kb);
+            let backend =
+                first_child(leader.pid).and_then(|b| proc_status(&b.to_string()).ok()).map_or(0, |s| s.vm_rss_kb);
             children_kb += guard + backend;
         }
     }

@@ -136,7 +136,7 @@ async fn ensure_overhead(h: &Harness, state_dir: &std::path::Path, i: usize) -> 
         .await
         .map_err(|e| BenchError(format!("ensure_running failed: {}", e.chain())))?;
     let wall = t0.elapsed();
-    let st = stats(handle.instance().endpoint().port).await?;
+    let st = stats(handle.record().port).await?;
     handle.stop().await.ctx("cannot stop the backend")?;
     let own = st.ready_at_unix_nanos.map_or(0.0, |r| ms_between(st.started_at_unix_nanos, r));
     Ok(ms(wall) - own)
