@@ -293,3 +293,45 @@ fn a_foreign_client_of_our_backend_is_never_signalled() {
         "reliability: foreign client on our port; a second instance asking for it | 1 | 0 foreign processes signalled"
     );
 }
+
+#[test]
+fn owner_death_with_a_sigterm_ignoring_backend_and_a_setsid_grandchild_leaves_nothing() {
+    let state = tempfile::tempdir().expect("state dir");
+    let name = format!("stubborn-{}", std::process::id());
+    let mut up = tether(
+        state.path(),
+        &[
+            "up",
+            "--name",
+            &name,
+            "--port",
+            "auto",
+            "--grace",
+            "300ms",
+            "--",
+            EXE,
+            "demo-backend",
+            "--port",
+            "{port}",
+            "--ignore-sigterm",
+            "--spawn-grandchild",
+            "--grandchild-setsid",
+        ],
+    )
+    .spawn()
+    .expect("spawn tether up");
+    let out = lines(up.stdout.take().expect("stdout"));
+    let _err = lines(up.stderr.take().expect("stderr"));
+    let up = Killed(up);
+    assert!(wait_line(&out, |l| l.starts_with("ready: ")), "never ready");
+    // The grandchild is spawned before the ready line; it carries our fingerprint.
+    assert!(within(BOUND, || processes_of_instance(&name).len() >= 3).is_some(), "guard, backend, grandchild");
+    kill(Pid::from_raw(up.0.id() as i32), Signal::SIGKILL).expect("SIGKILL tether");
+    drop(up);
+    let gone = within(BOUND, || processes_of_instance(&name).is_empty());
+    assert!(gone.is_some(), "left behind: {:?}", processes_of_instance(&name));
+    println!(
+        "reliability: owner SIGKILLed; backend ignores SIGTERM, setsid grandchild | 1 | 0 processes leaked (gone {} ms after the kill, grace 300 ms)",
+        gone.map_or(0, |d| d.as_millis())
+    );
+}

@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, killpg, sigprocmask};
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{Pid, getpid, getppid};
 
@@ -230,9 +230,14 @@ fn reap(main_pid: Pid, main_status: &mut Option<WaitStatus>) -> bool {
 
 fn signal_all(sig: Signal) {
     let me = getpid();
-    // The guard blocks these signals, so signalling its own group is harmless.
-    let _ = killpg(me, sig);
-    for pid in procs::descendants(me.as_raw() as u32) {
+    let mine = me.as_raw() as u32;
+    // Every member of our group and every descendant, but never ourselves: SIGKILL
+    // cannot be blocked, and the guard must outlive the backend to reap and report.
+    let mut targets = procs::group_members(mine);
+    targets.extend(procs::descendants(mine));
+    targets.sort_unstable();
+    targets.dedup();
+    for pid in targets.into_iter().filter(|p| *p != mine) {
         let _ = kill(Pid::from_raw(pid as i32), sig);
     }
 }
