@@ -59,6 +59,10 @@ pub struct DemoArgs {
     #[arg(long, value_name = "MODE", value_enum, default_value_t = HealthMode::Ok)]
     pub health_mode: HealthMode,
 
+    /// From this long after start on, /health answers 500 (to test liveness probes).
+    #[arg(long, value_name = "DUR", value_parser = parse_duration)]
+    pub sick_after: Option<Duration>,
+
     /// Exit on its own after this long from start (with --exit-code).
     #[arg(long, value_name = "DUR", value_parser = parse_duration)]
     pub exit_after: Option<Duration>,
@@ -131,6 +135,7 @@ impl DemoArgs {
             report_version: None,
             print_ready: false,
             health_mode: HealthMode::Ok,
+            sick_after: None,
             exit_after: None,
             exit_code: 1,
             ignore_sigterm: false,

@@ -25,6 +25,8 @@ pub(crate) struct State {
     pub(crate) skills: u64,
     pub(crate) version: String,
     pub(crate) health_mode: HealthMode,
+    /// From this long after start, /health answers 500 (a liveness failure).
+    pub(crate) sick_after: Option<Duration>,
     health_requests: AtomicU64,
     health_requests_after_ready: AtomicU64,
 }
@@ -52,9 +54,16 @@ impl State {
             skills,
             version,
             health_mode,
+            sick_after: None,
             health_requests: AtomicU64::new(0),
             health_requests_after_ready: AtomicU64::new(0),
         }
+    }
+
+    /// /health answers 500 from `after` on.
+    pub(crate) fn with_sick_after(mut self, after: Option<Duration>) -> Self {
+        self.sick_after = after;
+        self
     }
 
     /// The instant loading completes.
@@ -131,6 +140,9 @@ async fn health(stream: &mut TcpStream, state: &State) -> std::io::Result<()> {
     state.health_requests.fetch_add(1, Ordering::SeqCst);
     if progress.complete {
         state.health_requests_after_ready.fetch_add(1, Ordering::SeqCst);
+    }
+    if state.sick_after.is_some_and(|after| state.started.elapsed() >= after) {
+        return respond(stream, 500, "text/plain", b"demo-backend: sick, as asked by --sick-after\n").await;
     }
     match state.health_mode {
         HealthMode::Ok => {

@@ -268,7 +268,7 @@ async fn observe(
             State::WaitingReady { progress } => (progress.phase.clone(), progress.value),
             other => (other.name().replace('_', " "), None),
         };
-        if matches!(state, State::Idle) || (!json && state.is_ready()) {
+        if matches!(state, State::Idle) || state.is_ready() {
             // Nothing to show yet; ready gets its own line.
         } else if json {
             json_line(

@@ -17,9 +17,15 @@ const READY_AFTER: &str = "1s";
 /// running in MB, its growth in MB, summed RSS of the guards and backends in MB).
 async fn round(h: &Harness, n: usize) -> BenchResult<(f64, f64, f64, f64)> {
     let before = proc_status("self")?.vm_rss_kb;
-    let specs = (0..n)
-        .map(|_| h.spec(&["--ready-after", READY_AFTER], Duration::from_secs(5)))
-        .collect::<BenchResult<Vec<_>>>()?;
+    // Distinct ports: two free-port picks in a row may return the same number.
+    let mut ports = std::collections::HashSet::new();
+    let mut specs = Vec::with_capacity(n);
+    while specs.len() < n {
+        let spec = h.spec(&["--ready-after", READY_AFTER], Duration::from_secs(5))?;
+        if ports.insert(spec.port) {
+            specs.push(spec);
+        }
+    }
     let t0 = Instant::now();
     let mut set = JoinSet::new();
     for spec in specs {
