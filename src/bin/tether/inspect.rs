@@ -32,7 +32,7 @@ fn describe(r: &Record, alive: bool, answering: bool) -> Value {
         "owner_pid": r.owner.map(|o| o.pid), "port": r.port, "url": r.url,
         "health": if answering { "answering" } else { "not answering" },
         "fingerprint": r.fingerprint, "tool_version": r.tool_version,
-        "started_at_unix_ms": r.started_at_unix_ms, "log_file": r.log_file,
+        "started_at_unix_ms": r.started_at_unix_ms, "log_file": r.log_file, "restarts": r.restarts,
     })
 }
 
