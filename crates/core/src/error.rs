@@ -86,7 +86,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// The backend exited before it became ready.
-    #[error("backend exited before it was ready ({status})")]
+    #[error("backend exited before it was ready ({status}){}", last_words(stderr_tail))]
     EarlyExit {
         /// How it ended.
         status: ExitStatus,
@@ -233,6 +233,17 @@ impl Error {
 /// Short result alias.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// `: <the reason>`, so it is in the message itself: the last line that mentions an
+/// error (uv's `error: …`, a Python traceback's `…Error: …`), else the last line.
+fn last_words(tail: &[String]) -> String {
+    let lines = || tail.iter().rev().map(|l| l.trim()).filter(|l| !l.is_empty());
+    lines()
+        .find(|l| l.to_ascii_lowercase().contains("error"))
+        .or_else(|| lines().next())
+        .map(|l| format!(": {l}"))
+        .unwrap_or_default()
+}
+
 fn describe_holders(holders: &[PortHolder]) -> String {
     holders
         .iter()
@@ -244,4 +255,33 @@ fn describe_holders(holders: &[PortHolder]) -> String {
 /// A duration for humans: `850ms`, `2.5s`.
 pub fn humanize(d: Duration) -> String {
     if d < Duration::from_secs(1) { format!("{}ms", d.as_millis()) } else { format!("{:.1}s", d.as_secs_f64()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_early_exit_names_the_reason() {
+        let tail = |lines: &[&str]| lines.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let uv = tail(&[
+            "error: No solution found when resolving tool dependencies",
+            "  cause: not in cache",
+            "",
+            "hint: offline",
+        ]);
+        let e = Error::EarlyExit { status: ExitStatus::Code(1), stderr_tail: uv };
+        assert!(
+            e.to_string().ends_with("(exit code 1): error: No solution found when resolving tool dependencies"),
+            "{e}"
+        );
+        let py =
+            tail(&["Traceback (most recent call last):", "  File \"x\"", "ModuleNotFoundError: No module named 'y'"]);
+        let e = Error::EarlyExit { status: ExitStatus::Code(1), stderr_tail: py };
+        assert!(e.to_string().ends_with("ModuleNotFoundError: No module named 'y'"), "{e}");
+        let e = Error::EarlyExit { status: ExitStatus::Code(3), stderr_tail: tail(&["bye", ""]) };
+        assert!(e.to_string().ends_with("(exit code 3): bye"), "{e}");
+        let e = Error::EarlyExit { status: ExitStatus::Code(3), stderr_tail: vec![] };
+        assert!(e.to_string().ends_with("(exit code 3)"), "{e}");
+    }
 }
