@@ -5,6 +5,9 @@ use std::io::{IsTerminal, Write};
 use serde_json::{Value, json};
 use tether::Error;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::FmtContext;
+use tracing_subscriber::fmt::format::{FormatEvent, FormatFields, Writer};
+use tracing_subscriber::registry::LookupSpan;
 
 /// Logs (ours and the backend's) go to stderr; `TETHER_LOG` / `RUST_LOG` filter them.
 pub fn init_tracing(json: bool) {
@@ -12,13 +15,66 @@ pub fn init_tracing(json: bool) {
     let filter = EnvFilter::try_from_env("TETHER_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new(default));
+    let ansi = std::io::stderr().is_terminal();
+    let ours = tracing_subscriber::fmt::format().with_target(false).without_time().with_ansi(ansi);
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false)
-        .without_time()
+        .with_ansi(ansi)
+        .event_format(BackendLines(ours))
         .try_init();
+}
+
+/// The backend's own lines as `name| text` (`name!` for stderr); tether's own events
+/// in the usual format.
+struct BackendLines<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for BackendLines<F>
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        if event.metadata().target() != "tether::backend" {
+            return self.0.format_event(ctx, writer, event);
+        }
+        let mut line = BackendLine::default();
+        event.record(&mut line);
+        let mark = if line.stream == "stderr" { '!' } else { '|' };
+        writeln!(writer, "{}{mark} {}", line.instance, line.message)
+    }
+}
+
+#[derive(Default)]
+struct BackendLine {
+    instance: String,
+    stream: String,
+    message: String,
+}
+
+impl tracing::field::Visit for BackendLine {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        match field.name() {
+            "stream" => self.stream = value.to_string(),
+            "instance" => self.instance = value.to_string(),
+            _ => {}
+        }
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        match field.name() {
+            "message" => self.message = format!("{value:?}"),
+            "instance" => self.instance = format!("{value:?}"),
+            "stream" => self.stream = format!("{value:?}"),
+            _ => {}
+        }
+    }
 }
 
 /// Print one JSON object as a line on stdout.

@@ -262,6 +262,7 @@ async fn observe(
         bar.enable_steady_tick(Duration::from_millis(100));
         bar
     });
+    let mut last_plain: Option<String> = None;
     loop {
         let state = rx.borrow_and_update().clone();
         let (phase, value) = match &state {
@@ -279,7 +280,11 @@ async fn observe(
             bar.set_message(format!("{phase}{count}"));
         } else {
             let count = value.map(|v| format!(", {v} loaded")).unwrap_or_default();
-            tracing::info!("{phase}{count}");
+            let text = format!("{phase}{count}");
+            if last_plain.as_deref() != Some(text.as_str()) {
+                tracing::info!("{text}");
+                last_plain = Some(text);
+            }
         }
         tokio::select! {
             changed = rx.changed() => if changed.is_err() { break },
