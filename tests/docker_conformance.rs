@@ -8,7 +8,7 @@ use std::sync::Arc;
 use tether::DockerRunner;
 use tether::PullPolicy;
 use tether::core::runner::Tethering;
-use tether_testkit::conformance::{self, DemoBackend};
+use tether_testkit::conformance::DemoBackend;
 
 struct DockerDemo;
 
@@ -31,28 +31,7 @@ impl DemoBackend for DockerDemo {
     }
 }
 
-macro_rules! checks {
-    ($($name:ident),* $(,)?) => {
-        $(
-            #[tokio::test]
-            async fn $name() {
-                if !docker_support::engine_available() {
-                    return;
-                }
-                conformance::$name(&DockerDemo).await
-            }
-        )*
-    };
-}
-
-checks!(
-    becomes_ready,
-    early_exit_is_reported,
-    sigterm_ignored_is_killed_after_grace,
-    grandchildren_are_stopped,
-    long_lines_and_invalid_utf8_are_relayed,
-    argv_is_passed_verbatim,
-);
+tether_testkit::conformance_tests!(engine, || docker_support::engine_available().then_some(DockerDemo));
 
 /// Dropping a ready instance without `stop` still removes its container (the backstop).
 #[tokio::test]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tether::NativeRunner;
 use tether::core::runner::Tethering;
-use tether_testkit::conformance::{self, DemoBackend};
+use tether_testkit::conformance::DemoBackend;
 
 struct NativeDemo {
     guard: bool,
@@ -30,24 +30,5 @@ impl DemoBackend for NativeDemo {
     }
 }
 
-macro_rules! checks {
-    ($($name:ident),* $(,)?) => {
-        mod with_guard {
-            use super::*;
-            $( #[tokio::test] async fn $name() { conformance::$name(&NativeDemo { guard: true }).await } )*
-        }
-        mod without_guard {
-            use super::*;
-            $( #[tokio::test] async fn $name() { conformance::$name(&NativeDemo { guard: false }).await } )*
-        }
-    };
-}
-
-checks!(
-    becomes_ready,
-    early_exit_is_reported,
-    sigterm_ignored_is_killed_after_grace,
-    grandchildren_are_stopped,
-    long_lines_and_invalid_utf8_are_relayed,
-    argv_is_passed_verbatim,
-);
+tether_testkit::conformance_tests!(with_guard, || Some(NativeDemo { guard: true }));
+tether_testkit::conformance_tests!(without_guard, || Some(NativeDemo { guard: false }));

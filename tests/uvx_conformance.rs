@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use tether::core::runner::Tethering;
-use tether_testkit::conformance::{self, DemoBackend};
+use tether_testkit::conformance::DemoBackend;
 
 struct UvxDemo {
     uv: support::Uv,
@@ -47,28 +47,5 @@ impl DemoBackend for UvxDemo {
     }
 }
 
-macro_rules! checks {
-    ($($name:ident),* $(,)?) => {
-        mod with_guard {
-            use super::*;
-            $( #[tokio::test] async fn $name() {
-                if let Some(demo) = UvxDemo::new(true) { conformance::$name(&demo).await }
-            } )*
-        }
-        mod without_guard {
-            use super::*;
-            $( #[tokio::test] async fn $name() {
-                if let Some(demo) = UvxDemo::new(false) { conformance::$name(&demo).await }
-            } )*
-        }
-    };
-}
-
-checks!(
-    becomes_ready,
-    early_exit_is_reported,
-    sigterm_ignored_is_killed_after_grace,
-    grandchildren_are_stopped,
-    long_lines_and_invalid_utf8_are_relayed,
-    argv_is_passed_verbatim,
-);
+tether_testkit::conformance_tests!(with_guard, || UvxDemo::new(true));
+tether_testkit::conformance_tests!(without_guard, || UvxDemo::new(false));

@@ -122,12 +122,7 @@ async fn run(o: &Options, h: &Harness) -> Vec<Row> {
         add(8, "scale", measure::scale::scale(h, reps).await);
     }
     if wanted(9) {
-        let why = if harness::workspace_root().join("crates/runner-docker").is_dir() {
-            "crates/runner-docker exists but this benchmark does not drive it yet"
-        } else {
-            "the docker runner is not in the workspace yet"
-        };
-        rows.push(Row::skipped(9, "Docker runner: start-to-ready overhead and stop time", why));
+        add(9, "Docker runner", measure::docker::docker(h, reps.div_ceil(3)).await);
     }
     rows
 }

@@ -23,3 +23,34 @@ pub fn missing_tool(what: &str) {
     }
     eprintln!("SKIPPED: {what} is missing (this would fail in CI)");
 }
+
+/// One `#[tokio::test]` per conformance check, in a module of its own:
+/// `conformance_tests!(with_guard, || Some(MyDemo::new()));` — the closure gives the
+/// [`DemoBackend`] to check, or `None` to skip (when a tool is missing outside CI).
+/// The list of checks lives here, so every runner runs all of them.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($module:ident, $make:expr) => {
+        mod $module {
+            #[allow(unused_imports)]
+            use super::*;
+            $crate::conformance_tests!(@each $make;
+                becomes_ready,
+                early_exit_is_reported,
+                sigterm_ignored_is_killed_after_grace,
+                grandchildren_are_stopped,
+                long_lines_and_invalid_utf8_are_relayed,
+                argv_is_passed_verbatim);
+        }
+    };
+    (@each $make:expr; $($check:ident),*) => {
+        $(
+            #[tokio::test]
+            async fn $check() {
+                if let Some(demo) = ($make)() {
+                    $crate::conformance::$check(&demo).await
+                }
+            }
+        )*
+    };
+}

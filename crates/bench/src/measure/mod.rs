@@ -1,5 +1,6 @@
 //! The measurements, one module per group of the items.
 
+pub mod docker;
 pub mod footprint;
 pub mod port;
 pub mod relay;
