@@ -185,6 +185,16 @@ impl StopOutcome {
     }
 }
 
+/// Resolves once the exit status published on `exit` is known (`Unknown` if the
+/// publisher went away without one): the `wait` of every runner's backend.
+pub async fn wait_exit(exit: &tokio::sync::watch::Receiver<Option<ExitStatus>>) -> ExitStatus {
+    let mut rx = exit.clone();
+    match rx.wait_for(Option::is_some).await {
+        Ok(s) => s.unwrap_or(ExitStatus::Unknown),
+        Err(_) => ExitStatus::Unknown,
+    }
+}
+
 /// A way to run a backend: a preinstalled program, `uvx`, a container.
 ///
 /// # Contract

@@ -188,11 +188,7 @@ impl RunningBackend for ContainerBackend {
     }
 
     async fn wait(&self) -> ExitStatus {
-        let mut rx = self.exit.clone();
-        match rx.wait_for(Option::is_some).await {
-            Ok(s) => s.unwrap_or(ExitStatus::Unknown),
-            Err(_) => ExitStatus::Unknown,
-        }
+        tether_core::runner::wait_exit(&self.exit).await
     }
 
     fn try_wait(&self) -> Option<ExitStatus> {

@@ -107,11 +107,7 @@ impl RunningBackend for FakeBackend {
     }
 
     async fn wait(&self) -> ExitStatus {
-        let mut rx = self.control.exit.subscribe();
-        match rx.wait_for(Option::is_some).await {
-            Ok(s) => s.unwrap_or(ExitStatus::Unknown),
-            Err(_) => ExitStatus::Unknown,
-        }
+        tether_core::runner::wait_exit(&self.control.exit.subscribe()).await
     }
 
     fn try_wait(&self) -> Option<ExitStatus> {
