@@ -57,6 +57,17 @@ async fn a_ten_megabyte_health_body_is_not_parsed_and_the_deadline_stops_it() {
 }
 
 #[tokio::test]
+async fn a_never_ending_chunked_health_body_is_cut_by_the_attempt_timeout() {
+    let (result, port) = start("endless", &["--health-mode", "endless"], Duration::from_secs(2)).await;
+    let err = result.expect_err("never ready");
+    let Error::Timeout { last_probe, .. } = &err else { panic!("expected a timeout, got {err:?}") };
+    assert!(last_probe.contains("took longer than"), "{last_probe}");
+    let listeners = tether::core::port::listening_pids(port).expect("lookup");
+    assert!(listeners.is_empty(), "the backend still listens: {listeners:?}");
+    println!("reliability: hostile backend: never-ending chunked /health | 1 | 0 processes left, deadline honoured");
+}
+
+#[tokio::test]
 async fn a_flood_of_a_million_lines_never_blocks_the_backend() {
     let instance = start("flood", &["--log-lines", "1000000"], Duration::from_secs(120)).await.0.expect("ready");
     let processes = processes_of(&instance);

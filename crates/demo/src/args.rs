@@ -21,6 +21,9 @@ pub enum HealthMode {
     /// 200 with a 10 MiB JSON body (the status fields plus a long padding string), streamed.
     #[value(name = "huge")]
     Huge,
+    /// 200 with a chunked body that never ends: a small chunk every 10 ms, forever.
+    #[value(name = "endless")]
+    Endless,
 }
 
 /// Run the built-in demo backend (the claude-skills /health contract, with flags to misbehave).

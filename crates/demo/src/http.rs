@@ -161,6 +161,20 @@ async fn health(stream: &mut TcpStream, state: &State) -> std::io::Result<()> {
             Ok(())
         }
         HealthMode::Huge => huge(stream, state, progress).await,
+        HealthMode::Endless => endless(stream).await,
+    }
+}
+
+/// A chunked answer that never ends, until the client goes away.
+async fn endless(stream: &mut TcpStream) -> std::io::Result<()> {
+    let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n";
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(b"1\r\n{\r\n").await?;
+    loop {
+        // 0x11 = 17 bytes: `"pad":"xxxxxxxx",`
+        stream.write_all(b"11\r\n\"pad\":\"xxxxxxxx\",\r\n").await?;
+        stream.flush().await?;
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
 
