@@ -18,7 +18,8 @@ use crate::error::{BenchResult, Context, fail};
 
 /// The workspace root (two levels above this crate).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    root.canonicalize().unwrap_or(root)
 }
 
 /// Build the release `tether` binary (unless `skip_build`) and return its path.
