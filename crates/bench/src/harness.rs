@@ -54,6 +54,9 @@ pub struct Stats {
     pub ready_at_unix_nanos: Option<u128>,
     /// The instant the backend started (wall clock, before it listened).
     pub started_at_unix_nanos: u128,
+    /// How long the backend took to write its `--log-lines`, once done.
+    #[serde(default)]
+    pub log_write_nanos: Option<u64>,
 }
 
 /// `GET /stats` on `127.0.0.1:port` (the demo answers with `Connection: close`).
@@ -100,6 +103,10 @@ pub struct ProcStatus {
     pub vm_rss_kb: u64,
     /// Threads.
     pub threads: u64,
+    /// Resident anonymous memory (the process's own heap and stacks), KiB.
+    pub rss_anon_kb: u64,
+    /// Resident file-backed memory (code pages of the binary and libraries, shared), KiB.
+    pub rss_file_kb: u64,
 }
 
 /// Read `/proc/<pid>/status` (`pid` = "self" for this process).
@@ -111,7 +118,13 @@ pub fn proc_status(pid: &str) -> BenchResult<ProcStatus> {
         let value = line[name.len()..].split_whitespace().next().ctx(format!("{path}: empty {name}"))?;
         value.parse().ctx(format!("{path}: bad {name} {value:?}"))
     };
-    Ok(ProcStatus { vm_hwm_kb: field("VmHWM:")?, vm_rss_kb: field("VmRSS:")?, threads: field("Threads:")? })
+    Ok(ProcStatus {
+        vm_hwm_kb: field("VmHWM:")?,
+        vm_rss_kb: field("VmRSS:")?,
+        threads: field("Threads:")?,
+        rss_anon_kb: field("RssAnon:")?,
+        rss_file_kb: field("RssFile:")?,
+    })
 }
 
 /// The outcome of one [`Harness::launch`] with its timings.

@@ -92,6 +92,10 @@ impl LineSplitter {
     }
 }
 
+fn lossy(line: &[u8]) -> String {
+    String::from_utf8_lossy(line).into_owned()
+}
+
 fn strip_cr(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
@@ -158,11 +162,14 @@ impl LogRelay {
         tokio::spawn(async move {
             let mut splitter = LineSplitter::new(relay.max_line);
             let mut buf = vec![0u8; 64 * 1024];
-            let mut emit = |line: &[u8]| relay.push(stream, line);
+            let mut batch: Vec<String> = Vec::new();
             loop {
                 match reader.read(&mut buf).await {
                     Ok(0) => break,
-                    Ok(n) => splitter.feed(&buf[..n], &mut emit),
+                    Ok(n) => {
+                        splitter.feed(&buf[..n], &mut |line: &[u8]| batch.push(lossy(line)));
+                        relay.push_texts(stream, std::mem::take(&mut batch));
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     Err(e) => {
                         tracing::debug!(error = %e, "backend output read failed");
@@ -170,31 +177,52 @@ impl LogRelay {
                     }
                 }
             }
-            splitter.finish(&mut emit);
+            splitter.finish(&mut |line: &[u8]| batch.push(lossy(line)));
+            relay.push_texts(stream, batch);
             relay.open.send_modify(|n| *n = n.saturating_sub(1));
         });
     }
 
     /// Relay one complete line (for runners that get lines, not bytes).
     pub fn push(&self, stream: Stream, line: &[u8]) {
-        let text = String::from_utf8_lossy(line).into_owned();
-        tracing::info!(target: "tether::backend", instance = %self.instance, stream = stream.as_str(), "{text}");
-        let line = LogLine { stream, text };
+        self.push_texts(stream, vec![lossy(line)]);
+    }
+
+    /// Relay a batch of lines (one read's worth): one lock and one wake-up per batch,
+    /// so a backend that floods its output is drained as fast as it writes.
+    fn push_texts(&self, stream: Stream, texts: Vec<String>) {
+        if texts.is_empty() {
+            return;
+        }
+        let n = texts.len() as u64;
+        for text in &texts {
+            tracing::info!(target: "tether::backend", instance = %self.instance, stream = stream.as_str(), "{text}");
+        }
+        let listeners = self.lines.receiver_count() > 0;
         {
             let mut inner = self.lock();
-            for (re, hit) in &inner.patterns {
-                if re.is_match(&line.text) {
-                    hit.store(true, Ordering::Release);
+            // Only the last `ring_cap` lines of the batch can stay in the ring.
+            let keep_from = texts.len().saturating_sub(self.ring_cap);
+            for (i, text) in texts.into_iter().enumerate() {
+                for (re, hit) in &inner.patterns {
+                    if re.is_match(&text) {
+                        hit.store(true, Ordering::Release);
+                    }
+                }
+                let line = LogLine { stream, text };
+                if listeners {
+                    // Slow receivers lag instead of blocking us.
+                    let _ = self.lines.send(line.clone());
+                }
+                if i >= keep_from {
+                    if inner.ring.len() == self.ring_cap {
+                        inner.ring.pop_front();
+                    }
+                    inner.ring.push_back(line);
                 }
             }
-            if inner.ring.len() == self.ring_cap {
-                inner.ring.pop_front();
-            }
-            inner.ring.push_back(line.clone());
         }
-        // No receivers is fine; slow receivers lag instead of blocking us.
-        let _ = self.lines.send(line);
-        self.count.send_modify(|c| *c += 1);
+        self.count.send_modify(|c| *c += n);
     }
 
     /// The last `n` lines (both streams, in order of arrival).
@@ -204,7 +232,10 @@ impl LogRelay {
         inner.ring.iter().skip(skip).map(|l| l.text.clone()).collect()
     }
 
-    /// How many lines were relayed so far; changes on every line.
+    /// How many lines were relayed so far; changes on every batch of lines.
+    ///
+    /// Do not hold the guard of `borrow()` (or of `wait_for`'s result) across an
+    /// `.await`: the relay would wait for it to update the count.
     pub fn line_count(&self) -> watch::Receiver<u64> {
         self.count.subscribe()
     }

@@ -102,8 +102,12 @@ impl State {
             Some(n) => n.to_string(),
             None => "null".to_owned(),
         };
+        let write = match crate::output::LOG_WRITE_NANOS.load(Ordering::SeqCst) {
+            0 => "null".to_owned(),
+            n => n.to_string(),
+        };
         format!(
-            "{{\"health_requests\":{},\"ready_at_unix_nanos\":{ready_at},\"started_at_unix_nanos\":{},\"health_requests_after_ready\":{}}}",
+            "{{\"health_requests\":{},\"ready_at_unix_nanos\":{ready_at},\"started_at_unix_nanos\":{},\"health_requests_after_ready\":{},\"log_write_nanos\":{write}}}",
             self.health_requests.load(Ordering::SeqCst),
             self.started_unix_nanos,
             self.health_requests_after_ready.load(Ordering::SeqCst),

@@ -37,6 +37,9 @@ pub(crate) struct Bulk {
     pub(crate) close_stdout: bool,
 }
 
+/// How long writing `--log-lines` took, in nanoseconds (0 until done); in `/stats`.
+pub(crate) static LOG_WRITE_NANOS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 impl Bulk {
     pub(crate) fn from_args(args: &DemoArgs) -> Self {
         Bulk {
@@ -65,7 +68,9 @@ impl Bulk {
     fn write_all(self) {
         if self.log_lines > 0 {
             let started = Instant::now();
-            match write_log_lines(self.log_lines, self.line_bytes) {
+            let written = write_log_lines(self.log_lines, self.line_bytes);
+            LOG_WRITE_NANOS.store(started.elapsed().as_nanos().max(1) as u64, std::sync::atomic::Ordering::SeqCst);
+            match written {
                 Ok(()) => warn(&format!(
                     "demo-backend wrote {} lines in {:.3} ms",
                     self.log_lines,

@@ -21,7 +21,8 @@ fn main() {
     if !is_demo {
         output::init_tracing(json);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    // One thread: tether waits on a few pipes, timers and sockets; a small footprint matters more.
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -15,6 +15,8 @@ use crate::report::{Row, Target};
 /// One reading: (tether up VmHWM MB, its threads, guard VmHWM MB).
 struct Reading {
     hwm_mb: f64,
+    anon_mb: f64,
+    file_mb: f64,
     threads: f64,
     guard_mb: Option<f64>,
 }
@@ -59,7 +61,13 @@ fn one(h: &Harness) -> BenchResult<Reading> {
             first_child(pid).and_then(|g| proc_status(&g.to_string()).ok()).map(|s| s.vm_hwm_kb as f64 / 1024.0);
         // Keep the pipe open until the readings are taken.
         drop(lines);
-        Ok(Reading { hwm_mb: st.vm_hwm_kb as f64 / 1024.0, threads: st.threads as f64, guard_mb })
+        Ok(Reading {
+            hwm_mb: st.vm_hwm_kb as f64 / 1024.0,
+            anon_mb: st.rss_anon_kb as f64 / 1024.0,
+            file_mb: st.rss_file_kb as f64 / 1024.0,
+            threads: st.threads as f64,
+            guard_mb,
+        })
     })();
     terminate(&mut child);
     reading
@@ -77,6 +85,22 @@ pub async fn footprint(h: &Harness, reps: usize) -> BenchResult<Vec<Row>> {
     Ok(vec![
         Row::new(7, "`tether up` peak RSS (VmHWM), one ready idle backend", "MB", &hwm, Target::AtMost(6.0))
             .note("read 0.5 s after ready"),
+        Row::new(
+            7,
+            "of which its own memory (RssAnon)",
+            "MB",
+            &readings.iter().map(|r| r.anon_mb).collect::<Vec<_>>(),
+            Target::None,
+        )
+        .note("heap and stacks"),
+        Row::new(
+            7,
+            "of which code pages (RssFile)",
+            "MB",
+            &readings.iter().map(|r| r.file_mb).collect::<Vec<_>>(),
+            Target::None,
+        )
+        .note("the binary's and libc's pages, shared with every other tether process"),
         Row::new(7, "`tether up` threads", "threads", &threads, Target::None),
         Row::new(7, "its guard process, peak RSS", "MB", &guard, Target::None).note("a separate process"),
     ])

@@ -113,7 +113,9 @@ async fn relayed(h: &Harness, second_consumer: bool) -> BenchResult<(f64, Option
     let st = st?;
     let secs = ms_between(st.started_at_unix_nanos, done) / 1e3;
     let from_consumer = *seen.lock().unwrap_or_else(|p| p.into_inner());
-    let wrote = if lost_ring { from_consumer } else { tail.iter().find_map(|t| parse_wrote(t)) };
+    // The backend's own measure, from /stats; else its report line.
+    let reported = if lost_ring { from_consumer } else { tail.iter().find_map(|t| parse_wrote(t)) };
+    let wrote = st.log_write_nanos.map(|n| n as f64 / 1e6).or(reported);
     Ok((LINES as f64 / secs, wrote))
 }
 

@@ -125,9 +125,11 @@ pub async fn spawn(cmd: ProcessCommand, spec: &LaunchSpec) -> Result<ProcessBack
     })?;
     let leader = ProcessIdentity::of(pid).unwrap_or(ProcessIdentity { pid, start_time: 0 });
     if let Some(out) = child.stdout.take() {
+        widen_pipe(&out);
         relay.attach(Stream::Stdout, out);
     }
     if let Some(err) = child.stderr.take() {
+        widen_pipe(&err);
         relay.attach(Stream::Stderr, err);
     }
     let (tx, rx) = watch::channel(None);
@@ -147,6 +149,12 @@ pub async fn spawn(cmd: ProcessCommand, spec: &LaunchSpec) -> Result<ProcessBack
         startup_phase: cmd.startup_phase,
         released: AtomicBool::new(detached),
     })
+}
+
+/// A 1 MiB pipe (the usual unprivileged maximum) instead of 64 KiB: a backend that
+/// writes in bursts keeps writing while the relay catches up. Best effort.
+fn widen_pipe(pipe: &impl std::os::fd::AsFd) {
+    let _ = nix::fcntl::fcntl(pipe, nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20));
 }
 
 /// A backend running as a process group.
