@@ -6,9 +6,9 @@
 //! that is not yours.
 //!
 //! ```no_run
-//! # async fn demo() -> tether::Result<()> {
-//! // At the top of main, so the backend dies with you even if you are SIGKILLed:
+//! // First thing in `main`, before any thread or async runtime starts:
 //! tether::install_guard();
+//! # async fn demo() -> tether::Result<()> {
 //! let mut config = tether::Config::default();
 //! config.args = vec!["my-server".into(), "--port".into(), "{port}".into()];
 //! config.preset = Some("claude-skills".into());
@@ -54,6 +54,9 @@ pub use tether_runner_uvx::UvxRunner;
 /// backend's guard it runs the guard and exits; otherwise it returns and tether will
 /// use this executable as the guard for every backend it starts, so the backend and
 /// all its descendants die with you, even if you are SIGKILLed.
+///
+/// Call it before any other thread starts (so before building an async runtime): the
+/// guard blocks signals to wait for them, which only holds in a single-threaded process.
 pub fn install_guard() {
     tether_core::guard::run_if_guard();
 }

@@ -41,8 +41,9 @@ pub const GUARD_ARG: &str = "__tether-guard";
 
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 
-/// Call first thing in `main`: if this process was started as a guard, run it and
-/// exit; otherwise note that this executable can serve as a guard and return.
+/// Call first thing in `main`, before any other thread starts: if this process was
+/// started as a guard, run it and exit; otherwise note that this executable can serve
+/// as a guard and return.
 pub fn run_if_guard() {
     let mut args = std::env::args_os();
     let _program = args.next();
