@@ -161,7 +161,9 @@ impl LogRelay {
         let relay = Arc::clone(self);
         tokio::spawn(async move {
             let mut splitter = LineSplitter::new(relay.max_line);
-            let mut buf = vec![0u8; 64 * 1024];
+            // Small for a quiet backend (hundreds can be supervised at once), doubled up
+            // to 64 KiB whenever a read fills it, so a flood drains in few reads.
+            let mut buf = vec![0u8; 4 * 1024];
             let mut batch: Vec<String> = Vec::new();
             loop {
                 match reader.read(&mut buf).await {
@@ -169,6 +171,9 @@ impl LogRelay {
                     Ok(n) => {
                         splitter.feed(&buf[..n], &mut |line: &[u8]| batch.push(lossy(line)));
                         relay.push_texts(stream, std::mem::take(&mut batch));
+                        if n == buf.len() && buf.len() < 64 * 1024 {
+                            buf.resize(buf.len() * 2, 0);
+                        }
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     Err(e) => {
