@@ -19,7 +19,7 @@ pub fn init_tracing(json: bool) {
     let ours = tracing_subscriber::fmt::format().with_target(false).without_time().with_ansi(ansi);
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(|| AroundBar)
         .with_ansi(ansi)
         .event_format(BackendLines(ours))
         .try_init();
@@ -74,6 +74,33 @@ impl tracing::field::Visit for BackendLine {
             "stream" => self.stream = format!("{value:?}"),
             _ => {}
         }
+    }
+}
+
+/// The progress bar on the terminal, while one is shown: log lines are written around it.
+static BAR: std::sync::Mutex<Option<indicatif::ProgressBar>> = std::sync::Mutex::new(None);
+
+/// Show log lines around `bar` (None: no bar any more).
+pub fn set_bar(bar: Option<indicatif::ProgressBar>) {
+    *BAR.lock().unwrap_or_else(|p| p.into_inner()) = bar;
+}
+
+/// stderr, but a line never lands in the middle of the progress bar.
+struct AroundBar;
+
+impl Write for AroundBar {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let bar = BAR.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut written = Ok(());
+        match bar {
+            Some(bar) => bar.suspend(|| written = std::io::stderr().write_all(buf)),
+            None => written = std::io::stderr().write_all(buf),
+        }
+        written.map(|()| buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
     }
 }
 

@@ -260,6 +260,7 @@ async fn observe(
                 .unwrap_or_else(|_| ProgressStyle::default_spinner()),
         );
         bar.enable_steady_tick(Duration::from_millis(100));
+        crate::output::set_bar(Some(bar.clone()));
         bar
     });
     let mut last_plain: Option<String> = None;
@@ -292,6 +293,7 @@ async fn observe(
         }
     }
     if let Some(bar) = bar {
+        crate::output::set_bar(None);
         bar.finish_and_clear();
     }
 }
