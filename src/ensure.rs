@@ -301,20 +301,6 @@ async fn sweep(state: &StateDir, record: &Record) -> Result<Option<StopOutcome>>
     Ok(outcome)
 }
 
-/// Remove every recorded instance whose owner is gone. Returns the names swept.
-pub async fn sweep_stale(state: &StateDir) -> Result<Vec<String>> {
-    let mut swept = Vec::new();
-    for r in state.list()? {
-        if !r.owner_alive()
-            && let Ok(_lock) = state.try_lock(&r.name)
-        {
-            sweep(state, &r).await?;
-            swept.push(r.name.clone());
-        }
-    }
-    Ok(swept)
-}
-
 /// Make `port` free: our own holders are stopped gracefully; a foreign one is an
 /// error naming it, unless `force_port`.
 async fn clear_port(state: &StateDir, plan: &Plan, port: u16) -> Result<()> {

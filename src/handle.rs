@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use tether_core::state::{InstanceLock, Record, StateDir};
-use tether_core::supervise::{Ended, Liveness, watch};
+use tether_core::supervise::{Ended, Liveness};
 use tether_core::{ExitStatus, Identity, Instance, Result, StopOutcome};
 
 #[derive(Debug)]
@@ -75,7 +75,7 @@ impl Handle {
     /// Resolves when the backend exits, or fails its liveness probe.
     pub async fn watch(&self, liveness: Option<&Liveness>) -> Result<Ended> {
         match &self.inner {
-            Inner::Owned(i) => watch(i.backend(), liveness).await,
+            Inner::Owned(i) => i.watch(liveness).await,
             Inner::Adopted => {
                 // Not our child: watch its identity (pid + start time).
                 while self.record.owner_alive() {

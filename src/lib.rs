@@ -29,7 +29,7 @@ mod handle;
 mod kind;
 
 pub use config::{Config, Plan, PortChoice, parse_duration};
-pub use ensure::{EnsureOptions, down, ensure_running, sweep_stale};
+pub use ensure::{EnsureOptions, down, ensure_running};
 pub use handle::Handle;
 pub use kind::{RunnerKind, build_runner};
 /// The core crate, for runner and probe implementers.

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use tracing::instrument;
 
-use crate::error::{ExitStatus, Result};
+use crate::error::Result;
 use crate::lifecycle::{Lifecycle, Progress, State};
 use crate::probe::HealthProbe;
 use crate::readiness::{ReadinessOptions, probe_client, wait_ready};
@@ -174,11 +174,16 @@ impl Instance {
         self.backend.as_ref()
     }
 
-    /// Resolves when the backend exits by itself; marks the lifecycle stopped.
-    pub async fn wait_exit(&self) -> ExitStatus {
-        let status = self.backend.wait().await;
-        let _ = self.lifecycle.transition(State::Stopped { exit: Some(status), killed: false });
-        status
+    /// Resolves when the backend exits by itself or fails its liveness probe; the
+    /// lifecycle follows (`Stopped` or `Failed`).
+    pub async fn watch(&self, liveness: Option<&crate::supervise::Liveness>) -> Result<crate::supervise::Ended> {
+        use crate::supervise::Ended;
+        let ended = crate::supervise::watch(self.backend.as_ref(), liveness).await?;
+        let _ = self.lifecycle.transition(match &ended {
+            Ended::Exited(status) => State::Stopped { exit: Some(*status), killed: false },
+            Ended::Unhealthy(why) => State::Failed { error: format!("failed its liveness probe: {why}") },
+        });
+        Ok(ended)
     }
 
     /// Stop it (group and descendants, or container) with the spec's grace period.

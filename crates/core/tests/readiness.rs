@@ -164,3 +164,22 @@ async fn an_unavailable_runner_starts_nothing() {
     assert!(err.to_string().contains("install it"));
     assert!(runner.started().is_empty());
 }
+
+#[tokio::test]
+async fn an_exit_after_ready_is_watched_and_the_lifecycle_follows() {
+    let port = json_server(r#"{"loading_complete": true, "skills_loaded": 1}"#).await;
+    let runner = FakeRunner::new();
+    let lifecycle = Arc::new(Lifecycle::new());
+    let instance = launch(
+        Arc::new(runner.clone()),
+        spec(port),
+        Arc::new(HttpProbe::claude_skills("/health")),
+        opts(Duration::from_secs(120)).with_lifecycle(Arc::clone(&lifecycle)),
+    )
+    .await
+    .expect("ready");
+    runner.started()[0].exit(ExitStatus::Code(7));
+    let ended = instance.watch(None).await.expect("watched");
+    assert_eq!(ended, tether_core::supervise::Ended::Exited(ExitStatus::Code(7)));
+    assert_eq!(lifecycle.current(), State::Stopped { exit: Some(ExitStatus::Code(7)), killed: false });
+}

@@ -64,7 +64,7 @@ pub(crate) fn watch_exit(
         if let Some(logs) = logs {
             let _ = tokio::time::timeout(DRAIN, logs).await;
         }
-        let _ = tx.send(Some(status));
+        tx.send_replace(Some(status));
     });
     rx
 }

@@ -36,7 +36,8 @@ impl FakeControl {
 
     /// The backend exits.
     pub fn exit(&self, status: ExitStatus) {
-        let _ = self.exit.send(Some(status));
+        // `send_replace`: the status must stick even when nobody is waiting yet.
+        self.exit.send_replace(Some(status));
     }
 
     /// How many times `stop` was called.

@@ -3,12 +3,9 @@
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tether::RunningBackend;
-use tether_core::{LaunchOptions, Stream};
-use tokio::sync::broadcast::error::RecvError;
+use tether_core::LaunchOptions;
 
 use crate::error::{BenchResult, Context, fail};
 use crate::harness::{Harness, ms_between, stats, unix_nanos_now};
@@ -65,35 +62,11 @@ fn pipe_write(h: &Harness) -> BenchResult<f64> {
     found.ctx("the demo backend did not report its write time")
 }
 
-/// One relayed run: (lines/s until the relay counted every line, the backend's write
-/// time if its report line was still in the relay's ring).
-async fn relayed(h: &Harness, second_consumer: bool) -> BenchResult<(f64, Option<f64>)> {
-    let seen = Arc::new(Mutex::new(None::<f64>));
-    let mut opts = LaunchOptions::default();
-    if second_consumer {
-        let seen = Arc::clone(&seen);
-        // A second consumer of the relay, only to catch the report line (on stderr).
-        opts = opts.on_started(Arc::new(move |b: &dyn RunningBackend| {
-            let mut rx = b.logs().subscribe();
-            let seen = Arc::clone(&seen);
-            tokio::spawn(async move {
-                loop {
-                    match rx.recv().await {
-                        Ok(line) if line.stream == Stream::Stderr => {
-                            if let Some(w) = parse_wrote(&line.text) {
-                                *seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(w);
-                                break;
-                            }
-                        }
-                        Ok(_) | Err(RecvError::Lagged(_)) => {}
-                        Err(RecvError::Closed) => break,
-                    }
-                }
-            });
-        }));
-    }
+/// One relayed run: (lines/s until the relay counted every line, the backend's own
+/// write time from its `/stats`, in ms).
+async fn relayed(h: &Harness) -> BenchResult<(f64, f64)> {
     let spec = h.spec(&["--log-lines", LINES_ARG, "--line-bytes", BYTES_ARG], Duration::from_secs(5))?;
-    let (instance, l) = h.launch_ready_with(spec, opts).await?;
+    let (instance, l) = h.launch_ready_with(spec, LaunchOptions::default()).await?;
     let logs = instance.logs();
     let mut count = logs.line_count();
     // listening line + the filler lines + the `wrote` line on stderr.
@@ -104,18 +77,13 @@ async fn relayed(h: &Harness, second_consumer: bool) -> BenchResult<(f64, Option
         matches!(tokio::time::timeout(Duration::from_secs(120), count.wait_for(|c| *c >= all)).await, Ok(Ok(_)));
     let done = unix_nanos_now();
     let st = stats(l.port).await;
-    let tail = logs.tail(tether_core::relay::DEFAULT_RING_LINES);
-    let lost_ring = !tail.iter().any(|t| t.contains(" lines in "));
     instance.stop().await.ctx("cannot stop the backend")?;
     if !counted {
         return fail(format!("the relay did not count {all} lines within 120 s"));
     }
     let st = st?;
     let secs = ms_between(st.started_at_unix_nanos, done) / 1e3;
-    let from_consumer = *seen.lock().unwrap_or_else(|p| p.into_inner());
-    // The backend's own measure, from /stats; else its report line.
-    let reported = if lost_ring { from_consumer } else { tail.iter().find_map(|t| parse_wrote(t)) };
-    let wrote = st.log_write_nanos.map(|n| n as f64 / 1e6).or(reported);
+    let wrote = st.log_write_nanos.ctx("the backend did not report its write time in /stats")? as f64 / 1e6;
     Ok((LINES as f64 / secs, wrote))
 }
 
@@ -123,36 +91,25 @@ async fn relayed(h: &Harness, second_consumer: bool) -> BenchResult<(f64, Option
 pub async fn relay(h: &Harness, reps: usize) -> BenchResult<Vec<Row>> {
     let (mut rate, mut write_relayed, mut write_null, mut ratio) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut write_pipe = Vec::new();
-    let mut missing = 0;
     for _ in 0..reps {
         let null = devnull_write(h)?;
         write_null.push(null);
         write_pipe.push(pipe_write(h)?);
-        let (r, mut w) = relayed(h, false).await?;
+        let (r, w) = relayed(h).await?;
         rate.push(r);
-        if w.is_none() {
-            // The report line left the 200-line ring before we looked: once more, with
-            // a second consumer that catches it (it costs the relay a little).
-            missing += 1;
-            w = relayed(h, true).await?.1;
-        }
-        if let Some(w) = w {
-            write_relayed.push(w);
-            ratio.push(w / null);
-        }
+        write_relayed.push(w);
+        ratio.push(w / null);
     }
-    let note = |base: &str| {
-        if missing == 0 { base.to_owned() } else { format!("{base}; {missing} of them with a second relay consumer") }
-    };
     Ok(vec![
         Row::new(4, "relay throughput, 200 000 lines of 100 B", "lines/s", &rate, Target::AtLeast(1_000_000.0))
             .note("backend start → relay counted all; no tracing subscriber"),
-        Row::new(4, "backend write time, relayed", "ms", &write_relayed, Target::None).note(note("its own report")),
+        Row::new(4, "backend write time, relayed", "ms", &write_relayed, Target::None)
+            .note("its own measure, from /stats"),
         Row::new(4, "backend write time, stdout = /dev/null", "ms", &write_null, Target::None),
         Row::new(4, "backend write time, stdout = pipe, plain reader thread", "ms", &write_pipe, Target::None)
             .note("no tether; the cost of any pipe, for context"),
         Row::new(4, "backend write time relayed / to /dev/null", "×", &ratio, Target::AtMost(1.5))
-            .note(note("paired per repetition")),
+            .note("paired per repetition"),
     ])
 }
 

@@ -138,7 +138,7 @@ pub async fn spawn(cmd: ProcessCommand, spec: &LaunchSpec) -> Result<ProcessBack
             Ok(s) => ExitStatus::from_std(s),
             Err(_) => ExitStatus::Unknown,
         };
-        let _ = tx.send(Some(status));
+        tx.send_replace(Some(status));
     });
     tracing::debug!(pid, program = %program, "backend spawned");
     Ok(ProcessBackend {
