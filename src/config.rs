@@ -135,6 +135,12 @@ pub struct Config {
     pub liveness_period: Option<String>,
     /// Failed liveness probes in a row that end the backend (default 3).
     pub liveness_failures: Option<u32>,
+    /// mcp-proxy: the backend's streamable HTTP MCP endpoint path (default `/mcp`).
+    pub mcp_path: Option<String>,
+    /// mcp-proxy: a JSON file with the tools to list before the backend is first ready.
+    pub tools: Option<PathBuf>,
+    /// mcp-proxy: how long a `tools/call` waits for a loading backend (default `30s`).
+    pub call_wait: Option<String>,
 }
 
 macro_rules! overlay {
@@ -163,7 +169,8 @@ impl Config {
             runner, name, port, host, probe, preset, progress_field, expect_version, timeout,
             probe_timeout, grace, force_port, cwd, package, entry, python, offline, index_url, uvx,
             no_version_check, image,
-            container_port, pull, restart, max_restarts, liveness, liveness_period, liveness_failures;
+            container_port, pull, restart, max_restarts, liveness, liveness_period, liveness_failures,
+            mcp_path, tools, call_wait;
             expect, args);
         self.env.extend(flags.env);
     }
@@ -309,7 +316,7 @@ fn location(text: &str, span: Option<std::ops::Range<usize>>) -> String {
     }
 }
 
-fn duration(key: &str, text: Option<&str>, default: Duration) -> Result<Duration> {
+pub(crate) fn duration(key: &str, text: Option<&str>, default: Duration) -> Result<Duration> {
     match text {
         None => Ok(default),
         Some(t) => parse_duration(t).map_err(|why| Error::config(format!("bad --{key} `{t}`: {why}"))),

@@ -27,6 +27,8 @@ pub mod config;
 mod ensure;
 mod handle;
 mod kind;
+#[cfg(feature = "mcp")]
+pub mod mcp;
 
 pub use config::{Config, Plan, PortChoice, parse_duration};
 pub use ensure::{EnsureOptions, down, ensure_running};

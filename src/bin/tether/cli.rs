@@ -27,6 +27,9 @@ pub enum Command {
     Logs(LogsArgs),
     /// Who listens on PORT: pid, user, command, ours or not.
     Port(PortArgs),
+    /// An MCP stdio server that answers at once and forwards to the backend's streamable HTTP
+    /// endpoint once it is ready (for an MCP host's config).
+    McpProxy(Box<McpProxyArgs>),
     /// The built-in demo backend (the claude-skills /health contract, with flags to misbehave).
     DemoBackend(Box<tether_demo::DemoArgs>),
 }
@@ -82,9 +85,43 @@ fn parse_dur(s: &str) -> Result<String, String> {
     tether::parse_duration(s).map(|_| s.to_string())
 }
 
-/// `up` options; each maps to the `tether.toml` key of the same name.
+/// `up` options: the backend's, plus how `up` itself behaves.
 #[derive(Debug, Args)]
 pub struct UpArgs {
+    /// What to run and how (shared with `mcp-proxy`).
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    /// Return once ready and leave it running (recorded; see status/logs/down).
+    #[arg(long)]
+    pub detach: bool,
+    /// One JSON object per line on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `mcp-proxy` options: the backend's (as for `up`), plus the MCP front's.
+#[derive(Debug, Args)]
+pub struct McpProxyArgs {
+    /// What to run and how (the same options as `up`).
+    #[command(flatten)]
+    pub backend: BackendArgs,
+    /// The backend's streamable HTTP MCP endpoint path (default /mcp).
+    #[arg(long, value_name = "PATH")]
+    pub mcp_path: Option<String>,
+    /// A JSON file with the tools to list before the backend is ready the first time
+    /// (`{"tools":[...]}` as `tools/list` answers, or a bare array).
+    #[arg(long, value_name = "FILE")]
+    pub tools: Option<PathBuf>,
+    /// How long a `tools/call` waits for a loading backend before it answers with the
+    /// loading progress as a tool error (default 30s).
+    #[arg(long, value_name = "DUR", value_parser = parse_dur)]
+    pub call_wait: Option<String>,
+}
+
+/// The backend options, shared by `up` and `mcp-proxy`; each maps to the `tether.toml`
+/// key of the same name.
+#[derive(Debug, Args)]
+pub struct BackendArgs {
     /// Config file (default: ./tether.toml when it exists).
     #[arg(long)]
     pub config: Option<PathBuf>,
@@ -124,12 +161,6 @@ pub struct UpArgs {
     /// Grace period between SIGTERM and SIGKILL, e.g. 5s.
     #[arg(long, value_parser = parse_dur)]
     pub grace: Option<String>,
-    /// Return once ready and leave it running (recorded; see status/logs/down).
-    #[arg(long)]
-    pub detach: bool,
-    /// One JSON object per line on stdout.
-    #[arg(long)]
-    pub json: bool,
     /// Also stop a foreign process listening on the port.
     #[arg(long)]
     pub force_port: bool,
@@ -192,7 +223,7 @@ pub struct UpArgs {
     pub args: Vec<String>,
 }
 
-impl UpArgs {
+impl BackendArgs {
     /// The flags as a config layer (unset flags stay unset).
     pub fn to_config(&self) -> Config {
         let mut c = Config::default();

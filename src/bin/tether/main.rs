@@ -2,6 +2,8 @@
 
 mod cli;
 mod inspect;
+#[cfg(feature = "mcp")]
+mod mcp_proxy;
 mod output;
 mod up;
 
@@ -36,6 +38,13 @@ fn main() {
             cli::Command::Status(args) => inspect::status(args).await,
             cli::Command::Logs(args) => inspect::logs(args).await,
             cli::Command::Port(args) => inspect::port(args).await,
+            #[cfg(feature = "mcp")]
+            cli::Command::McpProxy(args) => mcp_proxy::run(*args).await,
+            #[cfg(not(feature = "mcp"))]
+            cli::Command::McpProxy(_) => {
+                eprintln!("error: this tether was built without the `mcp` feature; rebuild with `--features mcp`");
+                2
+            }
             cli::Command::DemoBackend(args) => demo(*args).await,
         }
     });

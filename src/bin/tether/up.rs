@@ -12,18 +12,13 @@ use tether::core::supervise::{Ended, RestartTracker};
 use tether::{Config, EnsureOptions, Error, Handle, Lifecycle, Plan, PortChoice, State, StopOutcome};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::cli::UpArgs;
+use crate::cli::{BackendArgs, UpArgs};
 use crate::output::{json_line, report_error};
 
 /// The config: `--config FILE`, else `./tether.toml` when present, with the flags on top;
 /// with no runner and nothing to run, the built-in demo backend.
-fn build_config(args: &UpArgs) -> tether::Result<Config> {
-    let mut config = match &args.config {
-        Some(path) => Config::from_file(path)?,
-        None if Path::new("tether.toml").exists() => Config::from_file(Path::new("tether.toml"))?,
-        None => Config::default(),
-    };
-    config.overlay(args.to_config());
+fn build_config(args: &BackendArgs) -> tether::Result<Config> {
+    let mut config = load_config(args)?;
     let nothing_to_run = config.args.is_empty() && config.package.is_none() && config.image.is_none();
     if config.runner.is_none() && nothing_to_run {
         let exe = std::env::current_exe()
@@ -50,13 +45,24 @@ fn build_config(args: &UpArgs) -> tether::Result<Config> {
     Ok(config)
 }
 
+/// `--config FILE`, else `./tether.toml` when present, with the flags on top.
+pub fn load_config(args: &BackendArgs) -> tether::Result<Config> {
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None if Path::new("tether.toml").exists() => Config::from_file(Path::new("tether.toml"))?,
+        None => Config::default(),
+    };
+    config.overlay(args.to_config());
+    Ok(config)
+}
+
 pub async fn run(args: UpArgs) -> i32 {
     let json = args.json;
-    let plan = match build_config(&args).and_then(Config::plan) {
+    let plan = match build_config(&args.backend).and_then(Config::plan) {
         Ok(p) => p,
         Err(e) => return report_error(&e, json),
     };
-    let opts = EnsureOptions::default().detached(args.detach).replacing(args.replace);
+    let opts = EnsureOptions::default().detached(args.detach).replacing(args.backend.replace);
     // Listen before anything starts: a stop signal at any moment is a clean stop.
     let mut signals = match Signals::new() {
         Ok(s) => s,
@@ -129,14 +135,14 @@ async fn start(plan: &Plan, opts: EnsureOptions, json: bool) -> tether::Result<H
 }
 
 /// Resolves on Ctrl-C, SIGTERM or SIGHUP.
-struct Signals {
+pub struct Signals {
     term: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
 }
 
 impl Signals {
-    fn new() -> tether::Result<Self> {
+    pub fn new() -> tether::Result<Self> {
         let listen = |kind| signal(kind).map_err(|e| Error::io("cannot listen for signals", e));
         Ok(Signals {
             term: listen(SignalKind::terminate())?,
@@ -145,7 +151,7 @@ impl Signals {
         })
     }
 
-    async fn recv(&mut self) {
+    pub async fn recv(&mut self) {
         tokio::select! {
             _ = self.int.recv() => {}
             _ = self.term.recv() => {}

@@ -1,0 +1,244 @@
+//! The proxy's backend side: start the backend, connect rmcp's streamable HTTP client
+//! once it is ready, watch it, restart it per the policy, stop it at the end; publish
+//! each step as a [`BackendState`] the front reads.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rmcp::service::{NotificationContext, RunningService};
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::{ClientHandler, Peer, RoleClient, ServiceExt};
+use tether_core::supervise::{Ended, RestartTracker};
+use tether_core::{Error, Lifecycle, Result, State};
+use tokio::sync::watch;
+
+use super::front::Shared;
+use crate::{EnsureOptions, Plan, PortChoice};
+
+/// Where the backend is, as the front sees it.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum BackendState {
+    /// Being started (or installed, or loading).
+    Starting {
+        /// What is being done: `starting`, `installing via uv`, `loading`…
+        phase: String,
+        /// The progress count the health answer reports (e.g. skills loaded).
+        progress: Option<u64>,
+        /// When this start began.
+        since: Instant,
+        /// Restarts so far.
+        restarts: u32,
+    },
+    /// Ready: calls are forwarded to it.
+    Ready {
+        /// The connected MCP client.
+        peer: Peer<RoleClient>,
+        /// The MCP endpoint.
+        url: String,
+    },
+    /// It ended or failed to start, and will be restarted.
+    Down {
+        /// Why it is down.
+        reason: String,
+        /// Its last lines of output.
+        stderr_tail: Vec<String>,
+        /// When the restart begins.
+        restart_at: Instant,
+    },
+    /// It failed and will not be restarted.
+    Failed {
+        /// Why.
+        reason: String,
+        /// Its exit code, when it exited.
+        exit_code: Option<i32>,
+        /// Its last lines of output.
+        stderr_tail: Vec<String>,
+    },
+    /// The proxy is stopping.
+    Stopped,
+}
+
+impl BackendState {
+    /// Whether a call should wait for a change rather than answer now.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, BackendState::Starting { .. } | BackendState::Down { .. })
+    }
+}
+
+/// The MCP client the proxy runs against the backend: relays the backend's
+/// `tools/list_changed` to the host.
+struct BackendClient {
+    shared: Shared,
+}
+
+impl ClientHandler for BackendClient {
+    async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        tracing::info!("the backend's tools changed");
+        self.shared.tools_changed().await;
+    }
+}
+
+/// Why a run ended: the proxy is stopping, or the backend is gone.
+enum Outcome {
+    Stop,
+    Gone { ended: Ended, ran: Duration, stderr_tail: Vec<String> },
+}
+
+/// Run the backend until `stop`: start, connect, watch, restart per the policy.
+pub(crate) async fn supervise(
+    plan: Plan,
+    ensure: EnsureOptions,
+    mcp_path: String,
+    shared: Shared,
+    mut stop: watch::Receiver<bool>,
+) -> Result<()> {
+    let mut tracker = RestartTracker::new(plan.restart.clone());
+    let mut current = plan.clone();
+    loop {
+        let outcome = match run_once(&mut current, &ensure, &mcp_path, &shared, &mut stop, tracker.total()).await {
+            Ok(outcome) => outcome,
+            Err(Error::Interrupted) => Outcome::Stop,
+            Err(e) => {
+                tracing::error!(instance = %plan.name, error = %e.chain(), "the backend did not start");
+                let stderr_tail = e.stderr_tail().to_vec();
+                Outcome::Gone { ended: Ended::Unhealthy(e.chain()), ran: Duration::ZERO, stderr_tail }
+            }
+        };
+        let Outcome::Gone { ended, ran, stderr_tail } = outcome else {
+            shared.set(BackendState::Stopped);
+            return Ok(());
+        };
+        let reason = match &ended {
+            Ended::Unhealthy(why) if ran.is_zero() => format!("failed to start: {why}"),
+            other => other.to_string(),
+        };
+        let Some(wait) = tracker.next(&ended, ran) else {
+            let exit_code = match &ended {
+                Ended::Exited(status) => status.code(),
+                Ended::Unhealthy(_) => None,
+            };
+            tracing::error!(instance = %plan.name, %reason, restarts = tracker.total(), "not restarting the backend");
+            shared.set(BackendState::Failed { reason, exit_code, stderr_tail });
+            // Keep answering the host (with this error) until it goes away.
+            let _ = stop.wait_for(|s| *s).await;
+            shared.set(BackendState::Stopped);
+            return Ok(());
+        };
+        tracing::warn!(instance = %plan.name, %reason, restart = tracker.total(), in_ms = wait.as_millis() as u64,
+            "restarting the backend");
+        shared.set(BackendState::Down { reason, stderr_tail, restart_at: Instant::now() + wait });
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => {
+                shared.set(BackendState::Stopped);
+                return Ok(());
+            }
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// One start of the backend, to its end.
+async fn run_once(
+    plan: &mut Plan,
+    ensure: &EnsureOptions,
+    mcp_path: &str,
+    shared: &Shared,
+    stop: &mut watch::Receiver<bool>,
+    restarts: u32,
+) -> Result<Outcome> {
+    let since = Instant::now();
+    shared.set(BackendState::Starting { phase: "starting".into(), progress: None, since, restarts });
+    let lifecycle = Arc::new(Lifecycle::new());
+    let observer = tokio::spawn(observe(lifecycle.subscribe(), shared.clone(), since, restarts));
+    let mut opts = ensure.clone().with_lifecycle(lifecycle);
+    opts.cancel = Some(stop.clone());
+    opts.restarts = restarts;
+    let started = crate::ensure_running(plan.clone(), opts).await;
+    observer.abort();
+    let handle = started?;
+    // Restarts keep the port the first start chose (`auto` included): the host never sees it,
+    // but a backend that caches by port (or a user watching `status`) does.
+    plan.port = PortChoice::Fixed(handle.record().port);
+    let url = format!("{}{mcp_path}", handle.url());
+    let client = tokio::select! {
+        c = connect(&url, shared.clone(), plan.timeout) => c,
+        _ = stop.wait_for(|s| *s) => Err("stopping".into()),
+    };
+    let client = match client {
+        Ok(c) => c,
+        Err(why) => {
+            let _ = handle.stop().await;
+            if *stop.borrow() {
+                return Ok(Outcome::Stop);
+            }
+            return Err(Error::Runner {
+                message: format!("the backend is ready but its MCP endpoint {url} does not answer: {why}"),
+                stderr_tail: Vec::new(),
+            });
+        }
+    };
+    tracing::info!(instance = %plan.name, %url, "ready: forwarding MCP calls to the backend");
+    shared.set(BackendState::Ready { peer: client.peer().clone(), url });
+    shared.backend_ready(client.peer()).await;
+    let up_since = Instant::now();
+    let ended = tokio::select! {
+        _ = stop.wait_for(|s| *s) => None,
+        ended = handle.watch(plan.liveness.as_ref()) => Some(ended),
+    };
+    let _ = client.cancel().await;
+    let Some(ended) = ended else {
+        shared.set(BackendState::Stopped);
+        match handle.stop().await {
+            Ok(how) => tracing::info!(instance = %plan.name, killed = how.was_killed(), "stopped the backend"),
+            Err(e) => tracing::warn!(instance = %plan.name, error = %e.chain(), "stopping the backend failed"),
+        }
+        return Ok(Outcome::Stop);
+    };
+    let ended = ended.unwrap_or_else(|e| Ended::Unhealthy(e.chain()));
+    let stderr_tail = handle.instance().map(|i| i.logs().tail(10)).unwrap_or_default();
+    shared.set(BackendState::Down { reason: ended.to_string(), stderr_tail: stderr_tail.clone(), restart_at: Instant::now() });
+    let _ = handle.stop().await;
+    Ok(Outcome::Gone { ended, ran: up_since.elapsed(), stderr_tail })
+}
+
+/// Connect rmcp's streamable HTTP client (no proxy: the backend is ours, on loopback
+/// or a published port).
+async fn connect(
+    url: &str,
+    shared: Shared,
+    timeout: Duration,
+) -> std::result::Result<RunningService<RoleClient, BackendClient>, String> {
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        // As rmcp's own default client: no idle pool, which avoids delayed-ACK stalls
+        // when a response body was not read to the end.
+        .pool_max_idle_per_host(0)
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+    let transport = StreamableHttpClientTransport::with_client(http, StreamableHttpClientTransportConfig::with_uri(url));
+    match tokio::time::timeout(timeout, BackendClient { shared }.serve(transport)).await {
+        Ok(Ok(client)) => Ok(client),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer to initialize in {}", tether_core::error::humanize(timeout))),
+    }
+}
+
+/// Publish the lifecycle's phases and progress while starting.
+async fn observe(mut rx: watch::Receiver<State>, shared: Shared, since: Instant, restarts: u32) {
+    loop {
+        let phase = match &*rx.borrow_and_update() {
+            State::WaitingReady { progress } => Some((progress.phase.clone(), progress.value)),
+            State::Preparing => Some(("preparing".to_string(), None)),
+            State::Starting => Some(("starting".to_string(), None)),
+            _ => None,
+        };
+        if let Some((phase, progress)) = phase {
+            shared.set(BackendState::Starting { phase, progress, since, restarts });
+        }
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! The proxy's host side: an rmcp stdio server that answers `initialize` from its own
+//! configuration at once, lists tools from the backend or the cache, and forwards
+//! `tools/call` to the backend once it is ready.
+
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, InitializeRequestParams,
+    InitializeResult, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+};
+use rmcp::service::{NotificationContext, RequestContext};
+use rmcp::{ErrorData, Peer, RoleClient, RoleServer, ServerHandler, ServiceError};
+use tether_core::error::humanize;
+use tokio::sync::watch;
+
+use super::backend::BackendState;
+use super::tools::ToolCache;
+
+/// What the front and the backend supervisor share.
+#[derive(Clone)]
+pub(crate) struct Shared(Arc<Inner>);
+
+struct Inner {
+    name: String,
+    state: watch::Sender<BackendState>,
+    cache: ToolCache,
+    call_wait: Duration,
+    /// The host, once it has sent `initialized`: notifications go there.
+    host: Mutex<Option<Peer<RoleServer>>>,
+    /// The last tool list the host was given.
+    served: Mutex<Option<Vec<Tool>>>,
+}
+
+impl Shared {
+    pub(crate) fn new(name: String, cache: ToolCache, call_wait: Duration) -> Self {
+        let (state, _) = watch::channel(BackendState::Starting {
+            phase: "starting".into(),
+            progress: None,
+            since: Instant::now(),
+            restarts: 0,
+        });
+        Shared(Arc::new(Inner {
+            name,
+            state,
+            cache,
+            call_wait,
+            host: Mutex::new(None),
+            served: Mutex::new(None),
+        }))
+    }
+
+    pub(crate) fn set(&self, state: BackendState) {
+        self.0.state.send_replace(state);
+    }
+
+    fn current(&self) -> BackendState {
+        self.0.state.borrow().clone()
+    }
+
+    fn host(&self) -> Option<Peer<RoleServer>> {
+        self.0.host.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn served(&self, tools: &[Tool]) {
+        *self.0.served.lock().unwrap_or_else(|p| p.into_inner()) = Some(tools.to_vec());
+    }
+
+    /// The backend is ready: fetch its tools, cache them, and tell the host when they
+    /// differ from what it was given.
+    pub(crate) async fn backend_ready(&self, peer: &Peer<RoleClient>) {
+        let tools = match peer.list_all_tools().await {
+            Ok(tools) => tools,
+            Err(e) => {
+                tracing::warn!(error = %e, "the backend did not list its tools");
+                return;
+            }
+        };
+        self.0.cache.store(&tools);
+        let differs = {
+            let served = self.0.served.lock().unwrap_or_else(|p| p.into_inner());
+            served.as_deref().is_some_and(|s| s != tools.as_slice())
+        };
+        if differs {
+            self.tools_changed().await;
+        }
+    }
+
+    /// Tell the host to list the tools again.
+    pub(crate) async fn tools_changed(&self) {
+        *self.0.served.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        if let Some(host) = self.host() {
+            match host.notify_tool_list_changed().await {
+                Ok(()) => tracing::info!("told the host that the tools changed"),
+                Err(e) => tracing::warn!(error = %e, "cannot tell the host that the tools changed"),
+            }
+        }
+    }
+
+    /// Wait, up to the call wait, until the backend is ready, failed or stopping.
+    async fn settled(&self) -> BackendState {
+        let mut rx = self.0.state.subscribe();
+        let waited = tokio::time::timeout(self.0.call_wait, rx.wait_for(|s| !s.is_transient())).await;
+        match waited {
+            Ok(Ok(state)) => state.clone(),
+            _ => self.current(),
+        }
+    }
+
+    /// The tool error a host sees when the backend cannot take the call.
+    fn unavailable(&self, state: &BackendState) -> CallToolResult {
+        let name = &self.0.name;
+        let mut text = match state {
+            BackendState::Starting { phase, progress, since, restarts } => {
+                let count = progress.map(|n| format!(", {n} loaded")).unwrap_or_default();
+                let again = if *restarts > 0 { format!(" (restart {restarts})") } else { String::new() };
+                format!(
+                    "backend '{name}' is still starting{again}: {phase}{count}, {} so far (waited {}). \
+                     Try again in a moment.",
+                    humanize(since.elapsed()),
+                    humanize(self.0.call_wait)
+                )
+            }
+            BackendState::Down { reason, restart_at, .. } => {
+                let left = restart_at.saturating_duration_since(Instant::now());
+                format!(
+                    "backend '{name}' {reason}; it is being restarted (in {}). Try again in a moment.",
+                    humanize(left)
+                )
+            }
+            BackendState::Failed { reason, exit_code, .. } => {
+                let code = exit_code.map(|c| format!(" (exit code {c})")).unwrap_or_default();
+                format!("backend '{name}' failed and will not be restarted: {reason}{code}")
+            }
+            BackendState::Stopped => format!("backend '{name}' is stopping: the proxy is shutting down"),
+            BackendState::Ready { url, .. } => format!("backend '{name}' at {url} did not answer"),
+        };
+        let tail = match state {
+            BackendState::Down { stderr_tail, .. } | BackendState::Failed { stderr_tail, .. } => stderr_tail.as_slice(),
+            _ => &[],
+        };
+        if !tail.is_empty() {
+            text.push_str("\nLast output:");
+            for line in tail {
+                let _ = write!(text, "\n  {line}");
+            }
+        }
+        CallToolResult::error(vec![ContentBlock::text(text)])
+    }
+}
+
+/// The stdio MCP server the host talks to.
+#[derive(Clone)]
+pub(crate) struct Front {
+    shared: Shared,
+}
+
+impl Front {
+    pub(crate) fn new(shared: Shared) -> Self {
+        Front { shared }
+    }
+}
+
+impl ServerHandler for Front {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_tool_list_changed().build())
+            .with_server_info(Implementation::new("tether-mcp-proxy", env!("CARGO_PKG_VERSION")))
+    }
+
+    async fn initialize(
+        &self,
+        request: InitializeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<InitializeResult, ErrorData> {
+        // From our own configuration, never the backend's: this is what makes it instant.
+        context.peer.set_peer_info(request.clone());
+        self.negotiate_initialize(&request)
+    }
+
+    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        *self.shared.0.host.lock().unwrap_or_else(|p| p.into_inner()) = Some(context.peer.clone());
+        // Ready before the host finished initializing, with a list it never saw: nothing to do.
+    }
+
+    async fn list_tools(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        if let BackendState::Ready { peer, .. } = self.shared.current() {
+            let first_page = request.as_ref().is_none_or(|r| r.cursor.is_none());
+            match peer.list_tools(request).await {
+                Ok(result) => {
+                    if first_page && result.next_cursor.is_none() {
+                        self.shared.0.cache.store(&result.tools);
+                        self.shared.served(&result.tools);
+                    }
+                    return Ok(result);
+                }
+                Err(ServiceError::McpError(e)) => return Err(e),
+                Err(e) => tracing::warn!(error = %e, "the backend did not list its tools; listing the cached ones"),
+            }
+        }
+        let tools = self.shared.0.cache.before_ready();
+        self.shared.served(&tools);
+        Ok(ListToolsResult::with_all_items(tools))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let state = tokio::select! {
+            state = self.shared.settled() => state,
+            _ = context.ct.cancelled() => return Err(ErrorData::internal_error("cancelled by the host", None)),
+        };
+        let BackendState::Ready { peer, url } = &state else {
+            return Ok(self.shared.unavailable(&state).into());
+        };
+        let tool = request.name.clone();
+        match peer.call_tool_once(request).await {
+            Ok(response) => Ok(response),
+            // The backend's own protocol error (unknown tool, bad arguments): the host sees it as is.
+            Err(ServiceError::McpError(e)) => Err(e),
+            Err(e) => {
+                tracing::warn!(%tool, error = %e, "forwarding a call to the backend failed");
+                // The backend may have died under the call: say what we know now.
+                let now = self.shared.current();
+                let mut result = match now {
+                    BackendState::Ready { .. } => CallToolResult::error(vec![ContentBlock::text(format!(
+                        "calling `{tool}` on backend '{}' at {url} failed: {e}",
+                        self.shared.0.name
+                    ))]),
+                    other => self.shared.unavailable(&other),
+                };
+                result.is_error = Some(true);
+                Ok(result.into())
+            }
+        }
+    }
+}

@@ -1,0 +1,141 @@
+//! The tools the proxy lists before the backend is ready: the last list the backend
+//! gave (kept in the state directory), else the user's `--tools` file, else none.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rmcp::model::Tool;
+use serde::Deserialize;
+use tether_core::state::StateDir;
+use tether_core::{Error, Result};
+
+/// The tools cache of one instance: `STATE_DIR/KEY.tools.json`.
+#[derive(Debug)]
+pub struct ToolCache {
+    path: PathBuf,
+    from_file: Option<Vec<Tool>>,
+    cached: Mutex<Option<Vec<Tool>>>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ToolsJson {
+    Result { tools: Vec<Tool> },
+    List(Vec<Tool>),
+}
+
+/// Read a tools file: `{"tools":[...]}` (a `tools/list` answer) or a bare array of tools.
+pub fn read_tools_file(path: &Path) -> Result<Vec<Tool>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::config(format!("cannot read the --tools file {}: {e}", path.display())))?;
+    parse_tools(&text).map_err(|why| {
+        Error::config(format!(
+            "the --tools file {} is not a tools list ({why}); write {{\"tools\": [{{\"name\": …, \"inputSchema\": {{…}}}}]}} \
+             as `tools/list` answers, or just the array",
+            path.display()
+        ))
+    })
+}
+
+fn parse_tools(text: &str) -> std::result::Result<Vec<Tool>, String> {
+    match serde_json::from_str::<ToolsJson>(text) {
+        Ok(ToolsJson::Result { tools } | ToolsJson::List(tools)) => Ok(tools),
+        // The untagged error says nothing useful; the typed one names the line and field.
+        Err(_) => match serde_json::from_str::<serde_json::Value>(text) {
+            Err(e) => Err(format!("not JSON: {e}")),
+            Ok(serde_json::Value::Array(_)) => serde_json::from_str::<Vec<Tool>>(text).map_err(|e| e.to_string()),
+            Ok(_) => serde_json::from_str::<ToolsField>(text).map(|_| Vec::new()).map_err(|e| e.to_string()),
+        },
+    }
+}
+
+#[derive(Deserialize)]
+struct ToolsField {
+    #[allow(dead_code)]
+    tools: Vec<Tool>,
+}
+
+impl ToolCache {
+    /// The cache of `key` in `state`, with the user's tools file (read now: a bad file is
+    /// a configuration error at start, not a surprise later). A corrupt cache is ignored.
+    pub fn new(state: &StateDir, key: &str, tools_file: Option<&Path>) -> Result<Self> {
+        StateDir::check_name(key)?;
+        let from_file = tools_file.map(read_tools_file).transpose()?;
+        let path = state.path().join(format!("{key}.tools.json"));
+        let cached = match std::fs::read_to_string(&path) {
+            Ok(text) => match parse_tools(&text) {
+                Ok(tools) => Some(tools),
+                Err(why) => {
+                    tracing::warn!(file = %path.display(), %why, "ignoring the unreadable tools cache");
+                    None
+                }
+            },
+            Err(_) => None,
+        };
+        Ok(ToolCache { path, from_file, cached: Mutex::new(cached) })
+    }
+
+    /// What to list while the backend is not ready.
+    pub fn before_ready(&self) -> Vec<Tool> {
+        let cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
+        cached.clone().or_else(|| self.from_file.clone()).unwrap_or_default()
+    }
+
+    /// Remember the backend's list (in memory and on disk, replaced atomically).
+    pub fn store(&self, tools: &[Tool]) {
+        let mut cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
+        if cached.as_deref() == Some(tools) {
+            return;
+        }
+        *cached = Some(tools.to_vec());
+        drop(cached);
+        let write = || -> std::io::Result<()> {
+            let text = serde_json::to_vec_pretty(&serde_json::json!({ "tools": tools }))?;
+            let tmp = self.path.with_extension(format!("json.{}.tmp", std::process::id()));
+            std::fs::write(&tmp, text)?;
+            std::fs::rename(&tmp, &self.path)
+        };
+        if let Err(e) = write() {
+            tracing::warn!(file = %self.path.display(), error = %e, "cannot save the tools cache");
+        }
+    }
+
+    /// Where the cache lives.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TOOL: &str = r#"{"name":"list_skills","inputSchema":{"type":"object"}}"#;
+
+    #[test]
+    fn both_shapes_parse_and_errors_say_what_is_wrong() {
+        assert_eq!(parse_tools(&format!("{{\"tools\":[{TOOL}]}}")).expect("result shape").len(), 1);
+        assert_eq!(parse_tools(&format!("[{TOOL}]")).expect("array shape").len(), 1);
+        assert!(parse_tools("{").expect_err("bad json").starts_with("not JSON"));
+        let e = parse_tools(r#"{"tool":[]}"#).expect_err("wrong key");
+        assert!(e.contains("missing field `tools`"), "{e}");
+        let e = parse_tools(r#"[{"inputSchema":{}}]"#).expect_err("no name");
+        assert!(e.contains("missing field `name`"), "{e}");
+    }
+
+    #[test]
+    fn cache_wins_over_file_and_survives_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = StateDir::at(dir.path()).expect("state dir");
+        let file = dir.path().join("tools.json");
+        std::fs::write(&file, format!("[{TOOL}]")).expect("write");
+        let cache = ToolCache::new(&state, "x", Some(&file)).expect("cache");
+        assert_eq!(cache.before_ready()[0].name, "list_skills");
+        let other: Tool = serde_json::from_str(r#"{"name":"other","inputSchema":{"type":"object"}}"#).expect("tool");
+        cache.store(std::slice::from_ref(&other));
+        let again = ToolCache::new(&state, "x", Some(&file)).expect("cache");
+        assert_eq!(again.before_ready(), vec![other]);
+        let e = ToolCache::new(&state, "x", Some(&dir.path().join("missing.json"))).expect_err("missing file");
+        assert!(e.to_string().contains("cannot read the --tools file"), "{e}");
+    }
+}
