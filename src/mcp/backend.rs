@@ -220,9 +220,16 @@ async fn connect(
     let transport = StreamableHttpClientTransport::with_client(http, StreamableHttpClientTransportConfig::with_uri(url));
     match tokio::time::timeout(timeout, BackendClient { shared }.serve(transport)).await {
         Ok(Ok(client)) => Ok(client),
-        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Err(e)) => Err(plain(&e.to_string())),
         Err(_) => Err(format!("no answer to initialize in {}", tether_core::error::humanize(timeout))),
     }
+}
+
+/// rmcp's errors name the transport's Rust types; keep what a person can act on.
+fn plain(message: &str) -> String {
+    let message = message.rsplit_once("] error: ").map_or(message, |(_, why)| why);
+    let message = message.split(", when send").next().unwrap_or(message);
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 /// Publish the lifecycle's phases and progress while starting.
@@ -240,5 +247,16 @@ async fn observe(mut rx: watch::Receiver<State>, shared: Shared, since: Instant,
         if rx.changed().await.is_err() {
             return;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn transport_type_names_are_dropped_from_errors() {
+        let raw = "Send message error Transport [rmcp::transport::worker::WorkerTransport<rmcp::X<reqwest::Client>>] \
+                   error: unexpected server response: HTTP 404 Not Found: not found\n, when send initialize request";
+        assert_eq!(super::plain(raw), "unexpected server response: HTTP 404 Not Found: not found");
+        assert_eq!(super::plain("connection refused"), "connection refused");
     }
 }

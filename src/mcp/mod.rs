@@ -67,7 +67,7 @@ pub fn plan(mut config: Config) -> Result<(Plan, ProxyOptions)> {
         None => format!("mcp-{:016x}", what_runs_hash(&config)),
     };
     if config.name.is_none() {
-        config.name = Some(format!("{key}-{}", std::process::id()));
+        config.name = Some(format!("mcp-{}", std::process::id()));
     }
     config.port.get_or_insert(PortChoice::Auto);
     config.restart.get_or_insert_with(|| "on-failure".into());

@@ -11,7 +11,8 @@ use tracing_subscriber::registry::LookupSpan;
 
 /// Logs (ours and the backend's) go to stderr; `TETHER_LOG` / `RUST_LOG` filter them.
 pub fn init_tracing(json: bool) {
-    let default = if json { "warn,tether::backend=info" } else { "info" };
+    // rmcp logs every message at info: only its warnings are worth a line.
+    let default = if json { "warn,tether::backend=info" } else { "info,rmcp=warn" };
     let filter = EnvFilter::try_from_env("TETHER_LOG")
         .or_else(|_| EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| EnvFilter::new(default));
