@@ -2,11 +2,13 @@
 //!
 //! What every runner must do, as `pub async fn` checks a runner's tests call with a
 //! [`DemoBackend`] that knows how to run tether's demo backend through that runner;
-//! and a [`fake`] runner for core's own tests. Dev-dependency only.
+//! and a [`fake`] runner for core's own tests; and [`mcp_backend`], a real streamable-HTTP MCP
+//! server (the `tether-mcp-test-backend` binary) to test tether against. Dev-dependency only.
 #![warn(missing_docs)]
 
 pub mod conformance;
 pub mod fake;
+pub mod mcp_backend;
 
 pub use conformance::{DemoBackend, run_all};
 
