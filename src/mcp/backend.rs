@@ -83,7 +83,7 @@ impl ClientHandler for BackendClient {
 /// Why a run ended: the proxy is stopping, or the backend is gone.
 enum Outcome {
     Stop,
-    Gone { ended: Ended, ran: Duration, stderr_tail: Vec<String> },
+    Gone { ended: Ended, ran: Duration, exit_code: Option<i32>, stderr_tail: Vec<String> },
 }
 
 /// Run the backend until `stop`: start, connect, watch, restart per the policy.
@@ -103,10 +103,11 @@ pub(crate) async fn supervise(
             Err(e) => {
                 tracing::error!(instance = %plan.name, error = %e.chain(), "the backend did not start");
                 let stderr_tail = e.stderr_tail().to_vec();
-                Outcome::Gone { ended: Ended::Unhealthy(e.chain()), ran: Duration::ZERO, stderr_tail }
+                let exit_code = e.backend_exit_code();
+                Outcome::Gone { ended: Ended::Unhealthy(e.chain()), ran: Duration::ZERO, exit_code, stderr_tail }
             }
         };
-        let Outcome::Gone { ended, ran, stderr_tail } = outcome else {
+        let Outcome::Gone { ended, ran, exit_code, stderr_tail } = outcome else {
             shared.set(BackendState::Stopped);
             return Ok(());
         };
@@ -115,10 +116,6 @@ pub(crate) async fn supervise(
             other => other.to_string(),
         };
         let Some(wait) = tracker.next(&ended, ran) else {
-            let exit_code = match &ended {
-                Ended::Exited(status) => status.code(),
-                Ended::Unhealthy(_) => None,
-            };
             tracing::error!(instance = %plan.name, %reason, restarts = tracker.total(), "not restarting the backend");
             shared.set(BackendState::Failed { reason, exit_code, stderr_tail });
             // Keep answering the host (with this error) until it goes away.
@@ -200,7 +197,11 @@ async fn run_once(
     let stderr_tail = handle.instance().map(|i| i.logs().tail(10)).unwrap_or_default();
     shared.set(BackendState::Down { reason: ended.to_string(), stderr_tail: stderr_tail.clone(), restart_at: Instant::now() });
     let _ = handle.stop().await;
-    Ok(Outcome::Gone { ended, ran: up_since.elapsed(), stderr_tail })
+    let exit_code = match &ended {
+        Ended::Exited(status) => status.code(),
+        Ended::Unhealthy(_) => None,
+    };
+    Ok(Outcome::Gone { ended, ran: up_since.elapsed(), exit_code, stderr_tail })
 }
 
 /// Connect rmcp's streamable HTTP client (no proxy: the backend is ours, on loopback

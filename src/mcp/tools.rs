@@ -1,5 +1,6 @@
 //! The tools the proxy lists before the backend is ready: the last list the backend
-//! gave (kept in the state directory), else the user's `--tools` file, else none.
+//! gave (kept in the state directory, `mcp-tools/KEY.json`), else the user's `--tools`
+//! file, else none.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -9,7 +10,8 @@ use serde::Deserialize;
 use tether_core::state::StateDir;
 use tether_core::{Error, Result};
 
-/// The tools cache of one instance: `STATE_DIR/KEY.tools.json`.
+/// The tools cache of one instance: `STATE_DIR/mcp-tools/KEY.json` (a directory of its
+/// own: the state directory's top level holds only instance records).
 #[derive(Debug)]
 pub struct ToolCache {
     path: PathBuf,
@@ -61,7 +63,7 @@ impl ToolCache {
     pub fn new(state: &StateDir, key: &str, tools_file: Option<&Path>) -> Result<Self> {
         StateDir::check_name(key)?;
         let from_file = tools_file.map(read_tools_file).transpose()?;
-        let path = state.path().join(format!("{key}.tools.json"));
+        let path = state.path().join("mcp-tools").join(format!("{key}.json"));
         let cached = match std::fs::read_to_string(&path) {
             Ok(text) => match parse_tools(&text) {
                 Ok(tools) => Some(tools),
@@ -91,6 +93,9 @@ impl ToolCache {
         drop(cached);
         let write = || -> std::io::Result<()> {
             let text = serde_json::to_vec_pretty(&serde_json::json!({ "tools": tools }))?;
+            if let Some(dir) = self.path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
             let tmp = self.path.with_extension(format!("json.{}.tmp", std::process::id()));
             std::fs::write(&tmp, text)?;
             std::fs::rename(&tmp, &self.path)

@@ -1,0 +1,388 @@
+//! End to end: `tether mcp-proxy` driven over stdio by a real MCP client (rmcp's, and a
+//! plain JSON-RPC script where the test needs the process's own exit), in front of a
+//! real streamable-HTTP MCP backend built with rmcp (`tether-mcp-test-backend`, with the
+//! claude-skills `/health`).
+//!
+//! Nothing sleeps to synchronise: readiness is gated by a file the test creates
+//! (`--ready-file`), and everything else is awaited with a bounded deadline.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use rmcp::model::{CallToolRequestParams, CallToolResult};
+use rmcp::service::{NotificationContext, RunningService};
+use rmcp::transport::TokioChildProcess;
+use rmcp::{ClientHandler, RoleClient, ServiceError, ServiceExt};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tether_testkit::mcp_backend::mcp_backend_exe;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
+
+/// The bound for anything awaited: only a hung tether reaches it.
+const WAIT: Duration = Duration::from_secs(120);
+/// How long processes may take to disappear after their owner went.
+const GONE: Duration = Duration::from_secs(10);
+
+/// A per-test state directory, working directory and scratch files.
+struct Sandbox {
+    state: TempDir,
+    dir: TempDir,
+}
+
+impl Sandbox {
+    fn new() -> Self {
+        Sandbox {
+            state: tempfile::tempdir().expect("a temporary state directory"),
+            dir: tempfile::tempdir().expect("a temporary directory"),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `tether mcp-proxy ARGS` with this sandbox's state dir and cwd.
+    fn command(&self, args: &[String]) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tether"));
+        cmd.arg("mcp-proxy")
+            .args(args)
+            .env("TETHER_STATE_DIR", self.state.path())
+            .env_remove("TETHER_LOG")
+            .env_remove("RUST_LOG")
+            .current_dir(self.dir.path())
+            .kill_on_drop(true);
+        cmd
+    }
+
+    /// The recorded instance `name` (a JSON object), when there is one.
+    fn record(&self, name: &str) -> Option<Value> {
+        let text = std::fs::read_to_string(self.state.path().join(format!("{name}.json"))).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// Wait until the record of `name` meets `check`; return it.
+    async fn record_where(&self, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(r) = self.record(name).filter(|r| check(r)) {
+                return r;
+            }
+            assert!(Instant::now() < deadline, "the record of '{name}' never showed {what}: {:?}", self.record(name));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// The proxy's arguments for the test backend: `proxy` flags, then the backend's `backend` flags.
+fn proxy_args(proxy: &[&str], backend: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = proxy.iter().map(|s| s.to_string()).collect();
+    args.extend(["--preset", "claude-skills", "--"].map(String::from));
+    args.push(mcp_backend_exe().to_string_lossy().into_owned());
+    args.extend(["--port", "{port}"].map(String::from));
+    args.extend(backend.iter().map(|s| s.to_string()));
+    args
+}
+
+/// The host side: counts `notifications/tools/list_changed`.
+struct Host {
+    changed: mpsc::UnboundedSender<()>,
+}
+
+impl ClientHandler for Host {
+    async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        let _ = self.changed.send(());
+    }
+}
+
+type Client = RunningService<RoleClient, Host>;
+
+/// Start the proxy with rmcp's stdio client (which initializes it).
+async fn connect(sandbox: &Sandbox, args: &[String]) -> (Client, mpsc::UnboundedReceiver<()>) {
+    let (transport, _stderr) = TokioChildProcess::builder(sandbox.command(args))
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start tether mcp-proxy");
+    let (tx, rx) = mpsc::unbounded_channel();
+    let client = tokio::time::timeout(WAIT, Host { changed: tx }.serve(transport))
+        .await
+        .expect("initialize answered in time")
+        .expect("initialize succeeds");
+    (client, rx)
+}
+
+fn object(v: Value) -> serde_json::Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        other => panic!("not an object: {other}"),
+    }
+}
+
+async fn call(client: &Client, tool: &'static str, args: Value) -> Result<CallToolResult, ServiceError> {
+    let params = CallToolRequestParams::new(tool).with_arguments(object(args));
+    tokio::time::timeout(WAIT, client.call_tool(params)).await.expect("the call is answered in time")
+}
+
+fn text_of(result: &CallToolResult) -> String {
+    result.content.iter().filter_map(|b| b.as_text()).map(|t| t.text.as_str()).collect::<Vec<_>>().join("\n")
+}
+
+async fn tool_names(client: &Client) -> Vec<String> {
+    let tools = tokio::time::timeout(WAIT, client.list_all_tools()).await.expect("listed in time").expect("tools/list");
+    tools.into_iter().map(|t| t.name.to_string()).collect()
+}
+
+/// Wait until no process is left in the backend's process group.
+async fn group_gone(record: &Value) {
+    let pgid = record["pgid"].as_i64().or_else(|| record["leader"]["pid"].as_i64()).expect("the record has a pgid");
+    let pgid = i32::try_from(pgid).expect("pgid fits");
+    let deadline = Instant::now() + GONE;
+    while kill(Pid::from_raw(-pgid), None).is_ok() {
+        assert!(Instant::now() < deadline, "process group {pgid} outlived the proxy");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn answers_at_once_lists_cached_tools_then_forwards_once_ready() {
+    let sandbox = Sandbox::new();
+    let ready = sandbox.path("ready");
+    let tools = sandbox.path("tools.json");
+    std::fs::write(
+        &tools,
+        r#"{"tools":[{"name":"list_skills","description":"from the --tools file","inputSchema":{"type":"object"}}]}"#,
+    )
+    .expect("write the tools file");
+    let args = proxy_args(
+        &["--name", "e2e", "--call-wait", "100ms", "--tools", &tools.to_string_lossy()],
+        &["--skills", "4", "--ready-file", &ready.to_string_lossy()],
+    );
+    let (client, mut changed) = connect(&sandbox, &args).await;
+
+    // Initialized while the backend cannot be ready (its ready file does not exist yet).
+    let info = client.peer_info().expect("server info after initialize");
+    let server = info.server_info.clone().expect("server info");
+    assert_eq!(server.name, "tether-mcp-proxy");
+    let tools_cap = info.capabilities.tools.clone().expect("tools capability");
+    assert_eq!(tools_cap.list_changed, Some(true));
+    let record = sandbox.record_where("e2e", "a process group", |r| r["pgid"].is_u64()).await;
+
+    // Before ready: the --tools file's list, and a loading answer with the progress.
+    assert_eq!(tool_names(&client).await, ["list_skills"]);
+    let loading = call(&client, "find_helpful_skills", json!({"task_description": "x"})).await.expect("a result");
+    assert_eq!(loading.is_error, Some(true), "{loading:?}");
+    let text = text_of(&loading);
+    assert!(text.contains("still starting") && text.contains("1 loaded"), "{text}");
+
+    // Ready: the host is told the list changed, and sees the backend's own.
+    std::fs::write(&ready, "").expect("create the ready file");
+    tokio::time::timeout(WAIT, changed.recv()).await.expect("list_changed in time").expect("list_changed");
+    assert_eq!(tool_names(&client).await, ["list_skills", "find_helpful_skills"]);
+    let found = call(&client, "find_helpful_skills", json!({"task_description": "write a haiku", "top_k": 2}))
+        .await
+        .expect("forwarded");
+    assert_ne!(found.is_error, Some(true), "{found:?}");
+    assert!(text_of(&found).contains("top 2 skills for: write a haiku"), "{}", text_of(&found));
+    let listed = call(&client, "list_skills", json!({})).await.expect("forwarded");
+    assert_eq!(text_of(&listed).lines().count(), 4, "{}", text_of(&listed));
+
+    // The backend's own protocol errors reach the host as they are.
+    match call(&client, "no_such_tool", json!({})).await {
+        Err(ServiceError::McpError(e)) => assert!(e.message.contains("no_such_tool"), "{e:?}"),
+        other => panic!("an unknown tool must be the backend's MCP error: {other:?}"),
+    }
+
+    // The list is cached for the next start of this instance.
+    let cached = std::fs::read_to_string(sandbox.state.path().join("mcp-tools").join("e2e.json")).expect("the tools cache");
+    assert!(cached.contains("find_helpful_skills"), "{cached}");
+
+    // The host goes away: the backend goes with it.
+    let _ = client.cancel().await;
+    group_gone(&record).await;
+}
+
+#[tokio::test]
+async fn a_crashed_backend_is_restarted_and_calls_work_again() {
+    let sandbox = Sandbox::new();
+    let args = proxy_args(&["--name", "crash", "--call-wait", "120s"], &["--exit-after-calls", "1"]);
+    let (client, _changed) = connect(&sandbox, &args).await;
+    let first = call(&client, "list_skills", json!({})).await.expect("forwarded");
+    assert_ne!(first.is_error, Some(true), "{first:?}");
+    let before = sandbox.record("crash").expect("a record")["pgid"].clone();
+    // It exits with code 3 after that answer; on-failure (the proxy's default) restarts it.
+    let after = sandbox.record_where("crash", "a restart", |r| r["restarts"] == json!(1)).await;
+    assert_ne!(after["pgid"], before, "a new backend process group");
+    let second = call(&client, "find_helpful_skills", json!({"task_description": "again"})).await.expect("forwarded");
+    assert_ne!(second.is_error, Some(true), "{second:?}");
+    assert!(text_of(&second).contains("again"), "{}", text_of(&second));
+    let _ = client.cancel().await;
+    group_gone(&after).await;
+}
+
+#[tokio::test]
+async fn the_cached_list_is_served_before_ready_and_a_changed_one_is_announced() {
+    let sandbox = Sandbox::new();
+    // First run: variant a (2 tools), listed and cached.
+    let (client, _changed) = connect(&sandbox, &proxy_args(&["--name", "cache"], &[])).await;
+    let first = call(&client, "list_skills", json!({})).await.expect("forwarded");
+    assert_ne!(first.is_error, Some(true), "{first:?}");
+    let record = sandbox.record("cache").expect("a record");
+    let _ = client.cancel().await;
+    group_gone(&record).await;
+
+    // Second run: variant b (3 tools), not ready until the test says so.
+    let ready = sandbox.path("ready");
+    let args = proxy_args(&["--name", "cache"], &["--tools-variant", "b", "--ready-file", &ready.to_string_lossy()]);
+    let (client, mut changed) = connect(&sandbox, &args).await;
+    assert_eq!(tool_names(&client).await, ["list_skills", "find_helpful_skills"], "the cached list");
+    std::fs::write(&ready, "").expect("create the ready file");
+    tokio::time::timeout(WAIT, changed.recv()).await.expect("list_changed in time").expect("list_changed");
+    assert_eq!(tool_names(&client).await, ["list_skills", "find_helpful_skills", "read_skill_document"]);
+    let record = sandbox.record("cache").expect("a record");
+    let _ = client.cancel().await;
+    group_gone(&record).await;
+}
+
+/// A JSON-RPC script over the proxy's stdin/stdout, for what rmcp's client hides: the
+/// proxy's own exit status.
+struct Script {
+    child: tokio::process::Child,
+    stdin: Option<tokio::process::ChildStdin>,
+    stdout: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+}
+
+impl Script {
+    fn start(sandbox: &Sandbox, args: &[String]) -> Self {
+        let mut child = sandbox
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start tether mcp-proxy");
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        Script { child, stdin, stdout }
+    }
+
+    async fn send(&mut self, message: Value) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        let mut line = message.to_string();
+        line.push('\n');
+        stdin.write_all(line.as_bytes()).await.expect("write to the proxy");
+        stdin.flush().await.expect("flush");
+    }
+
+    /// The answer to request `id` (notifications in between are skipped).
+    async fn answer(&mut self, id: u64) -> Value {
+        loop {
+            let line = tokio::time::timeout(WAIT, self.stdout.next_line())
+                .await
+                .expect("an answer in time")
+                .expect("read stdout")
+                .expect("stdout open");
+            let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("stdout is not JSON-RPC ({e}): {line}"));
+            if v["id"] == json!(id) {
+                return v;
+            }
+        }
+    }
+
+    async fn initialize(&mut self) -> Value {
+        self.send(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "script", "version": "1"}}}))
+            .await;
+        let answer = self.answer(1).await;
+        self.send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).await;
+        answer
+    }
+
+    async fn exit_code(&mut self) -> Option<i32> {
+        let status = tokio::time::timeout(WAIT, self.child.wait()).await.expect("the proxy exits in time");
+        status.expect("wait for the proxy").code()
+    }
+}
+
+#[tokio::test]
+async fn stdin_eof_stops_the_backend_and_exits_0() {
+    let sandbox = Sandbox::new();
+    let mut script = Script::start(&sandbox, &proxy_args(&["--name", "eof", "--call-wait", "120s"], &[]));
+    let init = script.initialize().await;
+    assert_eq!(init["result"]["serverInfo"]["name"], "tether-mcp-proxy", "{init}");
+    script
+        .send(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+            "params": {"name": "find_helpful_skills", "arguments": {"task_description": "eof"}}}))
+        .await;
+    let answer = script.answer(2).await;
+    assert!(answer["result"]["content"][0]["text"].as_str().is_some_and(|t| t.contains("eof")), "{answer}");
+    let record = sandbox.record("eof").expect("a record while it runs");
+    script.stdin = None; // EOF
+    assert_eq!(script.exit_code().await, Some(0));
+    group_gone(&record).await;
+    assert!(sandbox.record("eof").is_none(), "the record is removed on a clean stop");
+}
+
+#[tokio::test]
+async fn sigterm_while_loading_stops_the_backend_and_exits_0() {
+    let sandbox = Sandbox::new();
+    let never = sandbox.path("never");
+    let args = proxy_args(&["--name", "term"], &["--ready-file", &never.to_string_lossy()]);
+    let mut script = Script::start(&sandbox, &args);
+    script.initialize().await;
+    let record = sandbox.record_where("term", "a process group", |r| r["pgid"].is_u64()).await;
+    let pid = script.child.id().expect("the proxy's pid");
+    kill(Pid::from_raw(i32::try_from(pid).expect("pid fits")), Signal::SIGTERM).expect("SIGTERM the proxy");
+    assert_eq!(script.exit_code().await, Some(0));
+    group_gone(&record).await;
+}
+
+#[tokio::test]
+async fn a_backend_that_cannot_start_is_explained_to_the_host() {
+    let sandbox = Sandbox::new();
+    // A bad value: the backend's own argument parser rejects it and exits 2.
+    let args = proxy_args(&["--name", "bad", "--restart", "no"], &["--skills", "many"]);
+    let mut script = Script::start(&sandbox, &args);
+    script.initialize().await;
+    script
+        .send(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "list_skills", "arguments": {}}}))
+        .await;
+    let answer = script.answer(2).await;
+    assert_eq!(answer["result"]["isError"], json!(true), "{answer}");
+    let text = answer["result"]["content"][0]["text"].as_str().unwrap_or_default().to_string();
+    assert!(text.contains("will not be restarted"), "{text}");
+    assert!(text.contains("exit code 2"), "{text}");
+    assert!(text.contains("many"), "the backend's own complaint is shown: {text}");
+    script.stdin = None;
+    assert_eq!(script.exit_code().await, Some(0));
+}
+
+/// Bad input: a clear message on stderr and exit code 2, before anything starts.
+fn refused(sandbox: &Sandbox, args: &[&str], expect: &str) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+        .arg("mcp-proxy")
+        .args(args)
+        .env("TETHER_STATE_DIR", sandbox.state.path())
+        .current_dir(sandbox.dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run tether mcp-proxy");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+    assert!(stderr.contains(expect), "{args:?}: expected `{expect}` in: {stderr}");
+    assert!(out.stdout.is_empty(), "nothing on stdout (the protocol): {}", String::from_utf8_lossy(&out.stdout));
+}
+
+#[test]
+fn bad_input_is_refused_with_a_clear_message() {
+    let sandbox = Sandbox::new();
+    refused(&sandbox, &[], "mcp-proxy needs a backend to run");
+    refused(&sandbox, &["--mcp-path", "mcp", "--", "srv"], "the path must start with `/`");
+    let bad = sandbox.path("bad.json");
+    std::fs::write(&bad, r#"{"tool": []}"#).expect("write");
+    refused(&sandbox, &["--tools", &bad.to_string_lossy(), "--", "srv"], "missing field `tools`");
+    refused(&sandbox, &["--tools", "/nonexistent/tools.json", "--", "srv"], "cannot read the --tools file");
+    refused(&sandbox, &["--call-wait", "soon", "--", "srv"], "soon");
+}
