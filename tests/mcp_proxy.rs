@@ -196,7 +196,8 @@ async fn answers_at_once_lists_cached_tools_then_forwards_once_ready() {
     }
 
     // The list is cached for the next start of this instance.
-    let cached = std::fs::read_to_string(sandbox.state.path().join("mcp-tools").join("e2e.json")).expect("the tools cache");
+    let cached =
+        std::fs::read_to_string(sandbox.state.path().join("mcp-tools").join("e2e.json")).expect("the tools cache");
     assert!(cached.contains("find_helpful_skills"), "{cached}");
 
     // The host goes away: the backend goes with it.
@@ -284,7 +285,8 @@ impl Script {
                 .expect("an answer in time")
                 .expect("read stdout")
                 .expect("stdout open");
-            let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("stdout is not JSON-RPC ({e}): {line}"));
+            let v: Value =
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("stdout is not JSON-RPC ({e}): {line}"));
             if v["id"] == json!(id) {
                 return v;
             }

@@ -195,7 +195,11 @@ async fn run_once(
     };
     let ended = ended.unwrap_or_else(|e| Ended::Unhealthy(e.chain()));
     let stderr_tail = handle.instance().map(|i| i.logs().tail(10)).unwrap_or_default();
-    shared.set(BackendState::Down { reason: ended.to_string(), stderr_tail: stderr_tail.clone(), restart_at: Instant::now() });
+    shared.set(BackendState::Down {
+        reason: ended.to_string(),
+        stderr_tail: stderr_tail.clone(),
+        restart_at: Instant::now(),
+    });
     let _ = handle.stop().await;
     let exit_code = match &ended {
         Ended::Exited(status) => status.code(),
@@ -218,7 +222,8 @@ async fn connect(
         .pool_max_idle_per_host(0)
         .build()
         .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-    let transport = StreamableHttpClientTransport::with_client(http, StreamableHttpClientTransportConfig::with_uri(url));
+    let transport =
+        StreamableHttpClientTransport::with_client(http, StreamableHttpClientTransportConfig::with_uri(url));
     match tokio::time::timeout(timeout, BackendClient { shared }.serve(transport)).await {
         Ok(Ok(client)) => Ok(client),
         Ok(Err(e)) => Err(plain(&e.to_string())),

@@ -41,14 +41,7 @@ impl Shared {
             since: Instant::now(),
             restarts: 0,
         });
-        Shared(Arc::new(Inner {
-            name,
-            state,
-            cache,
-            call_wait,
-            host: Mutex::new(None),
-            served: Mutex::new(None),
-        }))
+        Shared(Arc::new(Inner { name, state, cache, call_wait, host: Mutex::new(None), served: Mutex::new(None) }))
     }
 
     pub(crate) fn set(&self, state: BackendState) {

@@ -86,13 +86,9 @@ impl ProxyOptions {
         if !mcp_path.starts_with('/') {
             return Err(Error::config(format!("bad --mcp-path `{mcp_path}`: the path must start with `/`, e.g. /mcp")));
         }
-        let call_wait = crate::config::duration("call-wait", plan.config.call_wait.as_deref(), Duration::from_secs(30))?;
-        Ok(ProxyOptions {
-            mcp_path,
-            tools_file: plan.config.tools.clone(),
-            call_wait,
-            cache_key: plan.name.clone(),
-        })
+        let call_wait =
+            crate::config::duration("call-wait", plan.config.call_wait.as_deref(), Duration::from_secs(30))?;
+        Ok(ProxyOptions { mcp_path, tools_file: plan.config.tools.clone(), call_wait, cache_key: plan.name.clone() })
     }
 }
 
@@ -132,13 +128,7 @@ pub async fn serve_stdio(
     let cache = ToolCache::new(&state, &options.cache_key, options.tools_file.as_deref())?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let shared = front::Shared::new(plan.name.clone(), cache, options.call_wait);
-    let supervisor = tokio::spawn(backend::supervise(
-        plan,
-        ensure,
-        options.mcp_path.clone(),
-        shared.clone(),
-        stop_rx,
-    ));
+    let supervisor = tokio::spawn(backend::supervise(plan, ensure, options.mcp_path.clone(), shared.clone(), stop_rx));
     let server = front::Front::new(shared.clone());
     let served = async {
         // `serve` returns once the host has initialized; then wait for the end of stdin.
@@ -157,6 +147,8 @@ pub async fn serve_stdio(
     let _ = stop_tx.send(true);
     match supervisor.await {
         Ok(result) => result,
-        Err(e) => Err(Error::Runner { message: format!("the backend supervisor failed: {e}"), stderr_tail: Vec::new() }),
+        Err(e) => {
+            Err(Error::Runner { message: format!("the backend supervisor failed: {e}"), stderr_tail: Vec::new() })
+        }
     }
 }
