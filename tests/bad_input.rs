@@ -157,3 +157,14 @@ fn down_of_an_unknown_name_points_to_status() {
 fn bad_env_flag_shows_the_form() {
     expect(&Case::new(), &["up", "--env", "NOVALUE"], 2, "write KEY=VALUE");
 }
+
+/// The README's `tether.toml` example is a valid config: the docs stay true.
+#[test]
+fn the_readme_config_example_parses() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README.md");
+    let start = readme.find("```toml\n").expect("a toml block in the README") + "```toml\n".len();
+    let end = start + readme[start..].find("```").expect("the end of the toml block");
+    let config = tether::Config::from_toml(&readme[start..end]).expect("the README's tether.toml parses");
+    assert_eq!(config.mcp_path.as_deref(), Some("/mcp"));
+    config.plan().expect("the README's tether.toml is a valid plan");
+}
