@@ -388,3 +388,37 @@ fn bad_input_is_refused_with_a_clear_message() {
     refused(&sandbox, &["--tools", "/nonexistent/tools.json", "--", "srv"], "cannot read the --tools file");
     refused(&sandbox, &["--call-wait", "soon", "--", "srv"], "soon");
 }
+
+#[tokio::test]
+async fn a_detached_instance_it_reused_is_left_running() {
+    let sandbox = Sandbox::new();
+    let backend = mcp_backend_exe().to_string_lossy().into_owned();
+    // `tether up --detach` of the same backend, then a proxy with the same name and arguments.
+    let detach = tokio::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["up", "--detach", "--name", "kept", "--port", "auto", "--preset", "claude-skills", "--"])
+        .args([backend.as_str(), "--port", "{port}"])
+        .env("TETHER_STATE_DIR", sandbox.state.path())
+        .current_dir(sandbox.dir.path())
+        .stdin(Stdio::null())
+        .output();
+    let detach = tokio::time::timeout(WAIT, detach).await.expect("up --detach in time").expect("run tether up");
+    assert!(detach.status.success(), "{}", String::from_utf8_lossy(&detach.stderr));
+    let before = sandbox.record("kept").expect("the detached record");
+
+    let (client, _changed) = connect(&sandbox, &proxy_args(&["--name", "kept"], &[])).await;
+    let found = call(&client, "find_helpful_skills", json!({"task_description": "reuse"})).await.expect("forwarded");
+    assert_ne!(found.is_error, Some(true), "{found:?}");
+    assert_eq!(sandbox.record("kept").expect("still recorded")["pgid"], before["pgid"], "reused, not restarted");
+    let _ = client.cancel().await;
+
+    // The proxy is gone; the instance it did not start is still there, and healthy.
+    let pgid = i32::try_from(before["pgid"].as_i64().expect("pgid")).expect("pgid fits");
+    assert!(kill(Pid::from_raw(-pgid), None).is_ok(), "the detached backend must survive the proxy");
+    let down = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["down", "--name", "kept"])
+        .env("TETHER_STATE_DIR", sandbox.state.path())
+        .output()
+        .expect("run tether down");
+    assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
+    group_gone(&before).await;
+}

@@ -187,6 +187,12 @@ async fn run_once(
     let _ = client.cancel().await;
     let Some(ended) = ended else {
         shared.set(BackendState::Stopped);
+        if handle.reused() {
+            // Not ours: it ran detached before this proxy (same `--name`), and stays.
+            tracing::info!(instance = %plan.name, "left the backend running: it was running (detached) before");
+            handle.release();
+            return Ok(Outcome::Stop);
+        }
         match handle.stop().await {
             Ok(how) => tracing::info!(instance = %plan.name, killed = how.was_killed(), "stopped the backend"),
             Err(e) => tracing::warn!(instance = %plan.name, error = %e.chain(), "stopping the backend failed"),
