@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use rmcp::model::{CallToolRequestParams, CallToolResult};
+use rmcp::model::{CallToolRequestParams, CallToolResult, ProgressNotificationParam};
 use rmcp::service::{NotificationContext, RunningService};
 use rmcp::transport::TokioChildProcess;
 use rmcp::{ClientHandler, RoleClient, ServiceError, ServiceExt};
@@ -87,31 +87,43 @@ fn proxy_args(proxy: &[&str], backend: &[&str]) -> Vec<String> {
     args
 }
 
-/// The host side: counts `notifications/tools/list_changed`.
+/// The host side: passes on `notifications/tools/list_changed` and progress notifications.
 struct Host {
     changed: mpsc::UnboundedSender<()>,
+    progress: mpsc::UnboundedSender<ProgressNotificationParam>,
 }
 
 impl ClientHandler for Host {
     async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
         let _ = self.changed.send(());
     }
+
+    async fn on_progress(&self, params: ProgressNotificationParam, _context: NotificationContext<RoleClient>) {
+        let _ = self.progress.send(params);
+    }
+}
+
+/// What the host was told.
+struct Events {
+    changed: mpsc::UnboundedReceiver<()>,
+    progress: mpsc::UnboundedReceiver<ProgressNotificationParam>,
 }
 
 type Client = RunningService<RoleClient, Host>;
 
 /// Start the proxy with rmcp's stdio client (which initializes it).
-async fn connect(sandbox: &Sandbox, args: &[String]) -> (Client, mpsc::UnboundedReceiver<()>) {
+async fn connect(sandbox: &Sandbox, args: &[String]) -> (Client, Events) {
     let (transport, _stderr) = TokioChildProcess::builder(sandbox.command(args))
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start tether mcp-proxy");
-    let (tx, rx) = mpsc::unbounded_channel();
-    let client = tokio::time::timeout(WAIT, Host { changed: tx }.serve(transport))
+    let (changed, changed_rx) = mpsc::unbounded_channel();
+    let (progress, progress_rx) = mpsc::unbounded_channel();
+    let client = tokio::time::timeout(WAIT, Host { changed, progress }.serve(transport))
         .await
         .expect("initialize answered in time")
         .expect("initialize succeeds");
-    (client, rx)
+    (client, Events { changed: changed_rx, progress: progress_rx })
 }
 
 fn object(v: Value) -> serde_json::Map<String, Value> {
@@ -160,7 +172,7 @@ async fn answers_at_once_lists_cached_tools_then_forwards_once_ready() {
         &["--name", "e2e", "--call-wait", "100ms", "--tools", &tools.to_string_lossy()],
         &["--skills", "4", "--ready-file", &ready.to_string_lossy()],
     );
-    let (client, mut changed) = connect(&sandbox, &args).await;
+    let (client, mut events) = connect(&sandbox, &args).await;
 
     // Initialized while the backend cannot be ready (its ready file does not exist yet).
     let info = client.peer_info().expect("server info after initialize");
@@ -179,7 +191,7 @@ async fn answers_at_once_lists_cached_tools_then_forwards_once_ready() {
 
     // Ready: the host is told the list changed, and sees the backend's own.
     std::fs::write(&ready, "").expect("create the ready file");
-    tokio::time::timeout(WAIT, changed.recv()).await.expect("list_changed in time").expect("list_changed");
+    tokio::time::timeout(WAIT, events.changed.recv()).await.expect("list_changed in time").expect("list_changed");
     assert_eq!(tool_names(&client).await, ["list_skills", "find_helpful_skills"]);
     let found = call(&client, "find_helpful_skills", json!({"task_description": "write a haiku", "top_k": 2}))
         .await
@@ -188,6 +200,14 @@ async fn answers_at_once_lists_cached_tools_then_forwards_once_ready() {
     assert!(text_of(&found).contains("top 2 skills for: write a haiku"), "{}", text_of(&found));
     let listed = call(&client, "list_skills", json!({})).await.expect("forwarded");
     assert_eq!(text_of(&listed).lines().count(), 4, "{}", text_of(&listed));
+    // The backend's progress for that call reached the host (under the host's own token).
+    loop {
+        let p = tokio::time::timeout(WAIT, events.progress.recv()).await.expect("progress in time").expect("progress");
+        if p.message.as_deref() == Some("skill-4") {
+            assert_eq!((p.progress, p.total), (4.0, Some(4.0)), "{p:?}");
+            break;
+        }
+    }
 
     // The backend's own protocol errors reach the host as they are.
     match call(&client, "no_such_tool", json!({})).await {
@@ -209,7 +229,7 @@ async fn answers_at_once_lists_cached_tools_then_forwards_once_ready() {
 async fn a_crashed_backend_is_restarted_and_calls_work_again() {
     let sandbox = Sandbox::new();
     let args = proxy_args(&["--name", "crash", "--call-wait", "120s"], &["--exit-after-calls", "1"]);
-    let (client, _changed) = connect(&sandbox, &args).await;
+    let (client, _events) = connect(&sandbox, &args).await;
     let first = call(&client, "list_skills", json!({})).await.expect("forwarded");
     assert_ne!(first.is_error, Some(true), "{first:?}");
     let before = sandbox.record("crash").expect("a record")["pgid"].clone();
@@ -227,7 +247,7 @@ async fn a_crashed_backend_is_restarted_and_calls_work_again() {
 async fn the_cached_list_is_served_before_ready_and_a_changed_one_is_announced() {
     let sandbox = Sandbox::new();
     // First run: variant a (2 tools), listed and cached.
-    let (client, _changed) = connect(&sandbox, &proxy_args(&["--name", "cache"], &[])).await;
+    let (client, _events) = connect(&sandbox, &proxy_args(&["--name", "cache"], &[])).await;
     let first = call(&client, "list_skills", json!({})).await.expect("forwarded");
     assert_ne!(first.is_error, Some(true), "{first:?}");
     let record = sandbox.record("cache").expect("a record");
@@ -237,10 +257,10 @@ async fn the_cached_list_is_served_before_ready_and_a_changed_one_is_announced()
     // Second run: variant b (3 tools), not ready until the test says so.
     let ready = sandbox.path("ready");
     let args = proxy_args(&["--name", "cache"], &["--tools-variant", "b", "--ready-file", &ready.to_string_lossy()]);
-    let (client, mut changed) = connect(&sandbox, &args).await;
+    let (client, mut events) = connect(&sandbox, &args).await;
     assert_eq!(tool_names(&client).await, ["list_skills", "find_helpful_skills"], "the cached list");
     std::fs::write(&ready, "").expect("create the ready file");
-    tokio::time::timeout(WAIT, changed.recv()).await.expect("list_changed in time").expect("list_changed");
+    tokio::time::timeout(WAIT, events.changed.recv()).await.expect("list_changed in time").expect("list_changed");
     assert_eq!(tool_names(&client).await, ["list_skills", "find_helpful_skills", "read_skill_document"]);
     let record = sandbox.record("cache").expect("a record");
     let _ = client.cancel().await;
@@ -405,7 +425,7 @@ async fn a_detached_instance_it_reused_is_left_running() {
     assert!(detach.status.success(), "{}", String::from_utf8_lossy(&detach.stderr));
     let before = sandbox.record("kept").expect("the detached record");
 
-    let (client, _changed) = connect(&sandbox, &proxy_args(&["--name", "kept"], &[])).await;
+    let (client, _events) = connect(&sandbox, &proxy_args(&["--name", "kept"], &[])).await;
     let found = call(&client, "find_helpful_skills", json!({"task_description": "reuse"})).await.expect("forwarded");
     assert_ne!(found.is_error, Some(true), "{found:?}");
     assert_eq!(sandbox.record("kept").expect("still recorded")["pgid"], before["pgid"], "reused, not restarted");

@@ -2,15 +2,18 @@
 //! configuration at once, lists tools from the backend or the cache, and forwards
 //! `tools/call` to the backend once it is ready.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation, InitializeRequestParams,
-    InitializeResult, ListToolsResult, PaginatedRequestParams, ServerCapabilities, ServerConfig, Tool,
+    CallToolRequest, CallToolRequestParams, CallToolResponse, CallToolResult, CancelledNotificationParam,
+    ClientRequest, ContentBlock, Implementation, InitializeRequestParams, InitializeResult, ListToolsResult,
+    PaginatedRequestParams, ProgressNotificationParam, ProgressToken, ServerCapabilities, ServerConfig, ServerResult,
+    Tool,
 };
-use rmcp::service::{NotificationContext, RequestContext};
+use rmcp::service::{NotificationContext, PeerRequestOptions, RequestContext};
 use rmcp::{ErrorData, Peer, RoleClient, RoleServer, ServerHandler, ServiceError};
 use tether_core::error::humanize;
 use tokio::sync::watch;
@@ -31,6 +34,8 @@ struct Inner {
     host: Mutex<Option<Peer<RoleServer>>>,
     /// The last tool list the host was given.
     served: Mutex<Option<Vec<Tool>>>,
+    /// Calls in flight that want progress: the backend's token → the host's.
+    progress: Mutex<HashMap<ProgressToken, ProgressToken>>,
 }
 
 impl Shared {
@@ -41,7 +46,15 @@ impl Shared {
             since: Instant::now(),
             restarts: 0,
         });
-        Shared(Arc::new(Inner { name, state, cache, call_wait, host: Mutex::new(None), served: Mutex::new(None) }))
+        Shared(Arc::new(Inner {
+            name,
+            state,
+            cache,
+            call_wait,
+            host: Mutex::new(None),
+            served: Mutex::new(None),
+            progress: Mutex::new(HashMap::new()),
+        }))
     }
 
     pub(crate) fn set(&self, state: BackendState) {
@@ -77,6 +90,51 @@ impl Shared {
         };
         if differs {
             self.tools_changed().await;
+        }
+    }
+
+    /// Pass a progress notification of a forwarded call on to the host, under the host's
+    /// own token (rmcp's client gives each request a token of its own).
+    pub(crate) async fn progress(&self, mut params: ProgressNotificationParam) {
+        let host_token = self.0.progress.lock().unwrap_or_else(|p| p.into_inner()).get(&params.progress_token).cloned();
+        if let (Some(token), Some(host)) = (host_token, self.host()) {
+            params.progress_token = token;
+            if let Err(e) = host.notify_progress(params).await {
+                tracing::debug!(error = %e, "cannot pass a progress notification on to the host");
+            }
+        }
+    }
+
+    /// Forward a call whose host asked for progress: the backend's progress notifications
+    /// for it go to the host under the host's token; a cancel by the host reaches the backend.
+    async fn call_with_progress(
+        &self,
+        peer: &Peer<RoleClient>,
+        request: CallToolRequestParams,
+        host_token: ProgressToken,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ServiceError> {
+        let request = ClientRequest::CallToolRequest(CallToolRequest::new(request));
+        let handle = peer.send_request_with_option(request, PeerRequestOptions::no_options()).await?;
+        let token = handle.progress_token.clone();
+        let id = handle.id.clone();
+        self.0.progress.lock().unwrap_or_else(|p| p.into_inner()).insert(token.clone(), host_token);
+        let answer = tokio::select! {
+            answer = handle.await_response() => Some(answer),
+            _ = context.ct.cancelled() => None,
+        };
+        self.0.progress.lock().unwrap_or_else(|p| p.into_inner()).remove(&token);
+        match answer {
+            Some(Ok(ServerResult::CallToolResult(r))) => Ok(CallToolResponse::Complete(r)),
+            Some(Ok(ServerResult::InputRequiredResult(r))) => Ok(CallToolResponse::InputRequired(r)),
+            Some(Ok(ServerResult::CreateTaskResult(r))) => Ok(CallToolResponse::Task(r)),
+            Some(Ok(_)) => Err(ServiceError::UnexpectedResponse),
+            Some(Err(e)) => Err(e),
+            None => {
+                let cancel = CancelledNotificationParam::new(Some(id), Some("cancelled by the MCP host".into()));
+                let _ = peer.notify_cancelled(cancel).await;
+                Err(ServiceError::Cancelled { reason: Some("cancelled by the MCP host".into()) })
+            }
         }
     }
 
@@ -213,7 +271,11 @@ impl ServerHandler for Front {
             return Ok(self.shared.unavailable(&state).into());
         };
         let tool = request.name.clone();
-        match peer.call_tool_once(request).await {
+        let forwarded = match context.meta.get_progress_token() {
+            Some(host_token) => self.shared.call_with_progress(peer, request, host_token, &context).await,
+            None => peer.call_tool_once(request).await,
+        };
+        match forwarded {
             Ok(response) => Ok(response),
             // The backend's own protocol error (unknown tool, bad arguments): the host sees it as is.
             Err(ServiceError::McpError(e)) => Err(e),

@@ -462,10 +462,22 @@ impl ServerHandler for Backend {
     async fn call_tool(
         &self,
         request: CallToolRequestParams,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let name = request.name.as_ref();
         eprintln!("call {name}");
+        // `list_skills` reports progress, one notification per skill, when the caller asks
+        // (a `progressToken` in `_meta`): what a long-running tool of a real backend does.
+        if name == "list_skills"
+            && let Some(token) = context.meta.get_progress_token()
+        {
+            for i in 1..=self.shared.skills {
+                let progress = rmcp::model::ProgressNotificationParam::new(token.clone(), i as f64)
+                    .with_total(self.shared.skills as f64)
+                    .with_message(format!("skill-{i}"));
+                let _ = context.peer.notify_progress(progress).await;
+            }
+        }
         let args = request.arguments.clone().unwrap_or_default();
         let answer = self.answer(name, &args);
         self.shared.count_call();
