@@ -442,3 +442,29 @@ async fn a_detached_instance_it_reused_is_left_running() {
     assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
     group_gone(&before).await;
 }
+
+#[tokio::test]
+async fn concurrent_calls_are_each_answered_with_their_own_result() {
+    let sandbox = Sandbox::new();
+    let (client, _events) = connect(&sandbox, &proxy_args(&["--name", "many", "--call-wait", "120s"], &[])).await;
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..32 {
+        let peer = client.peer().clone();
+        calls.spawn(async move {
+            let args = object(json!({"task_description": format!("task {i}"), "top_k": 1}));
+            let result = peer.call_tool(CallToolRequestParams::new("find_helpful_skills").with_arguments(args)).await;
+            (i, result)
+        });
+    }
+    let mut answered = 0;
+    while let Some(joined) = tokio::time::timeout(WAIT, calls.join_next()).await.expect("all answered in time") {
+        let (i, result) = joined.expect("the call task");
+        let result = result.expect("forwarded");
+        assert!(text_of(&result).contains(&format!("top 1 skills for: task {i}\n")), "call {i}: {}", text_of(&result));
+        answered += 1;
+    }
+    assert_eq!(answered, 32);
+    let record = sandbox.record("many").expect("a record");
+    let _ = client.cancel().await;
+    group_gone(&record).await;
+}
