@@ -1,5 +1,6 @@
-//! What every measurement shares: the `tether` binary (demo backend and guard), launching
-//! a demo backend through the library, the backend's `/stats`, clocks and `/proc` readings.
+//! What every measurement shares: the `tether` binary (demo backend and guard) and the MCP
+//! test backend (item 10), launching a demo backend through the library, the backend's
+//! `/stats`, clocks and `/proc` readings.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,23 +25,36 @@ pub fn workspace_root() -> PathBuf {
 
 /// Build the release `tether` binary (unless `skip_build`) and return its path.
 pub fn tether_binary(skip_build: bool) -> BenchResult<PathBuf> {
+    release_binary(skip_build, "tether", &["build", "--release", "--bin", "tether"])
+}
+
+/// Build the release MCP test backend `tether-mcp-test-backend` of `tether-testkit`
+/// (unless `skip_build`) and return its path (item 10).
+pub fn mcp_backend_binary(skip_build: bool) -> BenchResult<PathBuf> {
+    let build = ["build", "--release", "-p", "tether-testkit", "--bin", "tether-mcp-test-backend"];
+    release_binary(skip_build, "tether-mcp-test-backend", &build)
+}
+
+/// `cargo BUILD…` in the workspace (unless `skip_build`), then `target/release/NAME`.
+fn release_binary(skip_build: bool, name: &str, build: &[&str]) -> BenchResult<PathBuf> {
     let root = workspace_root();
+    let command = format!("cargo {}", build.join(" "));
     if !skip_build {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        eprintln!("building the release tether binary (cargo build --release --bin tether)…");
+        eprintln!("building the release {name} binary ({command})…");
         let status = Command::new(cargo)
-            .args(["build", "--release", "--bin", "tether"])
+            .args(build)
             .current_dir(&root)
             .status()
-            .ctx("cannot run cargo to build the tether binary")?;
+            .ctx(format!("cannot run cargo to build the {name} binary"))?;
         if !status.success() {
-            return fail(format!("`cargo build --release --bin tether` failed ({status})"));
+            return fail(format!("`{command}` failed ({status})"));
         }
     }
     let target = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
-    let exe = target.join("release").join("tether");
+    let exe = target.join("release").join(name);
     if !exe.is_file() {
-        return fail(format!("{} not found; build it with `cargo build --release --bin tether`", exe.display()));
+        return fail(format!("{} not found; build it with `{command}`", exe.display()));
     }
     exe.canonicalize().ctx(format!("cannot resolve {}", exe.display()))
 }

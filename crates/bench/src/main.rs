@@ -3,15 +3,21 @@
 //! The benchmark of tether (issue 6): every figure measured in one run on this machine
 //! against the demo backend (`tether demo-backend`), reported as min / median / max of
 //! several repetitions with its target, as a Markdown table on stdout and as JSON.
+//! Item 10 measures `tether mcp-proxy` in front of the MCP test backend
+//! (`tether-mcp-test-backend` of `tether-testkit`): process start → `initialize` answer,
+//! and the per-call forwarding overhead over rmcp's HTTP client calling the backend directly.
 //!
 //! ```sh
 //! cargo run --release -p tether-bench                 # builds target/release/tether first
 //! cargo run --release -p tether-bench -- --quick      # fewer repetitions
 //! cargo run --release -p tether-bench -- --only 1,5   # some items only
+//! cargo run --release -p tether-bench -- --only 10    # mcp-proxy only
 //! ```
 //!
-//! Options: `--quick`, `--skip-build` (use the existing `target/release/tether`),
-//! `--only N,N,…` (items 1–9), `--out PATH` (default `target/bench/results.json`).
+//! Options: `--quick`, `--skip-build` (use the existing `target/release/tether` and, for
+//! item 10, `target/release/tether-mcp-test-backend`; otherwise both are built first, the
+//! test backend only when item 10 runs), `--only N,N,…` (items 1–10), `--out PATH`
+//! (default `target/bench/results.json`).
 //!
 //! No tracing subscriber is installed: the relay's per-line tracing event costs only the
 //! disabled-callsite check here (a real consumer, like `tether up`, pays for formatting).
@@ -37,6 +43,13 @@ struct Options {
     out: PathBuf,
 }
 
+impl Options {
+    /// Whether item `item` is to be measured.
+    fn wanted(&self, item: u8) -> bool {
+        self.only.as_ref().is_none_or(|l| l.contains(&item))
+    }
+}
+
 fn parse_options() -> BenchResult<Options> {
     let mut o = Options {
         quick: false,
@@ -57,6 +70,8 @@ fn parse_options() -> BenchResult<Options> {
             "--out" => o.out = args.next().ctx("--out needs a path")?.into(),
             "-h" | "--help" => {
                 println!("tether-bench [--quick] [--skip-build] [--only 1,2,…] [--out results.json]");
+                println!("items: 1 readiness, 2 start overhead, 3 early exit, 4 log relay, 5 stop,");
+                println!("       6 port holder lookup, 7 footprint, 8 scale, 9 Docker runner, 10 mcp-proxy");
                 std::process::exit(0);
             }
             other => return fail(format!("unknown option {other:?} (try --help)")),
@@ -83,9 +98,10 @@ pub(crate) fn process_count() -> usize {
         .unwrap_or(0)
 }
 
-async fn run(o: &Options, h: &Harness) -> Vec<Row> {
+/// `mcp_backend`: the MCP test backend binary for item 10 (`None` when item 10 is not wanted).
+async fn run(o: &Options, h: &Harness, mcp_backend: Option<BenchResult<PathBuf>>) -> Vec<Row> {
     let reps = if o.quick { 5 } else { 15 };
-    let wanted = |item: u8| o.only.as_ref().is_none_or(|l| l.contains(&item));
+    let wanted = |item: u8| o.wanted(item);
     let mut rows = Vec::new();
     let mut add = |item: u8, what: &str, r: BenchResult<Vec<Row>>| match r {
         Ok(mut r) => {
@@ -124,6 +140,13 @@ async fn run(o: &Options, h: &Harness) -> Vec<Row> {
     if wanted(9) {
         add(9, "Docker runner", measure::docker::docker(h, reps.div_ceil(3)).await);
     }
+    if let Some(backend) = mcp_backend {
+        let measured = match backend {
+            Ok(backend) => measure::mcp::mcp_proxy(h, &backend, reps).await,
+            Err(e) => Err(e),
+        };
+        add(10, "mcp-proxy", measured);
+    }
     rows
 }
 
@@ -139,11 +162,13 @@ fn main() {
 fn real_main() -> BenchResult<()> {
     let o = parse_options()?;
     let exe = harness::tether_binary(o.skip_build)?;
+    // Item 10's backend; a failure here fails item 10 only.
+    let mcp_backend = o.wanted(10).then(|| harness::mcp_backend_binary(o.skip_build));
     let processes = process_count();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().ctx("cannot start the tokio runtime")?;
     let h = Harness::new(exe);
     eprintln!("measuring with {} ({} processes running)…", h.exe.display(), processes);
-    let rows = rt.block_on(run(&o, &h));
+    let rows = rt.block_on(run(&o, &h, mcp_backend));
     let report = Report {
         date: command_text("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
         cores: std::thread::available_parallelism().map_or(0, |n| n.get()),

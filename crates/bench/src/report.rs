@@ -43,7 +43,7 @@ impl Target {
 /// One line of the table.
 #[derive(Debug, Clone, Serialize)]
 pub struct Row {
-    /// The issue's item number (1–9).
+    /// The item number (1–9: issue 6; 10: `tether mcp-proxy`).
     pub item: u8,
     /// What was measured.
     pub what: String,

@@ -2,6 +2,7 @@
 
 pub mod docker;
 pub mod footprint;
+pub mod mcp;
 pub mod port;
 pub mod relay;
 pub mod scale;
