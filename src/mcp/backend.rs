@@ -99,6 +99,8 @@ pub(crate) async fn supervise(
     shared: Shared,
     mut stop: watch::Receiver<bool>,
 ) -> Result<()> {
+    // Hosts send `initialize` as soon as they spawn us: answer it first, start right after.
+    shared.initialize_answered(Duration::from_millis(20)).await;
     let mut tracker = RestartTracker::new(plan.restart.clone());
     let mut current = plan.clone();
     loop {

@@ -36,6 +36,8 @@ struct Inner {
     served: Mutex<Option<Vec<Tool>>>,
     /// Calls in flight that want progress: the backend's token → the host's.
     progress: Mutex<HashMap<ProgressToken, ProgressToken>>,
+    /// Set once `initialize` is answered.
+    initialized: watch::Sender<bool>,
 }
 
 impl Shared {
@@ -54,7 +56,17 @@ impl Shared {
             host: Mutex::new(None),
             served: Mutex::new(None),
             progress: Mutex::new(HashMap::new()),
+            initialized: watch::channel(false).0,
         }))
+    }
+
+    /// Until the host's `initialize` is answered, or `at_most`: the backend's start (a few
+    /// milliseconds of synchronous work on this one thread) then never delays that answer.
+    pub(crate) async fn initialize_answered(&self, at_most: Duration) {
+        let mut rx = self.0.initialized.subscribe();
+        let _ = tokio::time::timeout(at_most, rx.wait_for(|done| *done)).await;
+        // Let the answer be written before the start takes the thread.
+        tokio::task::yield_now().await;
     }
 
     pub(crate) fn set(&self, state: BackendState) {
@@ -226,7 +238,9 @@ impl ServerHandler for Front {
     ) -> Result<InitializeResult, ErrorData> {
         // From our own configuration, never the backend's: this is what makes it instant.
         context.peer.set_peer_info(request.clone());
-        self.negotiate_initialize(&request)
+        let answer = self.negotiate_initialize(&request);
+        self.shared.0.initialized.send_replace(true);
+        answer
     }
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
