@@ -1,0 +1,388 @@
+//! Interop: `tether mcp-proxy` in front of a real Python MCP server, built on the official
+//! Python MCP SDK (the `mcp` distribution) and run through real `uvx`, the way the
+//! claude-skills backend runs in production.
+//!
+//! The server is the fixture in `tests/fixtures/mcp_python/` (packed into a wheel by its
+//! `build_wheel.py`, whose METADATA pins `mcp`): the SDK's high-level server (`MCPServer`
+//! in mcp 2.x, `FastMCP` in 1.x) on streamable HTTP at `/mcp`, with the tools `list_skills`
+//! and `find_helpful_skills`, and the claude-skills `GET /health`. The same scenario runs
+//! against both SDK lines ([`MCP_2`], [`MCP_1`]), driving the proxy over stdio with rmcp's
+//! client, as an MCP host does.
+//!
+//! **Needs PyPI on a cold uv cache.** Unlike the other uvx tests this one is not offline: uv
+//! resolves `mcp` and its dependencies (pydantic, starlette, uvicorn…) into the shared uv
+//! cache under `target/tmp/uv-cache`; a first run downloads them (tens of seconds), later
+//! runs find them there. Without uv or Python it panics in CI (`CI=true`) and skips locally.
+//!
+//! Nothing sleeps to synchronise: readiness is gated by a file the test creates
+//! (`--ready-file`), and everything else is awaited with a bounded deadline.
+#![cfg(all(feature = "uvx", feature = "mcp"))]
+
+#[path = "fixtures/uvx/support.rs"]
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::kill;
+use nix::unistd::Pid;
+use rmcp::model::{CallToolRequestParams, CallToolResult, Tool};
+use rmcp::service::{NotificationContext, RunningService};
+use rmcp::transport::TokioChildProcess;
+use rmcp::{ClientHandler, RoleClient, ServiceError, ServiceExt};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio::sync::mpsc;
+
+/// The Python MCP SDK of the 2.x line the fixture wheel requires (`Requires-Dist: mcp==…`).
+const MCP_2: &str = "2.3.0";
+/// The last release of the 1.x line (`FastMCP`), which backends written before 2.0 pin.
+const MCP_1: &str = "1.30.0";
+/// The fixture wheel's version: `/health` reports it, and tether checks it against the
+/// version in the wheel's file name.
+const FIXTURE_VERSION: &str = "0.4.2";
+/// How long the backend may take to be ready, a first download of `mcp` included
+/// (tether's `--timeout`, and the test's bound for what waits on it).
+const READY: Duration = Duration::from_secs(600);
+/// The bound for anything else awaited: only a hung tether or backend reaches it.
+const WAIT: Duration = Duration::from_secs(120);
+/// How long processes may take to disappear after their owner went.
+const GONE: Duration = Duration::from_secs(15);
+/// The backend's session idle timeout (`--session-idle-timeout`): the SDK ends a session
+/// with no request in flight for this long (30 minutes by default); the test stays idle
+/// longer than this once.
+const SESSION_IDLE: Duration = Duration::from_secs(1);
+
+/// A per-test state directory, working directory and scratch files, and uv.
+struct Sandbox {
+    uv: support::Uv,
+    state: TempDir,
+    dir: TempDir,
+}
+
+impl Sandbox {
+    fn new(uv: support::Uv) -> Self {
+        Sandbox {
+            uv,
+            state: tempfile::tempdir().expect("a temporary state directory"),
+            dir: tempfile::tempdir().expect("a temporary directory"),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `tether mcp-proxy ARGS` with this sandbox's state dir and cwd, and uv's test environment.
+    fn command(&self, args: &[String]) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tether"));
+        cmd.arg("mcp-proxy")
+            .args(args)
+            .envs(self.uv.env())
+            .env("TETHER_STATE_DIR", self.state.path())
+            .env_remove("TETHER_LOG")
+            .env_remove("RUST_LOG")
+            .current_dir(self.dir.path())
+            .kill_on_drop(true);
+        cmd
+    }
+
+    /// The recorded instance `name` (a JSON object), when there is one.
+    fn record(&self, name: &str) -> Option<Value> {
+        let text = std::fs::read_to_string(self.state.path().join(format!("{name}.json"))).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// Wait until the record of `name` meets `check`; return it.
+    async fn record_where(&self, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(r) = self.record(name).filter(|r| check(r)) {
+                return r;
+            }
+            assert!(Instant::now() < deadline, "the record of '{name}' never showed {what}: {:?}", self.record(name));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// The fixture wheel, built into its own directory (kept as long as this lives).
+struct Wheel {
+    _dir: TempDir,
+    path: PathBuf,
+}
+
+/// Build the fixture wheel requiring `mcp==MCP` with `python3 build_wheel.py DIR VERSION MCP`
+/// (argv, no shell).
+fn build_wheel(python: &Path, mcp: &str) -> Wheel {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mcp_python/build_wheel.py");
+    let out = std::process::Command::new(python)
+        .arg(&script)
+        .arg(dir.path())
+        .args([FIXTURE_VERSION, mcp])
+        .stdin(Stdio::null())
+        .output()
+        .expect("python3 runs build_wheel.py");
+    assert!(out.status.success(), "build_wheel.py failed: {}", String::from_utf8_lossy(&out.stderr));
+    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    assert!(path.is_file(), "no wheel at {}", path.display());
+    Wheel { _dir: dir, path }
+}
+
+/// The host side: passes on `notifications/tools/list_changed`.
+struct Host {
+    changed: mpsc::UnboundedSender<()>,
+}
+
+impl ClientHandler for Host {
+    async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        let _ = self.changed.send(());
+    }
+}
+
+type Client = RunningService<RoleClient, Host>;
+
+/// Start the proxy with rmcp's stdio client (which initializes it).
+async fn connect(sandbox: &Sandbox, args: &[String]) -> (Client, mpsc::UnboundedReceiver<()>) {
+    let (transport, _stderr) = TokioChildProcess::builder(sandbox.command(args))
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start tether mcp-proxy");
+    let (changed, changed_rx) = mpsc::unbounded_channel();
+    let client = tokio::time::timeout(WAIT, Host { changed }.serve(transport))
+        .await
+        .expect("initialize answered in time")
+        .expect("initialize succeeds");
+    (client, changed_rx)
+}
+
+fn object(v: Value) -> serde_json::Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        other => panic!("not an object: {other}"),
+    }
+}
+
+async fn call(client: &Client, tool: &'static str, args: Value) -> Result<CallToolResult, ServiceError> {
+    let params = CallToolRequestParams::new(tool).with_arguments(object(args));
+    tokio::time::timeout(WAIT, client.call_tool(params)).await.expect("the call is answered in time")
+}
+
+fn text_of(result: &CallToolResult) -> String {
+    result.content.iter().filter_map(|b| b.as_text()).map(|t| t.text.as_str()).collect::<Vec<_>>().join("\n")
+}
+
+async fn tools(client: &Client) -> Vec<Tool> {
+    tokio::time::timeout(WAIT, client.list_all_tools()).await.expect("listed in time").expect("tools/list")
+}
+
+/// What the task of a call made before ready gives: a timeout around the call's result.
+type EarlyCall = Result<Result<CallToolResult, ServiceError>, tokio::time::error::Elapsed>;
+
+/// The answer to the call made before ready, which must be the forwarded result.
+fn early_answer(joined: Result<EarlyCall, tokio::task::JoinError>) -> CallToolResult {
+    let result = joined
+        .expect("the early call's task")
+        .expect("the early call is answered in time")
+        .expect("the early call is forwarded once ready");
+    // A backend that cannot start answers the waiting call with why: fail with that at once.
+    assert_ne!(result.is_error, Some(true), "the call made before ready: {}", text_of(&result));
+    result
+}
+
+/// Wait until no process is left in the backend's process group.
+async fn group_gone(record: &Value) {
+    let pgid = record["pgid"].as_i64().or_else(|| record["leader"]["pid"].as_i64()).expect("the record has a pgid");
+    let pgid = i32::try_from(pgid).expect("pgid fits");
+    let deadline = Instant::now() + GONE;
+    while kill(Pid::from_raw(-pgid), None).is_ok() {
+        assert!(Instant::now() < deadline, "process group {pgid} outlived the proxy");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Wait until no live process has `marker` in its command line; return those left.
+async fn processes_gone(marker: &str) -> Vec<(u32, String)> {
+    let deadline = Instant::now() + GONE;
+    loop {
+        let left = support::processes_with(marker);
+        if left.is_empty() || Instant::now() >= deadline {
+            return left;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_sdk_2_backend_run_by_uvx_is_fronted_from_install_to_stop() {
+    fronted_from_install_to_stop(MCP_2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_sdk_1_backend_run_by_uvx_is_fronted_from_install_to_stop() {
+    fronted_from_install_to_stop(MCP_1).await;
+}
+
+/// The whole life of a proxy in front of the fixture requiring `mcp==MCP`: initialize at
+/// once, an empty list and a waiting call before ready, `list_changed` when ready, the
+/// Python server's tools, results and errors, an idle period past the backend's session
+/// idle timeout, and no process left when the host goes away.
+async fn fronted_from_install_to_stop(mcp: &str) {
+    let Some(uv) = support::Uv::find() else { return };
+    let wheel = build_wheel(&uv.python, mcp);
+    let sandbox = Sandbox::new(uv);
+    let ready = sandbox.path("ready");
+    let ready_arg = ready.to_string_lossy().into_owned();
+    // The call wait is as long as the readiness timeout: the call made before ready must be
+    // forwarded, not answered "still starting", however long a cold download takes.
+    let timeout = format!("{}s", READY.as_secs());
+    let idle = format!("{}", SESSION_IDLE.as_secs_f64());
+    let args: Vec<String> = [
+        "--runner",
+        "uvx",
+        "--package",
+        &wheel.path.to_string_lossy(),
+        "--python",
+        &sandbox.uv.python.to_string_lossy(),
+        "--uvx",
+        &sandbox.uv.uvx.to_string_lossy(),
+        "--preset",
+        "claude-skills",
+        "--name",
+        "py",
+        "--call-wait",
+        &timeout,
+        "--timeout",
+        &timeout,
+        "--",
+        "--port",
+        "{port}",
+        "--ready-file",
+        &ready_arg,
+        "--session-idle-timeout",
+        &idle,
+    ]
+    .map(String::from)
+    .to_vec();
+    let started = Instant::now();
+    let (client, mut changed) = connect(&sandbox, &args).await;
+
+    // Initialized at once, while the backend cannot be ready (its ready file does not exist).
+    let info = client.peer_info().expect("server info after initialize");
+    let server = info.server_info.clone().expect("server info");
+    assert_eq!(server.name, "tether-mcp-proxy");
+    assert_eq!(info.capabilities.tools.as_ref().and_then(|t| t.list_changed), Some(true), "{info:?}");
+    eprintln!("mcp=={mcp}: initialize answered in {:?}", started.elapsed());
+    let record = sandbox.record_where("py", "a process group", |r| r["pgid"].is_u64()).await;
+
+    // Before ready: no cache and no --tools file, so no tools; the host has been served
+    // that empty list, which the real one will differ from.
+    assert!(tools(&client).await.is_empty(), "nothing to list before the backend is ready");
+
+    // A call made now waits (up to --call-wait) for the backend, then is forwarded.
+    let mut early = {
+        let peer = client.peer().clone();
+        let args = object(json!({"task_description": "early bird", "top_k": 1}));
+        tokio::spawn(async move {
+            let params = CallToolRequestParams::new("find_helpful_skills").with_arguments(args);
+            tokio::time::timeout(READY + WAIT, peer.call_tool(params)).await
+        })
+    };
+    // Ready (uv resolved `mcp`, Python serves, /health says loaded): the host is told the
+    // list changed.
+    std::fs::write(&ready, "").expect("create the ready file");
+    let deadline = tokio::time::sleep(READY + WAIT);
+    tokio::pin!(deadline);
+    let mut early_result = None;
+    loop {
+        tokio::select! {
+            got = changed.recv() => {
+                got.expect("list_changed");
+                break;
+            }
+            joined = &mut early, if early_result.is_none() => early_result = Some(early_answer(joined)),
+            _ = &mut deadline => panic!("no list_changed in {READY:?}: record {:?}", sandbox.record("py")),
+        }
+    }
+    eprintln!("mcp=={mcp}: ready and list_changed after {:?}", started.elapsed());
+
+    // The Python server's own list, with the schemas the SDK derived from the signatures.
+    let listed = tools(&client).await;
+    let names: Vec<&str> = listed.iter().map(|t| t.name.as_ref()).collect();
+    assert_eq!(names, ["list_skills", "find_helpful_skills"], "{listed:?}");
+    let find = Value::Object((*listed[1].input_schema).clone());
+    assert_eq!(find["type"], "object", "{find}");
+    assert_eq!(find["properties"]["task_description"]["type"], "string", "{find}");
+    assert_eq!(find["properties"]["top_k"]["type"], "integer", "{find}");
+    assert_eq!(find["properties"]["top_k"]["default"], 3, "{find}");
+    assert_eq!(find["required"], json!(["task_description"]), "{find}");
+    let list = Value::Object((*listed[0].input_schema).clone());
+    assert_eq!(list["type"], "object", "{list}");
+    assert!(list.get("required").is_none_or(|r| r == &json!([])), "{list}");
+    assert_eq!(
+        listed[1].description.as_deref(),
+        Some("Find the skills most helpful for a task."),
+        "descriptions pass through"
+    );
+
+    // Calls are forwarded, and the Python server's answers reach the host.
+    let found = call(&client, "find_helpful_skills", json!({"task_description": "write a haiku", "top_k": 2}))
+        .await
+        .expect("forwarded");
+    assert_ne!(found.is_error, Some(true), "{found:?}");
+    let text = text_of(&found);
+    assert!(text.starts_with("top 2 skills for: write a haiku\n"), "{text}");
+    assert_eq!(text.lines().count(), 3, "{text}");
+    let all = call(&client, "list_skills", json!({})).await.expect("forwarded");
+    assert_ne!(all.is_error, Some(true), "{all:?}");
+    let skills = ["skill-1: Example skill 1", "skill-2: Example skill 2", "skill-3: Example skill 3"];
+    assert_eq!(text_of(&all).lines().collect::<Vec<_>>(), skills, "{all:?}");
+
+    // The call made before ready got its forwarded answer too.
+    let early = match early_result {
+        Some(result) => result,
+        None => early_answer(early.await),
+    };
+    assert!(text_of(&early).starts_with("top 1 skills for: early bird\n"), "{}", text_of(&early));
+
+    // An unknown tool: the Python SDK answers a tool error (`isError`) where rmcp's server
+    // answers a protocol error; either reaches the host and names the tool.
+    match call(&client, "no_such_tool", json!({})).await {
+        Ok(result) => {
+            assert_eq!(result.is_error, Some(true), "{result:?}");
+            assert!(text_of(&result).contains("no_such_tool"), "{result:?}");
+        }
+        Err(ServiceError::McpError(e)) => assert!(e.message.contains("no_such_tool"), "{e:?}"),
+        Err(other) => panic!("an unknown tool must be the backend's answer, not a transport failure: {other:?}"),
+    }
+
+    // The host stays idle past the backend's session idle timeout (an idle period, not a
+    // synchronisation: nothing is awaited by it); its next call is still answered.
+    tokio::time::sleep(SESSION_IDLE * 3).await;
+    let again = call(&client, "find_helpful_skills", json!({"task_description": "after a pause", "top_k": 1}))
+        .await
+        .expect("forwarded after an idle period");
+    assert_ne!(again.is_error, Some(true), "{again:?}");
+    assert!(text_of(&again).starts_with("top 1 skills for: after a pause\n"), "{}", text_of(&again));
+
+    // uv and the Python under it (uv's child: the proxy's grandchild) run now…
+    let running = support::processes_with(&ready_arg);
+    assert!(
+        running.iter().any(|(_, c)| c.contains("python") && c.contains("tether-mcp-py-fixture")),
+        "the Python server runs: {running:?}"
+    );
+
+    // …and when the host goes away, the backend's whole group goes with it.
+    let _ = tokio::time::timeout(WAIT, client.cancel()).await.expect("the client stops in time");
+    group_gone(&record).await;
+    let left = processes_gone(&ready_arg).await;
+    assert!(left.is_empty(), "processes of the backend outlived the proxy: {left:?}");
+    let deadline = Instant::now() + GONE;
+    while sandbox.record("py").is_some() {
+        assert!(Instant::now() < deadline, "the record is removed on a clean stop: {:?}", sandbox.record("py"));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    eprintln!("mcp=={mcp}: done after {:?}", started.elapsed());
+}
