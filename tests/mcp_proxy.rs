@@ -6,76 +6,18 @@
 //! Nothing sleeps to synchronise: readiness is gated by a file the test creates
 //! (`--ready-file`), and everything else is awaited with a bounded deadline.
 
-use std::path::PathBuf;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+mod mcp_support;
 
+use std::process::Stdio;
+
+use mcp_support::{Client, Sandbox, WAIT, call, connect, group_gone, object, text_of};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use rmcp::model::{CallToolRequestParams, CallToolResult, ProgressNotificationParam};
-use rmcp::service::{NotificationContext, RunningService};
-use rmcp::transport::TokioChildProcess;
-use rmcp::{ClientHandler, RoleClient, ServiceError, ServiceExt};
+use rmcp::ServiceError;
+use rmcp::model::CallToolRequestParams;
 use serde_json::{Value, json};
-use tempfile::TempDir;
 use tether_testkit::mcp_backend::mcp_backend_exe;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::sync::mpsc;
-
-/// The bound for anything awaited: only a hung tether reaches it.
-const WAIT: Duration = Duration::from_secs(120);
-/// How long processes may take to disappear after their owner went.
-const GONE: Duration = Duration::from_secs(10);
-
-/// A per-test state directory, working directory and scratch files.
-struct Sandbox {
-    state: TempDir,
-    dir: TempDir,
-}
-
-impl Sandbox {
-    fn new() -> Self {
-        Sandbox {
-            state: tempfile::tempdir().expect("a temporary state directory"),
-            dir: tempfile::tempdir().expect("a temporary directory"),
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// `tether mcp-proxy ARGS` with this sandbox's state dir and cwd.
-    fn command(&self, args: &[String]) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tether"));
-        cmd.arg("mcp-proxy")
-            .args(args)
-            .env("TETHER_STATE_DIR", self.state.path())
-            .env_remove("TETHER_LOG")
-            .env_remove("RUST_LOG")
-            .current_dir(self.dir.path())
-            .kill_on_drop(true);
-        cmd
-    }
-
-    /// The recorded instance `name` (a JSON object), when there is one.
-    fn record(&self, name: &str) -> Option<Value> {
-        let text = std::fs::read_to_string(self.state.path().join(format!("{name}.json"))).ok()?;
-        serde_json::from_str(&text).ok()
-    }
-
-    /// Wait until the record of `name` meets `check`; return it.
-    async fn record_where(&self, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(r) = self.record(name).filter(|r| check(r)) {
-                return r;
-            }
-            assert!(Instant::now() < deadline, "the record of '{name}' never showed {what}: {:?}", self.record(name));
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-}
 
 /// The proxy's arguments for the test backend: `proxy` flags, then the backend's `backend` flags.
 fn proxy_args(proxy: &[&str], backend: &[&str]) -> Vec<String> {
@@ -87,75 +29,9 @@ fn proxy_args(proxy: &[&str], backend: &[&str]) -> Vec<String> {
     args
 }
 
-/// The host side: passes on `notifications/tools/list_changed` and progress notifications.
-struct Host {
-    changed: mpsc::UnboundedSender<()>,
-    progress: mpsc::UnboundedSender<ProgressNotificationParam>,
-}
-
-impl ClientHandler for Host {
-    async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
-        let _ = self.changed.send(());
-    }
-
-    async fn on_progress(&self, params: ProgressNotificationParam, _context: NotificationContext<RoleClient>) {
-        let _ = self.progress.send(params);
-    }
-}
-
-/// What the host was told.
-struct Events {
-    changed: mpsc::UnboundedReceiver<()>,
-    progress: mpsc::UnboundedReceiver<ProgressNotificationParam>,
-}
-
-type Client = RunningService<RoleClient, Host>;
-
-/// Start the proxy with rmcp's stdio client (which initializes it).
-async fn connect(sandbox: &Sandbox, args: &[String]) -> (Client, Events) {
-    let (transport, _stderr) = TokioChildProcess::builder(sandbox.command(args))
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start tether mcp-proxy");
-    let (changed, changed_rx) = mpsc::unbounded_channel();
-    let (progress, progress_rx) = mpsc::unbounded_channel();
-    let client = tokio::time::timeout(WAIT, Host { changed, progress }.serve(transport))
-        .await
-        .expect("initialize answered in time")
-        .expect("initialize succeeds");
-    (client, Events { changed: changed_rx, progress: progress_rx })
-}
-
-fn object(v: Value) -> serde_json::Map<String, Value> {
-    match v {
-        Value::Object(m) => m,
-        other => panic!("not an object: {other}"),
-    }
-}
-
-async fn call(client: &Client, tool: &'static str, args: Value) -> Result<CallToolResult, ServiceError> {
-    let params = CallToolRequestParams::new(tool).with_arguments(object(args));
-    tokio::time::timeout(WAIT, client.call_tool(params)).await.expect("the call is answered in time")
-}
-
-fn text_of(result: &CallToolResult) -> String {
-    result.content.iter().filter_map(|b| b.as_text()).map(|t| t.text.as_str()).collect::<Vec<_>>().join("\n")
-}
-
 async fn tool_names(client: &Client) -> Vec<String> {
     let tools = tokio::time::timeout(WAIT, client.list_all_tools()).await.expect("listed in time").expect("tools/list");
     tools.into_iter().map(|t| t.name.to_string()).collect()
-}
-
-/// Wait until no process is left in the backend's process group.
-async fn group_gone(record: &Value) {
-    let pgid = record["pgid"].as_i64().or_else(|| record["leader"]["pid"].as_i64()).expect("the record has a pgid");
-    let pgid = i32::try_from(pgid).expect("pgid fits");
-    let deadline = Instant::now() + GONE;
-    while kill(Pid::from_raw(-pgid), None).is_ok() {
-        assert!(Instant::now() < deadline, "process group {pgid} outlived the proxy");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[tokio::test]

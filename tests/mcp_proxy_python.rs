@@ -21,19 +21,17 @@
 #[path = "fixtures/uvx/support.rs"]
 mod support;
 
+mod mcp_support;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::kill;
-use nix::unistd::Pid;
+use mcp_support::{Client, GONE, Sandbox, WAIT, call, connect, group_gone, object, text_of};
+use rmcp::ServiceError;
 use rmcp::model::{CallToolRequestParams, CallToolResult, Tool};
-use rmcp::service::{NotificationContext, RunningService};
-use rmcp::transport::TokioChildProcess;
-use rmcp::{ClientHandler, RoleClient, ServiceError, ServiceExt};
 use serde_json::{Value, json};
 use tempfile::TempDir;
-use tokio::sync::mpsc;
 
 /// The Python MCP SDK of the 2.x line the fixture wheel requires (`Requires-Dist: mcp==…`).
 const MCP_2: &str = "2.3.0";
@@ -45,67 +43,10 @@ const FIXTURE_VERSION: &str = "0.4.2";
 /// How long the backend may take to be ready, a first download of `mcp` included
 /// (tether's `--timeout`, and the test's bound for what waits on it).
 const READY: Duration = Duration::from_secs(600);
-/// The bound for anything else awaited: only a hung tether or backend reaches it.
-const WAIT: Duration = Duration::from_secs(120);
-/// How long processes may take to disappear after their owner went.
-const GONE: Duration = Duration::from_secs(15);
 /// The backend's session idle timeout (`--session-idle-timeout`): the SDK ends a session
 /// with no request in flight for this long (30 minutes by default); the test stays idle
 /// longer than this once.
 const SESSION_IDLE: Duration = Duration::from_secs(1);
-
-/// A per-test state directory, working directory and scratch files, and uv.
-struct Sandbox {
-    uv: support::Uv,
-    state: TempDir,
-    dir: TempDir,
-}
-
-impl Sandbox {
-    fn new(uv: support::Uv) -> Self {
-        Sandbox {
-            uv,
-            state: tempfile::tempdir().expect("a temporary state directory"),
-            dir: tempfile::tempdir().expect("a temporary directory"),
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// `tether mcp-proxy ARGS` with this sandbox's state dir and cwd, and uv's test environment.
-    fn command(&self, args: &[String]) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tether"));
-        cmd.arg("mcp-proxy")
-            .args(args)
-            .envs(self.uv.env())
-            .env("TETHER_STATE_DIR", self.state.path())
-            .env_remove("TETHER_LOG")
-            .env_remove("RUST_LOG")
-            .current_dir(self.dir.path())
-            .kill_on_drop(true);
-        cmd
-    }
-
-    /// The recorded instance `name` (a JSON object), when there is one.
-    fn record(&self, name: &str) -> Option<Value> {
-        let text = std::fs::read_to_string(self.state.path().join(format!("{name}.json"))).ok()?;
-        serde_json::from_str(&text).ok()
-    }
-
-    /// Wait until the record of `name` meets `check`; return it.
-    async fn record_where(&self, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(r) = self.record(name).filter(|r| check(r)) {
-                return r;
-            }
-            assert!(Instant::now() < deadline, "the record of '{name}' never showed {what}: {:?}", self.record(name));
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-}
 
 /// The fixture wheel, built into its own directory (kept as long as this lives).
 struct Wheel {
@@ -131,49 +72,6 @@ fn build_wheel(python: &Path, mcp: &str) -> Wheel {
     Wheel { _dir: dir, path }
 }
 
-/// The host side: passes on `notifications/tools/list_changed`.
-struct Host {
-    changed: mpsc::UnboundedSender<()>,
-}
-
-impl ClientHandler for Host {
-    async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
-        let _ = self.changed.send(());
-    }
-}
-
-type Client = RunningService<RoleClient, Host>;
-
-/// Start the proxy with rmcp's stdio client (which initializes it).
-async fn connect(sandbox: &Sandbox, args: &[String]) -> (Client, mpsc::UnboundedReceiver<()>) {
-    let (transport, _stderr) = TokioChildProcess::builder(sandbox.command(args))
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start tether mcp-proxy");
-    let (changed, changed_rx) = mpsc::unbounded_channel();
-    let client = tokio::time::timeout(WAIT, Host { changed }.serve(transport))
-        .await
-        .expect("initialize answered in time")
-        .expect("initialize succeeds");
-    (client, changed_rx)
-}
-
-fn object(v: Value) -> serde_json::Map<String, Value> {
-    match v {
-        Value::Object(m) => m,
-        other => panic!("not an object: {other}"),
-    }
-}
-
-async fn call(client: &Client, tool: &'static str, args: Value) -> Result<CallToolResult, ServiceError> {
-    let params = CallToolRequestParams::new(tool).with_arguments(object(args));
-    tokio::time::timeout(WAIT, client.call_tool(params)).await.expect("the call is answered in time")
-}
-
-fn text_of(result: &CallToolResult) -> String {
-    result.content.iter().filter_map(|b| b.as_text()).map(|t| t.text.as_str()).collect::<Vec<_>>().join("\n")
-}
-
 async fn tools(client: &Client) -> Vec<Tool> {
     tokio::time::timeout(WAIT, client.list_all_tools()).await.expect("listed in time").expect("tools/list")
 }
@@ -190,17 +88,6 @@ fn early_answer(joined: Result<EarlyCall, tokio::task::JoinError>) -> CallToolRe
     // A backend that cannot start answers the waiting call with why: fail with that at once.
     assert_ne!(result.is_error, Some(true), "the call made before ready: {}", text_of(&result));
     result
-}
-
-/// Wait until no process is left in the backend's process group.
-async fn group_gone(record: &Value) {
-    let pgid = record["pgid"].as_i64().or_else(|| record["leader"]["pid"].as_i64()).expect("the record has a pgid");
-    let pgid = i32::try_from(pgid).expect("pgid fits");
-    let deadline = Instant::now() + GONE;
-    while kill(Pid::from_raw(-pgid), None).is_ok() {
-        assert!(Instant::now() < deadline, "process group {pgid} outlived the proxy");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// Wait until no live process has `marker` in its command line; return those left.
@@ -232,7 +119,7 @@ async fn a_python_sdk_1_backend_run_by_uvx_is_fronted_from_install_to_stop() {
 async fn fronted_from_install_to_stop(mcp: &str) {
     let Some(uv) = support::Uv::find() else { return };
     let wheel = build_wheel(&uv.python, mcp);
-    let sandbox = Sandbox::new(uv);
+    let sandbox = Sandbox::with_env(uv.env());
     let ready = sandbox.path("ready");
     let ready_arg = ready.to_string_lossy().into_owned();
     // The call wait is as long as the readiness timeout: the call made before ready must be
@@ -245,9 +132,9 @@ async fn fronted_from_install_to_stop(mcp: &str) {
         "--package",
         &wheel.path.to_string_lossy(),
         "--python",
-        &sandbox.uv.python.to_string_lossy(),
+        &uv.python.to_string_lossy(),
         "--uvx",
-        &sandbox.uv.uvx.to_string_lossy(),
+        &uv.uvx.to_string_lossy(),
         "--preset",
         "claude-skills",
         "--name",
@@ -267,7 +154,7 @@ async fn fronted_from_install_to_stop(mcp: &str) {
     .map(String::from)
     .to_vec();
     let started = Instant::now();
-    let (client, mut changed) = connect(&sandbox, &args).await;
+    let (client, mut events) = connect(&sandbox, &args).await;
 
     // Initialized at once, while the backend cannot be ready (its ready file does not exist).
     let info = client.peer_info().expect("server info after initialize");
@@ -298,7 +185,7 @@ async fn fronted_from_install_to_stop(mcp: &str) {
     let mut early_result = None;
     loop {
         tokio::select! {
-            got = changed.recv() => {
+            got = events.changed.recv() => {
                 got.expect("list_changed");
                 break;
             }

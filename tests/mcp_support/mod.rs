@@ -1,0 +1,148 @@
+//! Shared by the `mcp-proxy` tests: a sandbox (state dir, cwd, scratch files), the proxy
+//! started under rmcp's stdio client as an MCP host starts it, and the checks that its
+//! backend is gone.
+
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::kill;
+use nix::unistd::Pid;
+use rmcp::model::{CallToolRequestParams, CallToolResult, ProgressNotificationParam};
+use rmcp::service::{NotificationContext, RunningService};
+use rmcp::transport::TokioChildProcess;
+use rmcp::{ClientHandler, RoleClient, ServiceError, ServiceExt};
+use serde_json::Value;
+use tempfile::TempDir;
+use tokio::sync::mpsc;
+
+/// The bound for anything awaited: only a hung tether reaches it.
+pub const WAIT: Duration = Duration::from_secs(120);
+/// How long processes may take to disappear after their owner went.
+pub const GONE: Duration = Duration::from_secs(15);
+
+/// A per-test state directory, working directory and scratch files.
+pub struct Sandbox {
+    pub state: TempDir,
+    pub dir: TempDir,
+    env: Vec<(String, String)>,
+}
+
+impl Sandbox {
+    pub fn new() -> Self {
+        Self::with_env(Vec::new())
+    }
+
+    /// With extra environment for the proxy (and so its backend).
+    pub fn with_env(env: Vec<(String, String)>) -> Self {
+        Sandbox {
+            state: tempfile::tempdir().expect("a temporary state directory"),
+            dir: tempfile::tempdir().expect("a temporary directory"),
+            env,
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `tether mcp-proxy ARGS` with this sandbox's state dir, cwd and environment.
+    pub fn command(&self, args: &[String]) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tether"));
+        cmd.arg("mcp-proxy")
+            .args(args)
+            .envs(self.env.iter().cloned())
+            .env("TETHER_STATE_DIR", self.state.path())
+            .env_remove("TETHER_LOG")
+            .env_remove("RUST_LOG")
+            .current_dir(self.dir.path())
+            .kill_on_drop(true);
+        cmd
+    }
+
+    /// The recorded instance `name` (a JSON object), when there is one.
+    pub fn record(&self, name: &str) -> Option<Value> {
+        let text = std::fs::read_to_string(self.state.path().join(format!("{name}.json"))).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// Wait until the record of `name` meets `check`; return it.
+    pub async fn record_where(&self, name: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(r) = self.record(name).filter(|r| check(r)) {
+                return r;
+            }
+            assert!(Instant::now() < deadline, "the record of '{name}' never showed {what}: {:?}", self.record(name));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// The host side: passes on `notifications/tools/list_changed` and progress notifications.
+pub struct Host {
+    changed: mpsc::UnboundedSender<()>,
+    progress: mpsc::UnboundedSender<ProgressNotificationParam>,
+}
+
+impl ClientHandler for Host {
+    async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        let _ = self.changed.send(());
+    }
+
+    async fn on_progress(&self, params: ProgressNotificationParam, _context: NotificationContext<RoleClient>) {
+        let _ = self.progress.send(params);
+    }
+}
+
+/// What the host was told.
+pub struct Events {
+    pub changed: mpsc::UnboundedReceiver<()>,
+    pub progress: mpsc::UnboundedReceiver<ProgressNotificationParam>,
+}
+
+pub type Client = RunningService<RoleClient, Host>;
+
+/// Start the proxy with rmcp's stdio client (which initializes it).
+pub async fn connect(sandbox: &Sandbox, args: &[String]) -> (Client, Events) {
+    let (transport, _stderr) = TokioChildProcess::builder(sandbox.command(args))
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start tether mcp-proxy");
+    let (changed, changed_rx) = mpsc::unbounded_channel();
+    let (progress, progress_rx) = mpsc::unbounded_channel();
+    let client = tokio::time::timeout(WAIT, Host { changed, progress }.serve(transport))
+        .await
+        .expect("initialize answered in time")
+        .expect("initialize succeeds");
+    (client, Events { changed: changed_rx, progress: progress_rx })
+}
+
+pub fn object(v: Value) -> serde_json::Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        other => panic!("not an object: {other}"),
+    }
+}
+
+pub async fn call(client: &Client, tool: &'static str, args: Value) -> Result<CallToolResult, ServiceError> {
+    let params = CallToolRequestParams::new(tool).with_arguments(object(args));
+    tokio::time::timeout(WAIT, client.call_tool(params)).await.expect("the call is answered in time")
+}
+
+pub fn text_of(result: &CallToolResult) -> String {
+    result.content.iter().filter_map(|b| b.as_text()).map(|t| t.text.as_str()).collect::<Vec<_>>().join("\n")
+}
+
+/// Wait until no process is left in the backend's process group.
+pub async fn group_gone(record: &Value) {
+    let pgid = record["pgid"].as_i64().or_else(|| record["leader"]["pid"].as_i64()).expect("the record has a pgid");
+    let pgid = i32::try_from(pgid).expect("pgid fits");
+    let deadline = Instant::now() + GONE;
+    while kill(Pid::from_raw(-pgid), None).is_ok() {
+        assert!(Instant::now() < deadline, "process group {pgid} outlived the proxy");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
