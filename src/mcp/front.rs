@@ -131,11 +131,12 @@ impl Shared {
         let token = handle.progress_token.clone();
         let id = handle.id.clone();
         self.0.progress.lock().unwrap_or_else(|p| p.into_inner()).insert(token.clone(), host_token);
+        // The route goes when the call ends, however it ends (this future may be dropped).
+        let _route = ProgressRoute { shared: self, token };
         let answer = tokio::select! {
             answer = handle.await_response() => Some(answer),
             _ = context.ct.cancelled() => None,
         };
-        self.0.progress.lock().unwrap_or_else(|p| p.into_inner()).remove(&token);
         match answer {
             Some(Ok(ServerResult::CallToolResult(r))) => Ok(CallToolResponse::Complete(r)),
             Some(Ok(ServerResult::InputRequiredResult(r))) => Ok(CallToolResponse::InputRequired(r)),
@@ -210,6 +211,18 @@ impl Shared {
             }
         }
         CallToolResult::error(vec![ContentBlock::text(text)])
+    }
+}
+
+/// A forwarded call's progress route (backend token → host token), removed on drop.
+struct ProgressRoute<'a> {
+    shared: &'a Shared,
+    token: ProgressToken,
+}
+
+impl Drop for ProgressRoute<'_> {
+    fn drop(&mut self) {
+        self.shared.0.progress.lock().unwrap_or_else(|p| p.into_inner()).remove(&self.token);
     }
 }
 
