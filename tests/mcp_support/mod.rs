@@ -8,14 +8,13 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::kill;
-use nix::unistd::Pid;
 use rmcp::model::{CallToolRequestParams, CallToolResult, ProgressNotificationParam};
 use rmcp::service::{NotificationContext, RunningService};
 use rmcp::transport::TokioChildProcess;
 use rmcp::{ClientHandler, RoleClient, ServiceError, ServiceExt};
 use serde_json::Value;
 use tempfile::TempDir;
+use tether::core::procs;
 use tokio::sync::mpsc;
 
 /// The bound for anything awaited: only a hung tether reaches it.
@@ -136,13 +135,25 @@ pub fn text_of(result: &CallToolResult) -> String {
     result.content.iter().filter_map(|b| b.as_text()).map(|t| t.text.as_str()).collect::<Vec<_>>().join("\n")
 }
 
-/// Wait until no process is left in the backend's process group.
+/// Wait until no live process is left in the backend's process group. Zombies do not
+/// count: once the proxy is gone its guard's exit status waits for whoever reaps orphans
+/// here (PID 1), which may take its time, but nothing runs any more.
 pub async fn group_gone(record: &Value) {
-    let pgid = record["pgid"].as_i64().or_else(|| record["leader"]["pid"].as_i64()).expect("the record has a pgid");
-    let pgid = i32::try_from(pgid).expect("pgid fits");
+    let pgid = record["pgid"].as_u64().or_else(|| record["leader"]["pid"].as_u64()).expect("the record has a pgid");
+    let pgid = u32::try_from(pgid).expect("pgid fits");
     let deadline = Instant::now() + GONE;
-    while kill(Pid::from_raw(-pgid), None).is_ok() {
-        assert!(Instant::now() < deadline, "process group {pgid} outlived the proxy");
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    loop {
+        let left = procs::group_members(pgid);
+        if left.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "process group {pgid} outlived the proxy: {left:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// Whether any live process is in the process group of `record`.
+pub fn group_alive(record: &Value) -> bool {
+    let pgid = record["pgid"].as_u64().and_then(|p| u32::try_from(p).ok()).expect("the record has a pgid");
+    !procs::group_members(pgid).is_empty()
 }
