@@ -257,6 +257,25 @@ async fn a_backend_that_cannot_start_is_explained_to_the_host() {
     assert_eq!(script.exit_code().await, Some(0));
 }
 
+#[tokio::test]
+async fn a_wrong_mcp_path_is_explained_to_the_host() {
+    let sandbox = Sandbox::new();
+    // Ready by /health, but nothing at /nope: retried for the --timeout (here 1s), then failed.
+    let args = proxy_args(&["--name", "path", "--restart", "no", "--timeout", "1s", "--mcp-path", "/nope"], &[]);
+    let mut script = Script::start(&sandbox, &args);
+    script.initialize().await;
+    script
+        .send(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "list_skills", "arguments": {}}}))
+        .await;
+    let answer = script.answer(2).await;
+    assert_eq!(answer["result"]["isError"], json!(true), "{answer}");
+    let text = answer["result"]["content"][0]["text"].as_str().unwrap_or_default().to_string();
+    assert!(text.contains("/nope did not answer in 1.0s") && text.contains("404"), "{text}");
+    assert!(text.contains("--mcp-path"), "{text}");
+    script.stdin = None;
+    assert_eq!(script.exit_code().await, Some(0));
+}
+
 /// Bad input: a clear message on stderr and exit code 2, before anything starts.
 fn refused(sandbox: &Sandbox, args: &[&str], expect: &str) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))

@@ -166,8 +166,15 @@ async fn run_once(
     // but a backend that caches by port (or a user watching `status`) does.
     plan.port = PortChoice::Fixed(handle.record().port);
     let url = format!("{}{mcp_path}", handle.url());
+    shared.set(BackendState::Starting {
+        phase: "connecting to its MCP endpoint".into(),
+        progress: handle.progress(),
+        since,
+        restarts,
+    });
+    let patience = plan.timeout.min(CONNECT_PATIENCE);
     let client = tokio::select! {
-        c = connect(&url, shared.clone(), plan.timeout) => c,
+        c = connect_patiently(&url, shared, patience) => c,
         _ = stop.wait_for(|s| *s) => Err("stopping".into()),
     };
     let client = match client {
@@ -178,7 +185,11 @@ async fn run_once(
                 return Ok(Outcome::Stop);
             }
             return Err(Error::Runner {
-                message: format!("the backend is ready but its MCP endpoint {url} does not answer: {why}"),
+                message: format!(
+                    "the backend is ready but its MCP endpoint {url} did not answer in {}: {why} \
+                     (is --mcp-path right?)",
+                    tether_core::error::humanize(patience)
+                ),
                 stderr_tail: Vec::new(),
             });
         }
@@ -219,6 +230,33 @@ async fn run_once(
         Ended::Unhealthy(_) => None,
     };
     Ok(Outcome::Gone { ended, ran: up_since.elapsed(), exit_code, stderr_tail })
+}
+
+/// How long a ready backend's MCP endpoint may take to answer (some mount it after their
+/// health route) before the start counts as failed: a restart of a heavy backend costs more
+/// than this wait.
+const CONNECT_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Connect, retrying with a backoff (50 ms doubling to 1 s) until `patience` has passed.
+async fn connect_patiently(
+    url: &str,
+    shared: &Shared,
+    patience: Duration,
+) -> std::result::Result<RunningService<RoleClient, BackendClient>, String> {
+    let deadline = Instant::now() + patience;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match connect(url, shared.clone(), left.max(Duration::from_millis(100))).await {
+            Ok(client) => return Ok(client),
+            Err(why) if Instant::now() + pause >= deadline => return Err(why),
+            Err(why) => {
+                tracing::debug!(%url, %why, "the MCP endpoint does not answer yet; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
 }
 
 /// Connect rmcp's streamable HTTP client (no proxy: the backend is ours, on loopback
