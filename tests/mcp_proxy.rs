@@ -134,6 +134,8 @@ async fn the_cached_list_is_served_before_ready_and_a_changed_one_is_announced()
     let ready = sandbox.path("ready");
     let args = proxy_args(&["--name", "cache"], &["--tools-variant", "b", "--ready-file", &ready.to_string_lossy()]);
     let (client, mut events) = connect(&sandbox, &args).await;
+    let info = client.peer_info().expect("server info");
+    assert_eq!(info.instructions.as_deref(), Some("A test backend for tether: canned skills tools."), "cached");
     assert_eq!(tool_names(&client).await, ["list_skills", "find_helpful_skills"], "the cached list");
     std::fs::write(&ready, "").expect("create the ready file");
     tokio::time::timeout(WAIT, events.changed.recv()).await.expect("list_changed in time").expect("list_changed");

@@ -96,6 +96,7 @@ impl Shared {
             }
         };
         self.0.cache.store(&tools);
+        self.0.cache.store_instructions(peer.peer_info().and_then(|info| info.instructions.clone()));
         let differs = {
             let served = self.0.served.lock().unwrap_or_else(|p| p.into_inner());
             served.as_deref().is_some_and(|s| s != tools.as_slice())
@@ -240,8 +241,13 @@ impl Front {
 
 impl ServerHandler for Front {
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_tool_list_changed().build())
-            .with_server_info(Implementation::new("tether-mcp-proxy", env!("CARGO_PKG_VERSION")))
+        let config = ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_tool_list_changed().build())
+            .with_server_info(Implementation::new("tether-mcp-proxy", env!("CARGO_PKG_VERSION")));
+        // The backend's own instructions, as it gave them last time (the cache), if any.
+        match self.shared.0.cache.instructions() {
+            Some(text) => config.with_instructions(text),
+            None => config,
+        }
     }
 
     async fn initialize(

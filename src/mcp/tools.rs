@@ -17,6 +17,8 @@ pub struct ToolCache {
     path: PathBuf,
     from_file: Option<Vec<Tool>>,
     cached: Mutex<Option<Vec<Tool>>>,
+    /// The backend's `instructions` from its last `initialize`, kept with the tools.
+    instructions: Mutex<Option<String>>,
 }
 
 #[derive(Deserialize)]
@@ -64,23 +66,31 @@ impl ToolCache {
         StateDir::check_name(key)?;
         let from_file = tools_file.map(read_tools_file).transpose()?;
         let path = state.path().join("mcp-tools").join(format!("{key}.json"));
-        let cached = match std::fs::read_to_string(&path) {
+        let (cached, instructions) = match std::fs::read_to_string(&path) {
             Ok(text) => match parse_tools(&text) {
-                Ok(tools) => Some(tools),
+                Ok(tools) => {
+                    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                    (Some(tools), v["instructions"].as_str().map(str::to_string))
+                }
                 Err(why) => {
                     tracing::warn!(file = %path.display(), %why, "ignoring the unreadable tools cache");
-                    None
+                    (None, None)
                 }
             },
-            Err(_) => None,
+            Err(_) => (None, None),
         };
-        Ok(ToolCache { path, from_file, cached: Mutex::new(cached) })
+        Ok(ToolCache { path, from_file, cached: Mutex::new(cached), instructions: Mutex::new(instructions) })
     }
 
     /// What to list while the backend is not ready.
     pub fn before_ready(&self) -> Vec<Tool> {
         let cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
         cached.clone().or_else(|| self.from_file.clone()).unwrap_or_default()
+    }
+
+    /// The backend's `instructions` from its last `initialize`, when it gave any.
+    pub fn instructions(&self) -> Option<String> {
+        self.instructions.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Remember the backend's list (in memory and on disk, replaced atomically).
@@ -91,8 +101,29 @@ impl ToolCache {
         }
         *cached = Some(tools.to_vec());
         drop(cached);
+        self.save();
+    }
+
+    /// Remember the backend's `instructions` (the host gets them at its next `initialize`).
+    pub fn store_instructions(&self, instructions: Option<String>) {
+        let mut kept = self.instructions.lock().unwrap_or_else(|p| p.into_inner());
+        if *kept == instructions {
+            return;
+        }
+        *kept = instructions;
+        drop(kept);
+        self.save();
+    }
+
+    fn save(&self) {
+        let tools = self.cached.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default();
+        let instructions = self.instructions();
         let write = || -> std::io::Result<()> {
-            let text = serde_json::to_vec_pretty(&serde_json::json!({ "tools": tools }))?;
+            let mut doc = serde_json::json!({ "tools": tools });
+            if let Some(text) = &instructions {
+                doc["instructions"] = serde_json::Value::String(text.clone());
+            }
+            let text = serde_json::to_vec_pretty(&doc)?;
             if let Some(dir) = self.path.parent() {
                 std::fs::create_dir_all(dir)?;
             }
@@ -138,8 +169,10 @@ mod tests {
         assert_eq!(cache.before_ready()[0].name, "list_skills");
         let other: Tool = serde_json::from_str(r#"{"name":"other","inputSchema":{"type":"object"}}"#).expect("tool");
         cache.store(std::slice::from_ref(&other));
+        cache.store_instructions(Some("use other".into()));
         let again = ToolCache::new(&state, "x", Some(&file)).expect("cache");
         assert_eq!(again.before_ready(), vec![other]);
+        assert_eq!(again.instructions().as_deref(), Some("use other"));
         let e = ToolCache::new(&state, "x", Some(&dir.path().join("missing.json"))).expect_err("missing file");
         assert!(e.to_string().contains("cannot read the --tools file"), "{e}");
     }
