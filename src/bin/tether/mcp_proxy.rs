@@ -2,6 +2,8 @@
 //! and forwards to the backend once ready (see `tether::mcp`). stdout is the protocol:
 //! everything else, the backend's output included, goes to stderr.
 
+use std::io::IsTerminal;
+
 use tether::EnsureOptions;
 
 use crate::cli::McpProxyArgs;
@@ -31,6 +33,12 @@ pub async fn run(args: McpProxyArgs) -> i32 {
         Ok(p) => p,
         Err(e) => return report_error(&e, false),
     };
+    if std::io::stdin().is_terminal() {
+        eprintln!(
+            "note: mcp-proxy speaks MCP (JSON-RPC lines) on stdin/stdout: it is meant to be started by an \
+             MCP host (see the README's host config); Ctrl-D or Ctrl-C stops it"
+        );
+    }
     let ensure = EnsureOptions::default().replacing(args.backend.replace);
     match tether::mcp::serve_stdio(plan, ensure, options, async move { signals.recv().await }).await {
         Ok(()) => 0,
