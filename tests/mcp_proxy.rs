@@ -200,6 +200,17 @@ impl Script {
         answer
     }
 
+    /// Call `tool` (no arguments) as request `id`; the answer must be a tool error: its text.
+    async fn tool_error(&mut self, id: u64, tool: &str) -> String {
+        self.send(
+            json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": {}}}),
+        )
+        .await;
+        let answer = self.answer(id).await;
+        assert_eq!(answer["result"]["isError"], json!(true), "{answer}");
+        answer["result"]["content"][0]["text"].as_str().unwrap_or_default().to_string()
+    }
+
     async fn exit_code(&mut self) -> Option<i32> {
         let status = tokio::time::timeout(WAIT, self.child.wait()).await.expect("the proxy exits in time");
         status.expect("wait for the proxy").code()
@@ -246,12 +257,7 @@ async fn a_backend_that_cannot_start_is_explained_to_the_host() {
     let args = proxy_args(&["--name", "bad", "--restart", "no"], &["--skills", "many"]);
     let mut script = Script::start(&sandbox, &args);
     script.initialize().await;
-    script
-        .send(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "list_skills", "arguments": {}}}))
-        .await;
-    let answer = script.answer(2).await;
-    assert_eq!(answer["result"]["isError"], json!(true), "{answer}");
-    let text = answer["result"]["content"][0]["text"].as_str().unwrap_or_default().to_string();
+    let text = script.tool_error(2, "list_skills").await;
     assert!(text.contains("will not be restarted"), "{text}");
     assert!(text.contains("exit code 2"), "{text}");
     assert!(text.contains("many"), "the backend's own complaint is shown: {text}");
@@ -266,12 +272,7 @@ async fn a_wrong_mcp_path_is_explained_to_the_host() {
     let args = proxy_args(&["--name", "path", "--restart", "no", "--timeout", "1s", "--mcp-path", "/nope"], &[]);
     let mut script = Script::start(&sandbox, &args);
     script.initialize().await;
-    script
-        .send(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "list_skills", "arguments": {}}}))
-        .await;
-    let answer = script.answer(2).await;
-    assert_eq!(answer["result"]["isError"], json!(true), "{answer}");
-    let text = answer["result"]["content"][0]["text"].as_str().unwrap_or_default().to_string();
+    let text = script.tool_error(2, "list_skills").await;
     assert!(text.contains("/nope did not answer in 1.0s") && text.contains("404"), "{text}");
     assert!(text.contains("--mcp-path"), "{text}");
     script.stdin = None;
