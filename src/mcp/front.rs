@@ -316,14 +316,13 @@ impl ServerHandler for Front {
                 tracing::warn!(%tool, error = %e, "forwarding a call to the backend failed");
                 // The backend may have died under the call: say what we know now.
                 let now = self.shared.current();
-                let mut result = match now {
+                let result = match now {
                     BackendState::Ready { .. } => CallToolResult::error(vec![ContentBlock::text(format!(
                         "calling `{tool}` on backend '{}' at {url} failed: {e}",
                         self.shared.0.name
                     ))]),
                     other => self.shared.unavailable(&other),
                 };
-                result.is_error = Some(true);
                 Ok(result.into())
             }
         }

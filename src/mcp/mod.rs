@@ -31,8 +31,7 @@ use tether_core::state::StateDir;
 use tether_core::{Error, Result};
 
 use crate::{Config, EnsureOptions, Plan, PortChoice};
-pub use backend::BackendState;
-pub use tools::{ToolCache, read_tools_file};
+use tools::ToolCache;
 
 /// How the proxy behaves, beyond what runs (which is the [`Plan`]).
 #[derive(Debug, Clone)]

@@ -135,11 +135,6 @@ impl ToolCache {
             tracing::warn!(file = %self.path.display(), error = %e, "cannot save the tools cache");
         }
     }
-
-    /// Where the cache lives.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
 }
 
 #[cfg(test)]
