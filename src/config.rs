@@ -200,13 +200,15 @@ impl Config {
                 timeout: probe_timeout,
             }),
         };
+        let host = self.host.clone().unwrap_or_else(|| "127.0.0.1".into());
+        check_host(&host)?;
         Ok(Plan {
             restart,
             liveness,
             name,
             runner,
             port: self.port.unwrap_or(PortChoice::Fixed(8765)),
-            host: self.host.clone().unwrap_or_else(|| "127.0.0.1".into()),
+            host,
             probe,
             timeout,
             probe_timeout,
@@ -292,6 +294,29 @@ fn pinned_version(package: &str) -> Option<String> {
 #[cfg(not(feature = "uvx"))]
 fn pinned_version(_package: &str) -> Option<String> {
     None
+}
+
+/// `--host` must be an IP address of this machine: a literal (never resolved, so no
+/// DNS query and no name that resolves differently later), or exactly `localhost`
+/// (loopback, without DNS). Loopback and unspecified addresses (`0.0.0.0`, `::`) are
+/// always of this machine; any other is when a socket can be bound to it.
+fn check_host(host: &str) -> Result<()> {
+    let refuse = |why: String| {
+        Error::config(format!(
+            "`--host` must be an IP address of this machine (e.g. 127.0.0.1, ::1, 0.0.0.0), not '{host}': {why}"
+        ))
+    };
+    if host == "localhost" {
+        return Ok(());
+    }
+    let ip: std::net::IpAddr = host.parse().map_err(|_| refuse("not an IP address".into()))?;
+    if ip.is_loopback() || ip.is_unspecified() {
+        return Ok(());
+    }
+    match std::net::TcpListener::bind((ip, 0)) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(refuse(format!("not an address of this machine: binding it fails with {e}"))),
+    }
 }
 
 /// The liveness probe: `http[:PATH]` (2xx) or `tcp`.
@@ -422,6 +447,35 @@ mod tests {
         assert_eq!(file.port, Some(PortChoice::Fixed(2000)));
         assert_eq!(file.name.as_deref(), Some("a"));
         assert_eq!(file.args, vec!["x"]);
+    }
+
+    #[test]
+    fn hosts_must_be_addresses_of_this_machine() {
+        for good in ["127.0.0.1", "::1", "0.0.0.0", "::", "localhost", "127.0.0.2"] {
+            let c = Config { host: Some(good.into()), ..Config::default() };
+            assert_eq!(c.plan().map(|p| p.host).ok().as_deref(), Some(good));
+        }
+        assert_eq!(Config::default().plan().map(|p| p.host).ok().as_deref(), Some("127.0.0.1"));
+        for (bad, why) in [
+            ("999.1.1.1", "not an IP address"),
+            ("1.2.3.4;touch x", "not an IP address"),
+            ("", "not an IP address"),
+            ("no-such-host.invalid", "not an IP address"),
+            ("[::1]", "not an IP address"),
+            ("203.0.113.7", "not an address of this machine: binding it fails with"),
+        ] {
+            let c = Config { host: Some(bad.into()), ..Config::default() };
+            let e = c.plan().expect_err(bad);
+            let msg = e.to_string();
+            assert!(
+                msg.contains(&format!(
+                    "must be an IP address of this machine (e.g. 127.0.0.1, ::1, 0.0.0.0), not '{bad}'"
+                )),
+                "{msg}"
+            );
+            assert!(msg.contains(why), "{bad}: {msg}");
+            assert_eq!(e.exit_code(), 2);
+        }
     }
 
     #[test]

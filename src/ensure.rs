@@ -8,6 +8,7 @@ use tether_core::port;
 use tether_core::process::{GroupTarget, stop_group};
 use tether_core::procs::{self, ProcessIdentity};
 use tether_core::runner::Tethering;
+use tether_core::safety::{Claim, Gate};
 use tether_core::state::{InstanceLock, Record, StateDir};
 use tether_core::{
     Error, Identity, LaunchOptions, LaunchSpec, Lifecycle, PortHolder, Result, Runner, RunningBackend, StopOutcome,
@@ -224,6 +225,15 @@ async fn reusable(old: &Record, plan: &Plan, runner: &dyn Runner, info: &tether_
     if old.runner != runner.kind() || old.fingerprint != fingerprint(&info.fingerprint, plan) || !same_port {
         return false;
     }
+    // A process record must name a backend of ours that holds the port: a record
+    // is a claim, and a health answer from a neighbour is not our backend's.
+    if let Some(leader) = old.leader {
+        let ours = Gate::new().check(leader, &Claim::instance(old.name.clone())).is_ok();
+        if !ours || !port::listeners_held_by(old.port, leader, Some(leader.pid)) {
+            tracing::warn!(instance = %old.name, leader = leader.pid, "the record does not name our backend on its port");
+            return false;
+        }
+    }
     let Ok(client) = tether_core::readiness::probe_client(plan.probe_timeout) else { return false };
     let endpoint = tether_core::Endpoint { host: old.host.clone(), port: old.port };
     let logs = tether_core::LogRelay::with_defaults(old.name.clone());
@@ -272,19 +282,48 @@ fn tethering(state: &StateDir, plan: &Plan, detach: bool) -> Result<Tethering> {
     Ok(Tethering::ParentDeathSignal)
 }
 
-/// The process group a record names, when its leader is verified.
+/// What a record names, as a stop target: its leader, which tether always starts
+/// as the leader of a process group of its own, with that group. A record is a
+/// claim, not proof: its `pgid` is not trusted (the group is the leader's pid), and
+/// every signal passes the gate, which requires the instance's fingerprint.
 fn target_of(record: &Record) -> Option<GroupTarget> {
     let leader = record.leader?;
-    Some(GroupTarget { leader, pgid: record.pgid.unwrap_or(leader.pid) })
+    Some(GroupTarget::group(leader, Claim::instance(record.name.clone())))
 }
 
-/// Stop what a stale record names (verified by pid + start time) and forget it.
+/// A refusal of the gate while acting on `record`: the record named a process that
+/// is not this instance's, so it was removed (it describes nothing of ours).
+fn refused_record(state: &StateDir, record: &Record, e: Error) -> Error {
+    let _ = state.remove(&record.name);
+    match e {
+        Error::Refused { pid, command, why } => Error::Refused {
+            pid,
+            command,
+            why: format!(
+                "{why}; the record {} named it, so the record was removed and nothing was signalled",
+                state.path().join(format!("{}.json", record.name)).display()
+            ),
+        },
+        other => other,
+    }
+}
+
+/// Stop what a stale record names (verified by pid + start time, then by the gate)
+/// and forget it. A record naming a process that is not ours is forgotten with a
+/// warning, and nothing is signalled.
 async fn sweep(state: &StateDir, record: &Record) -> Result<Option<StopOutcome>> {
     let outcome = match target_of(record) {
         Some(t) => {
             let grace = Duration::from_millis(record.grace_ms.max(100));
-            tracing::info!(instance = %record.name, pgid = t.pgid, "sweeping a stale instance");
-            Some(stop_group(t, grace, || None).await)
+            tracing::info!(instance = %record.name, leader = t.leader.pid, "sweeping a stale instance");
+            match stop_group(t, grace, || None).await {
+                Ok(outcome) => Some(outcome),
+                Err(e @ Error::Refused { .. }) => {
+                    tracing::warn!(instance = %record.name, error = %e, "forgetting a record that names a process not ours");
+                    None
+                }
+                Err(e) => return Err(e),
+            }
         }
         None => match &record.container_id {
             Some(id) => match crate::kind::stop_container(id, Duration::from_millis(record.grace_ms.max(100))).await {
@@ -305,7 +344,7 @@ async fn sweep(state: &StateDir, record: &Record) -> Result<Option<StopOutcome>>
 /// error naming it, unless `force_port`.
 async fn clear_port(state: &StateDir, plan: &Plan, port: u16) -> Result<()> {
     let records = state.list()?;
-    let holders = port::holders(port, &records)?;
+    let holders = port::holders(port)?;
     if holders.is_empty() {
         if port::can_bind(&plan.host, port) {
             return Ok(());
@@ -335,23 +374,28 @@ async fn clear_port(state: &StateDir, plan: &Plan, port: u16) -> Result<()> {
     }
     for h in &holders {
         let record = h.instance.as_ref().and_then(|n| records.iter().find(|r| &r.name == n));
-        match record.and_then(target_of) {
-            Some(t) if h.ours => {
+        match (record.and_then(target_of), &h.instance) {
+            // Ours, and its record's leader is still there: the whole instance goes.
+            (Some(t), Some(_)) if t.leader.is_alive() => {
                 tracing::info!(pid = h.pid, instance = ?h.instance, "stopping our own holder of port {port}");
-                stop_group(t, plan.grace, || None).await;
-                if let Some(r) = record {
-                    state.remove(&r.name)?;
-                }
+                stop_group(t, plan.grace, || None).await?;
             }
-            _ => {
-                // Fingerprint-only ours, or foreign with --force-port: that process alone.
-                if let Some(id) = ProcessIdentity::of(h.pid) {
-                    tracing::warn!(pid = h.pid, command = %h.command, ours = h.ours, "stopping the holder of port {port}");
-                    let pgid = procs::pgid_of(h.pid).unwrap_or(h.pid);
-                    let t = GroupTarget { leader: id, pgid: if pgid == h.pid { pgid } else { h.pid } };
-                    stop_group(t, plan.grace, || None).await;
-                }
+            (_, instance) => {
+                // Ours by fingerprint only, or foreign with --force-port: that process,
+                // its descendants, and its group when it leads one.
+                let Some(id) = ProcessIdentity::of(h.pid) else { continue };
+                tracing::warn!(pid = h.pid, command = %h.command, ours = h.ours, "stopping the holder of port {port}");
+                let claim = instance.clone().map_or(Claim::Forced, Claim::Instance);
+                let t = if procs::pgid_of(h.pid) == Some(h.pid) {
+                    GroupTarget::group(id, claim)
+                } else {
+                    GroupTarget::process(id, claim)
+                };
+                stop_group(t, plan.grace, || None).await?;
             }
+        }
+        if let Some(r) = record {
+            state.remove(&r.name)?;
         }
     }
     port::wait_free(&plan.host, port, plan.grace + Duration::from_secs(5)).await
@@ -378,9 +422,13 @@ fn guard_report(log: &std::path::Path) -> Option<StopOutcome> {
 pub async fn down(state: &StateDir, name: &str) -> Result<StopOutcome> {
     StateDir::check_name(name)?;
     let record = state.load(name)?.ok_or_else(|| Error::NotFound { name: name.to_string() })?;
-    // A foreground instance: ask its owner to stop it, so it cleans up itself.
+    // A foreground instance: ask its owner to stop it, so it cleans up itself. The
+    // owner is ours only if it holds the instance's lock file open.
     if let Some(owner) = record.owner.filter(|o| o.is_alive()) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(owner.pid as i32), nix::sys::signal::Signal::SIGTERM);
+        let lock = Claim::LockHolder(state.path().join(format!("{name}.lock")));
+        if let Err(refusal) = Gate::new().signal(owner, nix::sys::signal::Signal::SIGTERM, &lock) {
+            return Err(refused_record(state, &record, refusal.into()));
+        }
         let grace = Duration::from_millis(record.grace_ms.max(100)) + Duration::from_secs(2);
         let deadline = tokio::time::Instant::now() + grace;
         while owner.is_alive() && tokio::time::Instant::now() < deadline {
@@ -388,7 +436,11 @@ pub async fn down(state: &StateDir, name: &str) -> Result<StopOutcome> {
         }
     }
     let outcome = match target_of(&record) {
-        Some(t) => stop_group(t, Duration::from_millis(record.grace_ms.max(100)), || None).await,
+        Some(t) => match stop_group(t, Duration::from_millis(record.grace_ms.max(100)), || None).await {
+            Ok(outcome) => outcome,
+            Err(e @ Error::Refused { .. }) => return Err(refused_record(state, &record, e)),
+            Err(e) => return Err(e),
+        },
         None => match &record.container_id {
             Some(id) => crate::kind::stop_container(id, Duration::from_millis(record.grace_ms.max(100))).await?,
             None => StopOutcome::Terminated { exit: tether_core::ExitStatus::Unknown },
@@ -396,7 +448,10 @@ pub async fn down(state: &StateDir, name: &str) -> Result<StopOutcome> {
     };
     let outcome = match (&record.log_file, outcome) {
         // A detached guard ran the same grace period; it says whether it had to kill.
-        (Some(log), StopOutcome::Terminated { .. }) => guard_report(log).unwrap_or(outcome),
+        // Only from our own log's place: a record must not steer tether at other files.
+        (Some(log), StopOutcome::Terminated { .. }) if *log == state.log_path(name) => {
+            guard_report(log).unwrap_or(outcome)
+        }
         (_, o) => o,
     };
     state.remove(name)?;

@@ -130,8 +130,10 @@ fn docker(plan: &Plan) -> Result<Arc<dyn Runner>> {
 /// Containers are not process groups: the state file's stale sweep and the port
 /// guard cannot see them (a published port is held by the root `docker-proxy`,
 /// which the guard would call foreign). Before the port guard of a docker start,
-/// remove tether's stale containers: those of this instance name and those whose
-/// owner is gone; a live container of another instance on the port is an error.
+/// remove tether's stale containers: only those whose owner is provably gone. A
+/// live container of this instance name (of another state directory, or whose
+/// record was lost) is `Error::ContainerRunning`; a live container of another
+/// instance on the port is `Error::PortUsedByInstance`.
 #[cfg(feature = "docker")]
 pub(crate) async fn sweep_containers(plan: &Plan) -> Result<()> {
     if plan.runner != RunnerKind::Docker {

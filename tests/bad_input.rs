@@ -158,6 +158,43 @@ fn bad_env_flag_shows_the_form() {
     expect(&Case::new(), &["up", "--env", "NOVALUE"], 2, "write KEY=VALUE");
 }
 
+/// `up --host HOST` with the demo backend: exit 2 before anything starts (no record, no
+/// DNS query for a name), saying what `--host` must be and why this one is not.
+fn bad_host(host: &str, why: &str) {
+    let c = Case::new();
+    let needle = format!("`--host` must be an IP address of this machine (e.g. 127.0.0.1, ::1, 0.0.0.0), not '{host}'");
+    expect(&c, &["up", "--name", "h", "--port", "auto", "--host", host], 2, &needle);
+    expect(&c, &["up", "--name", "h", "--port", "auto", "--host", host], 2, why);
+    let left: Vec<_> =
+        std::fs::read_dir(c.state.path()).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    assert!(left.is_empty(), "{host}: something was started: {left:?}");
+}
+
+#[test]
+fn host_out_of_range_is_not_an_ip_address() {
+    bad_host("999.1.1.1", "not an IP address");
+}
+
+#[test]
+fn host_with_shell_syntax_is_not_an_ip_address() {
+    bad_host("1.2.3.4;touch x", "not an IP address");
+}
+
+#[test]
+fn empty_host_is_not_an_ip_address() {
+    bad_host("", "not an IP address");
+}
+
+#[test]
+fn host_name_is_not_resolved() {
+    bad_host("no-such-host.invalid", "not an IP address");
+}
+
+#[test]
+fn host_not_of_this_machine_cannot_be_bound() {
+    bad_host("203.0.113.7", "not an address of this machine: binding it fails with");
+}
+
 /// The README's `tether.toml` example is a valid config: the docs stay true.
 #[test]
 fn the_readme_config_example_parses() {

@@ -1,12 +1,14 @@
 //! `tether up --runner docker` end to end, on the real engine: nothing is left
-//! behind, a dead owner's container is swept, the port is published on loopback
-//! only, and an unreachable engine is a clear error.
+//! behind, a dead owner's container is swept (from any state directory), a live
+//! container of another state directory is never swept, the port is published on
+//! loopback only, a container backend owns its endpoint only while it runs, and an
+//! unreachable engine is a clear error.
 
 mod docker_support;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 
 use docker_support::{Cleanup, containers_of, engine_available, exe, image, inspect, unique_name};
 use serde_json::Value;
@@ -32,6 +34,18 @@ fn json_state(out: &[u8], state: &str) -> Option<Value> {
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .find(|v| v["state"] == state && v.get("phase").is_none())
+}
+
+/// A child killed and reaped when dropped, also when the test panics.
+struct Reap(Child);
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
 }
 
 fn assert_ok(out: &Output, what: &str) {
@@ -67,28 +81,41 @@ fn up_detach_then_down_leaves_no_container() {
     assert_eq!(containers_of(&name).len(), 0, "after down: no container, stopped or not");
 }
 
-#[test]
-fn a_dead_owners_container_is_swept_by_the_next_up() {
-    if !engine_available() {
-        return;
-    }
-    let (image, name, state) = (image(), unique_name("dk-owner"), tempfile::tempdir().expect("tempdir"));
-    let _cleanup = Cleanup(name.clone());
-    let port = tether::core::port::free_port("127.0.0.1").expect("a free port").to_string();
-    let mut owner = Command::new(exe())
-        .args(up_args(&image, &name, &["--port", &port, "--json"], &[]))
-        .env("TETHER_STATE_DIR", state.path())
+/// `tether ARGS` in the foreground with its own state directory, once it reported
+/// its final state (`ready` or `failed`): the child, and that line. The rest of its
+/// stdout is drained on a thread, so its writes never fail on a closed pipe.
+fn spawn_foreground(state: &Path, args: &[&str]) -> (Child, Option<Value>) {
+    let mut child = Command::new(exe())
+        .args(args)
+        .env("TETHER_STATE_DIR", state)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn tether up");
-    let stdout = owner.stdout.take().expect("piped stdout");
-    let ready = BufReader::new(stdout)
-        .lines()
+    let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+    let ready = lines
+        .by_ref()
         .map_while(Result::ok)
         .filter_map(|l| serde_json::from_str::<Value>(&l).ok())
         .find(|v| (v["state"] == "ready" || v["state"] == "failed") && v.get("phase").is_none());
+    std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
+    (child, ready)
+}
+
+/// A foreground `up` is SIGKILLed; the next `up` of the same name on the same port —
+/// with the same state directory (its record names the container) or another one
+/// (only the container's owner labels tell it is stale) — sweeps the container.
+fn a_dead_owners_container_is_swept(second_state_is_another: bool) {
+    if !engine_available() {
+        return;
+    }
+    let (image, name, state) = (image(), unique_name("dk-owner"), tempfile::tempdir().expect("tempdir"));
+    let other = tempfile::tempdir().expect("tempdir");
+    let second_state = if second_state_is_another { other.path() } else { state.path() };
+    let _cleanup = Cleanup(name.clone());
+    let port = tether::core::port::free_port("127.0.0.1").expect("a free port").to_string();
+    let (mut owner, ready) = spawn_foreground(state.path(), &up_args(&image, &name, &["--port", &port, "--json"], &[]));
     let first = ready.as_ref().and_then(|v| v["container_id"].as_str()).map(str::to_string);
     owner.kill().expect("SIGKILL the owner");
     owner.wait().expect("reap the owner");
@@ -99,14 +126,123 @@ fn a_dead_owners_container_is_swept_by_the_next_up() {
     assert!(left.is_empty() || left == vec![first.clone()], "the dead owner's container, or nothing: {left:?}");
 
     // Same name, same port: the stale container must go, not block the port.
-    let out = tether(state.path(), &up_args(&image, &name, &["--port", &port, "--detach", "--json"], &[]));
+    let out = tether(second_state, &up_args(&image, &name, &["--port", &port, "--detach", "--json"], &[]));
     assert_ok(&out, "the second up");
     let second = json_state(&out.stdout, "ready").expect("ready")["container_id"].as_str().expect("id").to_string();
     assert_ne!(first, second);
     assert_eq!(containers_of(&name), vec![second], "exactly one container: the new one");
 
-    assert_ok(&tether(state.path(), &["down", "--name", &name]), "down");
+    assert_ok(&tether(second_state, &["down", "--name", &name]), "down");
     assert_eq!(containers_of(&name).len(), 0, "none after down");
+}
+
+#[test]
+fn a_dead_owners_container_is_swept_by_the_next_up() {
+    a_dead_owners_container_is_swept(false);
+}
+
+#[test]
+fn a_dead_owners_container_is_swept_by_the_next_up_of_another_state_dir() {
+    a_dead_owners_container_is_swept(true);
+}
+
+/// B's `up` of instance `name`, on an automatic port and on `port` (the one `id`
+/// publishes), fails naming the live container `id` (`owner` says whose), and
+/// leaves it running: it is never swept.
+fn assert_refused_and_untouched(b: &Path, image: &str, name: &str, id: &str, port: &str, owner: &str) {
+    for port in ["auto", port] {
+        let out = tether(b, &up_args(image, name, &["--port", port, "--detach"], &[]));
+        assert_eq!(out.status.code(), Some(1), "B's up (--port {port}) must fail: {out:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let short = &id[..12];
+        for needle in [&format!("instance '{name}' is already running in container {short}"), owner, "docker rm -f"] {
+            assert!(stderr.contains(needle), "(--port {port}) `{needle}` missing from: {stderr}");
+        }
+        assert_eq!(containers_of(name), vec![id.to_string()], "(--port {port}) A's container alone, still there");
+        assert_eq!(inspect(id, "{{.State.Running}}"), "true", "(--port {port}) A's container still runs");
+    }
+}
+
+#[test]
+fn a_live_detached_container_of_another_state_dir_is_never_swept() {
+    if !engine_available() {
+        return;
+    }
+    let (image, name) = (image(), unique_name("dk-same"));
+    let (a, b) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+    let _cleanup = Cleanup(name.clone());
+    let out = tether(a.path(), &up_args(&image, &name, &["--port", "auto", "--detach", "--json"], &[]));
+    assert_ok(&out, "A's up --detach");
+    let ready = json_state(&out.stdout, "ready").expect("a ready line");
+    let id = ready["container_id"].as_str().expect("the container id").to_string();
+    let port = ready["port"].as_u64().expect("the port").to_string();
+
+    // B has no record of it (as if A's record were lost): a detached container of
+    // this name is an error telling how to remove it, not a stale one.
+    assert_refused_and_untouched(b.path(), &image, &name, &id, &port, "(detached)");
+
+    let status = tether(a.path(), &["status", "--name", &name, "--json"]);
+    assert_ok(&status, "A's status");
+    let status: Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+    assert_eq!(status["container_id"].as_str(), Some(id.as_str()), "A still records it: {status}");
+    assert_eq!(status["state"], "ready", "A's instance still answers: {status}");
+
+    assert_ok(&tether(a.path(), &["down", "--name", &name]), "A's down");
+    assert_eq!(containers_of(&name).len(), 0, "A's down removed it");
+}
+
+#[test]
+fn a_live_foreground_container_of_another_state_dir_is_never_swept() {
+    if !engine_available() {
+        return;
+    }
+    let (image, name) = (image(), unique_name("dk-same-fg"));
+    let (a, b) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+    let _cleanup = Cleanup(name.clone());
+    let (owner, ready) = spawn_foreground(a.path(), &up_args(&image, &name, &["--port", "auto", "--json"], &[]));
+    let mut owner = Reap(owner);
+    let ready = ready.filter(|v| v["state"] == "ready").expect("A's foreground up becomes ready");
+    let id = ready["container_id"].as_str().expect("the container id").to_string();
+    let port = ready["port"].as_u64().expect("the port").to_string();
+
+    assert_refused_and_untouched(b.path(), &image, &name, &id, &port, &format!("(owner pid {})", owner.0.id()));
+
+    // A's down asks A's owner to stop, which removes its container.
+    assert_ok(&tether(a.path(), &["down", "--name", &name]), "A's down");
+    owner.0.wait().expect("A's owner ends");
+    assert_eq!(containers_of(&name).len(), 0, "A's container is gone with its owner");
+}
+
+/// A container backend owns its endpoint while its container runs, and not once it
+/// was killed behind its back or stopped and removed.
+#[tokio::test]
+async fn a_container_backend_owns_its_endpoint_only_while_it_runs() {
+    use tether::Runner;
+    if !engine_available() {
+        return;
+    }
+    let name = unique_name("dk-owns");
+    let _cleanup = Cleanup(name.clone());
+    let port = tether::core::port::free_port("127.0.0.1").expect("a free port");
+    let runner = tether::DockerRunner::new(image()).with_pull(tether::PullPolicy::Never);
+    let spec = tether::LaunchSpec::new(name.clone(), port).with_args(["--port", "{port}", "--host", "0.0.0.0"]);
+    let backend = runner.start(&spec).await.expect("the container starts");
+    let id = match backend.identity() {
+        tether::core::Identity::Container { id } => id,
+        other => panic!("a container backend: {other:?}"),
+    };
+    assert_eq!(backend.endpoint().port, port, "the endpoint is the published host port");
+    assert!(backend.owns_endpoint().await, "its running container serves the endpoint");
+
+    let killed = Command::new("docker").args(["kill", &id]).stdin(Stdio::null()).output().expect("run docker kill");
+    assert!(killed.status.success(), "docker kill: {}", String::from_utf8_lossy(&killed.stderr));
+    backend.wait().await;
+    assert_eq!(containers_of(&name), vec![id.clone()], "killed, not removed");
+    assert!(!backend.owns_endpoint().await, "an exited container serves nothing");
+
+    backend.stop(std::time::Duration::from_secs(5)).await.expect("stop removes it");
+    assert_eq!(containers_of(&name).len(), 0, "removed");
+    assert!(!backend.owns_endpoint().await, "a removed container serves nothing");
 }
 
 #[test]

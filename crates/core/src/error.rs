@@ -145,6 +145,31 @@ pub enum Error {
         /// The owner's or backend's pid when known.
         pid: Option<u32>,
     },
+    /// A live container of this instance name runs, but not as a record of this state
+    /// directory (another `TETHER_STATE_DIR`, or its record was lost): never swept.
+    #[error(
+        "instance '{name}' is already running in container {id}{}, not recorded in this state directory; stop it where it was started (`tether down --name {name}` with that TETHER_STATE_DIR) or with `docker rm -f {id}`, or pick another --name",
+        owner_pid.map(|p| format!(" (owner pid {p})")).unwrap_or_else(|| " (detached)".into())
+    )]
+    ContainerRunning {
+        /// The instance name.
+        name: String,
+        /// The container id (short).
+        id: String,
+        /// Its owner's pid, when not detached.
+        owner_pid: Option<u32>,
+    },
+    /// tether refused to signal a process that it cannot prove is its own (see
+    /// `tether_core::safety`): the process is named, never signalled.
+    #[error("refusing to signal pid {pid} (`{command}`): {why}")]
+    Refused {
+        /// The process.
+        pid: u32,
+        /// Its command line, for the user.
+        command: String,
+        /// Which rule refused it.
+        why: String,
+    },
     /// No instance of this name is recorded.
     #[error("no instance named '{name}' is recorded; `tether status` lists them")]
     NotFound {

@@ -16,21 +16,29 @@
 //! 6. exits the way the backend did (same code, or the same signal re-raised).
 //!
 //! Detached instances (`--log-file`) have no parent to watch; the guard writes the
-//! backend's output to the log file (one rotated file), so nothing ever blocks.
+//! backend's output to the log file (one rotated file), so nothing ever blocks. The log
+//! and the `.exit` status file are opened without following symlinks, mode 0600, and
+//! only as regular files of this user: a link planted there is refused, never
+//! written through.
+//!
+//! The backend gets file descriptors 0, 1 and 2 only: whatever else the guard
+//! inherited or opened is closed on exec.
 //!
 //! A program that links tether opts in with [`run_if_guard`] at the top of `main`.
 
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
-use nix::sys::signal::{SigSet, SigmaskHow, Signal, kill, sigprocmask};
+use nix::fcntl::OFlag;
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{Pid, getpid, getppid};
 
@@ -143,11 +151,14 @@ fn run(args: GuardArgs) -> i32 {
     if args.log_file.is_some() {
         command.stdout(Stdio::piped()).stderr(Stdio::piped());
     }
-    // SAFETY: sigprocmask is async-signal-safe; it runs between fork and exec only.
+    // SAFETY: sigprocmask, close_range and fcntl are async-signal-safe; this runs
+    // between fork and exec only.
     unsafe {
         use std::os::unix::process::CommandExt;
         command.pre_exec(|| {
-            sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None).map_err(std::io::Error::from)
+            sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None).map_err(std::io::Error::from)?;
+            crate::process::cloexec_inherited_fds();
+            Ok(())
         });
     }
     let mut child = match command.spawn() {
@@ -207,7 +218,10 @@ fn run(args: GuardArgs) -> i32 {
     if let Some(log) = &args.log_file {
         // A detached guard has no parent to tell how the stop went: leave it next to the log.
         let how = if killed { "killed".to_string() } else { describe(main_status) };
-        let _ = std::fs::write(status_path(log), how);
+        let status = status_path(log);
+        if let Err(e) = open_private(&status, false).and_then(|mut f| f.write_all(how.as_bytes())) {
+            eprintln!("tether guard: not writing {}: {e}", status.display());
+        }
     }
     exit_like(main_status)
 }
@@ -238,8 +252,12 @@ fn signal_all(sig: Signal) {
     targets.extend(procs::descendants(mine));
     targets.sort_unstable();
     targets.dedup();
-    for pid in targets.into_iter().filter(|p| *p != mine) {
-        let _ = kill(Pid::from_raw(pid as i32), sig);
+    // The gate decides here too: the backend is our direct child, so it and its
+    // descendants pass; a stranger that joined the group does not.
+    let gate = crate::safety::Gate::new();
+    let claim = crate::safety::Claim::instance(std::env::var(crate::port::INSTANCE_ENV).unwrap_or_default());
+    for id in targets.into_iter().filter(|p| *p != mine).filter_map(procs::ProcessIdentity::of) {
+        let _ = gate.signal(id, sig, &claim);
     }
 }
 
@@ -308,7 +326,13 @@ struct RotatingLog {
 
 impl RotatingLog {
     fn open(path: PathBuf, max: u64) -> Self {
-        let file = OpenOptions::new().create(true).append(true).open(&path).ok();
+        let file = match open_private(&path, true) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                eprintln!("tether guard: not logging to {}: {e}", path.display());
+                None
+            }
+        };
         let size = file.as_ref().and_then(|f| f.metadata().ok()).map_or(0, |m| m.len());
         RotatingLog { path, max: max.max(1024), file, size }
     }
@@ -317,8 +341,15 @@ impl RotatingLog {
         if self.size + data.len() as u64 > self.max {
             let mut rotated = self.path.clone().into_os_string();
             rotated.push(".1");
+            // rename replaces a link at `.1` itself, never its target.
             let _ = std::fs::rename(&self.path, rotated);
-            self.file = OpenOptions::new().create(true).append(true).open(&self.path).ok();
+            self.file = match open_private(&self.path, true) {
+                Ok(f) => Some(f),
+                Err(e) => {
+                    eprintln!("tether guard: not logging to {}: {e}", self.path.display());
+                    None
+                }
+            };
             self.size = 0;
         }
         if let Some(f) = &mut self.file
@@ -327,6 +358,35 @@ impl RotatingLog {
             self.size += data.len() as u64;
         }
     }
+}
+
+/// Open `path` for writing (appending, or truncating) the way a file in the state
+/// directory must be: a symlink is not followed (the open fails), a FIFO cannot block
+/// the open, and only a regular file of this user with no other hard link is used.
+/// Created with mode 0600; an existing file is set to 0600.
+fn open_private(path: &Path, append: bool) -> std::io::Result<File> {
+    let mut options = OpenOptions::new();
+    options.write(true).create(true).mode(0o600).custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits());
+    if append {
+        options.append(true);
+    } else {
+        options.truncate(true);
+    }
+    let file = options.open(path).map_err(|e| {
+        if e.raw_os_error() == Some(Errno::ELOOP as i32) {
+            std::io::Error::other("it is a symbolic link; refusing to follow it")
+        } else {
+            e
+        }
+    })?;
+    let meta = file.metadata()?;
+    if !meta.is_file() || meta.uid() != nix::unistd::geteuid().as_raw() || meta.nlink() != 1 {
+        return Err(std::io::Error::other("it is not a regular file of this user with a single link"));
+    }
+    if meta.mode() & 0o777 != 0o600 {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(file)
 }
 
 fn copy_to_log(mut from: impl Read + Send + 'static, log: Arc<Mutex<RotatingLog>>) -> std::thread::JoinHandle<()> {
@@ -371,5 +431,32 @@ mod tests {
         let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         assert!(len <= 1024, "{len}");
         assert!(dir.path().join("x.log.1").exists());
+        for p in [path.clone(), dir.path().join("x.log.1")] {
+            let mode = std::fs::metadata(&p).map(|m| m.mode() & 0o777).unwrap_or(0);
+            assert_eq!(mode, 0o600, "{}", p.display());
+        }
+    }
+
+    #[test]
+    fn log_and_status_never_follow_a_planted_symlink() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join("target");
+        std::fs::write(&target, "").expect("write");
+        let path = dir.path().join("x.log");
+        std::os::unix::fs::symlink(&target, &path).expect("symlink");
+        let mut log = RotatingLog::open(path.clone(), 1024);
+        log.write(b"secret output\n");
+        std::os::unix::fs::symlink(&target, status_path(&path)).expect("symlink");
+        assert!(open_private(&status_path(&path), false).is_err());
+        assert_eq!(std::fs::read(&target).expect("read").len(), 0, "written through the link");
+        // A hard link to a file elsewhere is refused too; an existing 0644 log becomes 0600.
+        let hard = dir.path().join("h.log");
+        std::fs::hard_link(&target, &hard).expect("hard link");
+        assert!(open_private(&hard, true).is_err());
+        let old = dir.path().join("old.log");
+        std::fs::write(&old, "").expect("write");
+        std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        open_private(&old, true).expect("a plain log");
+        assert_eq!(std::fs::metadata(&old).expect("stat").mode() & 0o777, 0o600);
     }
 }

@@ -42,6 +42,7 @@ pub mod procs;
 pub mod readiness;
 pub mod relay;
 pub mod runner;
+pub mod safety;
 pub mod state;
 pub mod supervise;
 

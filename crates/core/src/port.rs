@@ -20,7 +20,6 @@ use procfs::net::TcpState;
 
 use crate::error::{Error, PortHolder, Result, humanize};
 use crate::procs;
-use crate::state::Record;
 
 /// The environment variable tether sets on every backend it starts, naming its
 /// instance: a fingerprint that survives even when the state file is gone.
@@ -50,29 +49,43 @@ pub fn listening_pids(port: u16) -> Result<Vec<u32>> {
 
 /// Who holds `port`, each classified as ours or foreign.
 ///
-/// A holder is ours when its process group is the `pgid` of a record whose
-/// `leader` is still alive (pid + start time — a stale record vouches for
-/// nothing), or when its environment carries `TETHER_INSTANCE=<name>` (set by
-/// tether on every backend it starts). `instance` then names the instance.
+/// A holder is ours when it, or an ancestor by parent pid, carries
+/// `TETHER_INSTANCE=<name>` (set by tether on every backend it starts) and runs
+/// as this user — the [`Gate`](crate::safety::Gate)'s rule; `instance` then names
+/// the instance. A state record vouches for nothing here: it is a claim, not proof.
 /// Holders that exit while we look are left out: they hold nothing any more.
-pub fn holders(port: u16, records: &[Record]) -> Result<Vec<PortHolder>> {
-    // Only records whose leader is verifiably alive may claim a group; check
-    // each once, not once per holder.
-    let live_groups: Vec<(u32, &str)> = records
-        .iter()
-        .filter(|r| r.leader.is_some_and(|l| l.is_alive()))
-        .filter_map(|r| r.pgid.map(|g| (g, r.name.as_str())))
-        .collect();
+pub fn holders(port: u16) -> Result<Vec<PortHolder>> {
+    let gate = crate::safety::Gate::new();
     let mut out = Vec::new();
     for pid in listening_pids(port)? {
         let Some(info) = procs::info(pid) else {
             continue;
         };
-        let by_record = live_groups.iter().find(|(g, _)| *g == info.pgid).map(|(_, n)| n.to_string());
-        let instance = by_record.or_else(|| procs::env_var(pid, INSTANCE_ENV).filter(|name| !name.is_empty()));
+        let instance = gate.instance_of(pid);
         out.push(PortHolder { pid, user: info.user, command: info.command, ours: instance.is_some(), instance });
     }
     Ok(out)
+}
+
+/// Whether the listeners on `port` are `root`'s: there is at least one, and every
+/// one is held by `root`, one of its descendants or a member of its process group
+/// `pgid`. A readiness answer counts only then: a neighbour on the port is not our
+/// backend, however ready it says it is.
+pub fn listeners_held_by(port: u16, root: procs::ProcessIdentity, pgid: Option<u32>) -> bool {
+    let Ok(inodes) = listening_inodes(port) else { return false };
+    if inodes.is_empty() || !root.is_alive() {
+        return false;
+    }
+    let mut tree = vec![root.pid];
+    tree.extend(procs::descendants(root.pid));
+    if let Some(g) = pgid {
+        tree.extend(procs::group_members(g));
+    }
+    let mut ours = HashSet::new();
+    for pid in tree {
+        socket_inodes(pid, &mut ours);
+    }
+    inodes.is_subset(&ours)
 }
 
 /// True if a TCP listener can be bound on `host:port` right now.
@@ -249,17 +262,21 @@ fn ne_u32(b: &[u8], at: usize) -> Option<u32> {
 /// Whether `pid` has an open fd on one of the socket `inodes`. Unreadable or
 /// vanished processes hold nothing as far as we can tell.
 fn holds_any(pid: u32, inodes: &HashSet<u64>) -> bool {
-    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
-        return false;
-    };
-    fds.flatten().any(|fd| {
-        // A socket fd links to the text "socket:[INODE]".
-        std::fs::read_link(fd.path()).ok().is_some_and(|target| {
-            target
-                .to_str()
-                .and_then(|t| t.strip_prefix("socket:[")?.strip_suffix(']')?.parse::<u64>().ok())
-                .is_some_and(|inode| inodes.contains(&inode))
-        })
+    socket_links(pid).any(|inode| inodes.contains(&inode))
+}
+
+/// Add the inodes of the sockets `pid` has open to `out`.
+fn socket_inodes(pid: u32, out: &mut HashSet<u64>) {
+    out.extend(socket_links(pid));
+}
+
+/// The inodes of the sockets `pid` has open (none when unreadable or gone).
+fn socket_links(pid: u32) -> impl Iterator<Item = u64> {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).into_iter().flatten().flatten();
+    // A socket fd links to the text "socket:[INODE]".
+    fds.filter_map(|fd| {
+        let target = std::fs::read_link(fd.path()).ok()?;
+        target.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.parse::<u64>().ok()
     })
 }
 
@@ -337,30 +354,46 @@ mod tests {
     }
 
     #[test]
-    fn own_listener_is_foreign_without_records_or_fingerprint() {
+    fn own_listener_is_foreign_without_a_fingerprint() {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
-        let found = holders(port, &[]).expect("holders");
+        let found = holders(port).expect("holders");
         let me = found.iter().find(|h| h.pid == std::process::id()).expect("own");
         assert!(!me.ours);
         assert_eq!(me.instance, None);
         assert!(!me.command.is_empty());
+        // The listener is this process's: held by its tree, not by a stranger's.
+        assert!(listeners_held_by(port, procs::ProcessIdentity::current(), None));
     }
 
     #[test]
-    fn own_listener_is_ours_by_live_record() {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = listener.local_addr().expect("addr").port();
-        let me = procs::ProcessIdentity::current();
-        let mut record = crate::state::tests::sample("mine");
-        record.leader = Some(me);
-        record.pgid = procs::pgid_of(me.pid);
-        let found = holders(port, std::slice::from_ref(&record)).expect("holders");
-        assert!(found[0].ours);
-        assert_eq!(found[0].instance.as_deref(), Some("mine"));
-        // A record whose leader is a stale identity vouches for nothing.
-        record.leader = Some(procs::ProcessIdentity { pid: me.pid, start_time: me.start_time + 1 });
-        assert!(!holders(port, &[record]).expect("holders")[0].ours);
+    fn a_fingerprinted_listener_is_ours_by_its_instance() {
+        use std::io::BufRead;
+        // A child of ours that listens and carries the fingerprint.
+        let script = "import socket,sys\ns=socket.socket()\ns.bind(('127.0.0.1',0))\ns.listen()\n\
+                      print(s.getsockname()[1],flush=True)\nsys.stdin.read()";
+        let mut child = std::process::Command::new("python3")
+            .args(["-c", script])
+            .env(INSTANCE_ENV, "mine")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        let out = child.stdout.take().expect("stdout");
+        std::io::BufReader::new(out).read_line(&mut line).expect("port line");
+        let port: u16 = line.trim().parse().expect("a port");
+        let found = holders(port).expect("holders");
+        let h = found.iter().find(|h| h.pid == child.id()).expect("the child");
+        assert!(h.ours);
+        assert_eq!(h.instance.as_deref(), Some("mine"));
+        let id = procs::ProcessIdentity::of(child.id()).expect("alive");
+        assert!(listeners_held_by(port, id, None));
+        // A listener of its parent's is not the child's: a neighbour is not ours.
+        let mine = TcpListener::bind("127.0.0.1:0").expect("bind");
+        assert!(!listeners_held_by(mine.local_addr().expect("addr").port(), id, None));
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     #[test]

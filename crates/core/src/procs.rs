@@ -100,6 +100,28 @@ pub fn info(pid: u32) -> Option<ProcessInfo> {
     })
 }
 
+/// The parent of `pid`; `None` if it does not exist or is a zombie.
+pub fn parent_of(pid: u32) -> Option<u32> {
+    live_stat(pid).map(|s| to_u32(s.ppid))
+}
+
+/// The command line of `pid` joined by spaces, or `[comm]` when it has none;
+/// `None` if it does not exist or is a zombie.
+pub fn command_of(pid: u32) -> Option<String> {
+    let stat = live_stat(pid)?;
+    Some(command_line(pid).unwrap_or_else(|| format!("[{}]", stat.comm)))
+}
+
+/// Whether `pid` holds `path` open (one of its `/proc/PID/fd` links names the
+/// same file, by device and inode). Needs the same user, or privilege.
+pub fn holds_file(pid: u32, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(want) = fs::metadata(path) else { return false };
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
+    // `metadata` of an fd link follows it to the open file itself.
+    fds.flatten().filter_map(|fd| fs::metadata(fd.path()).ok()).any(|m| m.dev() == want.dev() && m.ino() == want.ino())
+}
+
 /// The process group of `pid`; `None` if it does not exist or is a zombie.
 pub fn pgid_of(pid: u32) -> Option<u32> {
     live_stat(pid).map(|s| to_u32(s.pgrp))
@@ -231,8 +253,9 @@ fn command_line(pid: u32) -> Option<String> {
     (!args.is_empty()).then(|| args.join(" "))
 }
 
-/// The real uid owning `pid` (the owner of its `/proc` directory).
-fn uid_of(pid: u32) -> Option<u32> {
+/// The uid owning `pid` (the owner of its `/proc/PID` directory: its effective
+/// uid, or root for a process that made itself non-dumpable).
+pub fn uid_of(pid: u32) -> Option<u32> {
     use std::os::unix::fs::MetadataExt;
     fs::metadata(format!("/proc/{pid}")).ok().map(|m| m.uid())
 }

@@ -63,10 +63,13 @@ impl ReadinessOptions {
 }
 
 /// The HTTP client the probes share: never a proxy (backends are ours, mostly on
-/// loopback, and a dead `HTTP_PROXY` must not hide them), per-attempt timeout.
+/// loopback, and a dead `HTTP_PROXY` must not hide them), never a redirect (an
+/// answer counts only from the backend itself, not from wherever it points: a
+/// redirect is "not ready"), per-attempt timeout.
 pub fn probe_client(attempt_timeout: Duration) -> Result<reqwest::Client> {
     reqwest::Client::builder()
         .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
         // The per-attempt timeout is the caller's `tokio::time::timeout`, so the error
         // names the probe and the limit; this only bounds a connect.
         .connect_timeout(attempt_timeout)
@@ -107,10 +110,12 @@ pub async fn wait_ready(
 
     loop {
         let probed_at = Instant::now();
+        // No attempt outlives the overall deadline, whatever the per-attempt limit.
+        let attempt_limit = opts.attempt_timeout.min(deadline.saturating_duration_since(probed_at));
         let attempt = tokio::select! {
             biased;
             status = backend.wait() => return Err(early_exit(backend, status).await),
-            r = tokio::time::timeout(opts.attempt_timeout, probe.probe(ctx)) => r,
+            r = tokio::time::timeout(attempt_limit, probe.probe(ctx)) => r,
         };
         match attempt {
             Ok(ProbeOutcome::Ready { .. }) if backend.try_wait().is_some() => {
@@ -118,7 +123,16 @@ pub async fn wait_ready(
                 let status = backend.wait().await;
                 return Err(early_exit(backend, status).await);
             }
-            Ok(ProbeOutcome::Ready { progress }) => return Ok(progress),
+            Ok(ProbeOutcome::Ready { progress }) if backend.owns_endpoint().await => return Ok(progress),
+            Ok(ProbeOutcome::Ready { .. }) => {
+                // A neighbour answered on our port (it held the port, or took it while
+                // our backend failed to bind): keep waiting for ours, or for its exit.
+                last = format!(
+                    "{} answered ready, but the listener on port {} is not this backend's",
+                    probe.describe(),
+                    endpoint.port
+                );
+            }
             Ok(ProbeOutcome::Failed { reason }) => {
                 return Err(Error::Unhealthy { reason, stderr_tail: logs.tail(TAIL_LINES) });
             }
@@ -135,7 +149,7 @@ pub async fn wait_ready(
                     let _ = lifecycle.transition(State::WaitingReady { progress: shown.clone() });
                 }
             }
-            Err(_) => last = format!("{} took longer than {}", probe.describe(), humanize(opts.attempt_timeout)),
+            Err(_) => last = format!("{} took longer than {}", probe.describe(), humanize(attempt_limit)),
         }
 
         let wait = waits.next().unwrap_or(opts.backoff.max);

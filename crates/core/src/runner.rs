@@ -245,4 +245,15 @@ pub trait RunningBackend: Send + Sync + std::fmt::Debug {
     async fn stop(&self, grace: Duration) -> Result<StopOutcome>;
     /// Leave it running when this handle is dropped (a detached instance). Default: nothing.
     fn release(&self) {}
+    /// Whether the listener that answers on [`endpoint`](Self::endpoint) is this
+    /// backend's own: "ready" counts only when OUR backend answered, never a neighbour
+    /// that holds the port (or took it after our backend failed to bind).
+    ///
+    /// A process backend checks that the port's listening socket is held by a process
+    /// of its group or a descendant; a container backend, whose published port is held
+    /// by the engine's proxy, checks that its container is still running. Default:
+    /// `true` (a runner that cannot tell, such as a test double).
+    async fn owns_endpoint(&self) -> bool {
+        true
+    }
 }

@@ -1,5 +1,9 @@
 //! The per-user state store: one JSON record per instance, and a lock per name.
 //!
+//! The directory is trusted the way ssh trusts `~/.ssh`: it must be a real directory
+//! (not a symlink), owned by the current user and writable by no one else, or it is
+//! refused; a record file owned by another user is ignored, never trusted.
+//!
 //! Layout of the directory (mode 0700, one per user):
 //! `NAME.json` the record (mode 0600, replaced atomically), `NAME.lock` the
 //! instance lock (holds the locker's pid for error messages), `NAME.log` a
@@ -9,11 +13,12 @@
 
 use std::fs::{self, DirBuilder, File, OpenOptions, TryLockError};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use nix::fcntl::OFlag;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -114,7 +119,8 @@ static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
 impl StateDir {
     /// `$TETHER_STATE_DIR`, else `$XDG_STATE_HOME/tether`, else
-    /// `$HOME/.local/state/tether`; created with mode 0700 if missing.
+    /// `$HOME/.local/state/tether`; created with mode 0700 if missing, and refused
+    /// when others could tamper with it (see [`at`](Self::at)).
     pub fn from_env() -> Result<Self> {
         let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
         let dir = if let Some(dir) = var("TETHER_STATE_DIR") {
@@ -130,11 +136,33 @@ impl StateDir {
         Self::at(dir)
     }
 
-    /// A state store at `path`, created with mode 0700 if missing. An existing
-    /// directory keeps its mode: it may be shared on purpose (tests, CI).
+    /// A state store at `path`, created with mode 0700 if missing (missing parents
+    /// too).
+    ///
+    /// Like ssh with `~/.ssh`, a directory others could tamper with is refused with
+    /// [`Error::Config`] saying what is wrong and how to fix it: a symlink, a directory
+    /// owned by another user, or one writable by its group or by others. A record
+    /// planted there could otherwise steer `down` at a process, and a planted log
+    /// symlink redirect a backend's output.
     pub fn at(path: impl Into<PathBuf>) -> Result<Self> {
-        let dir = path.into();
-        DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(state_err(&dir))?;
+        let dir: PathBuf = path.into();
+        // Without a trailing `/`: `lstat("link/")` would follow the link.
+        let dir: PathBuf = if dir.as_os_str().is_empty() { dir } else { dir.components().collect() };
+        match fs::symlink_metadata(&dir) {
+            Ok(meta) => check_private_dir(&dir, &meta, nix::unistd::geteuid().as_raw())?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                match DirBuilder::new().recursive(true).mode(0o700).create(&dir) {
+                    Ok(()) => {}
+                    // Created meanwhile by someone else: checked below like any other.
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(e) => return Err(state_err(&dir)(e)),
+                }
+            }
+            Err(e) => return Err(state_err(&dir)(e)),
+        }
+        // Checked (again) after any creation: what counts is what is there now.
+        let meta = fs::symlink_metadata(&dir).map_err(state_err(&dir))?;
+        check_private_dir(&dir, &meta, nix::unistd::geteuid().as_raw())?;
         Ok(StateDir { dir })
     }
 
@@ -169,6 +197,7 @@ impl StateDir {
             .create(true)
             .truncate(false)
             .mode(0o600)
+            .custom_flags(OFlag::O_NOFOLLOW.bits())
             .open(&path)
             .map_err(state_err(&path))?;
         match file.try_lock() {
@@ -211,18 +240,39 @@ impl StateDir {
     }
 
     /// The record of `name`, or `None` if there is none. A file that does not
-    /// parse is an error naming the file, never silently ignored.
+    /// parse is an error naming the file, never silently ignored. A record that is
+    /// not a regular file owned by the current user (a symlink, another user's file)
+    /// is ignored with a warning: it is not ours to trust.
     pub fn load(&self, name: &str) -> Result<Option<Record>> {
         Self::check_name(name)?;
         self.load_path(&self.file(name, "json"))
     }
 
     fn load_path(&self, path: &Path) -> Result<Option<Record>> {
-        let text = match fs::read_to_string(path) {
-            Ok(text) => text,
+        // No symlink is followed, and a FIFO planted here cannot block the open.
+        let opened =
+            OpenOptions::new().read(true).custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits()).open(path);
+        let mut file = match opened {
+            Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ELOOP as i32) => {
+                tracing::warn!("ignoring state file {}: it is a symbolic link, not a record of yours", path.display());
+                return Ok(None);
+            }
             Err(e) => return Err(state_err(path)(e)),
         };
+        let meta = file.metadata().map_err(state_err(path))?;
+        let me = nix::unistd::geteuid().as_raw();
+        if !meta.is_file() || meta.uid() != me {
+            tracing::warn!(
+                "ignoring state file {}: it is {}, not a record of yours (uid {me}); delete it",
+                path.display(),
+                if meta.is_file() { format!("owned by uid {}", meta.uid()) } else { "not a regular file".into() },
+            );
+            return Ok(None);
+        }
+        let mut text = String::new();
+        file.read_to_string(&mut text).map_err(state_err(path))?;
         let corrupt = |why: String| {
             let hint = format!("delete {} if no such instance runs", path.display());
             state_err(path)(io::Error::new(io::ErrorKind::InvalidData, format!("{why}; {hint}")))
@@ -246,7 +296,13 @@ impl StateDir {
         let tmp = self.dir.join(format!("{}.json.tmp-{}-{seq}", record.name, std::process::id()));
         let json = serde_json::to_vec_pretty(record).map_err(|e| state_err(&target)(io::Error::other(e)))?;
         let written = (|| {
-            let mut file = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .custom_flags(OFlag::O_NOFOLLOW.bits())
+                .open(&tmp)?;
             // The mode above is filtered by the umask and ignored for a file left
             // by a crash; set it explicitly.
             file.set_permissions(fs::Permissions::from_mode(0o600))?;
@@ -303,6 +359,37 @@ impl StateDir {
     fn file(&self, name: &str, ext: &str) -> PathBuf {
         self.dir.join(format!("{name}.{ext}"))
     }
+}
+
+/// Refuse a state directory others could tamper with: a symlink, not a directory,
+/// owned by someone other than `euid`, or writable by group or others.
+fn check_private_dir(dir: &Path, meta: &fs::Metadata, euid: u32) -> Result<()> {
+    let shown = dir.display();
+    let elsewhere = "or set TETHER_STATE_DIR to another directory";
+    let why = if meta.file_type().is_symlink() {
+        let target = fs::read_link(dir).map_or_else(|_| "?".to_string(), |t| t.display().to_string());
+        format!(
+            "is a symbolic link (to {target}); use a real directory: set TETHER_STATE_DIR to the directory itself, \
+             or remove the link"
+        )
+    } else if !meta.is_dir() {
+        format!("is not a directory; remove it, {elsewhere}")
+    } else if meta.uid() != euid {
+        format!(
+            "is owned by uid {}, not by you (uid {euid}); use a directory of your own: `chown {euid} {shown}`, \
+             {elsewhere}",
+            meta.uid()
+        )
+    } else if meta.mode() & 0o022 != 0 {
+        format!(
+            "is writable by other users (mode {:04o}); use a directory only you can write: `chmod 700 {shown}`, \
+             {elsewhere}",
+            meta.mode() & 0o7777
+        )
+    } else {
+        return Ok(());
+    };
+    Err(Error::config(format!("state directory {shown} {why}")))
 }
 
 /// Wraps an I/O error on `path` as a state error.
@@ -435,6 +522,97 @@ pub(crate) mod tests {
         let (_tmp, dir) = store();
         assert!(dir.try_lock("../escape").is_err());
         assert!(dir.save(&sample("../escape")).is_err());
+    }
+
+    fn config_message(result: Result<StateDir>) -> String {
+        match result {
+            Err(e @ Error::Config { .. }) => {
+                assert_eq!(e.exit_code(), 2);
+                e.to_string()
+            }
+            other => panic!("expected a config error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn shared_or_group_writable_state_dir_is_refused() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        for (mode, shown) in [(0o1777, "1777"), (0o770, "0770"), (0o702, "0702")] {
+            let dir = tmp.path().join(format!("d{shown}"));
+            fs::create_dir(&dir).expect("mkdir");
+            fs::set_permissions(&dir, fs::Permissions::from_mode(mode)).expect("chmod");
+            let msg = config_message(StateDir::at(&dir));
+            assert!(msg.contains(&format!("is writable by other users (mode {shown})")), "{msg}");
+            assert!(msg.contains(&format!("`chmod 700 {}`", dir.display())), "{msg}");
+            assert!(msg.contains("TETHER_STATE_DIR"), "{msg}");
+            // Read-only for others is fine, like ~/.ssh at 0755.
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).expect("chmod");
+            StateDir::at(&dir).expect("a directory only its owner can write");
+        }
+    }
+
+    #[test]
+    fn symlinked_state_dir_is_refused_even_with_a_trailing_slash() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let real = StateDir::at(tmp.path().join("real")).expect("real dir");
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(real.path(), &link).expect("symlink");
+        let msg = config_message(StateDir::at(&link));
+        assert!(msg.contains("is a symbolic link"), "{msg}");
+        let mut slash = link.into_os_string();
+        slash.push("/");
+        let msg = config_message(StateDir::at(PathBuf::from(slash)));
+        assert!(msg.contains("is a symbolic link"), "{msg}");
+        // A dangling link is refused too, not created through.
+        let dangling = tmp.path().join("dangling");
+        std::os::unix::fs::symlink(tmp.path().join("nowhere"), &dangling).expect("symlink");
+        assert!(config_message(StateDir::at(&dangling)).contains("is a symbolic link"));
+        assert!(!tmp.path().join("nowhere").exists());
+    }
+
+    #[test]
+    fn state_dir_of_another_user_is_refused() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = StateDir::at(tmp.path().join("s")).expect("state dir");
+        let meta = fs::symlink_metadata(dir.path()).expect("stat");
+        check_private_dir(dir.path(), &meta, meta.uid()).expect("the owner's own directory");
+        let other = meta.uid().wrapping_add(1);
+        let msg = check_private_dir(dir.path(), &meta, other).expect_err("another user's").to_string();
+        assert!(msg.contains(&format!("is owned by uid {}, not by you (uid {other})", meta.uid())), "{msg}");
+        assert!(msg.contains("chown"), "{msg}");
+        let file = tmp.path().join("f");
+        fs::write(&file, "").expect("write");
+        let meta = fs::symlink_metadata(&file).expect("stat");
+        let msg = check_private_dir(&file, &meta, meta.uid()).expect_err("a file").to_string();
+        assert!(msg.contains("is not a directory"), "{msg}");
+    }
+
+    #[test]
+    fn new_state_dir_is_private() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = StateDir::at(tmp.path().join("a/b/state")).expect("created with its parents");
+        let meta = fs::symlink_metadata(dir.path()).expect("stat");
+        assert_eq!(meta.mode() & 0o777, 0o700);
+        assert_eq!(meta.uid(), nix::unistd::geteuid().as_raw());
+        StateDir::at(dir.path()).expect("and accepted once it exists");
+    }
+
+    #[test]
+    fn foreign_or_symlinked_records_are_ignored() {
+        let (tmp, dir) = store();
+        dir.save(&sample("good")).expect("save");
+        // A symlink to a valid record of ours is still not a record.
+        let outside = tmp.path().join("outside.json");
+        fs::write(&outside, serde_json::to_vec(&sample("linked")).expect("json")).expect("write");
+        std::os::unix::fs::symlink(&outside, dir.path().join("linked.json")).expect("symlink");
+        assert_eq!(dir.load("linked").expect("load"), None);
+        if nix::unistd::geteuid().is_root() {
+            dir.save(&sample("theirs")).expect("save");
+            let path = dir.path().join("theirs.json");
+            std::os::unix::fs::chown(&path, Some(65534), Some(65534)).expect("chown");
+            assert_eq!(dir.load("theirs").expect("load"), None, "another user's record is not trusted");
+        }
+        assert_eq!(dir.list().expect("list"), vec![sample("good")]);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
+use bollard::models::ContainerInspectResponse;
 use bollard::query_parameters::{KillContainerOptions, RemoveContainerOptions, WaitContainerOptions};
 use futures_util::{Stream, StreamExt};
 use tether_core::relay::{DEFAULT_MAX_LINE, LineSplitter};
@@ -16,6 +17,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::engine::{describe, is_conflict, is_not_found, runner_error};
+use crate::sweep::LABEL_INSTANCE;
 
 /// How long the exit report waits for the last output to arrive: the output stream
 /// ends with the container, so this only bounds a misbehaving engine.
@@ -153,11 +155,42 @@ pub(crate) async fn stop_and_remove(
     Ok(if killed { StopOutcome::Killed } else { StopOutcome::Terminated { exit: status } })
 }
 
+/// How long [`ContainerBackend::owns_endpoint`] waits for the engine's answer: a
+/// silent engine must not hold the readiness engine past its deadline.
+const INSPECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether the inspected container is the one answering on `port` for instance
+/// `instance`: it runs (not paused, not restarting), carries `tether.instance=<instance>`,
+/// and — when the engine reports published ports — publishes `port` on the host.
+pub(crate) fn serves(c: &ContainerInspectResponse, instance: &str, port: u16) -> bool {
+    let state = c.state.clone().unwrap_or_default();
+    let running = state.running == Some(true) && state.paused != Some(true) && state.restarting != Some(true);
+    let labelled = c
+        .config
+        .as_ref()
+        .and_then(|cfg| cfg.labels.as_ref())
+        .and_then(|l| l.get(LABEL_INSTANCE))
+        .is_some_and(|v| v == instance);
+    let published: Vec<u16> = c
+        .network_settings
+        .as_ref()
+        .and_then(|n| n.ports.as_ref())
+        .into_iter()
+        .flat_map(|m| m.values())
+        .flatten()
+        .flatten()
+        .filter_map(|b| b.host_port.as_deref()?.parse().ok())
+        .collect();
+    running && labelled && (published.is_empty() || published.contains(&port))
+}
+
 /// A backend running as a container.
 #[derive(Debug)]
 pub struct ContainerBackend {
     pub(crate) docker: Docker,
     pub(crate) id: String,
+    /// The instance name, as labelled on the container.
+    pub(crate) instance: String,
     pub(crate) endpoint: Endpoint,
     pub(crate) relay: Arc<LogRelay>,
     pub(crate) exit: watch::Receiver<Option<ExitStatus>>,
@@ -206,6 +239,36 @@ impl RunningBackend for ContainerBackend {
     fn release(&self) {
         self.released.store(true, Ordering::Release);
     }
+
+    /// The published port is held by the engine's `docker-proxy`, not the backend, so
+    /// the question is whether our container is the one behind it: it exists, runs,
+    /// carries our instance label, and publishes the endpoint's host port. Any engine
+    /// error (or no answer in time) is `false`.
+    async fn owns_endpoint(&self) -> bool {
+        let inspected = tokio::time::timeout(INSPECT_TIMEOUT, self.docker.inspect_container(&self.id, None)).await;
+        match inspected {
+            Ok(Ok(c)) => {
+                let ours = serves(&c, &self.instance, self.endpoint.port);
+                if !ours {
+                    tracing::debug!(
+                        container = short(&self.id),
+                        port = self.endpoint.port,
+                        state = ?c.state.and_then(|s| s.status),
+                        "the container is not the one serving the endpoint"
+                    );
+                }
+                ours
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(container = short(&self.id), error = %describe(&e), "cannot inspect the container");
+                false
+            }
+            Err(_) => {
+                tracing::debug!(container = short(&self.id), "the engine did not answer the inspection in time");
+                false
+            }
+        }
+    }
 }
 
 impl Drop for ContainerBackend {
@@ -237,5 +300,45 @@ impl Drop for ContainerBackend {
         if let Ok(worker) = worker {
             let _ = worker.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use bollard::models::{ContainerConfig, ContainerState, NetworkSettings, PortBinding};
+
+    use super::*;
+
+    fn inspected(running: bool, instance: &str, host_port: Option<&str>) -> ContainerInspectResponse {
+        let ports = host_port.map(|p| {
+            HashMap::from([(
+                "8000/tcp".to_string(),
+                Some(vec![PortBinding { host_ip: Some("127.0.0.1".into()), host_port: Some(p.into()) }]),
+            )])
+        });
+        ContainerInspectResponse {
+            state: Some(ContainerState { running: Some(running), ..Default::default() }),
+            config: Some(ContainerConfig {
+                labels: Some(HashMap::from([(LABEL_INSTANCE.to_string(), instance.to_string())])),
+                ..Default::default()
+            }),
+            network_settings: Some(NetworkSettings { ports, ..Default::default() }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_our_running_container_publishing_the_port_serves_it() {
+        assert!(serves(&inspected(true, "me", Some("40000")), "me", 40000));
+        assert!(serves(&inspected(true, "me", None), "me", 40000), "no port reported: the rest decides");
+        assert!(!serves(&inspected(false, "me", Some("40000")), "me", 40000), "not running");
+        assert!(!serves(&inspected(true, "other", Some("40000")), "me", 40000), "another instance's");
+        assert!(!serves(&inspected(true, "me", Some("40001")), "me", 40000), "another port");
+        let mut paused = inspected(true, "me", Some("40000"));
+        paused.state = Some(ContainerState { running: Some(true), paused: Some(true), ..Default::default() });
+        assert!(!serves(&paused, "me", 40000), "paused");
+        assert!(!serves(&ContainerInspectResponse::default(), "me", 40000), "nothing known");
     }
 }

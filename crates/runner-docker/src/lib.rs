@@ -8,9 +8,10 @@
 //! [`check`](Runner::check) reaches the engine and negotiates the API version, so an
 //! unreachable engine is a clear error naming `DOCKER_HOST` before anything starts.
 //! [`prepare`](Runner::prepare) applies the [`PullPolicy`], reporting pull progress.
-//! [`start`](Runner::start) first sweeps tether's stale containers (their owner is
-//! gone, or they hold this instance name; a live instance of another name publishing
-//! the host port is an error, never stolen from), then creates
+//! [`start`](Runner::start) first sweeps tether's stale containers — only those whose
+//! owner is verifiably gone; a live container of this instance name (another state
+//! directory's, or detached) or of another name publishing the host port is an
+//! error, never stolen from — then creates
 //! `tether-<name>-<id>` with labels naming the instance and its owner, `init` so
 //! signals reach the backend and zombies are reaped, the backend's arguments as the
 //! command (`{port}` = the container port, `{host}` = `0.0.0.0`), and the container
@@ -266,6 +267,7 @@ async fn run(docker: &Docker, id: &str, spec: &LaunchSpec, exposed: &str) -> Res
     Ok(ContainerBackend {
         docker: docker.clone(),
         id: id.to_string(),
+        instance: spec.name.clone(),
         endpoint: Endpoint { host: spec.host.clone(), port },
         relay,
         exit,
@@ -326,11 +328,14 @@ pub async fn container_logs(id: &str, follow: bool, out: &mut (dyn std::io::Writ
     Ok(())
 }
 
-/// Remove tether's stale containers: those whose owner is gone, and those of
-/// `target`'s instance name. Call before the port guard: a port published by a
-/// container is held by `docker-proxy`, which the guard cannot tell from a foreign
-/// process; a live container of another instance publishing `target`'s port is
-/// `Error::PortUsedByInstance` here. Each gets `grace` to stop. Returns the ids removed.
+/// Remove tether's stale containers: those whose owner is verifiably gone (labels:
+/// owner pid + start time + boot id), and only those. Call before the port guard: a
+/// port published by a container is held by `docker-proxy`, which the guard cannot
+/// tell from a foreign process. A live container of `target`'s instance name — its
+/// owner alive, or detached (another state directory's, or one whose record was
+/// lost) — is `Error::ContainerRunning`, and a live container of another instance
+/// publishing `target`'s port is `Error::PortUsedByInstance`; nothing is removed
+/// then. Each stale one gets `grace` to stop. Returns the ids removed.
 #[instrument(skip_all, fields(name = ?target.name, port = ?target.port))]
 pub async fn sweep_stale(target: SweepTarget<'_>, grace: Duration) -> Result<Vec<String>> {
     let docker = engine::connect().await?;

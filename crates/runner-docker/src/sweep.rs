@@ -3,14 +3,18 @@
 //! Every container carries `tether=1`, `tether.instance=<name>`, and — unless it
 //! is detached — its owner's pid and start time plus this machine's boot id. A
 //! container whose owner is gone (same machine and boot, pid + start time no longer
-//! alive) is stale: its owner died without stopping it (even `SIGKILL`). So is one
-//! holding the instance name about to start. A live instance of another name that
-//! publishes the host port about to be used is never stolen from: that is an error.
+//! alive) is stale: its owner died without stopping it (even `SIGKILL`), and only
+//! such a container is ever swept. Anything else is another owner's — another
+//! `TETHER_STATE_DIR`, another process, or a detached instance whose record lives
+//! elsewhere — and is never touched: a live one holding the instance name about to
+//! start is `Error::ContainerRunning`, and a live one of another name that publishes
+//! the host port about to be used is `Error::PortUsedByInstance`.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use bollard::Docker;
+use bollard::models::ContainerSummaryStateEnum;
 use bollard::query_parameters::ListContainersOptions;
 use tether_core::procs::ProcessIdentity;
 use tether_core::{Error, Result};
@@ -78,19 +82,64 @@ fn owner_gone(labels: &HashMap<String, String>, boot: Option<&str>) -> bool {
     }
 }
 
-/// What to sweep besides containers whose owner is gone.
+/// What is about to start, so that a live container in its way is reported.
 #[derive(Debug, Clone, Default)]
 pub struct SweepTarget<'a> {
-    /// Containers of this instance name.
+    /// The instance name about to start: a live container of it, whose owner is not
+    /// verifiably gone, is `Error::ContainerRunning`.
     pub name: Option<&'a str>,
-    /// Containers publishing this host port.
+    /// The host port about to be published: a live container of another instance
+    /// publishing it is `Error::PortUsedByInstance`.
     pub port: Option<u16>,
 }
 
-/// Stop and remove tether's stale containers: those whose owner is gone and those
-/// of `target.name`. A live container of another instance publishing `target.port`
-/// is `Error::PortUsedByInstance` (its owner's pid, 0 when detached), and nothing is
-/// removed then. Returns the ids removed.
+/// Whether a container in this state is (or is about to be) alive: everything but
+/// one that has ended or is being removed. An unknown state counts as alive.
+fn is_live(state: Option<&ContainerSummaryStateEnum>) -> bool {
+    !matches!(
+        state,
+        Some(ContainerSummaryStateEnum::EXITED | ContainerSummaryStateEnum::DEAD | ContainerSummaryStateEnum::REMOVING)
+    )
+}
+
+/// What the sweep does with one of tether's containers.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Its owner is verifiably gone: stop and remove it.
+    Stale,
+    /// A live container of the instance name about to start, not ours to stop.
+    NameTaken,
+    /// A live container of another instance publishing the port about to be used.
+    PortTaken(u16),
+    /// Someone else's, in nobody's way: leave it alone.
+    Leave,
+}
+
+/// The verdict on a container of instance `instance`, `gone` telling whether its
+/// owner is verifiably gone, `live` whether it runs, `on_port` which of its
+/// published host ports is `target.port`.
+fn verdict(target: &SweepTarget<'_>, instance: &str, gone: bool, live: bool, on_port: Option<u16>) -> Verdict {
+    if gone {
+        return Verdict::Stale;
+    }
+    if !live {
+        return Verdict::Leave;
+    }
+    if target.name.is_some_and(|n| n == instance) {
+        return Verdict::NameTaken;
+    }
+    match on_port {
+        Some(port) => Verdict::PortTaken(port),
+        None => Verdict::Leave,
+    }
+}
+
+/// Stop and remove tether's stale containers: those whose owner is verifiably gone,
+/// and only those. A live container of `target.name` (owner alive, on another
+/// machine or boot, or detached) is `Error::ContainerRunning`; a live container of
+/// another instance publishing `target.port` is `Error::PortUsedByInstance` (its
+/// owner's pid, 0 when detached). Nothing is removed when either is found. Returns
+/// the ids removed.
 pub(crate) async fn sweep(docker: &Docker, target: &SweepTarget<'_>, grace: Duration) -> Result<Vec<String>> {
     let filters = HashMap::from([("label".to_string(), vec![format!("{LABEL_TETHER}=1")])]);
     let opts = ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
@@ -102,27 +151,35 @@ pub(crate) async fn sweep(docker: &Docker, target: &SweepTarget<'_>, grace: Dura
         let Some(id) = c.id else { continue };
         let labels = c.labels.unwrap_or_default();
         let instance = labels.get(LABEL_INSTANCE).cloned().unwrap_or_default();
-        let same_name = target.name.is_some_and(|n| instance == n);
         let gone = owner_gone(&labels, boot.as_deref());
+        let live = is_live(c.state.as_ref());
         let on_port =
             target.port.filter(|p| c.ports.as_deref().unwrap_or_default().iter().any(|b| b.public_port == Some(*p)));
-        if let (Some(port), false, false) = (on_port, same_name, gone) {
-            let pid = labels.get(LABEL_OWNER_PID).and_then(|p| p.parse().ok()).unwrap_or(0);
-            return Err(Error::PortUsedByInstance { port, name: instance, pid });
-        }
-        if same_name || gone {
-            stale.push((id, instance, same_name, gone));
+        let owner_pid = || labels.get(LABEL_OWNER_PID).and_then(|p| p.parse::<u32>().ok());
+        match verdict(target, &instance, gone, live, on_port) {
+            Verdict::Stale => stale.push((id, instance)),
+            Verdict::NameTaken => {
+                let owner_pid = if labels.get(LABEL_DETACHED).is_some_and(|v| v == "1") { None } else { owner_pid() };
+                return Err(Error::ContainerRunning { name: instance, id: short(&id).to_string(), owner_pid });
+            }
+            Verdict::PortTaken(port) => {
+                return Err(Error::PortUsedByInstance { port, name: instance, pid: owner_pid().unwrap_or(0) });
+            }
+            Verdict::Leave => {
+                if target.name.is_some_and(|n| n == instance) {
+                    tracing::info!(
+                        container = short(&id),
+                        instance = %instance,
+                        state = ?c.state,
+                        "leaving an ended container of this name alone: its owner is not verifiably gone"
+                    );
+                }
+            }
         }
     }
     let mut removed = Vec::new();
-    for (id, instance, same_name, gone) in stale {
-        tracing::info!(
-            container = short(&id),
-            instance = %instance,
-            same_name,
-            owner_gone = gone,
-            "sweeping a stale container"
-        );
+    for (id, instance) in stale {
+        tracing::info!(container = short(&id), instance = %instance, "sweeping a stale container: its owner is gone");
         let signal = "SIGTERM";
         let exit = watch_exit(docker.clone(), id.clone(), None);
         stop_and_remove(docker, &id, signal, grace, exit).await?;
@@ -145,5 +202,35 @@ mod tests {
         assert_eq!(owner_gone(&dead, boot.as_deref()), boot.is_some(), "a dead owner of this boot");
         assert!(!owner_gone(&dead, Some("another-boot")), "another machine's pids mean nothing here");
         assert!(!owner_gone(&labels("x", None), boot.as_deref()), "detached is never stale by owner");
+    }
+
+    #[test]
+    fn only_a_gone_owners_container_is_swept_and_a_live_one_in_the_way_is_an_error() {
+        let target = SweepTarget { name: Some("same"), port: Some(8000) };
+        // Owner gone: swept, whatever its name, port or state.
+        assert_eq!(verdict(&target, "same", true, true, Some(8000)), Verdict::Stale);
+        assert_eq!(verdict(&target, "other", true, false, None), Verdict::Stale);
+        // Same name, owner alive or detached or unverifiable: never swept.
+        assert_eq!(verdict(&target, "same", false, true, None), Verdict::NameTaken);
+        assert_eq!(verdict(&target, "same", false, true, Some(8000)), Verdict::NameTaken);
+        assert_eq!(verdict(&target, "same", false, false, None), Verdict::Leave, "an ended one is left alone");
+        // Another name on the port: an error; elsewhere: left alone.
+        assert_eq!(verdict(&target, "other", false, true, Some(8000)), Verdict::PortTaken(8000));
+        assert_eq!(verdict(&target, "other", false, true, None), Verdict::Leave);
+        assert_eq!(verdict(&target, "other", false, false, None), Verdict::Leave);
+        // No target: only the gone owners'.
+        assert_eq!(verdict(&SweepTarget::default(), "same", false, true, None), Verdict::Leave);
+    }
+
+    #[test]
+    fn only_ended_containers_are_not_live() {
+        use ContainerSummaryStateEnum as S;
+        for s in [S::CREATED, S::RUNNING, S::PAUSED, S::RESTARTING, S::STOPPING, S::EMPTY] {
+            assert!(is_live(Some(&s)), "{s}");
+        }
+        assert!(is_live(None), "unknown counts as alive");
+        for s in [S::EXITED, S::DEAD, S::REMOVING] {
+            assert!(!is_live(Some(&s)), "{s}");
+        }
     }
 }

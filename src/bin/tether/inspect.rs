@@ -140,7 +140,7 @@ pub async fn logs(args: LogsArgs) -> i32 {
         ));
         return report_error(&e, false);
     };
-    let mut file = match std::fs::File::open(&path) {
+    let mut file = match open_log(&path) {
         Ok(f) => f,
         Err(e) => return report_error(&Error::io(format!("cannot open log file {}", path.display()), e), false),
     };
@@ -158,8 +158,8 @@ pub async fn logs(args: LogsArgs) -> i32 {
             return 0;
         }
         // Rotation: the file was renamed away; reopen the new one.
-        if std::fs::metadata(&path).map(|m| m.len() < pos).unwrap_or(false)
-            && let Ok(f) = std::fs::File::open(&path)
+        if std::fs::symlink_metadata(&path).map(|m| m.len() < pos).unwrap_or(false)
+            && let Ok(f) = open_log(&path)
         {
             file = f;
             pos = 0;
@@ -171,13 +171,26 @@ pub async fn logs(args: LogsArgs) -> i32 {
     }
 }
 
+/// Open a detached instance's log for reading without following a symlink planted
+/// in its place (nor blocking on a FIFO): only a regular file is read.
+fn open_log(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let flags = nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK;
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(flags.bits()).open(path).map_err(|e| {
+        if e.raw_os_error() == Some(nix::errno::Errno::ELOOP as i32) {
+            std::io::Error::other("it is a symbolic link; refusing to follow it")
+        } else {
+            e
+        }
+    })?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("it is not a regular file"));
+    }
+    Ok(file)
+}
+
 pub async fn port(args: PortArgs) -> i32 {
-    let state = match state_dir(args.json) {
-        Ok(s) => s,
-        Err(code) => return code,
-    };
-    let records = state.list().unwrap_or_default();
-    let holders = match port::holders(args.port, &records) {
+    let holders = match port::holders(args.port) {
         Ok(h) => h,
         Err(e) => return report_error(&e, args.json),
     };

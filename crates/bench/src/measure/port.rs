@@ -55,7 +55,7 @@ fn sample(port: u16, reps: usize) -> BenchResult<(Vec<f64>, Vec<f64>, Vec<f64>)>
     let (mut ours, mut theirs, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..reps {
         let t0 = Instant::now();
-        let holders = tether_core::port::holders(port, &[]).map_err(|e| crate::error::BenchError(e.chain()))?;
+        let holders = tether_core::port::holders(port).map_err(|e| crate::error::BenchError(e.chain()))?;
         let t = ms(t0.elapsed());
         if holders.is_empty() {
             return fail(format!("tether found no holder of port {port}"));

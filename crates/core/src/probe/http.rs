@@ -110,6 +110,15 @@ impl HealthProbe for HttpProbe {
             Err(e) => return ProbeOutcome::no_answer(describe_reqwest(&e)),
         };
         let status = response.status();
+        if status.is_redirection() {
+            // The client follows no redirect: an answer counts only from the backend itself.
+            let to = response.headers().get(reqwest::header::LOCATION).and_then(|l| l.to_str().ok()).unwrap_or("?");
+            return ProbeOutcome::Pending {
+                progress: None,
+                detail: format!("GET {} answered {status}, redirected to {to} (a redirect is not ready)", self.path),
+                answered: true,
+            };
+        }
         if !status.is_success() {
             return ProbeOutcome::Pending {
                 progress: None,

@@ -1,5 +1,9 @@
 //! Process-based backends: spawn in an own process group (under the guard when it
 //! is installed), stdin null, output to the relay; stop the whole group.
+//!
+//! A spawned process gets file descriptors 0, 1 and 2 only: any other descriptor the
+//! caller left inheritable (a pipe a script waits on for EOF, say) is closed on exec,
+//! so a detached instance never holds it open until `down`.
 
 mod stop;
 
@@ -93,6 +97,14 @@ pub async fn spawn(cmd: ProcessCommand, spec: &LaunchSpec) -> Result<ProcessBack
         }
     };
     command.stdin(Stdio::null()).kill_on_drop(false);
+    // SAFETY: close_range, getrlimit and fcntl are async-signal-safe; this runs
+    // between fork and exec only.
+    unsafe {
+        command.pre_exec(|| {
+            cloexec_inherited_fds();
+            Ok(())
+        });
+    }
     if detached {
         command.stdout(Stdio::null()).stderr(Stdio::null());
         // SAFETY: setsid is async-signal-safe; nothing else runs between fork and exec.
@@ -142,13 +154,55 @@ pub async fn spawn(cmd: ProcessCommand, spec: &LaunchSpec) -> Result<ProcessBack
     });
     tracing::debug!(pid, program = %program, "backend spawned");
     Ok(ProcessBackend {
-        target: GroupTarget { leader, pgid: pid },
+        target: GroupTarget::group(leader, crate::safety::Claim::instance(spec.name.clone())),
         endpoint: spec.endpoint(),
         relay,
         exit: rx,
         startup_phase: cmd.startup_phase,
         released: AtomicBool::new(detached),
     })
+}
+
+/// Mark every file descriptor from 3 up close-on-exec, so that the program exec'd
+/// next gets only 0, 1 and 2. Meant for `pre_exec` (between fork and exec): it makes
+/// async-signal-safe system calls only, and allocates nothing.
+///
+/// `close_range(3, ~0, CLOSE_RANGE_CLOEXEC)` (Linux 5.11); on an older kernel
+/// (`ENOSYS`, or `EINVAL` for the flag) each descriptor up to the `RLIMIT_NOFILE`
+/// soft limit, at most 65536, gets `FD_CLOEXEC` by `fcntl`. Best effort: there is
+/// nothing useful to do about a failure at this point.
+pub(crate) fn cloexec_inherited_fds() {
+    use nix::libc;
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on this process's
+    // descriptors; it closes nothing.
+    let done = unsafe {
+        libc::syscall(libc::SYS_close_range, 3 as libc::c_uint, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC)
+    } == 0;
+    if !done {
+        cloexec_by_fcntl();
+    }
+}
+
+/// The fallback of [`cloexec_inherited_fds`] for kernels before 5.11.
+fn cloexec_by_fcntl() {
+    use nix::libc;
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct we pass, nothing else.
+    let max = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        limit.rlim_cur.min(65536)
+    } else {
+        65536
+    };
+    for fd in 3..max as libc::c_int {
+        // SAFETY: F_GETFD/F_SETFD change only the close-on-exec flag; a closed
+        // descriptor just fails with EBADF.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
+        }
+    }
 }
 
 /// A 1 MiB pipe (the usual unprivileged maximum) instead of 64 KiB: a backend that
@@ -171,8 +225,8 @@ pub struct ProcessBackend {
 
 impl ProcessBackend {
     /// The group to stop.
-    pub fn target(&self) -> GroupTarget {
-        self.target
+    pub fn target(&self) -> &GroupTarget {
+        &self.target
     }
 }
 
@@ -206,9 +260,13 @@ impl RunningBackend for ProcessBackend {
         self.released.store(true, Ordering::Release);
     }
 
+    async fn owns_endpoint(&self) -> bool {
+        crate::port::listeners_held_by(self.endpoint.port, self.target.leader, self.target.pgid)
+    }
+
     async fn stop(&self, grace: Duration) -> Result<StopOutcome> {
         let exit = self.exit.clone();
-        let outcome = stop_group(self.target, grace, || *exit.borrow()).await;
+        let outcome = stop_group(self.target.clone(), grace, || *exit.borrow()).await?;
         // Our own child: also wait until it is reaped so its status is known.
         let status = tokio::time::timeout(Duration::from_secs(1), self.wait()).await.ok();
         self.released.store(true, Ordering::Release);
@@ -228,7 +286,57 @@ impl RunningBackend for ProcessBackend {
 impl Drop for ProcessBackend {
     fn drop(&mut self) {
         if !self.released.load(Ordering::Acquire) {
-            kill_now(self.target);
+            kill_now(&self.target);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::{AsRawFd, OwnedFd};
+    use std::os::unix::process::CommandExt;
+
+    use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
+
+    use super::*;
+
+    fn inheritable_pipe() -> (OwnedFd, OwnedFd) {
+        let (r, w) = nix::unistd::pipe2(OFlag::empty()).expect("pipe");
+        let flags = FdFlag::from_bits_truncate(fcntl(&w, FcntlArg::F_GETFD).expect("F_GETFD"));
+        assert!(!flags.contains(FdFlag::FD_CLOEXEC), "the test needs an inheritable fd");
+        (r, w)
+    }
+
+    #[test]
+    fn a_spawned_program_gets_only_stdio() {
+        let (_r, w) = inheritable_pipe();
+        let mut cmd = std::process::Command::new("sleep");
+        cmd.arg("300").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).process_group(0);
+        // SAFETY: as in `spawn`.
+        unsafe {
+            cmd.pre_exec(|| {
+                cloexec_inherited_fds();
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().expect("spawn sleep");
+        let fds: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", child.id()))
+            .map(|d| d.flatten().filter_map(|e| e.file_name().into_string().ok()).collect())
+            .unwrap_or_default();
+        let _ = child.kill();
+        let _ = child.wait();
+        let mut fds = fds;
+        fds.sort();
+        assert_eq!(fds, ["0", "1", "2"], "the pipe's write end {} was inherited", w.as_raw_fd());
+    }
+
+    #[test]
+    fn the_fcntl_fallback_marks_every_fd() {
+        let (r, w) = inheritable_pipe();
+        cloexec_by_fcntl();
+        for fd in [&r, &w] {
+            let flags = FdFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFD).expect("F_GETFD"));
+            assert!(flags.contains(FdFlag::FD_CLOEXEC), "fd {} is still inheritable", fd.as_raw_fd());
         }
     }
 }
