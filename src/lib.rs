@@ -29,16 +29,18 @@ mod handle;
 mod kind;
 #[cfg(feature = "mcp")]
 pub mod mcp;
+mod supervised;
 
 pub use config::{Config, Plan, PortChoice, parse_duration};
 pub use ensure::{EnsureOptions, down, ensure_running};
 pub use handle::Handle;
 pub use kind::{RunnerKind, build_runner};
+pub use supervised::{EnsureStarter, supervisor_options};
 /// The core crate, for runner and probe implementers.
 pub use tether_core as core;
 pub use tether_core::{
     Endpoint, Error, ExitStatus, HealthProbe, Identity, Instance, LaunchSpec, Lifecycle, Progress, Result, Runner,
-    RunningBackend, State, StopOutcome,
+    RunningBackend, State, StopOutcome, Supervisor, SupervisorOptions, SupervisorState,
 };
 
 /// The docker runner's crate: `stop_container`, `container_logs` and the labels, for

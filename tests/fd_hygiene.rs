@@ -85,7 +85,6 @@ fn a_detached_instance_does_not_keep_the_callers_descriptors() {
             }
         }
     }
-    assert!(holders.is_empty(), "the caller's fd {write_fd} was inherited: {holders:?}");
 
     // The script's view: EOF on the read end now that tether has exited.
     let (tx, rx) = mpsc::channel();
@@ -97,8 +96,12 @@ fn a_detached_instance_does_not_keep_the_callers_descriptors() {
     match rx.recv_timeout(EOF_BOUND) {
         Ok(Ok(0)) => {}
         Ok(other) => panic!("expected EOF on the pipe, got {other:?}"),
-        Err(_) => panic!("no EOF on the pipe within {EOF_BOUND:?}: the detached instance kept the caller's fd"),
+        Err(_) => panic!(
+            "no EOF on the pipe within {EOF_BOUND:?}: the detached instance kept the caller's fd {write_fd} \
+             (holders of the pipe: {holders:?})"
+        ),
     }
+    assert!(holders.is_empty(), "the caller's pipe was inherited: {holders:?}");
 
     let down = tether(state.path(), &["down", "--name", "fd"]).output().expect("down");
     assert_eq!(down.status.code(), Some(0), "{}", dump(&down));

@@ -62,6 +62,8 @@ impl Drop for DownOnDrop<'_> {
 
 /// `up`, `status` and `down` in `state` exit 2 saying `needle`, and nothing is started.
 fn refused(state: &Path, needle: &str) {
+    // Were it not refused, `up` would start an instance: never leave it behind.
+    let _down = DownOnDrop(state, "x");
     for args in [&["up", "--detach", "--name", "x", "--port", "auto"][..], &["status"], &["down", "--name", "x"]] {
         let out = tether(state, args);
         let stderr = String::from_utf8_lossy(&out.stderr);

@@ -10,12 +10,14 @@ use rmcp::service::{NotificationContext, RunningService};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::{ClientHandler, Peer, RoleClient, ServiceExt};
-use tether_core::supervise::{Ended, RestartTracker};
-use tether_core::{Error, Lifecycle, Result, State};
+use tether_core::supervise::{Ended, Liveness};
+use tether_core::{
+    Attempt, Error, ReadyInfo, Result, Starter, State, StopOutcome, Supervised, Supervisor, SupervisorState,
+};
 use tokio::sync::watch;
 
 use super::front::Shared;
-use crate::{EnsureOptions, Plan, PortChoice};
+use crate::{EnsureOptions, EnsureStarter, Plan};
 
 /// Where the backend is, as the front sees it.
 #[derive(Debug, Clone)]
@@ -85,13 +87,104 @@ impl ClientHandler for BackendClient {
     }
 }
 
-/// Why a run ended: the proxy is stopping, or the backend is gone.
-enum Outcome {
-    Stop,
-    Gone { ended: Ended, ran: Duration, exit_code: Option<i32>, stderr_tail: Vec<String> },
+/// The backend with its connected MCP client: what the supervisor watches and stops.
+struct Connected {
+    handle: crate::Handle,
+    client: tokio::sync::Mutex<Option<RunningService<RoleClient, BackendClient>>>,
 }
 
-/// Run the backend until `stop`: start, connect, watch, restart per the policy.
+impl std::fmt::Debug for Connected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connected").field("handle", &self.handle).finish_non_exhaustive()
+    }
+}
+
+/// Resolves once `stop` says so (or its sender is gone).
+async fn stopping(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+#[async_trait::async_trait]
+impl Supervised for Connected {
+    fn ready_info(&self) -> ReadyInfo {
+        Supervised::ready_info(&self.handle)
+    }
+
+    async fn watch(&self, liveness: Option<&Liveness>) -> Result<Ended> {
+        self.handle.watch(liveness).await
+    }
+
+    fn tail(&self, lines: usize) -> Vec<String> {
+        Supervised::tail(&self.handle, lines)
+    }
+
+    async fn stop(self: Box<Self>) -> Result<StopOutcome> {
+        if let Some(client) = self.client.lock().await.take() {
+            let _ = client.cancel().await;
+        }
+        self.handle.stop().await
+    }
+
+    fn release(self: Box<Self>) {
+        self.handle.release();
+    }
+
+    fn leave_running(&self) -> bool {
+        self.handle.reused()
+    }
+}
+
+/// One start for the proxy: `ensure_running`, then rmcp's client connected to the
+/// backend's MCP endpoint (published to the front before the supervisor says ready).
+struct McpStarter {
+    ensure: EnsureStarter,
+    mcp_path: String,
+    shared: Shared,
+    timeout: Duration,
+    /// The client of the start that just succeeded, for the front's `Ready`.
+    ready: std::sync::Mutex<Option<(Peer<RoleClient>, String)>>,
+}
+
+#[async_trait::async_trait]
+impl Starter for McpStarter {
+    async fn start(&self, attempt: &Attempt) -> Result<Box<dyn Supervised>> {
+        let handle = self.ensure.start_handle(attempt).await?;
+        let url = format!("{}{}", handle.url(), self.mcp_path);
+        let patience = self.timeout.min(CONNECT_PATIENCE);
+        let mut cancel = attempt.cancel.clone();
+        let client = tokio::select! {
+            c = connect_patiently(&url, &self.shared, patience) => c,
+            () = stopping(&mut cancel) => Err("stopping".into()),
+        };
+        let client = match client {
+            Ok(c) => c,
+            Err(why) => {
+                let stopping = *attempt.cancel.borrow();
+                if handle.reused() {
+                    handle.release();
+                } else {
+                    let _ = handle.stop().await;
+                }
+                if stopping {
+                    return Err(Error::Interrupted);
+                }
+                return Err(Error::Runner {
+                    message: format!(
+                        "the backend is ready but its MCP endpoint {url} did not answer in {}: {why} \
+                         (is --mcp-path right?)",
+                        tether_core::error::humanize(patience)
+                    ),
+                    stderr_tail: Vec::new(),
+                });
+            }
+        };
+        *self.ready.lock().unwrap_or_else(|p| p.into_inner()) = Some((client.peer().clone(), url));
+        Ok(Box::new(Connected { handle, client: tokio::sync::Mutex::new(Some(client)) }))
+    }
+}
+
+/// Run the backend until `stop`: the core's supervisor starts, connects, watches and
+/// restarts it; this renders its states for the front.
 pub(crate) async fn supervise(
     plan: Plan,
     ensure: EnsureOptions,
@@ -101,135 +194,96 @@ pub(crate) async fn supervise(
 ) -> Result<()> {
     // Hosts send `initialize` as soon as they spawn us: answer it first, start right after.
     shared.initialize_answered(Duration::from_millis(20)).await;
-    let mut tracker = RestartTracker::new(plan.restart.clone());
-    let mut current = plan.clone();
+    let starter = Arc::new(McpStarter {
+        ensure: EnsureStarter::new(plan.clone(), ensure),
+        mcp_path,
+        shared: shared.clone(),
+        timeout: plan.timeout,
+        ready: std::sync::Mutex::new(None),
+    });
+    let options = crate::supervisor_options(&plan).retrying_first_start(true);
+    let mut supervisor = Supervisor::spawn(Arc::clone(&starter) as Arc<dyn Starter>, options);
+    let Some(mut events) = supervisor.events() else { return Ok(()) };
+    let name = plan.name.clone();
     loop {
-        let outcome = match run_once(&mut current, &ensure, &mcp_path, &shared, &mut stop, tracker.total()).await {
-            Ok(outcome) => outcome,
-            Err(Error::Interrupted) => Outcome::Stop,
-            Err(e) => {
-                tracing::error!(instance = %plan.name, error = %e.chain(), "the backend did not start");
-                let stderr_tail = e.stderr_tail().to_vec();
-                let exit_code = e.backend_exit_code();
-                Outcome::Gone { ended: Ended::Unhealthy(e.chain()), ran: Duration::ZERO, exit_code, stderr_tail }
-            }
-        };
-        let Outcome::Gone { ended, ran, exit_code, stderr_tail } = outcome else {
-            shared.set(BackendState::Stopped);
-            return Ok(());
-        };
-        let reason = match &ended {
-            Ended::Unhealthy(why) if ran.is_zero() => format!("failed to start: {why}"),
-            other => other.to_string(),
-        };
-        let Some(wait) = tracker.next(&ended, ran) else {
-            tracing::error!(instance = %plan.name, %reason, restarts = tracker.total(), "not restarting the backend");
-            shared.set(BackendState::Failed { reason, exit_code, stderr_tail });
-            // Keep answering the host (with this error) until it goes away.
-            let _ = stop.wait_for(|s| *s).await;
-            shared.set(BackendState::Stopped);
-            return Ok(());
-        };
-        tracing::warn!(instance = %plan.name, %reason, restart = tracker.total(), in_ms = wait.as_millis() as u64,
-            "restarting the backend");
-        shared.set(BackendState::Down { reason, stderr_tail, restart_at: Instant::now() + wait });
-        tokio::select! {
-            _ = stop.wait_for(|s| *s) => {
+        let event = tokio::select! {
+            () = stopping(&mut stop) => {
+                supervisor.stop();
+                // Drain to the end: the supervisor stops the backend with its grace.
+                while let Some(event) = events.recv().await {
+                    if event.is_final() {
+                        log_final(&name, &event);
+                        break;
+                    }
+                }
                 shared.set(BackendState::Stopped);
                 return Ok(());
             }
-            _ = tokio::time::sleep(wait) => {}
+            event = events.recv() => event,
+        };
+        let Some(event) = event else {
+            shared.set(BackendState::Stopped);
+            return Ok(());
+        };
+        match event {
+            SupervisorState::Starting { lifecycle, restarts, since } => {
+                let (phase, progress) = match &lifecycle {
+                    State::WaitingReady { progress } => (progress.phase.clone(), progress.value),
+                    State::Ready { .. } => ("connecting to its MCP endpoint".to_string(), None),
+                    other => (other.name().replace('_', " "), None),
+                };
+                shared.set(BackendState::Starting { phase, progress, since: since.into_std(), restarts });
+            }
+            SupervisorState::Ready { .. } => {
+                let ready = starter.ready.lock().unwrap_or_else(|p| p.into_inner()).take();
+                if let Some((peer, url)) = ready {
+                    tracing::info!(instance = %name, %url, "ready: forwarding MCP calls to the backend");
+                    shared.set(BackendState::Ready { peer: peer.clone(), url });
+                    shared.backend_ready(&peer).await;
+                }
+            }
+            SupervisorState::Restarting { ended, restarts, at, stderr_tail, .. } => {
+                let reason = ended.to_string();
+                let in_ms = at.saturating_duration_since(tokio::time::Instant::now()).as_millis() as u64;
+                tracing::warn!(instance = %name, %reason, restart = restarts, in_ms, "restarting the backend");
+                shared.set(BackendState::Down { reason, stderr_tail, restart_at: at.into_std() });
+            }
+            SupervisorState::Failed { ended, error, restarts, stderr_tail } => {
+                let reason = ended.to_string();
+                tracing::error!(instance = %name, %reason, restarts, "not restarting the backend");
+                let exit_code = match error.as_deref() {
+                    Some(e) => e.backend_exit_code(),
+                    None => tether_core::supervisor::exit_code(&ended),
+                };
+                shared.set(BackendState::Failed { reason, exit_code, stderr_tail });
+                // Keep answering the host (with this error) until it goes away.
+                stopping(&mut stop).await;
+                shared.set(BackendState::Stopped);
+                return Ok(());
+            }
+            SupervisorState::Stopped { .. } => {
+                log_final(&name, &event);
+                shared.set(BackendState::Stopped);
+                return Ok(());
+            }
+            _ => {}
         }
     }
 }
 
-/// One start of the backend, to its end.
-async fn run_once(
-    plan: &mut Plan,
-    ensure: &EnsureOptions,
-    mcp_path: &str,
-    shared: &Shared,
-    stop: &mut watch::Receiver<bool>,
-    restarts: u32,
-) -> Result<Outcome> {
-    let since = Instant::now();
-    shared.set(BackendState::Starting { phase: "starting".into(), progress: None, since, restarts });
-    let lifecycle = Arc::new(Lifecycle::new());
-    let observer = tokio::spawn(observe(lifecycle.subscribe(), shared.clone(), since, restarts));
-    let mut opts = ensure.clone().with_lifecycle(lifecycle);
-    opts.cancel = Some(stop.clone());
-    opts.restarts = restarts;
-    let started = crate::ensure_running(plan.clone(), opts).await;
-    observer.abort();
-    let handle = started?;
-    // Restarts keep the port the first start chose (`auto` included): the host never sees it,
-    // but a backend that caches by port (or a user watching `status`) does.
-    plan.port = PortChoice::Fixed(handle.record().port);
-    let url = format!("{}{mcp_path}", handle.url());
-    shared.set(BackendState::Starting {
-        phase: "connecting to its MCP endpoint".into(),
-        progress: handle.progress(),
-        since,
-        restarts,
-    });
-    let patience = plan.timeout.min(CONNECT_PATIENCE);
-    let client = tokio::select! {
-        c = connect_patiently(&url, shared, patience) => c,
-        _ = stop.wait_for(|s| *s) => Err("stopping".into()),
-    };
-    let client = match client {
-        Ok(c) => c,
-        Err(why) => {
-            let _ = handle.stop().await;
-            if *stop.borrow() {
-                return Ok(Outcome::Stop);
-            }
-            return Err(Error::Runner {
-                message: format!(
-                    "the backend is ready but its MCP endpoint {url} did not answer in {}: {why} \
-                     (is --mcp-path right?)",
-                    tether_core::error::humanize(patience)
-                ),
-                stderr_tail: Vec::new(),
-            });
+fn log_final(name: &str, state: &SupervisorState) {
+    match state {
+        SupervisorState::Stopped { left_running: true, .. } => {
+            tracing::info!(instance = %name, "left the backend running: it was running (detached) before");
         }
-    };
-    tracing::info!(instance = %plan.name, %url, "ready: forwarding MCP calls to the backend");
-    shared.set(BackendState::Ready { peer: client.peer().clone(), url });
-    shared.backend_ready(client.peer()).await;
-    let up_since = Instant::now();
-    let ended = tokio::select! {
-        _ = stop.wait_for(|s| *s) => None,
-        ended = handle.watch(plan.liveness.as_ref()) => Some(ended),
-    };
-    let _ = client.cancel().await;
-    let Some(ended) = ended else {
-        shared.set(BackendState::Stopped);
-        if handle.reused() {
-            // Not ours: it ran detached before this proxy (same `--name`), and stays.
-            tracing::info!(instance = %plan.name, "left the backend running: it was running (detached) before");
-            handle.release();
-            return Ok(Outcome::Stop);
+        SupervisorState::Stopped { outcome: Some(how), .. } => {
+            tracing::info!(instance = %name, killed = how.was_killed(), "stopped the backend");
         }
-        match handle.stop().await {
-            Ok(how) => tracing::info!(instance = %plan.name, killed = how.was_killed(), "stopped the backend"),
-            Err(e) => tracing::warn!(instance = %plan.name, error = %e.chain(), "stopping the backend failed"),
+        SupervisorState::Stopped { error: Some(e), .. } => {
+            tracing::warn!(instance = %name, error = %e, "stopping the backend failed");
         }
-        return Ok(Outcome::Stop);
-    };
-    let ended = ended.unwrap_or_else(|e| Ended::Unhealthy(e.chain()));
-    let stderr_tail = handle.instance().map(|i| i.logs().tail(10)).unwrap_or_default();
-    shared.set(BackendState::Down {
-        reason: ended.to_string(),
-        stderr_tail: stderr_tail.clone(),
-        restart_at: Instant::now(),
-    });
-    let _ = handle.stop().await;
-    let exit_code = match &ended {
-        Ended::Exited(status) => status.code(),
-        Ended::Unhealthy(_) => None,
-    };
-    Ok(Outcome::Gone { ended, ran: up_since.elapsed(), exit_code, stderr_tail })
+        _ => {}
+    }
 }
 
 /// How long a ready backend's MCP endpoint may take to answer (some mount it after their
@@ -287,24 +341,6 @@ fn plain(message: &str) -> String {
     let message = message.rsplit_once("] error: ").map_or(message, |(_, why)| why);
     let message = message.split(", when send").next().unwrap_or(message);
     message.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-/// Publish the lifecycle's phases and progress while starting.
-async fn observe(mut rx: watch::Receiver<State>, shared: Shared, since: Instant, restarts: u32) {
-    loop {
-        let phase = match &*rx.borrow_and_update() {
-            State::WaitingReady { progress } => Some((progress.phase.clone(), progress.value)),
-            State::Preparing => Some(("preparing".to_string(), None)),
-            State::Starting => Some(("starting".to_string(), None)),
-            _ => None,
-        };
-        if let Some((phase, progress)) = phase {
-            shared.set(BackendState::Starting { phase, progress, since, restarts });
-        }
-        if rx.changed().await.is_err() {
-            return;
-        }
-    }
 }
 
 #[cfg(test)]

@@ -181,7 +181,7 @@ impl Instance {
         let ended = crate::supervise::watch(self.backend.as_ref(), liveness).await?;
         let _ = self.lifecycle.transition(match &ended {
             Ended::Exited(status) => State::Stopped { exit: Some(*status), killed: false },
-            Ended::Unhealthy(why) => State::Failed { error: format!("failed its liveness probe: {why}") },
+            other => State::Failed { error: other.to_string() },
         });
         Ok(ended)
     }

@@ -18,6 +18,23 @@
 //! group under a tiny guard (this program re-executed, see [`guard`]) that takes the
 //! whole group and every descendant down when its owner dies, even by `SIGKILL`.
 //!
+//! ## Safety invariants
+//! Every signal tether sends passes one gate, [`safety::Gate`], whatever the path
+//! (a stop, `down`, the stale sweep, the port guard, the guard process):
+//! - never pid 0 or 1, never a process group ≤ 1, never this process, any of its
+//!   ancestors, or its own (or an ancestor's) process group;
+//! - a backend process is ours only if it, or an ancestor by parent pid, carries the
+//!   instance's fingerprint (`TETHER_INSTANCE=<name>` in `/proc/PID/environ`, set on
+//!   every backend) and runs as this user, or is this process's own child; a state
+//!   record's pid + start time alone is a claim, not proof. Another user's process is
+//!   thus reached only when it descends from our own verified backend;
+//! - an instance's owner only if it holds the instance's lock file open;
+//! - a process that fails is named in [`Error::Refused`], never signalled.
+//!
+//! "Ready" likewise counts only from our own backend: the probe client follows no
+//! redirect, and [`RunningBackend::owns_endpoint`] must confirm that the port's
+//! listener is the backend's (its socket held by its processes, or its container).
+//!
 //! ```no_run
 //! # async fn demo(runner: std::sync::Arc<dyn tether_core::Runner>) -> tether_core::Result<()> {
 //! use tether_core::{launch, LaunchSpec, LaunchOptions, probe::HttpProbe};
@@ -45,6 +62,7 @@ pub mod runner;
 pub mod safety;
 pub mod state;
 pub mod supervise;
+pub mod supervisor;
 
 pub use error::{Error, ExitStatus, PortHolder, Result};
 pub use launch::{Instance, LaunchOptions, launch};
@@ -52,6 +70,7 @@ pub use lifecycle::{Lifecycle, Progress, State};
 pub use probe::{HealthProbe, ProbeOutcome};
 pub use relay::{LogLine, LogRelay, Stream};
 pub use runner::{Endpoint, Identity, LaunchSpec, Runner, RunnerInfo, RunningBackend, StopOutcome};
+pub use supervisor::{Attempt, ReadyInfo, Starter, Supervised, Supervisor, SupervisorOptions, SupervisorState};
 
 /// The traits a runner or probe implementer needs, and nothing else.
 pub mod prelude {

@@ -45,6 +45,10 @@ pub enum Ended {
     Exited(ExitStatus),
     /// It failed its liveness probe this many times in a row; the last reason.
     Unhealthy(String),
+    /// A start failed (before ready); the error, as displayed.
+    StartFailed(String),
+    /// It was stopped to be started again, as asked.
+    Restarted,
 }
 
 impl Ended {
@@ -59,6 +63,8 @@ impl std::fmt::Display for Ended {
         match self {
             Ended::Exited(s) => write!(f, "exited ({s})"),
             Ended::Unhealthy(why) => write!(f, "failed its liveness probe: {why}"),
+            Ended::StartFailed(why) => write!(f, "failed to start: {why}"),
+            Ended::Restarted => write!(f, "was restarted as asked"),
         }
     }
 }
@@ -120,6 +126,11 @@ impl RestartTracker {
     /// Restarts so far.
     pub fn total(&self) -> u32 {
         self.total
+    }
+
+    /// Count a restart that was asked for (not decided by the policy).
+    pub fn count_asked(&mut self) {
+        self.total += 1;
     }
 
     /// The backend ended after running for `ran`: how long to wait before starting it

@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
-use tether::core::supervise::{Ended, RestartTracker};
-use tether::{Config, EnsureOptions, Error, Handle, Lifecycle, Plan, PortChoice, State, StopOutcome};
+use tether::{
+    Config, EnsureOptions, EnsureStarter, Error, Lifecycle, Plan, State, StopOutcome, Supervisor, SupervisorState,
+};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::{BackendArgs, UpArgs};
@@ -68,70 +69,67 @@ pub async fn run(args: UpArgs) -> i32 {
         Ok(s) => s,
         Err(e) => return report_error(&e, json),
     };
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let mut first = opts.clone();
-    first.cancel = Some(stop_rx);
-    let started = {
-        let starting = start(&plan, first, json);
-        tokio::pin!(starting);
+    if args.detach {
+        return detach(plan, opts, json, signals).await;
+    }
+    // Foreground: the supervisor owns the backend's life; this only renders it and
+    // passes on a stop.
+    let starter = Arc::new(EnsureStarter::new(plan.clone(), opts));
+    let mut supervisor = Supervisor::spawn(starter, tether::supervisor_options(&plan));
+    let Some(mut events) = supervisor.events() else { return 1 };
+    let mut view = View::new(json, &plan.name);
+    loop {
         tokio::select! {
-            started = &mut starting => started,
-            _ = signals.recv() => {
-                // A stop while starting: the backend is stopped with its grace period.
-                let _ = stop_tx.send(true);
-                starting.await
+            _ = signals.recv() => supervisor.stop(),
+            event = events.recv() => {
+                let Some(event) = event else { return 1 };
+                if let Some(code) = view.show(&event) {
+                    return code;
+                }
+            }
+        }
+    }
+}
+
+/// `up --detach`: one start, shown until ready, then left running.
+async fn detach(plan: Plan, opts: EnsureOptions, json: bool, mut signals: Signals) -> i32 {
+    let started = Instant::now();
+    let lifecycle = Arc::new(Lifecycle::new());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut opts = opts.with_lifecycle(Arc::clone(&lifecycle));
+    opts.cancel = Some(stop_rx);
+    let mut view = View::new(json, &plan.name);
+    let mut phases = lifecycle.subscribe();
+    let starting = tether::ensure_running(plan.clone(), opts);
+    tokio::pin!(starting);
+    let result = loop {
+        tokio::select! {
+            r = &mut starting => break r,
+            _ = signals.recv() => { let _ = stop_tx.send(true); }
+            Ok(()) = phases.changed() => {
+                let state = phases.borrow_and_update().clone();
+                view.progress(&state, started);
             }
         }
     };
-    let handle = match started {
+    view.clear();
+    let handle = match result {
         Ok(h) => h,
         Err(Error::Interrupted) => {
-            if json {
-                json_line(&json!({"state": "stopped", "name": plan.name, "during": "start"}));
-            } else {
-                eprintln!("stopped '{}' while it was starting", plan.name);
-            }
+            view.stopped_while_starting();
             return 0;
         }
         Err(e) => return report_error(&e, json),
     };
-    if args.detach {
-        if !json {
-            println!(
-                "detached as '{}'; `tether status --name {0}`, `tether logs --name {0}`, `tether down --name {0}`",
-                handle.record().name
-            );
-        }
-        handle.release();
-        return 0;
+    view.ready(&tether::core::Supervised::ready_info(&handle), handle.record().restarts, started);
+    if !json {
+        println!(
+            "detached as '{}'; `tether status --name {0}`, `tether logs --name {0}`, `tether down --name {0}`",
+            handle.record().name
+        );
     }
-    supervise(handle, plan, opts, json, signals).await
-}
-
-/// Start once, showing progress; print the ready line.
-async fn start(plan: &Plan, opts: EnsureOptions, json: bool) -> tether::Result<Handle> {
-    let started = Instant::now();
-    let lifecycle = Arc::new(Lifecycle::new());
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-    let observer = tokio::spawn(observe(lifecycle.subscribe(), json, started, done_rx));
-    let result = tether::ensure_running(plan.clone(), opts.with_lifecycle(Arc::clone(&lifecycle))).await;
-    let _ = done_tx.send(());
-    let _ = observer.await;
-    let handle = result?;
-    let record = handle.record();
-    if json {
-        json_line(&json!({
-            "state": "ready", "name": record.name, "url": record.url, "port": record.port,
-            "pid": handle.pid(), "container_id": record.container_id,
-            "elapsed_ms": started.elapsed().as_millis() as u64, "progress": handle.progress(),
-            "detached": record.detached, "restarts": record.restarts, "reused": handle.reused(),
-        }));
-    } else {
-        let progress = handle.progress().map(|n| format!(" ({n} loaded)")).unwrap_or_default();
-        let reused = if handle.reused() { " (reused the running instance)" } else { "" };
-        println!("ready: {}{progress} in {}{reused}", record.url, tether::core::error::humanize(started.elapsed()));
-    }
-    Ok(handle)
+    handle.release();
+    0
 }
 
 /// Resolves on Ctrl-C, SIGTERM or SIGHUP.
@@ -160,82 +158,156 @@ impl Signals {
     }
 }
 
-/// Foreground: until Ctrl-C, SIGTERM or SIGHUP, watch the backend; when it ends,
-/// restart it per the policy or stop and fail.
-async fn supervise(mut handle: Handle, plan: Plan, opts: EnsureOptions, json: bool, mut signals: Signals) -> i32 {
-    let mut tracker = RestartTracker::new(plan.restart.clone());
-    // Restarts keep the port the first start chose (`auto` included).
-    let mut again = plan.clone();
-    again.port = PortChoice::Fixed(handle.record().port);
-    loop {
-        let up_since = Instant::now();
-        let ended = tokio::select! {
-            _ = signals.recv() => None,
-            ended = handle.watch(plan.liveness.as_ref()) => Some(ended),
-        };
-        let name = handle.record().name.clone();
-        let Some(ended) = ended else {
-            if handle.reused() {
-                // We did not start it: it was running detached before us, and stays.
-                if !json {
-                    eprintln!("left '{name}' running: it was already running (detached) before this `up`");
-                }
-                handle.release();
-                return 0;
+/// How `up` shows the supervisor's states: a progress bar on a TTY, JSON lines with
+/// `--json`, plain lines otherwise.
+struct View {
+    json: bool,
+    name: String,
+    bar: Option<ProgressBar>,
+    last_plain: Option<String>,
+}
+
+impl View {
+    fn new(json: bool, name: &str) -> Self {
+        View { json, name: name.to_string(), bar: None, last_plain: None }
+    }
+
+    /// Show `event`; `Some(exit code)` once the supervisor is done.
+    fn show(&mut self, event: &SupervisorState) -> Option<i32> {
+        match event {
+            SupervisorState::Starting { lifecycle, since, .. } => {
+                self.progress(lifecycle, since.into_std());
+                None
             }
-            return match handle.stop().await {
-                Ok(how) => {
-                    report_stopped(&name, how, json);
-                    0
-                }
-                Err(e) => report_error(&e, json),
-            };
-        };
-        let ended = match ended {
-            Ok(e) => e,
-            Err(e) => Ended::Unhealthy(e.chain()),
-        };
-        let _ = handle.stop().await;
-        let Some(wait) = tracker.next(&ended, up_since.elapsed()) else {
-            if json {
-                json_line(&json!({"state": "exited", "name": name, "error": format!("backend {ended}"),
-                    "exit_code": match &ended { Ended::Exited(s) => s.code(), _ => None }, "restarts": tracker.total()}));
-            } else {
-                eprintln!("error: backend '{name}' {ended}; not restarting (restarts so far: {})", tracker.total());
+            SupervisorState::Ready { info, restarts, started } => {
+                self.clear();
+                self.ready(info, *restarts, started.into_std());
+                None
             }
-            return 1;
-        };
-        if json {
-            json_line(&json!({"state": "restarting", "name": name, "reason": ended.to_string(),
-                "restarts": tracker.total(), "in_ms": wait.as_millis() as u64}));
-        } else {
-            eprintln!(
-                "backend '{name}' {ended}; restart {} in {}",
-                tracker.total(),
-                tether::core::error::humanize(wait)
-            );
-        }
-        tokio::select! {
-            _ = signals.recv() => return 0,
-            _ = tokio::time::sleep(wait) => {}
-        }
-        let mut restart_opts = opts.clone();
-        restart_opts.restarts = tracker.total();
-        handle = loop {
-            match start(&again, restart_opts.clone(), json).await {
-                Ok(h) => break h,
-                Err(e) => {
-                    let failed = Ended::Unhealthy(e.chain());
-                    let code = report_error(&e, json);
-                    let Some(wait) = tracker.next(&failed, Duration::ZERO) else { return code };
-                    restart_opts.restarts = tracker.total();
-                    tokio::select! {
-                        _ = signals.recv() => return 0,
-                        _ = tokio::time::sleep(wait) => {}
+            SupervisorState::Restarting { ended, error, restarts, at, .. } => {
+                self.clear();
+                match error {
+                    // A restart that failed to start: say why, then wait for the next try.
+                    Some(e) => {
+                        report_error(e, self.json);
+                    }
+                    None => {
+                        let wait = at.saturating_duration_since(tokio::time::Instant::now());
+                        if self.json {
+                            json_line(&json!({"state": "restarting", "name": self.name, "reason": ended.to_string(),
+                                "restarts": restarts, "in_ms": wait.as_millis() as u64}));
+                        } else {
+                            eprintln!(
+                                "backend '{}' {ended}; restart {restarts} in {}",
+                                self.name,
+                                tether::core::error::humanize(wait)
+                            );
+                        }
                     }
                 }
+                None
             }
+            SupervisorState::Failed { ended, error, restarts, .. } => {
+                self.clear();
+                if let Some(e) = error {
+                    return Some(report_error(e, self.json));
+                }
+                if self.json {
+                    json_line(&json!({"state": "exited", "name": self.name, "error": format!("backend {ended}"),
+                        "exit_code": tether::core::supervisor::exit_code(ended), "restarts": restarts}));
+                } else {
+                    eprintln!("error: backend '{}' {ended}; not restarting (restarts so far: {restarts})", self.name);
+                }
+                Some(1)
+            }
+            SupervisorState::Stopped { outcome, during_start, left_running, error } => {
+                self.clear();
+                if let Some(e) = error {
+                    eprintln!("error: stopping '{}': {e}", self.name);
+                    return Some(1);
+                }
+                if *during_start {
+                    self.stopped_while_starting();
+                } else if *left_running {
+                    if !self.json {
+                        eprintln!("left '{}' running: it was already running (detached) before this `up`", self.name);
+                    }
+                } else if let Some(how) = outcome {
+                    report_stopped(&self.name, *how, self.json);
+                }
+                Some(0)
+            }
+            _ => None,
+        }
+    }
+
+    fn stopped_while_starting(&self) {
+        if self.json {
+            json_line(&json!({"state": "stopped", "name": self.name, "during": "start"}));
+        } else {
+            eprintln!("stopped '{}' while it was starting", self.name);
+        }
+    }
+
+    fn ready(&self, info: &tether::core::ReadyInfo, restarts: u32, started: Instant) {
+        if self.json {
+            json_line(&json!({
+                "state": "ready", "name": info.name, "url": info.url, "port": info.port,
+                "pid": info.pid, "container_id": info.container_id,
+                "elapsed_ms": started.elapsed().as_millis() as u64, "progress": info.progress,
+                "detached": info.detached, "restarts": restarts, "reused": info.reused,
+            }));
+        } else {
+            let progress = info.progress.map(|n| format!(" ({n} loaded)")).unwrap_or_default();
+            let reused = if info.reused { " (reused the running instance)" } else { "" };
+            println!("ready: {}{progress} in {}{reused}", info.url, tether::core::error::humanize(started.elapsed()));
+        }
+    }
+
+    /// A start's progress: the lifecycle state it is in.
+    fn progress(&mut self, state: &State, started: Instant) {
+        if matches!(state, State::Idle) || state.is_ready() || state.is_terminal() {
+            return; // Nothing to show yet; ready gets its own line.
+        }
+        let (phase, value) = match state {
+            State::WaitingReady { progress } => (progress.phase.clone(), progress.value),
+            other => (other.name().replace('_', " "), None),
         };
+        if self.json {
+            json_line(
+                &json!({"state": state.name(), "phase": phase, "progress": value, "elapsed_ms": started.elapsed().as_millis() as u64}),
+            );
+            return;
+        }
+        if self.bar.is_none() && std::io::stderr().is_terminal() {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.enable_steady_tick(Duration::from_millis(100));
+            crate::output::set_bar(Some(bar.clone()));
+            self.bar = Some(bar);
+        }
+        if let Some(bar) = &self.bar {
+            let count = value.map(|v| format!(" · {v} loaded")).unwrap_or_default();
+            bar.set_message(format!("{phase}{count}"));
+        } else {
+            let count = value.map(|v| format!(", {v} loaded")).unwrap_or_default();
+            let text = format!("{phase}{count}");
+            if self.last_plain.as_deref() != Some(text.as_str()) {
+                tracing::info!("{text}");
+                self.last_plain = Some(text);
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            crate::output::set_bar(None);
+            bar.finish_and_clear();
+        }
+        self.last_plain = None;
     }
 }
 
@@ -249,57 +321,5 @@ fn report_stopped(name: &str, how: StopOutcome, json: bool) {
             }
             StopOutcome::Terminated { exit } => eprintln!("stopped '{name}' ({exit})"),
         }
-    }
-}
-
-/// Show the lifecycle: a progress bar on a TTY, JSON lines with `--json`, plain lines otherwise.
-async fn observe(
-    mut rx: tokio::sync::watch::Receiver<State>,
-    json: bool,
-    started: Instant,
-    mut done: tokio::sync::oneshot::Receiver<()>,
-) {
-    let bar = (!json && std::io::stderr().is_terminal()).then(|| {
-        let bar = ProgressBar::new_spinner();
-        bar.set_style(
-            ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
-                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-        );
-        bar.enable_steady_tick(Duration::from_millis(100));
-        crate::output::set_bar(Some(bar.clone()));
-        bar
-    });
-    let mut last_plain: Option<String> = None;
-    loop {
-        let state = rx.borrow_and_update().clone();
-        let (phase, value) = match &state {
-            State::WaitingReady { progress } => (progress.phase.clone(), progress.value),
-            other => (other.name().replace('_', " "), None),
-        };
-        if matches!(state, State::Idle) || state.is_ready() {
-            // Nothing to show yet; ready gets its own line.
-        } else if json {
-            json_line(
-                &json!({"state": state.name(), "phase": phase, "progress": value, "elapsed_ms": started.elapsed().as_millis() as u64}),
-            );
-        } else if let Some(bar) = &bar {
-            let count = value.map(|v| format!(" · {v} loaded")).unwrap_or_default();
-            bar.set_message(format!("{phase}{count}"));
-        } else {
-            let count = value.map(|v| format!(", {v} loaded")).unwrap_or_default();
-            let text = format!("{phase}{count}");
-            if last_plain.as_deref() != Some(text.as_str()) {
-                tracing::info!("{text}");
-                last_plain = Some(text);
-            }
-        }
-        tokio::select! {
-            changed = rx.changed() => if changed.is_err() { break },
-            _ = &mut done => break,
-        }
-    }
-    if let Some(bar) = bar {
-        crate::output::set_bar(None);
-        bar.finish_and_clear();
     }
 }
