@@ -88,9 +88,9 @@ pub struct Config {
     pub progress_field: Option<String>,
     /// Require `version` in the health answer to equal this.
     pub expect_version: Option<String>,
-    /// Overall readiness deadline (`120s`).
+    /// Overall readiness deadline (default `120s`; at least 100ms).
     pub timeout: Option<String>,
-    /// Per-probe timeout (`2s`).
+    /// Per-probe timeout (default `2s`; at least 10ms).
     pub probe_timeout: Option<String>,
     /// Grace between SIGTERM and SIGKILL (`5s`).
     pub grace: Option<String>,
@@ -102,7 +102,8 @@ pub struct Config {
     /// Extra environment.
     #[serde(default)]
     pub env: BTreeMap<String, String>,
-    /// Working directory.
+    /// Working directory (native, uvx; must be an existing directory). The docker runner
+    /// keeps the image's.
     pub cwd: Option<PathBuf>,
     /// uvx: the package, `PKG` or `PKG==VER`.
     pub package: Option<String>,
@@ -131,7 +132,7 @@ pub struct Config {
     pub max_restarts: Option<u32>,
     /// Liveness probe after ready: `http[:PATH]` or `tcp` (default: none, only the exit counts).
     pub liveness: Option<String>,
-    /// How often the liveness probe runs (default 5s).
+    /// How often the liveness probe runs (default 5s; at least 100ms).
     pub liveness_period: Option<String>,
     /// Failed liveness probes in a row that end the backend (default 3).
     pub liveness_failures: Option<u32>,
@@ -184,9 +185,25 @@ impl Config {
             None if self.image.is_some() => RunnerKind::Docker,
             None => RunnerKind::Native,
         };
-        let timeout = duration("timeout", self.timeout.as_deref(), Duration::from_secs(120))?;
-        let probe_timeout = duration("probe-timeout", self.probe_timeout.as_deref(), Duration::from_secs(2))?;
+        let timeout = duration_at_least("timeout", self.timeout.as_deref(), Duration::from_secs(120), MIN_TIMEOUT)?;
+        let probe_timeout = duration_at_least(
+            "probe-timeout",
+            self.probe_timeout.as_deref(),
+            Duration::from_secs(2),
+            MIN_PROBE_TIMEOUT,
+        )?;
         let grace = duration("grace", self.grace.as_deref(), Duration::from_secs(5))?;
+        // Checked with or without `liveness`: a bad value is an error wherever it is.
+        let liveness_period = duration_at_least(
+            "liveness-period",
+            self.liveness_period.as_deref(),
+            Duration::from_secs(5),
+            MIN_LIVENESS_PERIOD,
+        )?;
+        // The docker runner keeps the image's working directory (this is a host path).
+        if let Some(dir) = self.cwd.as_deref().filter(|_| runner != RunnerKind::Docker) {
+            check_cwd(dir)?;
+        }
         let probe = self.build_probe(runner)?;
         let restart = RestartOptions::default()
             .with_policy(self.restart.as_deref().unwrap_or("no").parse()?)
@@ -195,7 +212,7 @@ impl Config {
             None => None,
             Some(text) => Some(Liveness {
                 probe: liveness_probe(text)?,
-                period: duration("liveness-period", self.liveness_period.as_deref(), Duration::from_secs(5))?,
+                period: liveness_period,
                 failures: self.liveness_failures.unwrap_or(3).max(1),
                 timeout: probe_timeout,
             }),
@@ -300,7 +317,7 @@ fn pinned_version(_package: &str) -> Option<String> {
 /// DNS query and no name that resolves differently later), or exactly `localhost`
 /// (loopback, without DNS). Loopback and unspecified addresses (`0.0.0.0`, `::`) are
 /// always of this machine; any other is when a socket can be bound to it.
-fn check_host(host: &str) -> Result<()> {
+pub(crate) fn check_host(host: &str) -> Result<()> {
     let refuse = |why: String| {
         Error::config(format!(
             "`--host` must be an IP address of this machine (e.g. 127.0.0.1, ::1, 0.0.0.0), not '{host}': {why}"
@@ -316,6 +333,22 @@ fn check_host(host: &str) -> Result<()> {
     match std::net::TcpListener::bind((ip, 0)) {
         Ok(_) => Ok(()),
         Err(e) => Err(refuse(format!("not an address of this machine: binding it fails with {e}"))),
+    }
+}
+
+/// `--cwd` must be a directory the backend can be started in: checked here, so the
+/// error names the directory (a failed spawn would name the program).
+fn check_cwd(dir: &Path) -> Result<()> {
+    match std::fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => Ok(()),
+        Ok(_) => Err(Error::config(format!(
+            "bad --cwd `{}`: not a directory; give the directory the backend runs in",
+            dir.display()
+        ))),
+        Err(e) => Err(Error::config(format!(
+            "bad --cwd `{}`: {e}; give an existing directory for the backend to run in",
+            dir.display()
+        ))),
     }
 }
 
@@ -339,6 +372,30 @@ fn location(text: &str, span: Option<std::ops::Range<usize>>) -> String {
         }
         None => String::new(),
     }
+}
+
+/// The shortest readiness deadline: less leaves no room for a process to start and
+/// answer one probe on a loaded machine, so such a start fails by chance, not because
+/// the backend is slow.
+const MIN_TIMEOUT: Duration = Duration::from_millis(100);
+/// The shortest time one probe attempt may take: below it, scheduling jitter alone times
+/// out a healthy answer over loopback.
+const MIN_PROBE_TIMEOUT: Duration = Duration::from_millis(10);
+/// The shortest liveness period: at most 10 probes a second (`0s` was a busy loop of
+/// about 1,165 requests a second against the backend).
+const MIN_LIVENESS_PERIOD: Duration = Duration::from_millis(100);
+
+/// [`duration`], refusing values below `min` with a message naming the minimum.
+fn duration_at_least(key: &str, text: Option<&str>, default: Duration, min: Duration) -> Result<Duration> {
+    let d = duration(key, text, default)?;
+    if d < min {
+        return Err(Error::config(format!(
+            "bad --{key} `{}`: too short; the minimum is {}ms",
+            text.unwrap_or_default(),
+            min.as_millis()
+        )));
+    }
+    Ok(d)
 }
 
 pub(crate) fn duration(key: &str, text: Option<&str>, default: Duration) -> Result<Duration> {
@@ -476,6 +533,63 @@ mod tests {
             assert!(msg.contains(why), "{bad}: {msg}");
             assert_eq!(e.exit_code(), 2);
         }
+    }
+
+    #[test]
+    fn the_defaults_are_the_documented_ones() {
+        // `tether up --help` and the README name these.
+        let plan = Config::default().plan().expect("the defaults plan");
+        assert_eq!(plan.timeout, Duration::from_secs(120));
+        assert_eq!(plan.probe_timeout, Duration::from_secs(2));
+        assert_eq!(plan.grace, Duration::from_secs(5));
+        assert_eq!(plan.port, PortChoice::Fixed(8765));
+        assert_eq!(plan.host, "127.0.0.1");
+        assert_eq!(plan.name, "default");
+        assert_eq!(plan.runner, RunnerKind::Native);
+        let live = Config { liveness: Some("tcp".into()), ..Config::default() }.plan().expect("liveness");
+        let live = live.liveness.expect("a liveness probe");
+        assert_eq!((live.period, live.failures), (Duration::from_secs(5), 3));
+    }
+
+    #[test]
+    fn durations_below_their_minimum_are_refused_naming_it() {
+        let set = |key: &str, text: &str| {
+            let mut c = Config::default();
+            match key {
+                "timeout" => c.timeout = Some(text.into()),
+                "probe-timeout" => c.probe_timeout = Some(text.into()),
+                _ => c.liveness_period = Some(text.into()),
+            }
+            c.plan()
+        };
+        for (key, low, min, ok) in [
+            ("timeout", "0s", "100ms", "100ms"),
+            ("probe-timeout", "0ms", "10ms", "10ms"),
+            ("liveness-period", "0s", "100ms", "100ms"),
+            ("liveness-period", "99ms", "100ms", "1s"),
+        ] {
+            let e = set(key, low).expect_err(key);
+            assert!(e.to_string().contains(&format!("bad --{key} `{low}`: too short; the minimum is {min}")), "{e}");
+            assert_eq!(e.exit_code(), 2);
+            assert!(set(key, ok).is_ok(), "{key} {ok}");
+        }
+    }
+
+    #[test]
+    fn a_cwd_that_is_not_a_directory_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("file");
+        std::fs::write(&file, "").expect("write");
+        let with_cwd = |cwd: &Path, runner| Config { cwd: Some(cwd.into()), runner, ..Config::default() }.plan();
+        assert!(with_cwd(dir.path(), None).is_ok());
+        let missing = dir.path().join("gone");
+        let e = with_cwd(&missing, None).expect_err("missing");
+        assert!(e.to_string().contains(&format!("bad --cwd `{}`: No such file", missing.display())), "{e}");
+        assert_eq!(e.exit_code(), 2);
+        let e = with_cwd(&file, Some(RunnerKind::Uvx)).expect_err("a file");
+        assert!(e.to_string().contains("not a directory"), "{e}");
+        // The container keeps the image's working directory: a host path is not checked.
+        assert!(with_cwd(&missing, Some(RunnerKind::Docker)).is_ok());
     }
 
     #[test]

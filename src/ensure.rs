@@ -93,6 +93,8 @@ fn state_dir(opts: &EnsureOptions) -> Result<StateDir> {
 #[tracing::instrument(skip_all, fields(instance = %plan.name, runner = %plan.runner))]
 pub async fn ensure_running(plan: Plan, opts: EnsureOptions) -> Result<Handle> {
     StateDir::check_name(&plan.name)?;
+    // Again here: a library user may have changed the plan's host after `plan()`.
+    crate::config::check_host(&plan.host)?;
     let state = state_dir(&opts)?;
     let runner = match &opts.runner {
         Some(r) => Arc::clone(r),
@@ -175,6 +177,7 @@ pub async fn ensure_running(plan: Plan, opts: EnsureOptions) -> Result<Handle> {
         launch_opts = launch_opts.with_lifecycle(Arc::clone(l));
     }
     launch_opts.cancel = opts.cancel.clone();
+    launch_opts.checked = Some(info.clone());
     let result = launch(runner, spec, Arc::clone(&plan.probe), launch_opts).await;
     let mut record = record.lock().unwrap_or_else(|p| p.into_inner()).clone();
     match result {
@@ -404,7 +407,16 @@ async fn clear_port(state: &StateDir, plan: &Plan, port: u16) -> Result<()> {
 /// How a detached guard said its backend ended (and forget it).
 fn guard_report(log: &std::path::Path) -> Option<StopOutcome> {
     let path = tether_core::guard::status_path(log);
-    let text = std::fs::read_to_string(&path).ok()?;
+    // Never through a link planted in the state directory.
+    let text = {
+        use std::io::Read;
+        use std::os::unix::fs::OpenOptionsExt;
+        let nofollow = nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK;
+        let mut file = std::fs::OpenOptions::new().read(true).custom_flags(nofollow.bits()).open(&path).ok()?;
+        let mut text = String::new();
+        file.read_to_string(&mut text).ok()?;
+        text
+    };
     let _ = std::fs::remove_file(&path);
     let word = |p: &str| text.strip_prefix(p).and_then(|n| n.trim().parse::<i32>().ok());
     Some(match text.trim() {

@@ -158,6 +158,82 @@ fn bad_env_flag_shows_the_form() {
     expect(&Case::new(), &["up", "--env", "NOVALUE"], 2, "write KEY=VALUE");
 }
 
+#[test]
+fn zero_timeout_names_the_minimum() {
+    expect(&Case::new(), &["up", "--timeout", "0s"], 2, "bad --timeout `0s`: too short; the minimum is 100ms");
+}
+
+#[test]
+fn zero_probe_timeout_names_the_minimum() {
+    expect(
+        &Case::new(),
+        &["up", "--probe-timeout", "0ms"],
+        2,
+        "bad --probe-timeout `0ms`: too short; the minimum is 10ms",
+    );
+}
+
+#[test]
+fn zero_liveness_period_names_the_minimum() {
+    // A busy loop against the backend otherwise (about 1,165 requests a second).
+    let c = Case::new();
+    let needle = "bad --liveness-period `0s`: too short; the minimum is 100ms";
+    expect(&c, &["up", "--liveness", "tcp", "--liveness-period", "0s"], 2, needle);
+    expect(&c, &["up", "--liveness-period", "0s"], 2, needle);
+}
+
+#[test]
+fn too_short_durations_in_the_config_file_name_the_minimum() {
+    let c = Case::new();
+    let f = c.config("probe-timeout = \"5ms\"\n");
+    expect(&c, &["up", "--config", &f], 2, "bad --probe-timeout `5ms`: too short; the minimum is 10ms");
+}
+
+#[test]
+fn missing_cwd_names_the_directory_not_the_program() {
+    let c = Case::new();
+    let args = ["up", "--port", "auto", "--cwd", "/nonexistent/dir", "--", EXE, "demo-backend", "--port", "{port}"];
+    expect(&c, &args, 2, "bad --cwd `/nonexistent/dir`: No such file or directory");
+    let out = c.run(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("program"), "the program is not to blame: {stderr}");
+}
+
+#[test]
+fn cwd_that_is_a_file_is_not_a_directory() {
+    let c = Case::new();
+    let f = c.config("");
+    expect(&c, &["up", "--port", "auto", "--cwd", &f, "--", "true"], 2, "not a directory");
+}
+
+#[test]
+fn port_that_is_not_a_number_states_the_range() {
+    for bad in ["abc", "0", "70000", "-1"] {
+        expect(&Case::new(), &["port", bad], 2, "PORT must be a number from 1 to 65535");
+    }
+}
+
+/// `up --help` names each default (they are `Config::plan`'s; its unit tests check them).
+#[test]
+fn up_help_shows_the_defaults() {
+    let out = Case::new().run(&["up", "--help"]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{help}");
+    for needle in [
+        "[default: 120s]",
+        "[default: 5s]",
+        "[default: 2s]",
+        "[default: 8765; mcp-proxy: auto]",
+        "[default: 127.0.0.1]",
+        "[default: http:/health]",
+        "--python <VER|PATH>",
+        "VER or PATH",
+        "[env: TETHER_RUNNER=",
+    ] {
+        assert!(help.contains(needle), "`{needle}` missing from `up --help`:\n{help}");
+    }
+}
+
 /// `up --host HOST` with the demo backend: exit 2 before anything starts (no record, no
 /// DNS query for a name), saying what `--host` must be and why this one is not.
 fn bad_host(host: &str, why: &str) {
@@ -195,13 +271,17 @@ fn host_not_of_this_machine_cannot_be_bound() {
     bad_host("203.0.113.7", "not an address of this machine: binding it fails with");
 }
 
-/// The README's `tether.toml` example is a valid config: the docs stay true.
+/// The README's `tether.toml` examples are valid configs: the docs stay true.
 #[test]
 fn the_readme_config_example_parses() {
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README.md");
-    let start = readme.find("```toml\n").expect("a toml block in the README") + "```toml\n".len();
-    let end = start + readme[start..].find("```").expect("the end of the toml block");
-    let config = tether::Config::from_toml(&readme[start..end]).expect("the README's tether.toml parses");
-    assert_eq!(config.mcp_path.as_deref(), Some("/mcp"));
-    config.plan().expect("the README's tether.toml is a valid plan");
+    let blocks: Vec<&str> = readme.split("```toml\n").skip(1).filter_map(|b| b.split("```").next()).collect();
+    assert!(blocks.len() >= 2, "the README shows the keys and the dev/CI pattern");
+    for (i, block) in blocks.iter().enumerate() {
+        let config = tether::Config::from_toml(block).unwrap_or_else(|e| panic!("toml block {i}: {e}\n{block}"));
+        if i == 0 {
+            assert_eq!(config.mcp_path.as_deref(), Some("/mcp"));
+        }
+        config.plan().unwrap_or_else(|e| panic!("toml block {i} is not a valid plan: {e}\n{block}"));
+    }
 }

@@ -1,4 +1,4 @@
-//! End-to-end tests of the `tether` command line (see ARCHITECTURE.md, "CLI contract").
+//! End-to-end tests of the `tether` command line (the CLI contract: the README's "Usage").
 //!
 //! Every test runs the real binary with its own state directory (`TETHER_STATE_DIR`) and
 //! its own working directory. Nothing sleeps to synchronise: the tests read tether's

@@ -1,17 +1,80 @@
 //! `tether up --runner docker` end to end, on the real engine: nothing is left
-//! behind, a dead owner's container is swept (from any state directory), a live
-//! container of another state directory is never swept, the port is published on
-//! loopback only, a container backend owns its endpoint only while it runs, and an
-//! unreachable engine is a clear error.
+//! behind, a SIGKILLed owner's container is removed by its guard (and the guard goes
+//! too, as it does after a normal stop), a dead owner's container whose guard died
+//! with it is swept (from any state directory), a live container of another state
+//! directory is never swept, the port is published on loopback only, a container
+//! backend owns its endpoint only while it runs, and an unreachable engine is a
+//! clear error.
 
 mod docker_support;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use docker_support::{Cleanup, containers_of, engine_available, exe, image, inspect, unique_name};
 use serde_json::Value;
+use tether::core::procs::{self, ProcessIdentity};
+
+/// The bound for what a test waits for (a container or a process to go). Generous:
+/// only a hung tether reaches it.
+const WAIT: Duration = Duration::from_secs(120);
+
+/// Polls (bounded by `WAIT`) until `cond` holds; returns whether it did.
+fn wait_until(mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The container guard `owner` (a foreground `tether up`) started for container `id`:
+/// its child running `__tether-container-guard … --container ID`.
+fn container_guard(owner: u32, id: &str) -> Option<ProcessIdentity> {
+    procs::descendants(owner)
+        .into_iter()
+        .filter(|p| procs::parent_of(*p) == Some(owner))
+        .filter(|p| {
+            procs::info(*p).is_some_and(|i| {
+                i.command.contains(tether::docker::CONTAINER_GUARD_ARG)
+                    && i.command.contains(&format!("--container {id}"))
+            })
+        })
+        .find_map(ProcessIdentity::of)
+}
+
+/// Live processes anywhere whose command line is a container guard of container `id`.
+fn guards_of(id: &str) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
+        .filter(|pid| ProcessIdentity::of(*pid).is_some())
+        .filter(|pid| {
+            let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
+            let argv: Vec<&[u8]> = raw.split(|&b| b == 0).collect();
+            argv.contains(&tether::docker::CONTAINER_GUARD_ARG.as_bytes()) && argv.contains(&id.as_bytes())
+        })
+        .collect()
+}
+
+/// SIGKILLs, when dropped, the processes it holds that are still those very processes.
+struct KillOnDrop(Vec<ProcessIdentity>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for id in self.0.iter().filter(|id| id.is_alive()) {
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(id.pid as i32), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
 
 /// `tether ARGS` with its own state directory.
 fn tether(state: &Path, args: &[&str]) -> Output {
@@ -117,6 +180,10 @@ fn a_dead_owners_container_is_swept(second_state_is_another: bool) {
     let port = tether::core::port::free_port("127.0.0.1").expect("a free port").to_string();
     let (mut owner, ready) = spawn_foreground(state.path(), &up_args(&image, &name, &["--port", &port, "--json"], &[]));
     let first = ready.as_ref().and_then(|v| v["container_id"].as_str()).map(str::to_string);
+    // The whole tree dies (`kill -9` of the guard too): only the next start can clean up.
+    if let Some(guard) = first.as_deref().and_then(|id| container_guard(owner.id(), id)) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(guard.pid as i32), nix::sys::signal::Signal::SIGKILL);
+    }
     owner.kill().expect("SIGKILL the owner");
     owner.wait().expect("reap the owner");
     let first = first.unwrap_or_else(|| panic!("the foreground up became ready: {ready:?}"));
@@ -144,6 +211,61 @@ fn a_dead_owners_container_is_swept_by_the_next_up() {
 #[test]
 fn a_dead_owners_container_is_swept_by_the_next_up_of_another_state_dir() {
     a_dead_owners_container_is_swept(true);
+}
+
+/// A foreground `up` is SIGKILLed: its container guard stops and removes the
+/// container — no later `up` needed — and then ends too.
+#[test]
+fn a_sigkilled_owners_container_is_removed_by_its_guard() {
+    if !engine_available() {
+        return;
+    }
+    let (image, name, state) = (image(), unique_name("dk-guard"), tempfile::tempdir().expect("tempdir"));
+    let _cleanup = Cleanup(name.clone());
+    let args = up_args(&image, &name, &["--port", "auto", "--grace", "2s", "--json"], &[]);
+    let (owner, ready) = spawn_foreground(state.path(), &args);
+    let mut owner = Reap(owner);
+    let ready = ready.filter(|v| v["state"] == "ready").expect("the foreground up becomes ready");
+    let id = ready["container_id"].as_str().expect("the container id").to_string();
+    let guard = container_guard(owner.0.id(), &id).unwrap_or_else(|| {
+        panic!("no container guard below tether {}: {:?}", owner.0.id(), procs::descendants(owner.0.id()))
+    });
+    let _kill = KillOnDrop(vec![guard]);
+    assert_eq!(containers_of(&name), vec![id.clone()], "one container while up");
+
+    owner.0.kill().expect("SIGKILL the owner");
+    owner.0.wait().expect("reap the owner");
+    assert!(
+        wait_until(|| containers_of(&name).is_empty()),
+        "the container outlived its owner: {:?}",
+        containers_of(&name)
+    );
+    assert!(wait_until(|| !guard.is_alive()), "the guard (pid {}) outlived its work", guard.pid);
+    assert_eq!(guards_of(&id), Vec::<u32>::new(), "no container guard is left");
+}
+
+/// A foreground `up` stopped normally (`down` asks its owner): the container is removed
+/// and its guard dismissed — nothing is left, not even the guard.
+#[test]
+fn a_stopped_foreground_container_leaves_no_guard() {
+    if !engine_available() {
+        return;
+    }
+    let (image, name, state) = (image(), unique_name("dk-guard-stop"), tempfile::tempdir().expect("tempdir"));
+    let _cleanup = Cleanup(name.clone());
+    let (owner, ready) = spawn_foreground(state.path(), &up_args(&image, &name, &["--port", "auto", "--json"], &[]));
+    let mut owner = Reap(owner);
+    let ready = ready.filter(|v| v["state"] == "ready").expect("the foreground up becomes ready");
+    let id = ready["container_id"].as_str().expect("the container id").to_string();
+    let guard = container_guard(owner.0.id(), &id).expect("a container guard below tether");
+    let _kill = KillOnDrop(vec![guard]);
+
+    assert_ok(&tether(state.path(), &["down", "--name", &name]), "down");
+    let status = owner.0.wait().expect("the owner ends");
+    assert!(status.success(), "the owner stopped cleanly: {status:?}");
+    assert_eq!(containers_of(&name).len(), 0, "the container is gone with its owner");
+    assert!(!guard.is_alive(), "the owner dismissed its guard before it ended");
+    assert_eq!(guards_of(&id), Vec::<u32>::new(), "no container guard is left");
 }
 
 /// B's `up` of instance `name`, on an automatic port and on `port` (the one `id`

@@ -138,3 +138,83 @@ fn a_healthy_detached_instance_is_reused_and_replaced_on_mismatch_or_demand() {
     let down = run(state.path(), &["down", "--name", "shared"]);
     assert!(down.status.success());
 }
+
+/// Issue 12, item 1: a SIGTERM while a restart is still loading ends `up` at once —
+/// the restart's start gets the stop too — with no `ready` after it and nothing left.
+#[test]
+fn sigterm_during_a_restarts_readiness_wait_stops_at_once() {
+    use std::io::{BufRead, BufReader};
+    let state = tempfile::tempdir().expect("state");
+    let mut args = vec![
+        "up",
+        "--json",
+        "--port",
+        "auto",
+        "--restart",
+        "always",
+        "--grace",
+        "1s",
+        "--timeout",
+        "120s",
+        "--preset",
+        "claude-skills",
+    ];
+    // Ready after 1 s, exits at 1.5 s; the restart then loads for another second.
+    args.extend(demo(&["--ready-after", "1s", "--exit-after", "1500ms", "--exit-code", "1"]));
+    let mut child = Command::new(EXE)
+        .args(&args)
+        .env("TETHER_STATE_DIR", state.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run tether");
+    let tether_pid = child.id();
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines().map_while(Result::ok);
+    let mut seen = Vec::new();
+    let mut restarting = false;
+    for line in lines.by_ref() {
+        let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+        seen.push(v.clone());
+        if v["state"] == "restarting" {
+            restarting = true;
+        }
+        // The restart has begun: it is loading (it is ready only 1 s after its start).
+        if restarting && matches!(v["state"].as_str(), Some("starting" | "waiting_ready" | "preparing")) {
+            break;
+        }
+    }
+    assert!(restarting, "no restart began: {seen:?}");
+    let ours: Vec<ProcessIdentity> =
+        tether::core::procs::descendants(tether_pid).into_iter().filter_map(ProcessIdentity::of).collect();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(tether_pid as i32), nix::sys::signal::Signal::SIGTERM)
+        .expect("SIGTERM");
+    let after: Vec<Value> = lines.filter_map(|l| serde_json::from_str(&l).ok()).collect();
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(0), "{after:?}");
+    assert!(with_state(&after, "ready").is_empty(), "ready after the SIGTERM: {after:?}");
+    let last = after.last().expect("a last line");
+    assert_eq!((last["state"].as_str(), last["during"].as_str()), (Some("stopped"), Some("start")), "{after:?}");
+    let left: Vec<u32> = ours.iter().filter(|p| p.is_alive()).map(|p| p.pid).collect();
+    assert!(left.is_empty(), "left running: {left:?}");
+}
+
+/// Issue 12, item 7: the overall deadline holds even when one attempt may take longer.
+#[test]
+fn the_deadline_caps_a_long_probe_timeout() {
+    let state = tempfile::tempdir().expect("state");
+    let mut args = vec!["up", "--json", "--port", "auto", "--timeout", "1s", "--probe-timeout", "60s"];
+    args.extend(demo(&["--health-mode", "hang"]));
+    let out = run(state.path(), &args);
+    assert_eq!(out.status.code(), Some(1));
+    let lines = json_lines(&out);
+    let failed = with_state(&lines, "failed");
+    let error = failed.first().and_then(|f| f["error"].as_str()).unwrap_or_default().to_string();
+    // "backend not ready after 1.0s: …": the deadline, not the 60 s attempt limit.
+    let waited: f64 = error
+        .strip_prefix("backend not ready after ")
+        .and_then(|r| r.split('s').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("not a timeout: {lines:?}"));
+    assert!(waited < 60.0, "the 60 s attempt limit outlived the 1 s deadline: {error}");
+}

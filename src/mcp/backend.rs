@@ -228,7 +228,9 @@ pub(crate) async fn supervise(
         match event {
             SupervisorState::Starting { lifecycle, restarts, since } => {
                 let (phase, progress) = match &lifecycle {
-                    State::WaitingReady { progress } => (progress.phase.clone(), progress.value),
+                    State::WaitingReady { progress } | State::Preparing { progress } => {
+                        (progress.phase.clone(), progress.value)
+                    }
                     State::Ready { .. } => ("connecting to its MCP endpoint".to_string(), None),
                     other => (other.name().replace('_', " "), None),
                 };

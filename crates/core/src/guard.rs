@@ -7,7 +7,9 @@
 //! 1. asks for a parent-death signal (SIGUSR2) and checks its parent is still there;
 //! 2. makes itself a child subreaper, so orphaned descendants — even those that call
 //!    `setsid` — become its children instead of escaping to init;
-//! 3. starts the backend in its own process group (the guard's), stdin null;
+//! 3. starts the backend in its own process group (the guard's), stdin null, with the
+//!    parent-death signal (SIGKILL) set on it: should the guard itself be SIGKILLed
+//!    (a `kill -9` of the whole tree), the backend does not run on under init;
 //! 4. waits for a signal: SIGTERM/SIGINT/SIGHUP (a stop), SIGUSR2 whose parent is
 //!    really gone (the owner died; a mere thread exit is ignored), or SIGCHLD;
 //! 5. on a stop or the owner's death: SIGTERM to the group and every descendant,
@@ -25,6 +27,10 @@
 //! inherited or opened is closed on exec.
 //!
 //! A program that links tether opts in with [`run_if_guard`] at the top of `main`.
+//!
+//! A guard with no process to start — the docker runner's container guard, which
+//! removes a container when its owner dies — uses [`OwnerWatch`] for the same
+//! parent-death watch, and [`close_inherited_fds_on_exec`] when it is spawned.
 
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
@@ -71,6 +77,88 @@ pub fn run_if_guard() {
 /// Whether [`run_if_guard`] ran in this process, so the current executable can be a guard.
 pub fn installed() -> bool {
     INSTALLED.load(Ordering::Acquire)
+}
+
+/// What woke a guard watching its owner with [`OwnerWatch::wait`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// The owner died (even by SIGKILL), or was already gone when the watch began.
+    OwnerDied,
+    /// A stop signal came: SIGTERM, SIGINT or SIGHUP.
+    Stop(Signal),
+}
+
+/// The owner-death watch of a guard that starts no process of its own (the docker
+/// runner's container guard): the parent-death signal (SIGUSR2), checked against
+/// the owner's pid so that the exit of a mere thread of the owner — the one that
+/// spawned the guard — is not taken for its death.
+///
+/// [`arm`](Self::arm) blocks the signals it waits for, so it must run before any
+/// other thread of the process starts (first thing in `main`); threads started
+/// later inherit the mask, which is what [`wait`](Self::wait) needs.
+#[derive(Debug)]
+pub struct OwnerWatch {
+    set: SigSet,
+    parent: i32,
+    gone_at_start: bool,
+}
+
+impl OwnerWatch {
+    /// Block SIGTERM, SIGINT, SIGHUP and SIGUSR2, ask for SIGUSR2 when the parent
+    /// dies, and look whether `parent` (the owner's pid) is still the parent: if it
+    /// died before the signal was armed, [`wait`](Self::wait) returns at once.
+    pub fn arm(parent: i32) -> std::io::Result<Self> {
+        let mut set = SigSet::empty();
+        for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGUSR2] {
+            set.add(s);
+        }
+        sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None).map_err(std::io::Error::from)?;
+        nix::sys::prctl::set_pdeathsig(Signal::SIGUSR2).map_err(std::io::Error::from)?;
+        let gone_at_start = getppid().as_raw() != parent;
+        Ok(OwnerWatch { set, parent, gone_at_start })
+    }
+
+    /// Wait until the owner dies or a stop signal comes.
+    pub fn wait(&self) -> Wake {
+        if self.gone_at_start {
+            return Wake::OwnerDied;
+        }
+        loop {
+            match self.set.wait() {
+                Ok(Signal::SIGUSR2) if owner_still_there(Some(self.parent)) => continue,
+                Ok(Signal::SIGUSR2) => return Wake::OwnerDied,
+                Ok(sig) => return Wake::Stop(sig),
+                Err(_) => continue,
+            }
+        }
+    }
+}
+
+/// After a SIGUSR2 (the parent-death signal): whether the owner is in fact still our
+/// parent — only the thread that spawned us ended, and the kernel handed us to
+/// another thread of the owner. Then the signal is armed again, for that thread.
+fn owner_still_there(parent: Option<i32>) -> bool {
+    if parent.is_some_and(|p| getppid().as_raw() == p) {
+        let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGUSR2);
+        return true;
+    }
+    false
+}
+
+/// Make `command` give the program it starts file descriptors 0, 1 and 2 only: every
+/// other descriptor this process inherited or opened is marked close-on-exec between
+/// fork and exec. For spawning a guard: it must not hold a caller's pipe open (a
+/// script waiting for EOF) nor an instance's lock file.
+pub fn close_inherited_fds_on_exec(command: &mut Command) {
+    // SAFETY: close_range and fcntl are async-signal-safe; this runs between fork
+    // and exec only, and allocates nothing.
+    unsafe {
+        use std::os::unix::process::CommandExt;
+        command.pre_exec(|| {
+            crate::process::cloexec_inherited_fds();
+            Ok(())
+        });
+    }
 }
 
 #[derive(Debug)]
@@ -151,12 +239,21 @@ fn run(args: GuardArgs) -> i32 {
     if args.log_file.is_some() {
         command.stdout(Stdio::piped()).stderr(Stdio::piped());
     }
-    // SAFETY: sigprocmask, close_range and fcntl are async-signal-safe; this runs
-    // between fork and exec only.
+    let guard_pid = getpid();
+    // SAFETY: sigprocmask, prctl, getppid, close_range and fcntl are async-signal-safe;
+    // this runs between fork and exec only.
     unsafe {
         use std::os::unix::process::CommandExt;
-        command.pre_exec(|| {
+        command.pre_exec(move || {
             sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None).map_err(std::io::Error::from)?;
+            // Should the guard be SIGKILLed too (a `kill -9` of the whole tree), the
+            // backend dies with it instead of running on under init. The signal
+            // follows the thread that forks, and the guard has only this one (its
+            // log threads start later). A guard gone before this point is seen here.
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
+            if getppid() != guard_pid {
+                return Err(std::io::Error::other("the guard ended before the backend started"));
+            }
             crate::process::cloexec_inherited_fds();
             Ok(())
         });
@@ -197,10 +294,8 @@ fn run(args: GuardArgs) -> i32 {
                 }
             }
             Signal::SIGUSR2 => {
-                let parent_alive = args.parent.is_some_and(|p| getppid().as_raw() == p);
-                if parent_alive {
+                if owner_still_there(args.parent) {
                     // Only the spawning thread of the owner ended: watch again.
-                    let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGUSR2);
                     continue;
                 }
                 killed = terminate(main_pid, &mut main_status, args.grace);

@@ -28,6 +28,9 @@ pub struct LaunchOptions {
     /// Set to `true` to stop waiting: the backend is stopped (with its grace) and
     /// `launch` returns [`Error::Interrupted`](crate::Error::Interrupted).
     pub cancel: Option<tokio::sync::watch::Receiver<bool>>,
+    /// What the caller's own `runner.check()` reported: `launch` then does not check
+    /// again (a uvx `--version` or a Docker `/version` round trip per start).
+    pub checked: Option<RunnerInfo>,
 }
 
 impl std::fmt::Debug for LaunchOptions {
@@ -79,17 +82,18 @@ pub async fn launch(
     let lifecycle = opts.lifecycle.clone().unwrap_or_default();
     let t0 = Instant::now();
     let fail = |e: crate::Error| {
-        let _ = lifecycle.transition(State::Failed { error: e.chain() });
+        lifecycle.advance(State::Failed { error: e.chain() });
         e
     };
-    let _ = lifecycle.transition(State::Preparing);
-    let info = runner.check().await.map_err(fail)?;
-    let report = |p: Progress| {
-        let _ = lifecycle.transition(State::WaitingReady { progress: p });
+    lifecycle.advance(State::Preparing { progress: Progress::phase("preparing") });
+    let info = match opts.checked.clone() {
+        Some(info) => info,
+        None => runner.check().await.map_err(fail)?,
     };
+    let report = |p: Progress| lifecycle.advance(State::Preparing { progress: p });
     runner.prepare(&report).await.map_err(fail)?;
     let client = probe_client(opts.readiness.attempt_timeout).map_err(fail)?;
-    let _ = lifecycle.transition(State::Starting);
+    lifecycle.advance(State::Starting);
     let backend = runner.start(&spec).await.map_err(fail)?;
     if let Some(f) = &opts.on_started {
         f(backend.as_ref());
@@ -103,11 +107,11 @@ pub async fn launch(
     match ready.await {
         Ok(progress) => {
             let url = backend.endpoint().url();
-            let _ = lifecycle.transition(State::Ready { url, since: tokio::time::Instant::now().into_std() });
+            lifecycle.advance(State::Ready { url, since: tokio::time::Instant::now().into_std() });
             Ok(Instance { backend, lifecycle, info, grace: spec.grace, ready_in: t0.elapsed(), progress })
         }
         Err(e) => {
-            let _ = lifecycle.transition(State::Stopping);
+            lifecycle.advance(State::Stopping);
             if let Err(stop_err) = backend.stop(spec.grace).await {
                 tracing::warn!(error = %stop_err.chain(), "stopping the failed backend");
             }
@@ -179,7 +183,7 @@ impl Instance {
     pub async fn watch(&self, liveness: Option<&crate::supervise::Liveness>) -> Result<crate::supervise::Ended> {
         use crate::supervise::Ended;
         let ended = crate::supervise::watch(self.backend.as_ref(), liveness).await?;
-        let _ = self.lifecycle.transition(match &ended {
+        self.lifecycle.advance(match &ended {
             Ended::Exited(status) => State::Stopped { exit: Some(*status), killed: false },
             other => State::Failed { error: other.to_string() },
         });
@@ -188,13 +192,13 @@ impl Instance {
 
     /// Stop it (group and descendants, or container) with the spec's grace period.
     pub async fn stop(self) -> Result<StopOutcome> {
-        let _ = self.lifecycle.transition(State::Stopping);
+        self.lifecycle.advance(State::Stopping);
         let outcome = self.backend.stop(self.grace).await?;
         let exit = match outcome {
             StopOutcome::Terminated { exit } => Some(exit),
             StopOutcome::Killed => None,
         };
-        let _ = self.lifecycle.transition(State::Stopped { exit, killed: outcome.was_killed() });
+        self.lifecycle.advance(State::Stopped { exit, killed: outcome.was_killed() });
         Ok(outcome)
     }
 

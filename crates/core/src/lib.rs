@@ -70,7 +70,9 @@ pub use lifecycle::{Lifecycle, Progress, State};
 pub use probe::{HealthProbe, ProbeOutcome};
 pub use relay::{LogLine, LogRelay, Stream};
 pub use runner::{Endpoint, Identity, LaunchSpec, Runner, RunnerInfo, RunningBackend, StopOutcome};
-pub use supervisor::{Attempt, ReadyInfo, Starter, Supervised, Supervisor, SupervisorOptions, SupervisorState};
+pub use supervisor::{
+    Attempt, LaunchStarter, ReadyInfo, Starter, Supervised, Supervisor, SupervisorOptions, SupervisorState,
+};
 
 /// The traits a runner or probe implementer needs, and nothing else.
 pub mod prelude {

@@ -27,7 +27,10 @@ pub enum State {
     /// Nothing done yet.
     Idle,
     /// The runner installs or pulls what it needs.
-    Preparing,
+    Preparing {
+        /// What is being done (`preparing`, `pulling`, a layer's progress…).
+        progress: Progress,
+    },
     /// The backend is being spawned.
     Starting,
     /// Spawned; probing until ready.
@@ -63,7 +66,7 @@ impl State {
     pub fn name(&self) -> &'static str {
         match self {
             State::Idle => "idle",
-            State::Preparing => "preparing",
+            State::Preparing { .. } => "preparing",
             State::Starting => "starting",
             State::WaitingReady { .. } => "waiting_ready",
             State::Ready { .. } => "ready",
@@ -88,11 +91,14 @@ impl State {
         use State::*;
         match (self, next) {
             (_, Failed { .. }) => !matches!(self, Failed { .. }),
-            (Idle | Stopped { .. } | Failed { .. }, Preparing) => true,
-            (Idle | Preparing | Stopped { .. } | Failed { .. }, Starting) => true,
+            // Preparing reports its own progress (a pull's layers) as it goes.
+            (Idle | Preparing { .. } | Stopped { .. } | Failed { .. }, Preparing { .. }) => true,
+            (Idle | Preparing { .. } | Stopped { .. } | Failed { .. }, Starting) => true,
             (Starting | WaitingReady { .. }, WaitingReady { .. }) => true,
             (Starting | WaitingReady { .. }, Ready { .. }) => true,
-            (Preparing | Starting | WaitingReady { .. } | Ready { .. }, Stopping) => true,
+            (Preparing { .. } | Starting | WaitingReady { .. } | Ready { .. }, Stopping) => true,
+            // What a backend that ended by itself (or failed) left is still cleaned up.
+            (Stopped { .. } | Failed { .. }, Stopping) => true,
             // A backend that ends by itself after ready goes straight to Stopped.
             (Stopping | Ready { .. }, Stopped { .. }) => true,
             _ => false,
@@ -115,6 +121,8 @@ pub struct IllegalTransition {
 #[derive(Debug)]
 pub struct Lifecycle {
     tx: watch::Sender<State>,
+    /// Every accepted state, in order (a watch may skip some).
+    events: Option<tokio::sync::mpsc::UnboundedSender<State>>,
 }
 
 impl Default for Lifecycle {
@@ -126,7 +134,14 @@ impl Default for Lifecycle {
 impl Lifecycle {
     /// A new lifecycle in `Idle`.
     pub fn new() -> Self {
-        Lifecycle { tx: watch::Sender::new(State::Idle) }
+        Lifecycle { tx: watch::Sender::new(State::Idle), events: None }
+    }
+
+    /// A new lifecycle in `Idle` that also sends every accepted state, in order, to
+    /// the returned receiver (a `watch` observer may skip states that follow fast).
+    pub fn with_events() -> (Self, tokio::sync::mpsc::UnboundedReceiver<State>) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        (Lifecycle { tx: watch::Sender::new(State::Idle), events: Some(tx) }, rx)
     }
 
     /// The current state.
@@ -137,6 +152,17 @@ impl Lifecycle {
     /// An observer; it sees every later change (it may skip intermediate ones).
     pub fn subscribe(&self) -> watch::Receiver<State> {
         self.tx.subscribe()
+    }
+
+    /// Move to `next`, which the caller knows to be legal: an illegal move is a bug,
+    /// caught by a debug assertion in tests (and logged, never silently dropped, in
+    /// a release build).
+    #[track_caller]
+    pub fn advance(&self, next: State) {
+        if let Err(e) = self.transition(next) {
+            tracing::warn!(error = %e, "bug: illegal lifecycle transition");
+            debug_assert!(false, "{e}");
+        }
     }
 
     /// Move to `next` if legal.
@@ -151,8 +177,13 @@ impl Lifecycle {
                 false
             }
         });
-        if let Err(e) = &result {
-            tracing::debug!(error = %e, "lifecycle transition refused");
+        match &result {
+            Ok(()) => {
+                if let Some(events) = &self.events {
+                    let _ = events.send(next);
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "lifecycle transition refused"),
         }
         result
     }
@@ -175,7 +206,7 @@ mod tests {
         let lc = Lifecycle::new();
         let rx = lc.subscribe();
         for s in [
-            State::Preparing,
+            State::Preparing { progress: Progress::phase("preparing") },
             State::Starting,
             waiting(),
             waiting(),
@@ -197,12 +228,19 @@ mod tests {
         assert_eq!(lc.current(), State::Idle);
         lc.transition(State::Starting).expect("legal");
         assert!(lc.transition(State::Stopped { exit: None, killed: false }).is_err());
-        assert!(lc.transition(State::Preparing).is_err());
+        assert!(lc.transition(State::Preparing { progress: Progress::phase("preparing") }).is_err());
     }
 
     #[test]
     fn any_state_can_fail_but_failed_cannot_fail_again() {
-        for s in [State::Idle, State::Preparing, State::Starting, waiting(), ready(), State::Stopping] {
+        for s in [
+            State::Idle,
+            State::Preparing { progress: Progress::phase("preparing") },
+            State::Starting,
+            waiting(),
+            ready(),
+            State::Stopping,
+        ] {
             assert!(s.can_become(&State::Failed { error: "x".into() }), "{}", s.name());
         }
         let failed = State::Failed { error: "x".into() };

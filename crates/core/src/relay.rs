@@ -107,6 +107,9 @@ struct Inner {
 
 /// Collects one backend's output. Shared as `Arc<LogRelay>`.
 pub struct LogRelay {
+    /// Unique for the life of this process: identifies a relay across restarts
+    /// (an address could be reused by the next relay's allocation).
+    id: u64,
     instance: String,
     ring_cap: usize,
     max_line: usize,
@@ -131,7 +134,9 @@ impl LogRelay {
     /// A relay for the instance `instance` keeping the last `ring_cap` lines and
     /// cutting lines at `max_line` bytes.
     pub fn new(instance: impl Into<String>, ring_cap: usize, max_line: usize) -> Arc<Self> {
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Arc::new(LogRelay {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             instance: instance.into(),
             ring_cap: ring_cap.max(1),
             max_line: max_line.max(1),
@@ -140,6 +145,16 @@ impl LogRelay {
             count: watch::Sender::new(0),
             open: watch::Sender::new(0),
         })
+    }
+
+    /// The instance whose output this is.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// This relay's id, unique for the life of the process (never reused, unlike its address).
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// A relay with the default bounds.

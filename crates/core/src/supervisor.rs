@@ -343,8 +343,8 @@ impl Job {
     /// One start and, once ready, its life until it ends or a control arrives.
     async fn run_once(&mut self, restarts: u32) -> Run {
         let since = Instant::now();
-        let lifecycle = Arc::new(Lifecycle::new());
-        let mut phases = lifecycle.subscribe();
+        let (lifecycle, mut phases) = Lifecycle::with_events();
+        let lifecycle = Arc::new(lifecycle);
         let attempt = Attempt { restarts, lifecycle, cancel: self.stop.clone() };
         let starting = self.starter.start(&attempt);
         tokio::pin!(starting);
@@ -352,9 +352,8 @@ impl Job {
             tokio::select! {
                 biased;
                 r = &mut starting => break r,
-                Ok(()) = phases.changed() => {
-                    let lifecycle = phases.borrow_and_update().clone();
-                    if !lifecycle.is_terminal() && !lifecycle.is_ready() {
+                Some(lifecycle) = phases.recv() => {
+                    if !lifecycle.is_terminal() {
                         self.publish.set(SupervisorState::Starting { lifecycle, restarts, since });
                     }
                 }
@@ -425,5 +424,76 @@ pub fn exit_code(ended: &Ended) -> Option<i32> {
     match ended {
         Ended::Exited(ExitStatus::Code(c)) => Some(*c),
         _ => None,
+    }
+}
+
+/// A [`Starter`] for the core alone: [`launch`](crate::launch) of one runner, spec and
+/// probe, with no state file (the front crate's `EnsureStarter` adds the name lock,
+/// reuse, the stale sweep, the port guard and the record).
+#[derive(Debug, Clone)]
+pub struct LaunchStarter {
+    runner: Arc<dyn crate::Runner>,
+    spec: crate::LaunchSpec,
+    probe: Arc<dyn crate::HealthProbe>,
+    options: crate::LaunchOptions,
+}
+
+impl LaunchStarter {
+    /// Each start launches `spec` with `runner` until `probe` says ready.
+    pub fn new(
+        runner: Arc<dyn crate::Runner>,
+        spec: crate::LaunchSpec,
+        probe: Arc<dyn crate::HealthProbe>,
+        options: crate::LaunchOptions,
+    ) -> Self {
+        LaunchStarter { runner, spec, probe, options }
+    }
+}
+
+#[async_trait]
+impl Starter for LaunchStarter {
+    async fn start(&self, attempt: &Attempt) -> Result<Box<dyn Supervised>> {
+        let mut options = self.options.clone().with_lifecycle(Arc::clone(&attempt.lifecycle));
+        options.cancel = Some(attempt.cancel.clone());
+        let instance =
+            crate::launch(Arc::clone(&self.runner), self.spec.clone(), Arc::clone(&self.probe), options).await?;
+        Ok(Box::new(instance))
+    }
+}
+
+#[async_trait]
+impl Supervised for crate::Instance {
+    fn ready_info(&self) -> ReadyInfo {
+        let endpoint = self.endpoint();
+        let (pid, container_id) = match self.identity() {
+            crate::Identity::Process { leader, .. } => (Some(leader.pid), None),
+            crate::Identity::Container { id } => (None, Some(id)),
+        };
+        ReadyInfo {
+            name: self.logs().instance().to_string(),
+            url: endpoint.url(),
+            port: endpoint.port,
+            pid,
+            container_id,
+            progress: self.progress(),
+            reused: false,
+            detached: false,
+        }
+    }
+
+    async fn watch(&self, liveness: Option<&Liveness>) -> Result<Ended> {
+        crate::Instance::watch(self, liveness).await
+    }
+
+    fn tail(&self, lines: usize) -> Vec<String> {
+        self.logs().tail(lines)
+    }
+
+    async fn stop(self: Box<Self>) -> Result<StopOutcome> {
+        crate::Instance::stop(*self).await
+    }
+
+    fn release(self: Box<Self>) {
+        crate::Instance::release(*self);
     }
 }

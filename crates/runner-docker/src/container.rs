@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::engine::{describe, is_conflict, is_not_found, runner_error};
+use crate::guard::ContainerGuard;
 use crate::sweep::LABEL_INSTANCE;
 
 /// How long the exit report waits for the last output to arrive: the output stream
@@ -197,12 +198,24 @@ pub struct ContainerBackend {
     pub(crate) stop_signal: String,
     /// Set once stopped or released (detached): Drop must not remove it then.
     pub(crate) released: AtomicBool,
+    /// The guard that removes the container should this process die (foreground only).
+    pub(crate) guard: std::sync::Mutex<Option<ContainerGuard>>,
 }
 
 impl ContainerBackend {
     /// The container id.
     pub fn id(&self) -> &str {
         &self.id
+    }
+
+    /// The pid of the container's guard, while it has one (a foreground container
+    /// started with `Tethering::Guard`).
+    pub fn guard_pid(&self) -> Option<u32> {
+        self.guard.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(ContainerGuard::pid)
+    }
+
+    fn take_guard(&self) -> Option<ContainerGuard> {
+        self.guard.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 }
 
@@ -232,12 +245,21 @@ impl RunningBackend for ContainerBackend {
         let outcome = stop_and_remove(&self.docker, &self.id, &self.stop_signal, grace, self.exit.clone()).await;
         if outcome.is_ok() {
             self.released.store(true, Ordering::Release);
+            // Removed: its guard has nothing left to do. (On failure it stays, so that
+            // this process's death gets the removal a second try.)
+            if let Some(guard) = self.take_guard() {
+                guard.dismiss_async().await;
+            }
         }
         outcome
     }
 
     fn release(&self) {
         self.released.store(true, Ordering::Release);
+        // Deliberately left running: its guard must not remove it when we end.
+        if let Some(guard) = self.take_guard() {
+            guard.dismiss();
+        }
     }
 
     /// The published port is held by the engine's `docker-proxy`, not the backend, so
@@ -283,7 +305,7 @@ impl Drop for ContainerBackend {
         let id = self.id.clone();
         let worker = std::thread::Builder::new().name("tether-docker-drop".into()).spawn(move || {
             let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else {
-                return;
+                return false;
             };
             rt.block_on(async {
                 let removed = async {
@@ -291,14 +313,25 @@ impl Drop for ContainerBackend {
                     remove(&docker, &id).await
                 };
                 match tokio::time::timeout(Duration::from_secs(15), removed).await {
-                    Ok(Ok(())) => tracing::debug!(container = short(&id), "removed on drop"),
-                    Ok(Err(e)) => tracing::warn!(container = short(&id), error = %e.chain(), "cannot remove on drop"),
-                    Err(_) => tracing::warn!(container = short(&id), "removal on drop timed out"),
+                    Ok(Ok(())) => {
+                        tracing::debug!(container = short(&id), "removed on drop");
+                        true
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(container = short(&id), error = %e.chain(), "cannot remove on drop");
+                        false
+                    }
+                    Err(_) => {
+                        tracing::warn!(container = short(&id), "removal on drop timed out");
+                        false
+                    }
                 }
-            });
+            })
         });
-        if let Ok(worker) = worker {
-            let _ = worker.join();
+        let removed = worker.ok().is_some_and(|w| w.join().unwrap_or(false));
+        // Not removed: the guard stays, and removes it when this process ends.
+        if removed && let Some(guard) = self.take_guard() {
+            guard.dismiss();
         }
     }
 }

@@ -42,7 +42,12 @@ fn unavailable(host: &str, why: &str) -> Error {
 
 /// Connect to the engine `DOCKER_HOST` names and agree on an API version.
 pub async fn connect() -> Result<Docker> {
-    let host = docker_host();
+    connect_to(&docker_host()).await
+}
+
+/// Connect to the engine at `host` (`unix://…` or `tcp://…`) and agree on an API version.
+pub async fn connect_to(host: &str) -> Result<Docker> {
+    let host = host.to_string();
     let docker = Docker::connect_with_host(&host).map_err(|e| match e {
         DockerError::UnsupportedURISchemeError { .. } => Error::Unavailable {
             message: format!(

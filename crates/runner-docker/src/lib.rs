@@ -23,6 +23,13 @@
 //! the grace period, then `SIGKILL`, and removes the container with its anonymous
 //! volumes: nothing is left.
 //!
+//! A foreground container has a guard, as a process backend does: with
+//! `Tethering::Guard` (and [`run_if_container_guard`] called first thing in `main`),
+//! the guard executable is started as `__tether-container-guard`, holds the
+//! parent-death signal and, should the owner die — even by SIGKILL — stops and
+//! removes the container within the grace period instead of leaving it to the next
+//! start's sweep. The owner dismisses it once the container is removed.
+//!
 //! ```no_run
 //! # async fn demo() -> tether_core::Result<()> {
 //! use std::sync::Arc;
@@ -38,6 +45,7 @@
 
 mod container;
 mod engine;
+mod guard;
 mod image;
 mod sweep;
 
@@ -59,6 +67,7 @@ use tracing::instrument;
 
 pub use container::ContainerBackend;
 pub use engine::docker_host;
+pub use guard::{CONTAINER_GUARD_ARG, installed as container_guard_installed, run_if_container_guard};
 pub use image::PullPolicy;
 pub use sweep::{
     LABEL_DETACHED, LABEL_INSTANCE, LABEL_OWNER_BOOT, LABEL_OWNER_PID, LABEL_OWNER_START, LABEL_TETHER, SweepTarget,
@@ -212,15 +221,35 @@ impl Runner for DockerRunner {
         for w in created.warnings {
             tracing::warn!(container = %name, "engine: {w}");
         }
-        // From here on, any failure removes the container.
+        // From here on, any failure removes the container. Its guard comes first, so
+        // that the owner's death during the start is covered too.
+        let guard = match &spec.tethering {
+            Tethering::Guard { exe } if guard::installed() => match guard::ContainerGuard::spawn(exe, &id, spec) {
+                Ok(g) => Some(g),
+                Err(e) => {
+                    if let Err(re) = container::remove(&docker, &id).await {
+                        tracing::warn!(error = %re.chain(), "removing the container whose guard did not start");
+                    }
+                    return Err(e);
+                }
+            },
+            _ => None,
+        };
         match run(&docker, &id, spec, &exposed).await {
-            Ok(backend) => {
+            Ok(mut backend) => {
                 tracing::debug!(container = container::short(&id), name = %name, "container started");
+                backend.guard = std::sync::Mutex::new(guard);
                 Ok(Box::new(backend))
             }
             Err(e) => {
-                if let Err(re) = container::remove(&docker, &id).await {
-                    tracing::warn!(error = %re.chain(), "removing the container that failed to start");
+                match container::remove(&docker, &id).await {
+                    Ok(()) => {
+                        if let Some(g) = guard {
+                            g.dismiss_async().await;
+                        }
+                    }
+                    // The guard stays: the owner's death gets the removal a second try.
+                    Err(re) => tracing::warn!(error = %re.chain(), "removing the container that failed to start"),
                 }
                 Err(e)
             }
@@ -273,6 +302,7 @@ async fn run(docker: &Docker, id: &str, spec: &LaunchSpec, exposed: &str) -> Res
         exit,
         stop_signal: stop_signal.unwrap_or_else(|| "SIGTERM".into()),
         released: AtomicBool::new(matches!(spec.tethering, Tethering::Detached { .. })),
+        guard: std::sync::Mutex::new(None),
     })
 }
 

@@ -8,7 +8,11 @@ use tether_core::probe::HttpProbe;
 use tether_core::procs::ProcessIdentity;
 use tether_core::readiness::ReadinessOptions;
 use tether_core::runner::Tethering;
-use tether_core::{Error, ExitStatus, Instance, LaunchOptions, LaunchSpec, LogRelay, Runner, StopOutcome, launch};
+use tether_core::supervise::{Ended, RestartOptions, RestartPolicy};
+use tether_core::{
+    Error, ExitStatus, Instance, LaunchOptions, LaunchSpec, LaunchStarter, LogRelay, Runner, StopOutcome, Supervisor,
+    SupervisorOptions, SupervisorState, launch,
+};
 
 /// How to run tether's demo backend through one runner.
 pub trait DemoBackend: Send + Sync {
@@ -141,6 +145,77 @@ pub async fn argv_is_passed_verbatim(demo: &dyn DemoBackend) {
     assert!(!dir.path().join("X").exists() && !dir.path().join("Y").exists(), "a shell ran");
 }
 
+fn supervisor(demo: &dyn DemoBackend, spec: LaunchSpec, restart: RestartOptions) -> Supervisor {
+    let readiness = ReadinessOptions::default().with_deadline(Duration::from_secs(60));
+    let options = LaunchOptions::default().with_readiness(readiness);
+    let probe = Arc::new(HttpProbe::claude_skills("/health"));
+    let starter = LaunchStarter::new(demo.runner(), spec, probe, options);
+    Supervisor::spawn(Arc::new(starter), SupervisorOptions::default().with_restart(restart))
+}
+
+/// The next event that satisfies `pred` (up to 60 s); every event before it is
+/// checked against `never` so that a final state cannot slip by.
+async fn event(
+    events: &mut tokio::sync::mpsc::UnboundedReceiver<SupervisorState>,
+    what: &str,
+    pred: impl Fn(&SupervisorState) -> bool,
+) -> SupervisorState {
+    let found = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(e) = events.recv().await {
+            if pred(&e) {
+                return Some(e);
+            }
+            assert!(!e.is_final(), "the supervisor ended before {what}: {e:?}");
+        }
+        None
+    });
+    found.await.ok().flatten().unwrap_or_else(|| panic!("no {what} within 60 s"))
+}
+
+/// Its port is free again (nothing of the backend listens, or publishes, there).
+fn port_is_free(port: u16) -> bool {
+    tether_core::port::can_bind("127.0.0.1", port)
+}
+
+/// Under the supervisor: ready, then a stop leaves nothing on its port.
+pub async fn supervised_ready_then_stopped(demo: &dyn DemoBackend) {
+    let s = spec(demo, "supervised", &["--ready-after", "200ms", "--skills", "3"]);
+    let port = s.port;
+    let mut sup = supervisor(demo, s, RestartOptions::default());
+    let mut events = sup.events().expect("the event stream");
+    let ready = event(&mut events, "ready", |e| matches!(e, SupervisorState::Ready { .. })).await;
+    let SupervisorState::Ready { info, restarts, .. } = ready else { unreachable!() };
+    assert_eq!((info.port, info.progress, restarts), (port, Some(3), 0), "{info:?}");
+    sup.stop();
+    let end = event(&mut events, "the end", SupervisorState::is_final).await;
+    assert!(matches!(end, SupervisorState::Stopped { outcome: Some(_), error: None, .. }), "{end:?}");
+    assert!(port_is_free(port), "port {port} still taken after the stop");
+}
+
+/// A crash after ready is restarted per the policy (counted), and a stop while the
+/// restart is still loading ends it at once — not at ready or at the deadline
+/// (issue 12, item 1: the restart's start used to get no stop token).
+pub async fn supervised_crash_is_restarted_and_a_stop_ends_the_restart(demo: &dyn DemoBackend) {
+    let flags = ["--ready-after", "1s", "--exit-after", "1500ms", "--exit-code", "1"];
+    let s = spec(demo, "restarted", &flags);
+    let port = s.port;
+    let restart = RestartOptions::default().with_policy(RestartPolicy::Always);
+    let mut sup = supervisor(demo, s, restart);
+    let mut events = sup.events().expect("the event stream");
+    event(&mut events, "ready", |e| matches!(e, SupervisorState::Ready { restarts: 0, .. })).await;
+    let crash = event(&mut events, "the crash", |e| matches!(e, SupervisorState::Restarting { .. })).await;
+    let SupervisorState::Restarting { ended, restarts, error, .. } = crash else { unreachable!() };
+    assert_eq!((ended, restarts), (Ended::Exited(ExitStatus::Code(1)), 1), "{error:?}");
+    event(&mut events, "the restart", |e| matches!(e, SupervisorState::Starting { restarts: 1, .. })).await;
+    sup.stop();
+    let end = event(&mut events, "the end", SupervisorState::is_final).await;
+    assert!(
+        matches!(end, SupervisorState::Stopped { during_start: true, error: None, .. }),
+        "a stop while the restart loads ends that start: {end:?}"
+    );
+    assert!(port_is_free(port), "port {port} still taken after the stop");
+}
+
 /// Every check, one after the other.
 pub async fn run_all(demo: &dyn DemoBackend) {
     becomes_ready(demo).await;
@@ -149,4 +224,6 @@ pub async fn run_all(demo: &dyn DemoBackend) {
     grandchildren_are_stopped(demo).await;
     long_lines_and_invalid_utf8_are_relayed(demo).await;
     argv_is_passed_verbatim(demo).await;
+    supervised_ready_then_stopped(demo).await;
+    supervised_crash_is_restarted_and_a_stop_ends_the_restart(demo).await;
 }

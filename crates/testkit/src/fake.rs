@@ -6,8 +6,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tether_core::procs::ProcessIdentity;
 use tether_core::{
-    Endpoint, ExitStatus, Identity, LaunchSpec, LogRelay, Result, Runner, RunnerInfo, RunningBackend, StopOutcome,
-    Stream,
+    Endpoint, ExitStatus, Identity, LaunchSpec, LogRelay, Progress, Result, Runner, RunnerInfo, RunningBackend,
+    StopOutcome, Stream,
 };
 use tokio::sync::watch;
 
@@ -18,6 +18,8 @@ pub struct FakeRunner {
     started: Arc<Mutex<Vec<FakeControl>>>,
     /// Fail `check` with this message.
     pub unavailable: Option<String>,
+    /// What `prepare` reports, in order (a pull's progress, say).
+    pub prepare_steps: Vec<Progress>,
 }
 
 /// The test's handle on a fake backend.
@@ -57,6 +59,11 @@ impl FakeRunner {
         FakeRunner { unavailable: Some(message.into()), ..Self::default() }
     }
 
+    /// A runner whose `prepare` reports `steps`.
+    pub fn preparing(steps: Vec<Progress>) -> Self {
+        FakeRunner { prepare_steps: steps, ..Self::default() }
+    }
+
     /// Controls of every backend started so far.
     pub fn started(&self) -> Vec<FakeControl> {
         self.started.lock().unwrap_or_else(|p| p.into_inner()).clone()
@@ -74,6 +81,13 @@ impl Runner for FakeRunner {
             Some(m) => Err(tether_core::Error::Unavailable { message: m.clone() }),
             None => Ok(RunnerInfo { tool_version: None, fingerprint: "fake".into() }),
         }
+    }
+
+    async fn prepare(&self, progress: &(dyn Fn(Progress) + Send + Sync)) -> Result<()> {
+        for step in &self.prepare_steps {
+            progress(step.clone());
+        }
+        Ok(())
     }
 
     async fn start(&self, spec: &LaunchSpec) -> Result<Box<dyn RunningBackend>> {

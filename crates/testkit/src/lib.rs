@@ -42,7 +42,9 @@ macro_rules! conformance_tests {
                 sigterm_ignored_is_killed_after_grace,
                 grandchildren_are_stopped,
                 long_lines_and_invalid_utf8_are_relayed,
-                argv_is_passed_verbatim);
+                argv_is_passed_verbatim,
+                supervised_ready_then_stopped,
+                supervised_crash_is_restarted_and_a_stop_ends_the_restart);
         }
     };
     (@each $make:expr; $($check:ident),*) => {

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tether::core::port;
+use tether::core::procs::{self, ProcessIdentity};
+use tether::core::safety::{Claim, Gate};
 use tether::core::state::{Record, StateDir};
 use tether::{Error, StopOutcome};
 
@@ -20,12 +22,42 @@ async fn answering(r: &Record) -> bool {
     matches!(tokio::time::timeout(Duration::from_secs(1), connect).await, Ok(Ok(_)))
 }
 
-fn describe(r: &Record, alive: bool, answering: bool) -> Value {
+/// The live processes of a record whose owner (or detached leader) is gone but whose
+/// process group lives on: what a `kill -9` of the whole tether tree leaves behind
+/// (a grandchild that stayed in the group, say). The group is the recorded leader's
+/// pid, not the record's `pgid` (a record is a claim); it is still ours only while
+/// no other process holds that pid, and a member counts only if the safety gate
+/// finds the instance's fingerprint on it or an ancestor.
+fn orphans(r: &Record) -> Vec<u32> {
+    let Some(leader) = r.leader else { return Vec::new() };
+    if ProcessIdentity::of(leader.pid).is_some_and(|now| now != leader) {
+        // The number now names another process: the group we created is gone.
+        return Vec::new();
+    }
+    let gate = Gate::new();
+    let claim = Claim::instance(r.name.clone());
+    procs::group_members(leader.pid)
+        .into_iter()
+        .filter_map(ProcessIdentity::of)
+        .filter(|id| gate.check(*id, &claim).is_ok())
+        .map(|id| id.pid)
+        .collect()
+}
+
+/// How a record stands: `alive` (its owner, leader or container runs), `answering`
+/// (its port accepts connections), `orphans` (live members of its group, when it is
+/// not alive).
+fn describe(r: &Record, alive: bool, answering: bool, orphans: &[u32]) -> Value {
     let state = match (alive, answering) {
         (true, true) => "ready",
         (true, false) => "not_answering",
+        (false, _) if !orphans.is_empty() => "orphaned",
         (false, _) => "dead",
     };
+    let note = (state == "orphaned").then(|| {
+        let how = if answering { format!("still answering on {}", r.port) } else { "still running".to_string() };
+        format!("orphaned, {how} — `tether down --name {}` stops it", r.name)
+    });
     json!({
         "name": r.name, "state": state, "runner": r.runner, "detached": r.detached,
         "pid": r.leader.map(|l| l.pid), "pgid": r.pgid, "container_id": r.container_id,
@@ -33,6 +65,7 @@ fn describe(r: &Record, alive: bool, answering: bool) -> Value {
         "health": if answering { "answering" } else { "not answering" },
         "fingerprint": r.fingerprint, "tool_version": r.tool_version,
         "started_at_unix_ms": r.started_at_unix_ms, "log_file": r.log_file, "restarts": r.restarts,
+        "orphans": orphans, "note": note,
     })
 }
 
@@ -60,8 +93,9 @@ pub async fn status(args: NameArgs) -> i32 {
             Some(running) => running,
             None => r.owner_alive(),
         };
-        let up = alive && answering(r).await;
-        let v = describe(r, alive, up);
+        let orphans = if alive { Vec::new() } else { orphans(r) };
+        let up = (alive || !orphans.is_empty()) && answering(r).await;
+        let v = describe(r, alive, up, &orphans);
         if args.json {
             json_line(&v);
         } else {
@@ -74,6 +108,9 @@ pub async fn status(args: NameArgs) -> i32 {
                 if r.detached { "detached" } else { "foreground" },
                 r.tool_version.as_ref().map(|v| format!(", {v}")).unwrap_or_default(),
             );
+            if let Some(note) = v["note"].as_str() {
+                println!("  {note} (pids {})", orphans.iter().map(u32::to_string).collect::<Vec<_>>().join(", "));
+            }
         }
     }
     0

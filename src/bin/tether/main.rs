@@ -7,12 +7,10 @@ mod mcp_proxy;
 mod output;
 mod up;
 
-use clap::Parser;
-
 fn main() {
     // First: this binary is also every backend's guard.
     tether::install_guard();
-    let cli = cli::Cli::parse();
+    let cli = cli::Cli::parse_args();
     let json = match &cli.command {
         cli::Command::Up(a) => a.json,
         cli::Command::Status(a) | cli::Command::Down(a) => a.json,

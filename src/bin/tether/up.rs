@@ -270,7 +270,9 @@ impl View {
             return; // Nothing to show yet; ready gets its own line.
         }
         let (phase, value) = match state {
-            State::WaitingReady { progress } => (progress.phase.clone(), progress.value),
+            State::WaitingReady { progress } | State::Preparing { progress } => {
+                (progress.phase.clone(), progress.value)
+            }
             other => (other.name().replace('_', " "), None),
         };
         if self.json {

@@ -93,7 +93,7 @@ impl HealthProbe for TcpProbe {
 pub struct LogProbe {
     pattern: Regex,
     // The relay watched and its flag; a restart brings a new relay.
-    watched: Mutex<Option<(usize, Arc<AtomicBool>)>>,
+    watched: Mutex<Option<(u64, Arc<AtomicBool>)>>,
 }
 
 impl LogProbe {
@@ -106,7 +106,7 @@ impl LogProbe {
 #[async_trait]
 impl HealthProbe for LogProbe {
     async fn probe(&self, ctx: ProbeContext<'_>) -> ProbeOutcome {
-        let key = Arc::as_ptr(ctx.logs) as usize;
+        let key = ctx.logs.id();
         let hit = {
             let mut watched = self.watched.lock().unwrap_or_else(|p| p.into_inner());
             match &*watched {
@@ -127,5 +127,31 @@ impl HealthProbe for LogProbe {
 
     fn describe(&self) -> String {
         format!("log line matching /{}/", self.pattern)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::relay::Stream;
+
+    /// Issue 12, item 3: a relay used to be known by its address, which the next
+    /// relay's allocation may reuse after a restart — and a stale "seen" flag then
+    /// declared the new backend ready before it printed anything.
+    #[tokio::test]
+    async fn a_new_relay_is_never_taken_for_the_old_one() {
+        let probe = LogProbe::new(Regex::new("^ready$").expect("a valid pattern"));
+        let client = reqwest::Client::new();
+        let endpoint = Endpoint { host: "127.0.0.1".into(), port: 9 };
+        for round in 0..50 {
+            let relay = LogRelay::with_defaults("restarted");
+            let ctx = ProbeContext { endpoint: &endpoint, logs: &relay, client: &client };
+            let fresh = probe.probe(ctx).await;
+            assert!(matches!(fresh, ProbeOutcome::Pending { .. }), "round {round}: a fresh relay is ready: {fresh:?}");
+            relay.attach(Stream::Stdout, &b"ready\n"[..]);
+            let mut count = relay.line_count();
+            count.wait_for(|n| *n >= 1).await.expect("the line is relayed");
+            assert!(matches!(probe.probe(ctx).await, ProbeOutcome::Ready { .. }), "round {round}");
+        }
     }
 }
