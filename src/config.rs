@@ -406,7 +406,7 @@ pub(crate) fn duration(key: &str, text: Option<&str>, default: Duration) -> Resu
 }
 
 /// `500ms`, `2s`, `1.5s`, `2m`, or a plain number of seconds (the demo backend's parser, shared).
-pub use tether_demo::parse_duration;
+pub use tether_core::parse_duration;
 
 /// A checked configuration with defaults filled in.
 #[derive(Debug, Clone)]

@@ -14,6 +14,14 @@
 //! early death is reported at once with its status and the tail of its output. On
 //! any failure the backend is stopped: nothing is left behind.
 //!
+//! A [`Supervisor`] owns a backend's whole life after that: one task that starts it
+//! (through a [`Starter`]: [`LaunchStarter`] here, `ensure_running` in the `tether`
+//! crate), publishes [`SupervisorState`] (`Starting` with the lifecycle's progress,
+//! `Ready`, `Restarting` with why, `Failed`, `Stopped`) on a watch and as a lossless
+//! event stream, watches it (its exit, a liveness probe), restarts it per the policy
+//! with backoff, and stops it — a stop request wins at every await, a restart's
+//! start included. Fronts only render its states and send `stop`/`restart`.
+//!
 //! Process-based runners share [`process`]: the backend runs in its own process
 //! group under a tiny guard (this program re-executed, see [`guard`]) that takes the
 //! whole group and every descendant down when its owner dies, even by `SIGKILL`.
@@ -47,23 +55,38 @@
 //! ```
 #![warn(missing_docs)]
 
+// The public surface is the root re-exports, the traits (`prelude`), the probes, the
+// supervision types and the safety gate. The modules marked `doc(hidden)` are the
+// machinery the `tether` front crate, the runners and the tests share; they are not
+// an API a library user should build on.
+#[doc(hidden)]
 pub mod backoff;
+mod duration;
 pub mod error;
+#[doc(hidden)]
 pub mod guard;
+#[doc(hidden)]
 pub mod launch;
+#[doc(hidden)]
 pub mod lifecycle;
+#[doc(hidden)]
 pub mod port;
 pub mod probe;
 pub mod process;
+#[doc(hidden)]
 pub mod procs;
+#[doc(hidden)]
 pub mod readiness;
+#[doc(hidden)]
 pub mod relay;
 pub mod runner;
 pub mod safety;
+#[doc(hidden)]
 pub mod state;
 pub mod supervise;
 pub mod supervisor;
 
+pub use duration::parse_duration;
 pub use error::{Error, ExitStatus, PortHolder, Result};
 pub use launch::{Instance, LaunchOptions, launch};
 pub use lifecycle::{Lifecycle, Progress, State};
@@ -78,4 +101,5 @@ pub use supervisor::{
 pub mod prelude {
     pub use crate::probe::HealthProbe;
     pub use crate::runner::{Runner, RunningBackend};
+    pub use crate::supervisor::{Starter, Supervised};
 }

@@ -122,9 +122,8 @@ fn run(args: GuardArgs) -> i32 {
             return 1;
         }
     };
-    if let Wake::Stop(sig) = watch.wait() {
-        tracing::debug!(signal = %sig, "container guard asked to stop");
-    }
+    // The owner died, or someone asked the guard to stop: either way the container goes.
+    let _: Wake = watch.wait();
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
