@@ -76,6 +76,17 @@ pub enum Error {
         /// What is missing, with a hint how to get it.
         message: String,
     },
+    /// A runner's tool is missing or unusable, with the runner's own typed error as
+    /// the cause (`source()`): a library user can downcast it (e.g. to
+    /// `tether_runner_uvx::UvxError`), a CLI user reads the chain on one line.
+    #[error("the {runner} runner cannot run")]
+    Tool {
+        /// `uvx`, `docker`, …
+        runner: &'static str,
+        /// The runner's own error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
     /// The backend could not be spawned.
     #[error("could not start {program}")]
     Spawn {

@@ -413,6 +413,7 @@ fn is_permanent(e: &Error) -> bool {
         e,
         Error::Config { .. }
             | Error::Unavailable { .. }
+            | Error::Tool { .. }
             | Error::Refused { .. }
             | Error::AlreadyRunning { .. }
             | Error::ContainerRunning { .. }

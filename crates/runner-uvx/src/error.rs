@@ -46,7 +46,8 @@ impl From<UvxError> for tether_core::Error {
     fn from(e: UvxError) -> Self {
         match e {
             UvxError::BadPackage { .. } => tether_core::Error::config(e.to_string()),
-            _ => tether_core::Error::Unavailable { message: e.to_string() },
+            // The typed error travels as the cause: matchable by downcast, whole in the chain.
+            _ => tether_core::Error::Tool { runner: "uvx", source: Box::new(e) },
         }
     }
 }

@@ -297,9 +297,12 @@ mod tests {
     #[test]
     fn a_missing_uvx_is_a_clear_error() -> Result<()> {
         let e = UvxRunner::new("pkg==1")?.with_uvx("/no/such/dir/uvx").resolve_uvx().expect_err("missing");
-        assert!(e.to_string().contains("does not exist"), "{e}");
+        assert!(e.chain().contains("does not exist"), "{}", e.chain());
         let e = UvxRunner::new("pkg==1")?.with_uvx("no-such-uvx-tether").resolve_uvx().expect_err("missing");
-        assert!(matches!(e, tether_core::Error::Unavailable { .. }), "{e}");
+        // The runner's own error is kept whole as the cause, for a library user to match.
+        let cause = std::error::Error::source(&e).and_then(|s| s.downcast_ref::<crate::UvxError>());
+        assert!(matches!(cause, Some(crate::UvxError::BadPath { .. } | crate::UvxError::NotOnPath)), "{e:?}");
+        assert_eq!(e.exit_code(), 1);
         Ok(())
     }
 
@@ -308,7 +311,7 @@ mod tests {
         // `true` stands in for uvx: the wheel check comes first and must fail.
         let r = UvxRunner::new("/no/such/pkg-1.0-py3-none-any.whl")?.with_uvx("true");
         let e = r.check().await.expect_err("no wheel");
-        assert!(e.to_string().contains("does not exist"), "{e}");
+        assert!(e.chain().contains("does not exist"), "{}", e.chain());
         Ok(())
     }
 }
