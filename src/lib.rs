@@ -62,6 +62,9 @@ pub use tether_runner_uvx::UvxRunner;
 /// Call it before any other thread starts (so before building an async runtime): the
 /// guard blocks signals to wait for them, which only holds in a single-threaded process.
 pub fn install_guard() {
+    // A container's guard first (the docker runner's own), then a process group's.
+    #[cfg(feature = "docker")]
+    tether_runner_docker::run_if_container_guard();
     tether_core::guard::run_if_guard();
 }
 
