@@ -661,13 +661,28 @@ fn detach_status_down() {
     assert_eq!(status.code(), Some(0), "{}", status.dump());
     let doc: Value =
         serde_json::from_str(status.stdout.trim()).unwrap_or_else(|e| panic!("status --json: {e}\n{}", status.dump()));
-    let pid = doc["pid"].as_u64().unwrap_or_else(|| panic!("no pid in {doc}")) as u32;
+    // `pid` is the backend's own; `guard_pid` the guard above it, which leads the group.
+    let backend = doc["pid"].as_u64().unwrap_or_else(|| panic!("no pid in {doc}")) as u32;
+    let pid = doc["guard_pid"].as_u64().unwrap_or_else(|| panic!("no guard_pid in {doc}")) as u32;
+    assert!(procs::descendants(pid).contains(&backend), "the backend {backend} is not below its guard {pid}: {doc}");
     let leader = ProcessIdentity::of(pid).unwrap_or_else(|| panic!("the recorded pid {pid} is not alive: {doc}"));
     let mut ids = vec![leader];
     ids.extend(procs::descendants(pid).into_iter().filter_map(ProcessIdentity::of));
     let _reaper = Reaper(ids.clone());
     assert_eq!(doc["state"], "ready", "{doc}");
     assert!(ids.len() >= 2, "the guard {pid} has no backend under it: {}", describe(&ids));
+
+    // The table has a header, and its PID column is the backend's, GUARD the guard's.
+    let table = sandbox.run(&["status"]);
+    let mut rows = table.stdout.lines();
+    let header: Vec<&str> = rows.next().unwrap_or_default().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "STATE", "PID", "GUARD", "URL", "MODE"], "{}", table.dump());
+    let row: Vec<&str> = rows.next().unwrap_or_default().split_whitespace().collect();
+    assert_eq!(row.get(2).copied(), Some(backend.to_string().as_str()), "{}", table.dump());
+    assert_eq!(row.get(3).copied(), Some(pid.to_string().as_str()), "{}", table.dump());
+    let list = sandbox.run(&["status", "--json"]);
+    let all: Value = serde_json::from_str(list.stdout.trim()).unwrap_or(Value::Null);
+    assert_eq!(all.as_array().map(Vec::len), Some(1), "without --name: one array\n{}", list.dump());
 
     let logs = sandbox.run(&["logs", "--name", "a"]);
     assert_eq!(logs.code(), Some(0), "{}", logs.dump());
@@ -725,7 +740,7 @@ fn ctrl_c_while_waiting_for_ready_leaves_nothing() {
     let status = tether.wait_exit();
     assert_eq!(status.code(), Some(0), "a stop while starting is a clean stop\n{}", tether.dump());
     let status = sandbox.run(&["status", "--json"]);
-    assert!(status.stdout.trim().is_empty(), "no record is left after a stop while starting\n{}", status.dump());
+    assert_eq!(status.stdout.trim(), "[]", "no record is left after a stop while starting\n{}", status.dump());
     let left = wait_gone(&ids, GONE);
     assert!(left.is_empty(), "left behind after Ctrl-C during start-up: {}", describe(&left));
 }

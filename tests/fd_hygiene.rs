@@ -73,7 +73,7 @@ fn a_detached_instance_does_not_keep_the_callers_descriptors() {
     let status = tether(state.path(), &["status", "--name", "fd", "--json"]).output().expect("status");
     let doc: serde_json::Value =
         serde_json::from_slice(&status.stdout).unwrap_or_else(|e| panic!("{e}: {}", dump(&status)));
-    let guard = doc["pid"].as_u64().unwrap_or_else(|| panic!("no pid: {doc}")) as u32;
+    let guard = doc["guard_pid"].as_u64().unwrap_or_else(|| panic!("no guard_pid: {doc}")) as u32;
     let link = format!("pipe:[{pipe_inode}]");
     let mut holders = Vec::new();
     for pid in std::iter::once(guard).chain(procs::descendants(guard)) {

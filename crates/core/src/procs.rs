@@ -122,6 +122,22 @@ pub fn holds_file(pid: u32, path: &Path) -> bool {
     fds.flatten().filter_map(|fd| fs::metadata(fd.path()).ok()).any(|m| m.dev() == want.dev() && m.ino() == want.ino())
 }
 
+/// The backend under `leader`: when `leader` is tether's guard (`… __tether-guard …`),
+/// its oldest live child (the backend it started); otherwise `leader` itself (a backend
+/// started without a guard). `None` when there is none (yet).
+pub fn backend_of(leader: u32) -> Option<u32> {
+    let is_guard = command_line(leader).is_some_and(|c| c.split(' ').any(|a| a == crate::guard::GUARD_ARG));
+    if !is_guard {
+        return live_stat(leader).map(|_| leader);
+    }
+    let children = if has_child_lists() { child_list(leader) } else { descendants_via(leader, false) };
+    children
+        .into_iter()
+        .filter_map(|c| live_stat(c).filter(|s| to_u32(s.ppid) == leader).map(|s| (s.starttime, c)))
+        .min()
+        .map(|(_, c)| c)
+}
+
 /// The process group of `pid`; `None` if it does not exist or is a zombie.
 pub fn pgid_of(pid: u32) -> Option<u32> {
     live_stat(pid).map(|s| to_u32(s.pgrp))

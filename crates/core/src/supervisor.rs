@@ -29,8 +29,10 @@ pub struct ReadyInfo {
     pub url: String,
     /// The port it answers on.
     pub port: u16,
-    /// The backend's process-group leader, for a process backend.
+    /// The backend's own pid, for a process backend.
     pub pid: Option<u32>,
+    /// Its guard's pid (the process-group leader tether spawned), when it has one.
+    pub guard_pid: Option<u32>,
     /// The container, for a container backend.
     pub container_id: Option<String>,
     /// The progress count at ready (e.g. skills loaded).
@@ -466,15 +468,19 @@ impl Starter for LaunchStarter {
 impl Supervised for crate::Instance {
     fn ready_info(&self) -> ReadyInfo {
         let endpoint = self.endpoint();
-        let (pid, container_id) = match self.identity() {
-            crate::Identity::Process { leader, .. } => (Some(leader.pid), None),
-            crate::Identity::Container { id } => (None, Some(id)),
+        let (pid, guard_pid, container_id) = match self.identity() {
+            crate::Identity::Process { leader, .. } => {
+                let backend = crate::procs::backend_of(leader.pid);
+                (backend, (backend != Some(leader.pid)).then_some(leader.pid), None)
+            }
+            crate::Identity::Container { id } => (None, None, Some(id)),
         };
         ReadyInfo {
             name: self.logs().instance().to_string(),
             url: endpoint.url(),
             port: endpoint.port,
             pid,
+            guard_pid,
             container_id,
             progress: self.progress(),
             reused: false,

@@ -60,7 +60,9 @@ fn describe(r: &Record, alive: bool, answering: bool, orphans: &[u32]) -> Value 
     });
     json!({
         "name": r.name, "state": state, "runner": r.runner, "detached": r.detached,
-        "pid": r.leader.map(|l| l.pid), "pgid": r.pgid, "container_id": r.container_id,
+        "pid": r.leader.and_then(|l| tether::core::procs::backend_of(l.pid)),
+        "guard_pid": r.leader.map(|l| l.pid).filter(|&l| tether::core::procs::backend_of(l) != Some(l)),
+        "pgid": r.pgid, "container_id": r.container_id,
         "owner_pid": r.owner.map(|o| o.pid), "port": r.port, "url": r.url,
         "health": if answering { "answering" } else { "not answering" },
         "fingerprint": r.fingerprint, "tool_version": r.tool_version,
@@ -87,7 +89,12 @@ pub async fn status(args: NameArgs) -> i32 {
     };
     if records.is_empty() && !args.json {
         println!("no instances recorded in {}", state.path().display());
+    } else if !args.json {
+        println!("{:<16} {:<14} {:<8} {:<8} {:<26} MODE", "NAME", "STATE", "PID", "GUARD", "URL");
     }
+    // `--json`: with `--name`, that instance's object; without, one array, always
+    // (`[]` when nothing is recorded).
+    let mut all = Vec::new();
     for r in &records {
         let alive = match container_alive(r).await {
             Some(running) => running,
@@ -97,19 +104,30 @@ pub async fn status(args: NameArgs) -> i32 {
         let up = (alive || !orphans.is_empty()) && answering(r).await;
         let v = describe(r, alive, up, &orphans);
         if args.json {
-            json_line(&v);
+            all.push(v);
         } else {
+            let pid = |key: &str| v[key].as_u64().map_or("-".to_string(), |p| p.to_string());
             println!(
-                "{:<16} {:<14} pid {:<8} {:<26} {}{}",
+                "{:<16} {:<14} {:<8} {:<8} {:<26} {}{}",
                 r.name,
                 v["state"].as_str().unwrap_or("?"),
-                r.leader.map_or("-".to_string(), |l| l.pid.to_string()),
+                pid("pid"),
+                pid("guard_pid"),
                 r.url,
                 if r.detached { "detached" } else { "foreground" },
                 r.tool_version.as_ref().map(|v| format!(", {v}")).unwrap_or_default(),
             );
             if let Some(note) = v["note"].as_str() {
                 println!("  {note} (pids {})", orphans.iter().map(u32::to_string).collect::<Vec<_>>().join(", "));
+            }
+        }
+    }
+    if args.json {
+        match (&args.name, all.pop()) {
+            (Some(_), Some(one)) => json_line(&one),
+            (_, last) => {
+                all.extend(last);
+                json_line(&Value::Array(all));
             }
         }
     }

@@ -253,7 +253,7 @@ impl View {
         if self.json {
             json_line(&json!({
                 "state": "ready", "name": info.name, "url": info.url, "port": info.port,
-                "pid": info.pid, "container_id": info.container_id,
+                "pid": info.pid, "guard_pid": info.guard_pid, "container_id": info.container_id,
                 "elapsed_ms": started.elapsed().as_millis() as u64, "progress": info.progress,
                 "detached": info.detached, "restarts": restarts, "reused": info.reused,
             }));
@@ -261,6 +261,10 @@ impl View {
             let progress = info.progress.map(|n| format!(" ({n} loaded)")).unwrap_or_default();
             let reused = if info.reused { " (reused the running instance)" } else { "" };
             println!("ready: {}{progress} in {}{reused}", info.url, tether::core::error::humanize(started.elapsed()));
+            if !info.detached && std::io::stderr().is_terminal() {
+                // Dim, on the terminal only: stdout stays the URL line scripts read.
+                eprintln!("\x1b[2mCtrl-C stops it\x1b[0m");
+            }
         }
     }
 
