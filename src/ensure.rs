@@ -114,8 +114,13 @@ pub async fn ensure_running(plan: Plan, opts: EnsureOptions) -> Result<Handle> {
         // Stale, or alive but different, unhealthy, or to be replaced.
         sweep(&state, &old).await?;
     }
-    // Docker: stale containers hold ports through docker-proxy; see kind::sweep_containers.
-    crate::kind::sweep_containers(&plan).await?;
+    // The runner's own stale instances, before the port guard: a container whose owner
+    // died holds its port through the engine's proxy, which the guard would call foreign.
+    let fixed = match plan.port {
+        PortChoice::Fixed(p) => Some(p),
+        PortChoice::Auto => None,
+    };
+    runner.sweep_stale(&plan.name, fixed, plan.grace).await?;
     let port = match plan.port {
         PortChoice::Auto => port::free_port(&plan.host)?,
         PortChoice::Fixed(p) => {
@@ -178,6 +183,7 @@ pub async fn ensure_running(plan: Plan, opts: EnsureOptions) -> Result<Handle> {
     }
     launch_opts.cancel = opts.cancel.clone();
     launch_opts.checked = Some(info.clone());
+    launch_opts.swept = true;
     let result = launch(runner, spec, Arc::clone(&plan.probe), launch_opts).await;
     let mut record = record.lock().unwrap_or_else(|p| p.into_inner()).clone();
     match result {
@@ -311,33 +317,23 @@ fn refused_record(state: &StateDir, record: &Record, e: Error) -> Error {
     }
 }
 
-/// Stop what a stale record names (verified by pid + start time, then by the gate)
-/// and forget it. A record naming a process that is not ours is forgotten with a
-/// warning, and nothing is signalled.
+/// Stop what a stale record names (through the runner that owns it: a process group
+/// verified by pid + start time, then by the gate; a container) and forget it. A
+/// record naming a process that is not ours is forgotten with a warning, and nothing
+/// is signalled.
 async fn sweep(state: &StateDir, record: &Record) -> Result<Option<StopOutcome>> {
-    let outcome = match target_of(record) {
-        Some(t) => {
-            let grace = Duration::from_millis(record.grace_ms.max(100));
-            tracing::info!(instance = %record.name, leader = t.leader.pid, "sweeping a stale instance");
-            match stop_group(t, grace, || None).await {
-                Ok(outcome) => Some(outcome),
-                Err(e @ Error::Refused { .. }) => {
-                    tracing::warn!(instance = %record.name, error = %e, "forgetting a record that names a process not ours");
-                    None
-                }
-                Err(e) => return Err(e),
-            }
+    let grace = Duration::from_millis(record.grace_ms.max(100));
+    tracing::info!(instance = %record.name, runner = %record.runner, "sweeping a stale instance");
+    let outcome = match crate::kind::recorded_runner(record)?.stop_recorded(record, grace).await {
+        Ok(outcome) => Some(outcome),
+        Err(e @ Error::Refused { .. }) => {
+            tracing::warn!(instance = %record.name, error = %e, "forgetting a record that names a process not ours");
+            None
         }
-        None => match &record.container_id {
-            Some(id) => match crate::kind::stop_container(id, Duration::from_millis(record.grace_ms.max(100))).await {
-                Ok(outcome) => Some(outcome),
-                Err(e) => {
-                    tracing::warn!(instance = %record.name, error = %e.chain(), "cannot remove a stale container");
-                    None
-                }
-            },
-            None => None,
-        },
+        Err(e) => {
+            tracing::warn!(instance = %record.name, error = %e.chain(), "cannot stop a stale instance");
+            None
+        }
     };
     state.remove(&record.name)?;
     Ok(outcome)
@@ -447,16 +443,11 @@ pub async fn down(state: &StateDir, name: &str) -> Result<StopOutcome> {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
-    let outcome = match target_of(&record) {
-        Some(t) => match stop_group(t, Duration::from_millis(record.grace_ms.max(100)), || None).await {
-            Ok(outcome) => outcome,
-            Err(e @ Error::Refused { .. }) => return Err(refused_record(state, &record, e)),
-            Err(e) => return Err(e),
-        },
-        None => match &record.container_id {
-            Some(id) => crate::kind::stop_container(id, Duration::from_millis(record.grace_ms.max(100))).await?,
-            None => StopOutcome::Terminated { exit: tether_core::ExitStatus::Unknown },
-        },
+    let grace = Duration::from_millis(record.grace_ms.max(100));
+    let outcome = match crate::kind::recorded_runner(&record)?.stop_recorded(&record, grace).await {
+        Ok(outcome) => outcome,
+        Err(e @ Error::Refused { .. }) => return Err(refused_record(state, &record, e)),
+        Err(e) => return Err(e),
     };
     let outcome = match (&record.log_file, outcome) {
         // A detached guard ran the same grace period; it says whether it had to kill.

@@ -127,45 +127,48 @@ fn docker(plan: &Plan) -> Result<Arc<dyn Runner>> {
     Ok(Arc::new(runner))
 }
 
-/// Containers are not process groups: the state file's stale sweep and the port
-/// guard cannot see them (a published port is held by the root `docker-proxy`,
-/// which the guard would call foreign). Before the port guard of a docker start,
-/// remove tether's stale containers: only those whose owner is provably gone. A
-/// live container of this instance name (of another state directory, or whose
-/// record was lost) is `Error::ContainerRunning`; a live container of another
-/// instance on the port is `Error::PortUsedByInstance`.
-#[cfg(feature = "docker")]
-pub(crate) async fn sweep_containers(plan: &Plan) -> Result<()> {
-    if plan.runner != RunnerKind::Docker {
-        return Ok(());
+/// The runner that owns a recorded instance — `down`, `status`, `logs` and the
+/// stale sweep act on a record through it, so nothing here knows what a container
+/// is. Its recorded operations need no configuration (no image, program or package).
+pub fn recorded_runner(record: &tether_core::state::Record) -> Result<Arc<dyn Runner>> {
+    match record.runner.parse::<RunnerKind>()? {
+        RunnerKind::Docker => recorded_docker(),
+        // A process backend, whatever started it: its group, its log file.
+        RunnerKind::Native | RunnerKind::Uvx => Ok(Arc::new(RecordedProcess)),
     }
-    let port = match plan.port {
-        crate::PortChoice::Fixed(p) => Some(p),
-        crate::PortChoice::Auto => None,
-    };
-    let target = tether_runner_docker::SweepTarget { name: Some(&plan.name), port };
-    tether_runner_docker::sweep_stale(target, plan.grace).await.map(|_| ())
 }
 
-/// Without the docker runner there are no containers of ours to sweep.
-#[cfg(not(feature = "docker"))]
-pub(crate) async fn sweep_containers(_plan: &Plan) -> Result<()> {
-    Ok(())
-}
-
-/// Stop and remove a recorded container (`down` of a detached docker instance).
 #[cfg(feature = "docker")]
-pub(crate) async fn stop_container(id: &str, grace: std::time::Duration) -> Result<tether_core::StopOutcome> {
-    tether_runner_docker::stop_container(id, grace).await
+fn recorded_docker() -> Result<Arc<dyn Runner>> {
+    Ok(Arc::new(tether_runner_docker::DockerRunner::new("")))
 }
 
-/// A recorded container cannot be stopped by a build without the docker runner.
 #[cfg(not(feature = "docker"))]
-pub(crate) async fn stop_container(id: &str, _grace: std::time::Duration) -> Result<tether_core::StopOutcome> {
-    Err(Error::config(format!(
-        "instance runs in container {id}, and this build of tether has no `docker` runner; rebuild with the \
-         cargo feature `docker`, or remove it with `docker rm -f {id}`"
-    )))
+fn recorded_docker() -> Result<Arc<dyn Runner>> {
+    Err(Error::config(
+        "the instance runs in a container, and this build of tether has no `docker` runner; rebuild with the \
+         cargo feature `docker`, or remove it with `docker rm -f ID` (`tether status --json` shows the id)",
+    ))
+}
+
+/// A recorded process instance: only the trait's recorded operations, which act on
+/// its process group through the safety gate.
+#[derive(Debug)]
+struct RecordedProcess;
+
+#[async_trait::async_trait]
+impl Runner for RecordedProcess {
+    fn kind(&self) -> &'static str {
+        "native"
+    }
+
+    async fn check(&self) -> Result<tether_core::RunnerInfo> {
+        Err(Error::config("a recorded instance's runner starts nothing"))
+    }
+
+    async fn start(&self, _spec: &tether_core::LaunchSpec) -> Result<Box<dyn tether_core::RunningBackend>> {
+        Err(Error::config("a recorded instance's runner starts nothing"))
+    }
 }
 
 #[cfg(not(feature = "docker"))]

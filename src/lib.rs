@@ -34,7 +34,7 @@ mod supervised;
 pub use config::{Config, Plan, PortChoice, parse_duration};
 pub use ensure::{EnsureOptions, down, ensure_running};
 pub use handle::Handle;
-pub use kind::{RunnerKind, build_runner};
+pub use kind::{RunnerKind, build_runner, recorded_runner};
 pub use supervised::{EnsureStarter, supervisor_options};
 /// The core crate, for runner and probe implementers.
 pub use tether_core as core;

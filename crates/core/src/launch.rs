@@ -31,6 +31,9 @@ pub struct LaunchOptions {
     /// What the caller's own `runner.check()` reported: `launch` then does not check
     /// again (a uvx `--version` or a Docker `/version` round trip per start).
     pub checked: Option<RunnerInfo>,
+    /// The caller already ran `runner.sweep_stale` for this start (before its port
+    /// guard): `launch` does not sweep again.
+    pub swept: bool,
 }
 
 impl std::fmt::Debug for LaunchOptions {
@@ -90,6 +93,9 @@ pub async fn launch(
         Some(info) => info,
         None => runner.check().await.map_err(fail)?,
     };
+    if !opts.swept {
+        runner.sweep_stale(&spec.name, Some(spec.port).filter(|p| *p != 0), spec.grace).await.map_err(fail)?;
+    }
     let report = |p: Progress| lifecycle.advance(State::Preparing { progress: p });
     runner.prepare(&report).await.map_err(fail)?;
     let client = probe_client(opts.readiness.attempt_timeout).map_err(fail)?;

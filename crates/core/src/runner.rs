@@ -215,6 +215,40 @@ pub trait Runner: Send + Sync + std::fmt::Debug {
     }
     /// Start the backend.
     async fn start(&self, spec: &LaunchSpec) -> Result<Box<dyn RunningBackend>>;
+
+    /// Before a start of `name` (on `port`, when fixed): remove this runner's stale
+    /// instances — those whose recorded owner is provably gone — that the state file
+    /// cannot see; a live one of `name` elsewhere is an error. Called before the port
+    /// guard, since a stale container holds its port through the engine's proxy.
+    /// Default: nothing (a process backend's leftovers are the state file's sweep's).
+    async fn sweep_stale(&self, _name: &str, _port: Option<u16>, _grace: Duration) -> Result<()> {
+        Ok(())
+    }
+
+    /// Stop (and remove) an instance this runner started and recorded: `down`, the
+    /// stale sweep. Default: a process instance — its recorded leader's group and
+    /// descendants, through the safety gate (a record is a claim, not proof).
+    async fn stop_recorded(&self, record: &crate::state::Record, grace: Duration) -> Result<StopOutcome> {
+        crate::process::stop_recorded(record, grace).await
+    }
+
+    /// Whether a recorded instance runs, when the runner can tell better than the
+    /// recorded processes (a container: its engine). Default: `None`.
+    async fn recorded_running(&self, _record: &crate::state::Record) -> Option<bool> {
+        None
+    }
+
+    /// Write a recorded instance's output to `out` (with `follow`, until it ends)
+    /// when the runner keeps it (a container's, in its engine): `Ok(true)`. Default:
+    /// `Ok(false)`, the caller reads the instance's log file.
+    async fn recorded_logs(
+        &self,
+        _record: &crate::state::Record,
+        _follow: bool,
+        _out: &mut (dyn std::io::Write + Send),
+    ) -> Result<bool> {
+        Ok(false)
+    }
 }
 
 /// A started backend.

@@ -166,6 +166,36 @@ impl Runner for DockerRunner {
         image::ensure(self.docker().await?, &self.image, self.pull, progress).await
     }
 
+    /// Containers whose owner is provably gone are removed; a live one of `name`
+    /// elsewhere is `Error::ContainerRunning`, one of another name on `port` is
+    /// `Error::PortUsedByInstance` (see the `sweep` module).
+    async fn sweep_stale(&self, name: &str, port: Option<u16>, grace: Duration) -> Result<()> {
+        let docker = self.docker().await?;
+        sweep::sweep(docker, &SweepTarget { name: Some(name), port }, grace).await.map(|_| ())
+    }
+
+    async fn stop_recorded(&self, record: &tether_core::state::Record, grace: Duration) -> Result<StopOutcome> {
+        match &record.container_id {
+            Some(id) => stop_container(id, grace).await,
+            None => tether_core::process::stop_recorded(record, grace).await,
+        }
+    }
+
+    async fn recorded_running(&self, record: &tether_core::state::Record) -> Option<bool> {
+        let id = record.container_id.as_ref()?;
+        Some(container_running(id).await.unwrap_or(false))
+    }
+
+    async fn recorded_logs(
+        &self,
+        record: &tether_core::state::Record,
+        follow: bool,
+        out: &mut (dyn std::io::Write + Send),
+    ) -> Result<bool> {
+        let Some(id) = &record.container_id else { return Ok(false) };
+        container_logs(id, follow, out).await.map(|()| true)
+    }
+
     #[instrument(skip_all, fields(instance = %spec.name, image = %self.image, port = spec.port))]
     async fn start(&self, spec: &LaunchSpec) -> Result<Box<dyn RunningBackend>> {
         let docker = self.docker().await?.clone();
@@ -174,7 +204,6 @@ impl Runner for DockerRunner {
             p => p,
         };
         let host_ip = publish_ip(&spec.host)?;
-        sweep::sweep(&docker, &SweepTarget { name: Some(&spec.name), port: Some(spec.port) }, spec.grace).await?;
 
         let owner = match spec.tethering {
             Tethering::Detached { .. } => None,

@@ -96,8 +96,9 @@ pub async fn status(args: NameArgs) -> i32 {
     // (`[]` when nothing is recorded).
     let mut all = Vec::new();
     for r in &records {
-        let alive = match container_alive(r).await {
-            Some(running) => running,
+        let runner = tether::recorded_runner(r).ok();
+        let alive = match runner.as_ref() {
+            Some(runner) => runner.recorded_running(r).await.unwrap_or_else(|| r.owner_alive()),
             None => r.owner_alive(),
         };
         let orphans = if alive { Vec::new() } else { orphans(r) };
@@ -134,18 +135,6 @@ pub async fn status(args: NameArgs) -> i32 {
     0
 }
 
-/// A container's liveness comes from the engine (None: not a container).
-#[cfg(feature = "docker")]
-async fn container_alive(r: &Record) -> Option<bool> {
-    let id = r.container_id.as_ref()?;
-    Some(tether::docker::container_running(id).await.unwrap_or(false))
-}
-
-#[cfg(not(feature = "docker"))]
-async fn container_alive(_r: &Record) -> Option<bool> {
-    None
-}
-
 pub async fn down(args: NameArgs) -> i32 {
     let state = match state_dir(args.json) {
         Ok(s) => s,
@@ -178,14 +167,16 @@ pub async fn logs(args: LogsArgs) -> i32 {
         Ok(None) => return report_error(&Error::NotFound { name: args.name.clone() }, false),
         Err(e) => return report_error(&e, false),
     };
-    #[cfg(feature = "docker")]
-    if let Some(id) = &record.container_id {
-        // The engine keeps a container's output.
-        let mut out = std::io::stdout();
-        return match tether::docker::container_logs(id, args.follow, &mut out).await {
-            Ok(()) => 0,
-            Err(e) => report_error(&e, false),
-        };
+    // A runner that keeps the output itself (a container's engine) writes it.
+    let runner = match tether::recorded_runner(&record) {
+        Ok(r) => r,
+        Err(e) => return report_error(&e, false),
+    };
+    let mut out = std::io::stdout();
+    match runner.recorded_logs(&record, args.follow, &mut out).await {
+        Ok(true) => return 0,
+        Ok(false) => {}
+        Err(e) => return report_error(&e, false),
     }
     let Some(path) = record.log_file.clone() else {
         let owner = record.owner.map_or("?".to_string(), |o| o.pid.to_string());

@@ -205,6 +205,18 @@ fn cloexec_by_fcntl() {
     }
 }
 
+/// Stop a recorded process instance: its leader (which tether always starts as the
+/// leader of a process group of its own), that group and its descendants. The
+/// record's `pgid` is not trusted; every signal passes the gate, which requires the
+/// instance's fingerprint. A record without a leader names nothing to stop.
+pub async fn stop_recorded(record: &crate::state::Record, grace: Duration) -> Result<StopOutcome> {
+    let Some(leader) = record.leader else {
+        return Ok(StopOutcome::Terminated { exit: ExitStatus::Unknown });
+    };
+    let target = GroupTarget::group(leader, crate::safety::Claim::instance(record.name.clone()));
+    stop_group(target, grace, || None).await
+}
+
 /// A 1 MiB pipe (the usual unprivileged maximum) instead of 64 KiB: a backend that
 /// writes in bursts keeps writing while the relay catches up. Best effort.
 fn widen_pipe(pipe: &impl std::os::fd::AsFd) {
