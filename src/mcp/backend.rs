@@ -175,6 +175,7 @@ impl Starter for McpStarter {
                         tether_core::error::humanize(patience)
                     ),
                     stderr_tail: Vec::new(),
+                    source: None,
                 });
             }
         };

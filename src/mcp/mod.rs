@@ -146,8 +146,6 @@ pub async fn serve_stdio(
     let _ = stop_tx.send(true);
     match supervisor.await {
         Ok(result) => result,
-        Err(e) => {
-            Err(Error::Runner { message: format!("the backend supervisor failed: {e}"), stderr_tail: Vec::new() })
-        }
+        Err(e) => Err(Error::runner("the backend supervisor failed", Some(Box::new(e)))),
     }
 }

@@ -212,6 +212,9 @@ pub enum Error {
         message: String,
         /// The last lines of output, when any.
         stderr_tail: Vec<String>,
+        /// The runner's own error (the Engine API's, say), when there is one.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
     },
 }
 
@@ -219,6 +222,14 @@ impl Error {
     /// A configuration error.
     pub fn config(message: impl Into<String>) -> Self {
         Error::Config { message: message.into() }
+    }
+
+    /// The runner's machinery failed: `message` says what was being done, `source` why.
+    pub fn runner(
+        message: impl Into<String>,
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        Error::Runner { message: message.into(), stderr_tail: Vec::new(), source }
     }
 
     /// An I/O error with context.

@@ -104,7 +104,7 @@ async fn signal(docker: &Docker, id: &str, signal: &str) -> Result<bool> {
     match docker.kill_container(id, Some(KillContainerOptions { signal: signal.into() })).await {
         Ok(()) => Ok(true),
         Err(e) if is_conflict(&e) || is_not_found(&e) => Ok(false),
-        Err(e) => Err(runner_error(&format!("cannot signal container {}", short(id)), &e)),
+        Err(e) => Err(runner_error(&format!("cannot signal container {}", short(id)), e)),
     }
 }
 
@@ -121,7 +121,7 @@ pub(crate) async fn remove(docker: &Docker, id: &str) -> Result<()> {
             let _ = tokio::time::timeout(AFTER_KILL, docker.wait_container(id, Some(gone)).next()).await;
             Ok(())
         }
-        Err(e) => Err(runner_error(&format!("cannot remove container {}", short(id)), &e)),
+        Err(e) => Err(runner_error(&format!("cannot remove container {}", short(id)), e)),
     }
 }
 

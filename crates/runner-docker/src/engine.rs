@@ -117,7 +117,9 @@ pub fn is_conflict(e: &DockerError) -> bool {
     matches!(e, DockerError::DockerResponseServerError { status_code: 409, .. })
 }
 
-/// A runner error from a failed engine call.
-pub fn runner_error(what: &str, e: &DockerError) -> Error {
-    Error::Runner { message: format!("{what}: {}", describe(e)), stderr_tail: Vec::new() }
+/// A runner error from a failed engine call: what was being done, and bollard's own
+/// error as the cause (matchable by downcast; its text carries the engine's message
+/// and HTTP status).
+pub fn runner_error(what: &str, e: DockerError) -> Error {
+    Error::runner(what, Some(Box::new(e)))
 }

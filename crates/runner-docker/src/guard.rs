@@ -139,6 +139,7 @@ fn run(args: GuardArgs) -> i32 {
             Err(_) => Err(Error::Runner {
                 message: format!("the engine did not stop and remove it within {}s", limit.as_secs()),
                 stderr_tail: Vec::new(),
+                source: None,
             }),
         }
     });
@@ -166,7 +167,7 @@ async fn remove_owned(args: &GuardArgs, instance: &str) -> Result<()> {
     let inspected = match docker.inspect_container(&args.container, None).await {
         Ok(c) => c,
         Err(e) if is_not_found(&e) => return Ok(()),
-        Err(e) => return Err(runner_error("cannot inspect the container", &e)),
+        Err(e) => return Err(runner_error("cannot inspect the container", e)),
     };
     let config = inspected.config.unwrap_or_default();
     let labels = config.labels.unwrap_or_default();
@@ -181,6 +182,7 @@ async fn remove_owned(args: &GuardArgs, instance: &str) -> Result<()> {
                 "refusing to remove it: its labels do not name instance '{instance}' of owner pid {parent} ({labels:?})"
             ),
             stderr_tail: Vec::new(),
+            source: None,
         });
     }
     stop_owned(&docker, &args.container, config.stop_signal.filter(|s| !s.is_empty()), args.grace).await

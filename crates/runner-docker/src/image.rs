@@ -56,7 +56,7 @@ pub async fn present(docker: &Docker, image: &str) -> Result<bool> {
     match docker.inspect_image(image).await {
         Ok(_) => Ok(true),
         Err(e) if is_not_found(&e) => Ok(false),
-        Err(e) => Err(runner_error(&format!("cannot look up image {image}"), &e)),
+        Err(e) => Err(runner_error(&format!("cannot look up image {image}"), e)),
     }
 }
 

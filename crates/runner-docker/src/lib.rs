@@ -245,7 +245,7 @@ impl Runner for DockerRunner {
         let created = docker
             .create_container(Some(CreateContainerOptions { name: Some(name.clone()), ..Default::default() }), body)
             .await
-            .map_err(|e| engine::runner_error(&format!("cannot create container {name} from {}", self.image), &e))?;
+            .map_err(|e| engine::runner_error(&format!("cannot create container {name} from {}", self.image), e))?;
         let id = created.id;
         for w in created.warnings {
             tracing::warn!(container = %name, "engine: {w}");
@@ -294,16 +294,16 @@ async fn run(docker: &Docker, id: &str, spec: &LaunchSpec, exposed: &str) -> Res
     let attached = docker
         .attach_container(id, Some(attach))
         .await
-        .map_err(|e| engine::runner_error("cannot attach to the container's output", &e))?;
+        .map_err(|e| engine::runner_error("cannot attach to the container's output", e))?;
     let logs = container::pump(std::sync::Arc::clone(&relay), attached.output);
     docker.start_container(id, None).await.map_err(|e| {
-        engine::runner_error(&format!("cannot start the container (is host port {} free?)", spec.port), &e)
+        engine::runner_error(&format!("cannot start the container (is host port {} free?)", spec.port), e)
     })?;
     let exit = container::watch_exit(docker.clone(), id.to_string(), Some(logs));
     let inspected = docker
         .inspect_container(id, None)
         .await
-        .map_err(|e| engine::runner_error("cannot inspect the container", &e))?;
+        .map_err(|e| engine::runner_error("cannot inspect the container", e))?;
     let published = inspected
         .network_settings
         .and_then(|n| n.ports)
@@ -318,6 +318,7 @@ async fn run(docker: &Docker, id: &str, spec: &LaunchSpec, exposed: &str) -> Res
             return Err(Error::Runner {
                 message: "the engine did not report the published port".into(),
                 stderr_tail: relay.tail(20),
+                source: None,
             });
         }
     };
@@ -346,7 +347,7 @@ pub async fn stop_container(id: &str, grace: Duration) -> Result<StopOutcome> {
         Err(e) if engine::is_not_found(&e) => {
             return Ok(StopOutcome::Terminated { exit: tether_core::ExitStatus::Unknown });
         }
-        Err(e) => return Err(engine::runner_error("cannot inspect the container", &e)),
+        Err(e) => return Err(engine::runner_error("cannot inspect the container", e)),
     };
     let exit = container::watch_exit(docker.clone(), id.to_string(), None);
     container::stop_and_remove(&docker, id, signal.as_deref().unwrap_or("SIGTERM"), grace, exit).await
@@ -358,7 +359,7 @@ pub async fn container_running(id: &str) -> Result<bool> {
     match docker.inspect_container(id, None).await {
         Ok(c) => Ok(c.state.and_then(|s| s.running).unwrap_or(false)),
         Err(e) if engine::is_not_found(&e) => Ok(false),
-        Err(e) => Err(engine::runner_error("cannot inspect the container", &e)),
+        Err(e) => Err(engine::runner_error("cannot inspect the container", e)),
     }
 }
 
@@ -378,7 +379,7 @@ pub async fn container_logs(id: &str, follow: bool, out: &mut (dyn std::io::Writ
     let mut stream = docker.logs(id, Some(opts));
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
-            engine::runner_error(&format!("cannot read the output of container {}", container::short(id)), &e)
+            engine::runner_error(&format!("cannot read the output of container {}", container::short(id)), e)
         })?;
         out.write_all(chunk.as_ref())
             .and_then(|()| out.flush())

@@ -144,7 +144,7 @@ pub(crate) async fn sweep(docker: &Docker, target: &SweepTarget<'_>, grace: Dura
     let filters = HashMap::from([("label".to_string(), vec![format!("{LABEL_TETHER}=1")])]);
     let opts = ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
     let containers =
-        docker.list_containers(Some(opts)).await.map_err(|e| runner_error("cannot list tether's containers", &e))?;
+        docker.list_containers(Some(opts)).await.map_err(|e| runner_error("cannot list tether's containers", e))?;
     let boot = boot_id();
     let mut stale = Vec::new();
     for c in containers {
