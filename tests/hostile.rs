@@ -141,3 +141,43 @@ async fn a_setsid_grandchild_of_a_sigterm_ignoring_backend_is_gone_after_stop() 
     assert!(!grandchild.is_alive());
     assert_gone("ignores SIGTERM, setsid grandchild, invalid UTF-8", &processes);
 }
+
+/// Issue 13, item 5: a backend that logs every request (as uvicorn does) must not make
+/// each probe's own access line trigger the next probe.
+#[tokio::test]
+async fn an_access_log_line_of_our_own_probe_does_not_trigger_the_next() {
+    let instance = start("access-log", &["--access-log", "--ready-after", "1500ms"], Duration::from_secs(60))
+        .await
+        .0
+        .expect("ready");
+    let stats = format!("{}/stats", instance.url());
+    let client = reqwest::Client::builder().no_proxy().build().expect("an HTTP client");
+    let body = client.get(&stats).send().await.expect("GET /stats").text().await.expect("the /stats body");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("/stats is JSON");
+    let probes = v["health_requests"].as_u64().expect("a count");
+    // The backoff alone (capped at 50 ms) makes ~30 probes in 1.5 s; each access line
+    // triggering the next made hundreds.
+    assert!(probes < 150, "{probes} probes while loading for 1.5 s: the probe feeds on its own access lines");
+    instance.stop().await.expect("stop");
+    println!(
+        "reliability: hostile backend: an access-log line per request | 1 | {probes} probes in 1.5 s (no self-trigger)"
+    );
+}
+
+/// Issue 13, item 5: a backend that listens on another port than ours is named in the
+/// timeout, with the fix.
+#[tokio::test]
+async fn a_backend_on_another_port_is_named_in_the_timeout() {
+    let runner = Arc::new(NativeRunner::new(exe().to_string_lossy()).with_prefix_args(["demo-backend"]));
+    let port = tether::core::port::free_port("127.0.0.1").expect("free port");
+    // `--port 0`: it ignores the port it is given and picks its own.
+    let spec = LaunchSpec::new("elsewhere", port)
+        .with_args(["--port", "0"])
+        .with_tethering(Tethering::Guard { exe: exe() })
+        .with_grace(Duration::from_secs(2));
+    let readiness = ReadinessOptions::default().with_deadline(Duration::from_secs(1));
+    let opts = LaunchOptions::default().with_readiness(readiness);
+    let err = launch(runner, spec, Arc::new(HttpProbe::claude_skills("/health")), opts).await.expect_err("elsewhere");
+    let Error::Timeout { last_probe, .. } = &err else { panic!("expected a timeout, got {err:?}") };
+    assert!(last_probe.contains("its output mentions port") && last_probe.contains("{port}"), "{last_probe}");
+}

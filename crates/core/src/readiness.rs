@@ -86,6 +86,41 @@ pub async fn early_exit(backend: &dyn RunningBackend, status: ExitStatus) -> Err
     Error::EarlyExit { status, stderr_tail: logs.tail(TAIL_LINES) }
 }
 
+/// Whether the last `new` lines of output are all the backend logging our own probe.
+/// A burst too large to inspect counts as news.
+fn only_echoes(logs: &crate::relay::LogRelay, probe: &dyn HealthProbe, new: u64) -> bool {
+    const INSPECT: u64 = 64;
+    new > 0 && new <= INSPECT && logs.tail(new as usize).iter().all(|l| probe.is_own_echo(l))
+}
+
+/// The timeout error, with a hint when the backend's output names another port than
+/// the one tether probes (a backend that ignored `{port}`).
+fn timeout(started: Instant, last: String, logs: &crate::relay::LogRelay, port: u16) -> Error {
+    let tail = logs.tail(TAIL_LINES);
+    let last_probe = match other_port(&tail, port) {
+        Some(theirs) => format!(
+            "{last}; its output mentions port {theirs}, but tether probes {port}: pass `{{port}}` in the \
+             backend's arguments (e.g. `-- my-server --port {{port}}`)"
+        ),
+        None => last,
+    };
+    Error::Timeout { waited: started.elapsed(), last_probe, stderr_tail: tail }
+}
+
+/// A port the backend says it listens on, other than `ours`: `http://HOST:PORT`,
+/// `HOST:PORT` after "listening"/"running"/"serving", or "port PORT".
+fn other_port(tail: &[String], ours: u16) -> Option<u16> {
+    let pattern = regex::Regex::new(
+        r"(?i)(?:https?://[^\s/:]+:(\d{2,5})|(?:listening|running|serving|started)\b.*?[:\s](\d{2,5})\b|\bport\s+(\d{2,5})\b)",
+    )
+    .ok()?;
+    tail.iter().rev().find_map(|line| {
+        let caps = pattern.captures(line)?;
+        let port: u16 = caps.iter().skip(1).flatten().next()?.as_str().parse().ok()?;
+        (port != ours && port != 0).then_some(port)
+    })
+}
+
 /// Probe `backend` until `probe` says ready. Progress goes to `lifecycle` as
 /// `WaitingReady`. Returns the final progress count. The caller stops the backend on error.
 pub async fn wait_ready(
@@ -101,7 +136,7 @@ pub async fn wait_ready(
     let logs = backend.logs();
     let ctx = ProbeContext { endpoint: &endpoint, logs: &logs, client };
     let mut lines = logs.line_count();
-    lines.borrow_and_update();
+    let mut seen = *lines.borrow_and_update();
     let mut waits = opts.backoff.iter();
     let mut last = String::new();
     let mut shown = Progress::phase(backend.startup_phase());
@@ -154,27 +189,65 @@ pub async fn wait_ready(
             Err(_) => last = format!("{} took longer than {}", probe.describe(), humanize(attempt_limit)),
         }
 
-        let wait = waits.next().unwrap_or(opts.backoff.max);
-        tokio::select! {
-            biased;
-            status = backend.wait() => return Err(early_exit(backend, status).await),
-            _ = tokio::time::sleep_until(deadline) => {
-                return Err(Error::Timeout { waited: started.elapsed(), last_probe: last, stderr_tail: logs.tail(TAIL_LINES) });
+        let next_probe = Instant::now() + waits.next().unwrap_or(opts.backoff.max);
+        loop {
+            tokio::select! {
+                biased;
+                status = backend.wait() => return Err(early_exit(backend, status).await),
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(timeout(started, last, &logs, endpoint.port));
+                }
+                Ok(()) = lines.changed() => {
+                    let (now, before) = (*lines.borrow_and_update(), seen);
+                    seen = now;
+                    // The backend logging our own request (an access line) is no news.
+                    if only_echoes(&logs, probe, now.saturating_sub(before)) {
+                        continue;
+                    }
+                    // A line often announces the change; probe soon, not in a storm.
+                    let earliest = probed_at + opts.min_line_probe_gap;
+                    tokio::time::sleep_until(earliest).await;
+                    seen = *lines.borrow_and_update();
+                    break;
+                }
+                _ = tokio::time::sleep_until(next_probe) => break,
             }
-            Ok(()) = lines.changed() => {
-                // A line often announces the change; probe soon, not in a storm.
-                let earliest = probed_at + opts.min_line_probe_gap;
-                tokio::time::sleep_until(earliest).await;
-                lines.borrow_and_update();
-            }
-            _ = tokio::time::sleep(wait) => {}
         }
         if Instant::now() >= deadline {
-            return Err(Error::Timeout {
-                waited: started.elapsed(),
-                last_probe: last,
-                stderr_tail: logs.tail(TAIL_LINES),
-            });
+            return Err(timeout(started, last, &logs, endpoint.port));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn another_port_in_the_output_is_named() {
+        let tail = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let uvicorn = tail(&["INFO:     Uvicorn running on http://127.0.0.1:8000 (Press CTRL+C to quit)"]);
+        assert_eq!(other_port(&uvicorn, 4321), Some(8000));
+        assert_eq!(other_port(&uvicorn, 8000), None, "our own port is no news");
+        assert_eq!(other_port(&tail(&["server listening on 0.0.0.0:9090"]), 1), Some(9090));
+        assert_eq!(other_port(&tail(&["using port 7000 as asked"]), 1), Some(7000));
+        // An access line names the client's ephemeral port, not a listening one.
+        let access = tail(&["INFO:     127.0.0.1:54321 - \"GET /health HTTP/1.1\" 200 OK"]);
+        assert_eq!(other_port(&access, 1), None);
+    }
+
+    #[test]
+    fn only_the_probes_own_access_lines_are_echoes() {
+        let relay = crate::relay::LogRelay::with_defaults("echo");
+        let probe = crate::probe::HttpProbe::new("/health");
+        relay.push(crate::Stream::Stderr, b"INFO:     127.0.0.1:5 - \"GET /health HTTP/1.1\" 200 OK");
+        relay.push(crate::Stream::Stderr, b"INFO:     127.0.0.1:6 - \"GET /health?x=1 HTTP/1.1\" 503");
+        assert!(only_echoes(&relay, &probe, 2));
+        assert!(!only_echoes(&relay, &probe, 0), "no new line is not an echo burst");
+        relay.push(crate::Stream::Stderr, b"INFO:     127.0.0.1:7 - \"GET /healthz HTTP/1.1\" 200 OK");
+        assert!(!only_echoes(&relay, &probe, 1), "another path is someone else's request");
+        relay.push(crate::Stream::Stdout, b"loaded 12 skills");
+        assert!(!only_echoes(&relay, &probe, 1), "a line of its own is news");
+        assert!(!only_echoes(&relay, &probe, 65), "a burst too large to inspect is news");
     }
 }

@@ -58,6 +58,11 @@ pub struct DemoArgs {
     #[arg(long)]
     pub print_ready: bool,
 
+    /// Log one line per request, as uvicorn does (`INFO:     127.0.0.1:PORT - "GET /health
+    /// HTTP/1.1" 200 OK`, on stderr).
+    #[arg(long)]
+    pub access_log: bool,
+
     /// How /health behaves.
     #[arg(long, value_name = "MODE", value_enum, default_value_t = HealthMode::Ok)]
     pub health_mode: HealthMode,
@@ -137,6 +142,7 @@ impl DemoArgs {
             skills: 5,
             report_version: None,
             print_ready: false,
+            access_log: false,
             health_mode: HealthMode::Ok,
             sick_after: None,
             exit_after: None,

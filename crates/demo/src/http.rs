@@ -27,6 +27,8 @@ pub(crate) struct State {
     pub(crate) health_mode: HealthMode,
     /// From this long after start, /health answers 500 (a liveness failure).
     pub(crate) sick_after: Option<Duration>,
+    /// One uvicorn-style line per request on stderr.
+    pub(crate) access_log: bool,
     health_requests: AtomicU64,
     health_requests_after_ready: AtomicU64,
 }
@@ -54,6 +56,7 @@ impl State {
             skills,
             version,
             health_mode,
+            access_log: false,
             sick_after: None,
             health_requests: AtomicU64::new(0),
             health_requests_after_ready: AtomicU64::new(0),
@@ -63,6 +66,11 @@ impl State {
     /// /health answers 500 from `after` on.
     pub(crate) fn with_sick_after(mut self, after: Option<Duration>) -> Self {
         self.sick_after = after;
+        self
+    }
+
+    pub(crate) fn with_access_log(mut self, on: bool) -> Self {
+        self.access_log = on;
         self
     }
 
@@ -127,6 +135,12 @@ pub(crate) async fn handle(mut stream: TcpStream, state: Arc<State>) {
         Ok(Err(_)) | Err(_) => return,
     };
     let (method, path) = request_line(&head);
+    let peer = stream.peer_addr().ok();
+    let status = match (method, path) {
+        ("GET", "/health") => health_status(&state),
+        ("GET", "/stats" | "/") => 200,
+        _ => 404,
+    };
     let _ = match (method, path) {
         ("GET", "/health") => health(&mut stream, &state).await,
         ("GET", "/stats") => {
@@ -137,6 +151,24 @@ pub(crate) async fn handle(mut stream: TcpStream, state: Arc<State>) {
         _ => respond(&mut stream, 404, "text/plain", b"not found\n").await,
     };
     let _ = stream.shutdown().await;
+    if state.access_log {
+        // As uvicorn logs it, after the response: the line a probe's own request causes.
+        let peer = peer.map_or_else(|| "-".to_string(), |p| p.to_string());
+        let reason = if status == 200 {
+            "OK"
+        } else if status == 404 {
+            "Not Found"
+        } else {
+            "Internal Server Error"
+        };
+        crate::output::warn(&format!("INFO:     {peer} - \"{method} {path} HTTP/1.1\" {status} {reason}"));
+    }
+}
+
+/// The status `/health` answers now (for the access log).
+fn health_status(state: &State) -> u16 {
+    let sick = state.sick_after.is_some_and(|after| state.started.elapsed() >= after);
+    if sick || state.health_mode == HealthMode::Status500 { 500 } else { 200 }
 }
 
 async fn health(stream: &mut TcpStream, state: &State) -> std::io::Result<()> {

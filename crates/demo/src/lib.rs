@@ -134,7 +134,8 @@ impl DemoServer {
         let version = args.report_version.clone().unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_owned());
         let state = Arc::new(
             State::new(started, started_unix_nanos, args.ready_after, args.skills, version, args.health_mode)
-                .with_sick_after(args.sick_after),
+                .with_sick_after(args.sick_after)
+                .with_access_log(args.access_log),
         );
         Ok(DemoServer { listener, local_addr, state, args, sigterm })
     }

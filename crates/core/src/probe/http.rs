@@ -158,6 +158,14 @@ impl HealthProbe for HttpProbe {
         }
     }
 
+    /// An access-log line of our own request: `"GET /health HTTP/1.1" 200` (uvicorn,
+    /// gunicorn, nginx's combined format all quote the request line this way).
+    fn is_own_echo(&self, line: &str) -> bool {
+        let request = format!("\"GET {}", self.path);
+        line.match_indices(&request)
+            .any(|(at, m)| matches!(line.as_bytes().get(at + m.len()), Some(b' ' | b'?' | b'"')))
+    }
+
     fn describe(&self) -> String {
         let mut s = format!("GET {}", self.path);
         if !self.conditions.is_empty() {

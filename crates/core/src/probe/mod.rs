@@ -68,6 +68,12 @@ pub trait HealthProbe: Send + Sync + std::fmt::Debug {
     async fn probe(&self, ctx: ProbeContext<'_>) -> ProbeOutcome;
     /// What it checks, for messages: `GET /health`, `tcp connect`.
     fn describe(&self) -> String;
+    /// Whether `line` of the backend's output is the backend logging this probe's
+    /// own request (uvicorn writes an access line per request): such a line must
+    /// not trigger the next probe, or the probe would feed itself. Default: no.
+    fn is_own_echo(&self, _line: &str) -> bool {
+        false
+    }
 }
 
 /// Ready once a TCP connection to the endpoint succeeds.
