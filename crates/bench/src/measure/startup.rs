@@ -19,9 +19,15 @@ const GRACE: Duration = Duration::from_secs(5);
 /// One readiness measurement: latency = tether's "ready" (just after `launch` returns)
 /// minus the instant the backend became ready (its `/stats`), in ms; with `--print-ready`
 /// also when the backend's `ready` line reached the relay, in ms after that instant.
-async fn ready_latency(h: &Harness, ready_after_ms: u64, print: bool) -> BenchResult<(f64, Option<f64>)> {
+async fn ready_latency(
+    h: &Harness,
+    ready_after_ms: u64,
+    print: bool,
+    extra: &[&str],
+) -> BenchResult<(f64, Option<f64>)> {
     let after = format!("{ready_after_ms}ms");
     let mut flags = vec!["--ready-after", after.as_str()];
+    flags.extend_from_slice(extra);
     let seen = Arc::new(Mutex::new(None::<u128>));
     let mut opts = LaunchOptions::default();
     if print {
@@ -54,10 +60,12 @@ async fn ready_latency(h: &Harness, ready_after_ms: u64, print: bool) -> BenchRe
     Ok((ms_between(ready_at, l.returned_unix_nanos), relayed.map(|t| ms_between(ready_at, t))))
 }
 
-/// Probes per second reaching a silent backend that loads for 3 s, between 1.0 s and
-/// 2.9 s after `launch` was called.
-async fn probe_rate(h: &Harness) -> BenchResult<f64> {
-    let spec = h.spec(&["--ready-after", "3s"], GRACE)?;
+/// Probes per second reaching a backend that loads for 3 s (silent, or logging each
+/// request with `extra = ["--access-log"]`), between 1.0 s and 2.9 s after `launch`.
+async fn probe_rate(h: &Harness, extra: &[&str]) -> BenchResult<f64> {
+    let mut flags = vec!["--ready-after", "3s"];
+    flags.extend_from_slice(extra);
+    let spec = h.spec(&flags, GRACE)?;
     let port = spec.port;
     let t0 = Instant::now();
     let sampler = async move {
@@ -77,15 +85,19 @@ async fn probe_rate(h: &Harness) -> BenchResult<f64> {
 /// the silent case samples every phase of the probe schedule, not one lucky or unlucky one.
 pub async fn readiness(h: &Harness, reps: usize) -> BenchResult<Vec<Row>> {
     let (mut printed, mut line_at, mut silent, mut rate) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut logged, mut logged_rate) = (Vec::new(), Vec::new());
+    let access = ["--access-log"];
     for i in 0..reps {
         let after = 300 + (i * 50 / reps) as u64;
-        let (latency, relayed) = ready_latency(h, after, true).await?;
+        let (latency, relayed) = ready_latency(h, after, true, &[]).await?;
         printed.push(latency);
         line_at.extend(relayed);
-        silent.push(ready_latency(h, after, false).await?.0);
+        silent.push(ready_latency(h, after, false, &[]).await?.0);
+        logged.push(ready_latency(h, after, true, &access).await?.0);
     }
     for _ in 0..reps.div_ceil(4).max(2) {
-        rate.push(probe_rate(h).await?);
+        rate.push(probe_rate(h, &[]).await?);
+        logged_rate.push(probe_rate(h, &access).await?);
     }
     Ok(vec![
         Row::new(1, "readiness latency, backend prints a line when ready", "ms", &printed, Target::AtMost(2.0))
@@ -96,6 +108,22 @@ pub async fn readiness(h: &Harness, reps: usize) -> BenchResult<Vec<Row>> {
             .note("ready-after 300–349ms, no output at ready"),
         Row::new(1, "probes/s to a silent backend after its first second", "probes/s", &rate, Target::AtMost(20.0))
             .note("ready-after 3s; /health hits counted by the backend from 1.0 s to 2.9 s"),
+        Row::new(
+            1,
+            "readiness latency, backend logs every request (uvicorn-style) and prints when ready",
+            "ms",
+            &logged,
+            Target::AtMost(2.0),
+        )
+        .note("ready-after 300–349ms --access-log --print-ready"),
+        Row::new(
+            1,
+            "probes/s to a backend that logs every request, after its first second",
+            "probes/s",
+            &logged_rate,
+            Target::AtMost(20.0),
+        )
+        .note("ready-after 3s --access-log; its access lines for our probes trigger nothing"),
     ])
 }
 
