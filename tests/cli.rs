@@ -354,19 +354,7 @@ fn caught_signals(pid: u32) -> Option<u64> {
     u64::from_str_radix(hex.trim(), 16).ok()
 }
 
-/// Polls (bounded by `timeout`) until `cond` holds; returns whether it did.
-fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use tether_testkit::wait_until;
 
 /// Describes processes for assertion messages.
 fn describe(ids: &[ProcessIdentity]) -> String {

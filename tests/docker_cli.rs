@@ -11,7 +11,7 @@ mod docker_support;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use docker_support::{Cleanup, containers_of, engine_available, exe, image, inspect, unique_name};
 use serde_json::Value;
@@ -22,17 +22,8 @@ use tether::core::procs::{self, ProcessIdentity};
 const WAIT: Duration = Duration::from_secs(120);
 
 /// Polls (bounded by `WAIT`) until `cond` holds; returns whether it did.
-fn wait_until(mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+fn wait_until(cond: impl FnMut() -> bool) -> bool {
+    tether_testkit::wait_until(WAIT, cond)
 }
 
 /// The container guard `owner` (a foreground `tether up`) started for container `id`:

@@ -306,52 +306,28 @@ fn inner_arbitrary_forged_records() {
         println!("record {name}: {fields}");
         plant(state.path(), &name, fields.clone());
         let op = rng.next() % 3;
-        let out = match op {
-            // `down` of the record.
-            0 => tether(state.path(), &["down", "--name", &name]),
-            // `up` of its name: the stale sweep, then a real backend on a free port.
-            1 => tether(
-                state.path(),
-                &[
-                    "up",
-                    "--detach",
-                    "--name",
-                    &name,
-                    "--port",
-                    "auto",
-                    "--grace",
-                    "200ms",
-                    "--timeout",
-                    "30s",
-                    "--",
-                    &demo,
-                    "demo-backend",
-                    "--port",
-                    "{port}",
-                ],
-            ),
-            // `up` on a stranger's port: the sweep and the port guard, which must refuse.
-            _ => tether(
-                state.path(),
-                &[
-                    "up",
-                    "--detach",
-                    "--name",
-                    &name,
-                    "--port",
-                    &port.to_string(),
-                    "--grace",
-                    "200ms",
-                    "--timeout",
-                    "30s",
-                    "--",
-                    &demo,
-                    "demo-backend",
-                    "--port",
-                    "{port}",
-                ],
-            ),
-        };
+        // `down` of the record; `up` of its name (the stale sweep, then a real backend
+        // on a free port); `up` on a stranger's port (the sweep and the port guard, which
+        // must refuse).
+        let on = if op == 2 { port.to_string() } else { "auto".to_string() };
+        let up = [
+            "up",
+            "--detach",
+            "--name",
+            &name,
+            "--port",
+            &on,
+            "--grace",
+            "200ms",
+            "--timeout",
+            "30s",
+            "--",
+            &demo,
+            "demo-backend",
+            "--port",
+            "{port}",
+        ];
+        let out = if op == 0 { tether(state.path(), &["down", "--name", &name]) } else { tether(state.path(), &up) };
         commands += 1;
         assert!(out.status.code().is_some(), "tether was killed by a signal: {}", dump(&out));
         assert!(matches!(out.status.code(), Some(0..=2)), "{}", dump(&out));

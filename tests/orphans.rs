@@ -52,17 +52,8 @@ fn find_line(rx: &Receiver<String>, seen: &mut Vec<String>, pred: impl Fn(&str) 
 }
 
 /// Polls (bounded by `WAIT`) until `cond` holds; returns whether it did.
-fn wait_until(mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+fn wait_until(cond: impl FnMut() -> bool) -> bool {
+    tether_testkit::wait_until(WAIT, cond)
 }
 
 /// `demo-backend grandchild pid N` → N.

@@ -26,6 +26,22 @@ pub fn missing_tool(what: &str) {
     eprintln!("SKIPPED: {what} is missing (this would fail in CI)");
 }
 
+/// Polls `cond` until it holds or `timeout` passes; whether it held. For tests that
+/// wait for something outside their control to end (a process, a container): the
+/// timeout is a failure bound, not a synchronisation.
+pub fn wait_until(timeout: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// One `#[tokio::test]` per conformance check, in a module of its own:
 /// `conformance_tests!(with_guard, || Some(MyDemo::new()));` — the closure gives the
 /// [`DemoBackend`] to check, or `None` to skip (when a tool is missing outside CI).
