@@ -142,6 +142,9 @@ pub struct Config {
     pub tools: Option<PathBuf>,
     /// mcp-proxy: how long a `tools/call` waits for a loading backend (default `30s`).
     pub call_wait: Option<String>,
+    /// mcp-proxy: how long the first `tools/list` waits for the backend when there is no
+    /// cached, file or preset list to answer (default `8s`).
+    pub list_wait: Option<String>,
 }
 
 macro_rules! overlay {
@@ -171,7 +174,7 @@ impl Config {
             probe_timeout, grace, force_port, cwd, package, entry, python, offline, index_url, uvx,
             no_version_check, image,
             container_port, pull, restart, max_restarts, liveness, liveness_period, liveness_failures,
-            mcp_path, tools, call_wait;
+            mcp_path, tools, call_wait, list_wait;
             expect, args);
         self.env.extend(flags.env);
     }

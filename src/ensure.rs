@@ -36,6 +36,11 @@ pub struct EnsureOptions {
     pub cancel: Option<tokio::sync::watch::Receiver<bool>>,
     /// Replace a running instance of this name instead of reusing it.
     pub replace: bool,
+    /// Share the backend between fronts (one `mcp-proxy` per host window): it runs
+    /// detached, each front holds a lease for as long as it lives (the kernel drops it
+    /// when the front dies, even by SIGKILL), and the backend stops this long after
+    /// the last lease is gone. `stop` of a shared handle only gives its lease back.
+    pub shared: Option<Duration>,
 }
 
 impl std::fmt::Debug for EnsureOptions {
@@ -48,6 +53,13 @@ impl EnsureOptions {
     /// Detached or not.
     pub fn detached(mut self, detach: bool) -> Self {
         self.detach = detach;
+        self
+    }
+
+    /// Shared between fronts by leases, lingering `linger` after the last (see [`EnsureOptions::shared`]).
+    pub fn sharing(mut self, linger: Duration) -> Self {
+        self.shared = Some(linger);
+        self.detach = true;
         self
     }
 
@@ -102,6 +114,12 @@ pub async fn ensure_running(plan: Plan, opts: EnsureOptions) -> Result<Handle> {
     };
     // The tool first: a missing uvx or engine is the error, not a port held meanwhile.
     let info = runner.check().await?;
+    // A shared backend: our lease first, so that it cannot be stopped under us
+    // between the reuse check (or the start) and our first use.
+    let lease = match opts.shared {
+        Some(_) => Some(tether_core::lease::Lease::acquire(&state.lease_path(&plan.name))?),
+        None => None,
+    };
     let lock = acquire(&state, &plan).await?;
     if let Some(old) = state.load(&plan.name)? {
         if old.owner_alive() && !old.detached {
@@ -109,7 +127,7 @@ pub async fn ensure_running(plan: Plan, opts: EnsureOptions) -> Result<Handle> {
         }
         if old.owner_alive() && !opts.replace && reusable(&old, &plan, runner.as_ref(), &info).await {
             tracing::info!(instance = %old.name, url = %old.url, "reusing the running instance");
-            return Ok(Handle::adopted(state, old));
+            return Ok(Handle::adopted(state, old).with_lease(lease));
         }
         // Stale, or alive but different, unhealthy, or to be replaced.
         sweep(&state, &old).await?;
@@ -128,7 +146,7 @@ pub async fn ensure_running(plan: Plan, opts: EnsureOptions) -> Result<Handle> {
             p
         }
     };
-    let tethering = tethering(&state, &plan, opts.detach)?;
+    let tethering = tethering(&state, &plan, opts.detach, opts.shared)?;
     let log_file = match &tethering {
         Tethering::Detached { log_file, .. } => Some(log_file.clone()),
         _ => None,
@@ -191,7 +209,7 @@ pub async fn ensure_running(plan: Plan, opts: EnsureOptions) -> Result<Handle> {
             record.fingerprint = fingerprint(&instance.runner_info().fingerprint, &plan);
             record.tool_version = instance.runner_info().tool_version.clone();
             state.save(&record)?;
-            Ok(Handle::owned(instance, state, record, lock))
+            Ok(Handle::owned(instance, state, record, lock).with_lease(lease))
         }
         Err(e) => {
             let _ = state.remove(&plan.name);
@@ -269,7 +287,7 @@ fn fill_identity(r: &mut Record, id: Identity) {
     }
 }
 
-fn tethering(state: &StateDir, plan: &Plan, detach: bool) -> Result<Tethering> {
+fn tethering(state: &StateDir, plan: &Plan, detach: bool, shared: Option<Duration>) -> Result<Tethering> {
     let exe =
         || std::env::current_exe().map_err(|e| Error::io("cannot find this program's own path to run the guard", e));
     if detach {
@@ -283,6 +301,7 @@ fn tethering(state: &StateDir, plan: &Plan, detach: bool) -> Result<Tethering> {
             log_file: state.log_path(&plan.name),
             max_log_bytes: 10 * 1024 * 1024,
             exe: exe()?,
+            lease: shared.map(|linger| (state.lease_path(&plan.name), linger)),
         });
     }
     if tether_core::guard::installed() {

@@ -22,15 +22,33 @@ pub struct Handle {
     state: StateDir,
     record: Record,
     _lock: Option<InstanceLock>,
+    /// Our lease on a shared backend: held while this handle lives.
+    lease: Option<tether_core::lease::Lease>,
 }
 
 impl Handle {
     pub(crate) fn owned(instance: Instance, state: StateDir, record: Record, lock: InstanceLock) -> Self {
-        Handle { inner: Inner::Owned(Box::new(instance)), state, record, _lock: Some(lock) }
+        Handle { inner: Inner::Owned(Box::new(instance)), state, record, _lock: Some(lock), lease: None }
     }
 
     pub(crate) fn adopted(state: StateDir, record: Record) -> Self {
-        Handle { inner: Inner::Adopted, state, record, _lock: None }
+        Handle { inner: Inner::Adopted, state, record, _lock: None, lease: None }
+    }
+
+    pub(crate) fn with_lease(mut self, lease: Option<tether_core::lease::Lease>) -> Self {
+        if lease.is_some() {
+            // A shared instance is not this front's alone: the name lock guarded its
+            // start; the others attach (reuse) while we hold only our lease.
+            self._lock = None;
+        }
+        self.lease = lease;
+        self
+    }
+
+    /// Whether this handle holds a lease on a shared backend: stopping it only gives
+    /// the lease back; the backend stops after its linger once no front holds one.
+    pub fn shared(&self) -> bool {
+        self.lease.is_some()
     }
 
     /// `http://host:port`.
@@ -86,8 +104,13 @@ impl Handle {
         }
     }
 
-    /// Stop it (whole group and descendants, or container) and forget its record.
+    /// Stop it (whole group and descendants, or container) and forget its record. A
+    /// shared handle only gives its lease back (see [`Handle::shared`]).
     pub async fn stop(self) -> Result<StopOutcome> {
+        if self.shared() {
+            self.release();
+            return Ok(StopOutcome::Terminated { exit: ExitStatus::Unknown });
+        }
         match self.inner {
             Inner::Owned(instance) => {
                 let outcome = instance.stop().await;

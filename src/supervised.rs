@@ -83,6 +83,6 @@ impl Supervised for Handle {
     }
 
     fn leave_running(&self) -> bool {
-        self.reused()
+        self.reused() || self.shared()
     }
 }

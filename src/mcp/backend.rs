@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rmcp::model::ProgressNotificationParam;
+use rmcp::model::{ProgressNotificationParam, Tool};
 use rmcp::service::{NotificationContext, RunningService};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
@@ -72,6 +72,7 @@ impl BackendState {
 
 /// The MCP client the proxy runs against the backend: relays the backend's
 /// `tools/list_changed` to the host.
+#[derive(Clone)]
 struct BackendClient {
     shared: Shared,
 }
@@ -153,7 +154,7 @@ impl Starter for McpStarter {
         let patience = self.timeout.min(CONNECT_PATIENCE);
         let mut cancel = attempt.cancel.clone();
         let client = tokio::select! {
-            c = connect_patiently(&url, &self.shared, patience) => c,
+            c = connect_patiently(&url, BackendClient { shared: self.shared.clone() }, patience) => c,
             () = stopping(&mut cancel) => Err("stopping".into()),
         };
         let client = match client {
@@ -168,15 +169,7 @@ impl Starter for McpStarter {
                 if stopping {
                     return Err(Error::Interrupted);
                 }
-                return Err(Error::Runner {
-                    message: format!(
-                        "the backend is ready but its MCP endpoint {url} did not answer in {}: {why} \
-                         (is --mcp-path right?)",
-                        tether_core::error::humanize(patience)
-                    ),
-                    stderr_tail: Vec::new(),
-                    source: None,
-                });
+                return Err(unanswered(&url, patience, &why));
             }
         };
         *self.ready.lock().unwrap_or_else(|p| p.into_inner()) = Some((client.peer().clone(), url));
@@ -294,17 +287,62 @@ fn log_final(name: &str, state: &SupervisorState) {
 /// than this wait.
 const CONNECT_PATIENCE: Duration = Duration::from_secs(10);
 
-/// Connect, retrying with a backoff (50 ms doubling to 1 s) until `patience` has passed.
-async fn connect_patiently(
+/// The error of a ready backend whose MCP endpoint did not answer.
+fn unanswered(url: &str, patience: Duration, why: &str) -> Error {
+    Error::Runner {
+        message: format!(
+            "the backend is ready but its MCP endpoint {url} did not answer in {}: {why} (is --mcp-path right?)",
+            tether_core::error::humanize(patience)
+        ),
+        stderr_tail: Vec::new(),
+        source: None,
+    }
+}
+
+/// For `--prefetch`: connect to the ready backend's MCP endpoint at `url` (as a start of
+/// the proxy does, with its patience), list all its tools and take its instructions, then
+/// disconnect. `cancel` (a stop signal) ends the wait.
+pub(crate) async fn fetch_tools(
     url: &str,
-    shared: &Shared,
+    timeout: Duration,
+    cancel: Option<watch::Receiver<bool>>,
+) -> Result<(Vec<Tool>, Option<String>)> {
+    let patience = timeout.min(CONNECT_PATIENCE);
+    let mut cancel = cancel.unwrap_or_else(|| watch::channel(false).1);
+    let fetch = async {
+        let client = connect_patiently(url, (), patience).await.map_err(|why| unanswered(url, patience, &why))?;
+        let instructions = client.peer_info().and_then(|info| info.instructions.clone());
+        let listed = tokio::time::timeout(timeout, client.list_all_tools()).await;
+        let _ = client.cancel().await;
+        match listed {
+            Ok(Ok(tools)) => Ok((tools, instructions)),
+            Ok(Err(e)) => Err(Error::runner(
+                format!("the backend at {url} did not list its tools: {}", plain(&e.to_string())),
+                None,
+            )),
+            Err(_) => Err(Error::runner(
+                format!("the backend at {url} did not list its tools in {}", tether_core::error::humanize(timeout)),
+                None,
+            )),
+        }
+    };
+    tokio::select! {
+        fetched = fetch => fetched,
+        () = stopping(&mut cancel) => Err(Error::Interrupted),
+    }
+}
+
+/// Connect, retrying with a backoff (50 ms doubling to 1 s) until `patience` has passed.
+async fn connect_patiently<H: ClientHandler + Clone>(
+    url: &str,
+    handler: H,
     patience: Duration,
-) -> std::result::Result<RunningService<RoleClient, BackendClient>, String> {
+) -> std::result::Result<RunningService<RoleClient, H>, String> {
     let deadline = Instant::now() + patience;
     let mut pause = Duration::from_millis(50);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        match connect(url, shared.clone(), left.max(Duration::from_millis(100))).await {
+        match connect(url, handler.clone(), left.max(Duration::from_millis(100))).await {
             Ok(client) => return Ok(client),
             Err(why) if Instant::now() + pause >= deadline => return Err(why),
             Err(why) => {
@@ -318,11 +356,11 @@ async fn connect_patiently(
 
 /// Connect rmcp's streamable HTTP client (no proxy: the backend is ours, on loopback
 /// or a published port).
-async fn connect(
+async fn connect<H: ClientHandler>(
     url: &str,
-    shared: Shared,
+    handler: H,
     timeout: Duration,
-) -> std::result::Result<RunningService<RoleClient, BackendClient>, String> {
+) -> std::result::Result<RunningService<RoleClient, H>, String> {
     let http = reqwest::Client::builder()
         .no_proxy()
         // As rmcp's own default client: no idle pool, which avoids delayed-ACK stalls
@@ -332,7 +370,7 @@ async fn connect(
         .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
     let transport =
         StreamableHttpClientTransport::with_client(http, StreamableHttpClientTransportConfig::with_uri(url));
-    match tokio::time::timeout(timeout, BackendClient { shared }.serve(transport)).await {
+    match tokio::time::timeout(timeout, handler.serve(transport)).await {
         Ok(Ok(client)) => Ok(client),
         Ok(Err(e)) => Err(plain(&e.to_string())),
         Err(_) => Err(format!("no answer to initialize in {}", tether_core::error::humanize(timeout))),

@@ -1,6 +1,7 @@
 //! The proxy's host side: an rmcp stdio server that answers `initialize` from its own
-//! configuration at once, lists tools from the backend or the cache, and forwards
-//! `tools/call` to the backend once it is ready.
+//! configuration at once, lists tools from the backend, else the cache, tools file or
+//! preset (with none of them, after waiting up to the list wait for the backend), and
+//! forwards `tools/call` to the backend once it is ready.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -30,6 +31,8 @@ struct Inner {
     state: watch::Sender<BackendState>,
     cache: ToolCache,
     call_wait: Duration,
+    /// How long a `tools/list` with nothing to list waits for the backend.
+    list_wait: Duration,
     /// The host, once it has sent `initialized`: notifications go there.
     host: Mutex<Option<Peer<RoleServer>>>,
     /// The last tool list the host was given.
@@ -41,7 +44,7 @@ struct Inner {
 }
 
 impl Shared {
-    pub(crate) fn new(name: String, cache: ToolCache, call_wait: Duration) -> Self {
+    pub(crate) fn new(name: String, cache: ToolCache, call_wait: Duration, list_wait: Duration) -> Self {
         let (state, _) = watch::channel(BackendState::Starting {
             phase: "starting".into(),
             progress: None,
@@ -53,6 +56,7 @@ impl Shared {
             state,
             cache,
             call_wait,
+            list_wait,
             host: Mutex::new(None),
             served: Mutex::new(None),
             progress: Mutex::new(HashMap::new()),
@@ -165,8 +169,13 @@ impl Shared {
 
     /// Wait, up to the call wait, until the backend is ready, failed or stopping.
     async fn settled(&self) -> BackendState {
+        self.settled_within(self.0.call_wait).await
+    }
+
+    /// Wait, up to `wait`, until the backend is ready, failed or stopping.
+    async fn settled_within(&self, wait: Duration) -> BackendState {
         let mut rx = self.0.state.subscribe();
-        let waited = tokio::time::timeout(self.0.call_wait, rx.wait_for(|s| !s.is_transient())).await;
+        let waited = tokio::time::timeout(wait, rx.wait_for(|s| !s.is_transient())).await;
         match waited {
             Ok(Ok(state)) => state.clone(),
             _ => self.current(),
@@ -239,6 +248,32 @@ impl Front {
     }
 }
 
+impl Front {
+    /// The backend's own answer when it is ready (the cache is updated with a whole list);
+    /// `None` when it is not, or did not answer.
+    async fn list_from_backend(
+        &self,
+        request: Option<PaginatedRequestParams>,
+    ) -> Option<Result<ListToolsResult, ErrorData>> {
+        let BackendState::Ready { peer, .. } = self.shared.current() else { return None };
+        let first_page = request.as_ref().is_none_or(|r| r.cursor.is_none());
+        match peer.list_tools(request).await {
+            Ok(result) => {
+                if first_page && result.next_cursor.is_none() {
+                    self.shared.0.cache.store(&result.tools);
+                    self.shared.served(&result.tools);
+                }
+                Some(Ok(result))
+            }
+            Err(ServiceError::McpError(e)) => Some(Err(e)),
+            Err(e) => {
+                tracing::warn!(error = %e, "the backend did not list its tools; listing the cached ones");
+                None
+            }
+        }
+    }
+}
+
 impl ServerHandler for Front {
     fn get_info(&self) -> ServerConfig {
         let config = ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_tool_list_changed().build())
@@ -270,23 +305,30 @@ impl ServerHandler for Front {
     async fn list_tools(
         &self,
         request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        if let BackendState::Ready { peer, .. } = self.shared.current() {
-            let first_page = request.as_ref().is_none_or(|r| r.cursor.is_none());
-            match peer.list_tools(request).await {
-                Ok(result) => {
-                    if first_page && result.next_cursor.is_none() {
-                        self.shared.0.cache.store(&result.tools);
-                        self.shared.served(&result.tools);
-                    }
-                    return Ok(result);
-                }
-                Err(ServiceError::McpError(e)) => return Err(e),
-                Err(e) => tracing::warn!(error = %e, "the backend did not list its tools; listing the cached ones"),
-            }
+        if let Some(answer) = self.list_from_backend(request.clone()).await {
+            return answer;
         }
-        let tools = self.shared.0.cache.before_ready();
+        let tools = match self.shared.0.cache.before_ready() {
+            Some(tools) => tools,
+            None => {
+                // Nothing known (no cache, tools file or preset): a host that ignores
+                // `list_changed` would keep an empty list for the whole session, so wait
+                // for the backend (up to the list wait, below the hosts' start limits).
+                tracing::info!(wait = %humanize(self.shared.0.list_wait), "no tools known yet: waiting for the backend");
+                let state = tokio::select! {
+                    state = self.shared.settled_within(self.shared.0.list_wait) => state,
+                    _ = context.ct.cancelled() => return Err(ErrorData::internal_error("cancelled by the host", None)),
+                };
+                if matches!(state, BackendState::Ready { .. })
+                    && let Some(answer) = self.list_from_backend(request).await
+                {
+                    return answer;
+                }
+                self.shared.0.cache.before_ready().unwrap_or_default()
+            }
+        };
         self.shared.served(&tools);
         Ok(ListToolsResult::with_all_items(tools))
     }

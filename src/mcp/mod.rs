@@ -4,10 +4,12 @@
 //! MCP hosts give a server 10–60 s to answer `initialize`; a first `uvx` start of a
 //! heavy backend takes far longer. The proxy answers `initialize` from its own
 //! configuration the instant the host asks, lists tools from a cache (the last list
-//! the backend gave, kept per instance in the state directory) or a `--tools` file
-//! until the backend is ready, then forwards `tools/list` and `tools/call` to it with
-//! rmcp's streamable HTTP client, and tells the host with
-//! `notifications/tools/list_changed` when the real list differs from what it served.
+//! the backend gave, kept in the state directory under a key that survives a version
+//! bump), else a `--tools` file, else the `--preset`'s list until the backend is ready
+//! (with none of them the first `tools/list` waits for the backend, up to `--list-wait`),
+//! then forwards `tools/list` and `tools/call` to it with rmcp's streamable HTTP client,
+//! and tells the host with `notifications/tools/list_changed` when the real list differs
+//! from what it served. [`prefetch`] fills the cache ahead of the host's first start.
 //!
 //! ```no_run
 //! # async fn demo(config: tether::Config) -> tether::Result<()> {
@@ -23,14 +25,14 @@ mod front;
 mod tools;
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rmcp::ServiceExt;
 use tether_core::state::StateDir;
 use tether_core::{Error, Result};
 
-use crate::{Config, EnsureOptions, Plan, PortChoice};
+use crate::{Config, EnsureOptions, Plan, PortChoice, RunnerKind};
 use tools::ToolCache;
 
 /// How the proxy behaves, beyond what runs (which is the [`Plan`]).
@@ -45,41 +47,108 @@ pub struct ProxyOptions {
     /// How long a `tools/call` waits for a loading backend before it answers with the
     /// loading progress as a tool error.
     pub call_wait: Duration,
+    /// How long a `tools/list` waits for the backend when there is nothing else to list
+    /// (no cache, no tools file, no preset with tools), before it answers what it has.
+    pub list_wait: Duration,
+    /// The `--preset`, whose tools (if it has any) are listed when there is neither a cache
+    /// nor a tools file.
+    pub preset: Option<String>,
     /// The key of the tools cache in the state directory (the instance name given, or
-    /// one derived from what runs).
+    /// one derived from what runs, without its version).
     pub cache_key: String,
 }
+
+/// How long the first `tools/list` waits by default for a backend when the proxy has
+/// nothing to list: below the shortest start limit of the hosts (Codex's 10 s), so the
+/// answer still comes within it.
+pub const DEFAULT_LIST_WAIT: Duration = Duration::from_secs(8);
 
 /// The proxy's plan from a config, with the proxy's defaults where the config is silent:
 /// port `auto` and a name of this process's own (an MCP host may run several copies
 /// at once), restart `on-failure` (nobody else will restart it); and its options, whose
-/// tools cache key is the name given or one derived from what runs.
+/// tools cache key is the name given or one derived from what runs, without its version
+/// (see [`cache_key`]).
 pub fn plan(mut config: Config) -> Result<(Plan, ProxyOptions)> {
     if config.args.is_empty() && config.package.is_none() && config.image.is_none() {
         return Err(Error::config(
             "mcp-proxy needs a backend to run: `-- PROGRAM ARGS` (native), `--package PKG` (uvx) or \
-             `--image IMG` (docker), in flags or tether.toml",
+             `--image IMG` (docker), in flags or --config FILE",
         ));
     }
-    let key = match &config.name {
-        Some(name) => name.clone(),
-        None => format!("mcp-{:016x}", what_runs_hash(&config)),
-    };
-    if config.name.is_none() {
+    let named = config.name.is_some();
+    if !named {
         config.name = Some(format!("mcp-{}", std::process::id()));
     }
     config.port.get_or_insert(PortChoice::Auto);
     config.restart.get_or_insert_with(|| "on-failure".into());
     let plan = config.plan()?;
     let mut options = ProxyOptions::from_plan(&plan)?;
-    options.cache_key = key;
+    if !named {
+        options.cache_key = cache_key(&plan);
+    }
     Ok((plan, options))
 }
 
+/// The tools cache key of a proxy with no `--name`: `mcp-` and a hash of what runs, without
+/// its version, so that a version bump lists the previous version's tools at once (and then
+/// `list_changed` if the new list differs). What counts: the runner, the package's name (a
+/// `PKG==VER` or a wheel's file name without its version) and entry point, the image without
+/// its tag or digest, and the arguments (for the native runner the program first, as given).
+pub fn cache_key(plan: &Plan) -> String {
+    let c = &plan.config;
+    let mut parts: Vec<String> = vec![plan.runner.as_str().to_string()];
+    if plan.runner != RunnerKind::Native {
+        parts.push(c.package.as_deref().map(package_name).unwrap_or_default());
+        parts.push(c.entry.clone().unwrap_or_default());
+        parts.push(c.image.as_deref().map(image_name).unwrap_or_default().to_string());
+    }
+    parts.extend(c.args.iter().cloned());
+    format!("mcp-{:016x}", fnv1a(&parts))
+}
+
+/// A uvx package spec's distribution name, normalized (PEP 503: lower case, runs of `-_.`
+/// as one `-`), without version, extras or markers: `Claude_Skills==1.0.6` and
+/// `/wheels/claude_skills-1.0.7-py3-none-any.whl` are both `claude-skills`.
+fn package_name(spec: &str) -> String {
+    let spec = spec.trim();
+    let file = Path::new(spec).file_name().and_then(|f| f.to_str()).unwrap_or(spec);
+    let name = if let Some(stem) = file.strip_suffix(".whl") {
+        // `{name}-{version}(-{build})?-{python}-{abi}-{platform}`: the name has no `-`.
+        stem.split('-').next().unwrap_or(stem)
+    } else if let Some(stem) = file.strip_suffix(".tar.gz").or_else(|| file.strip_suffix(".zip")) {
+        stem.rsplit_once('-').map_or(stem, |(name, _version)| name)
+    } else {
+        let end = spec.find(|c: char| "=<>!~;@[( ".contains(c)).unwrap_or(spec.len());
+        &spec[..end]
+    };
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars() {
+        if matches!(c, '-' | '_' | '.') {
+            if !out.ends_with('-') {
+                out.push('-');
+            }
+        } else {
+            out.extend(c.to_lowercase());
+        }
+    }
+    out
+}
+
+/// An image reference without its tag or digest: `ghcr.io:443/org/app:1.2@sha256:…` is
+/// `ghcr.io:443/org/app`.
+fn image_name(image: &str) -> &str {
+    let image = image.split('@').next().unwrap_or(image);
+    match image.rfind(':') {
+        Some(colon) if !image[colon..].contains('/') => &image[..colon],
+        _ => image,
+    }
+}
+
 impl ProxyOptions {
-    /// The options from the plan's `mcp-path`, `tools` and `call-wait` (flags or
-    /// `tether.toml`), with the defaults `/mcp` and `30s`; the cache key is the
-    /// plan's name (see [`plan`] for the proxy's own defaults).
+    /// The options from the plan's `mcp-path`, `tools`, `call-wait`, `list-wait` and
+    /// `preset` (flags or `--config FILE`), with the defaults `/mcp`, `30s` and
+    /// [`DEFAULT_LIST_WAIT`]; the cache key is the plan's name (see [`plan`] for the
+    /// proxy's own defaults).
     pub fn from_plan(plan: &Plan) -> Result<Self> {
         let mcp_path = plan.config.mcp_path.clone().unwrap_or_else(|| "/mcp".into());
         if !mcp_path.starts_with('/') {
@@ -87,18 +156,21 @@ impl ProxyOptions {
         }
         let call_wait =
             crate::config::duration("call-wait", plan.config.call_wait.as_deref(), Duration::from_secs(30))?;
-        Ok(ProxyOptions { mcp_path, tools_file: plan.config.tools.clone(), call_wait, cache_key: plan.name.clone() })
+        let list_wait = crate::config::duration("list-wait", plan.config.list_wait.as_deref(), DEFAULT_LIST_WAIT)?;
+        Ok(ProxyOptions {
+            mcp_path,
+            tools_file: plan.config.tools.clone(),
+            call_wait,
+            list_wait,
+            preset: plan.config.preset.clone(),
+            cache_key: plan.name.clone(),
+        })
     }
 }
 
-/// FNV-1a over what runs (runner, program/package/entry/image, arguments): stable across
-/// builds and platforms (unlike `DefaultHasher`), so the same backend finds its cache again.
-fn what_runs_hash(c: &Config) -> u64 {
-    let mut parts: Vec<&str> = vec![c.runner.map(|r| r.as_str()).unwrap_or("")];
-    parts.extend(c.package.as_deref());
-    parts.extend(c.entry.as_deref());
-    parts.extend(c.image.as_deref());
-    parts.extend(c.args.iter().map(String::as_str));
+/// FNV-1a over `parts` (each ended by a 0 byte): stable across builds and platforms
+/// (unlike `DefaultHasher`), so the same backend finds its cache again.
+fn fnv1a(parts: &[String]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for part in parts {
         for b in part.bytes().chain(std::iter::once(0)) {
@@ -124,9 +196,9 @@ pub async fn serve_stdio(
         Some(dir) => StateDir::at(dir.clone())?,
         None => StateDir::from_env()?,
     };
-    let cache = ToolCache::new(&state, &options.cache_key, options.tools_file.as_deref())?;
+    let cache = ToolCache::new(&state, &options.cache_key, options.tools_file.as_deref(), options.preset.as_deref())?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let shared = front::Shared::new(plan.name.clone(), cache, options.call_wait);
+    let shared = front::Shared::new(plan.name.clone(), cache, options.call_wait, options.list_wait);
     let supervisor = tokio::spawn(backend::supervise(plan, ensure, options.mcp_path.clone(), shared.clone(), stop_rx));
     let server = front::Front::new(shared.clone());
     let served = async {
@@ -147,5 +219,103 @@ pub async fn serve_stdio(
     match supervisor.await {
         Ok(result) => result,
         Err(e) => Err(Error::runner("the backend supervisor failed", Some(Box::new(e)))),
+    }
+}
+
+/// `tether mcp-proxy --prefetch`: start the backend once (as the proxy would, with `ensure`:
+/// its `cancel` stops the wait), wait until it is ready, store its tools and instructions
+/// in the cache the proxy of the same configuration reads, then stop it (a detached
+/// instance it reused is left running). Returns the tools' names. Nothing is read from or
+/// written to stdin/stdout: this is the setup step run before a host starts the proxy.
+pub async fn prefetch(plan: Plan, ensure: EnsureOptions, options: ProxyOptions) -> Result<Vec<String>> {
+    let state = match &ensure.state_dir {
+        Some(dir) => StateDir::at(dir.clone())?,
+        None => StateDir::from_env()?,
+    };
+    // A bad key is an error before anything starts; the tools file and preset play no part.
+    let cache = ToolCache::new(&state, &options.cache_key, None, None)?;
+    let cancel = ensure.cancel.clone();
+    let timeout = plan.timeout;
+    let handle = crate::ensure_running(plan, ensure).await?;
+    let url = format!("{}{}", handle.url(), options.mcp_path);
+    let fetched = backend::fetch_tools(&url, timeout, cancel).await;
+    let stopped = if handle.reused() {
+        handle.release();
+        Ok(())
+    } else {
+        handle.stop().await.map(|_| ())
+    };
+    let (tools, instructions) = fetched?;
+    stopped?;
+    cache.store(&tools);
+    cache.store_instructions(instructions);
+    tracing::info!(file = %cache.path().display(), tools = tools.len(), "cached the backend's tools");
+    Ok(tools.into_iter().map(|t| t.name.into_owned()).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(set: impl FnOnce(&mut Config)) -> String {
+        let mut c = Config::default();
+        set(&mut c);
+        let (_, options) = plan(c).expect("a plan");
+        options.cache_key
+    }
+
+    #[test]
+    fn the_cache_key_survives_a_version_bump_and_nothing_else() {
+        let uvx = |pkg: &'static str, args: &'static [&'static str]| {
+            key(move |c| {
+                c.package = Some(pkg.into());
+                c.args = args.iter().map(|a| a.to_string()).collect();
+            })
+        };
+        let base = uvx("claude-skills-mcp-backend==1.0.6", &["--port", "{port}"]);
+        assert!(base.starts_with("mcp-") && base.len() == 20, "{base}");
+        assert_eq!(base, uvx("claude-skills-mcp-backend==1.0.7", &["--port", "{port}"]), "a version bump");
+        assert_eq!(base, uvx("Claude_Skills.MCP-backend", &["--port", "{port}"]), "unpinned, other spelling");
+        assert_eq!(base, uvx("/w/claude_skills_mcp_backend-1.0.8-py3-none-any.whl", &["--port", "{port}"]), "a wheel");
+        assert_eq!(base, uvx("claude-skills-mcp-backend>=1,<2", &["--port", "{port}"]), "a range");
+        assert_ne!(base, uvx("other-backend==1.0.6", &["--port", "{port}"]), "another package");
+        assert_ne!(base, uvx("claude-skills-mcp-backend==1.0.6", &["--port", "{port}", "-v"]), "other arguments");
+
+        let docker = |image: &'static str| key(move |c| c.image = Some(image.into()));
+        assert_eq!(docker("ghcr.io/org/app:1.2"), docker("ghcr.io/org/app:1.3"));
+        assert_eq!(docker("localhost:5000/app:1"), docker("localhost:5000/app@sha256:abc"));
+        assert_ne!(docker("localhost:5000/app:1"), docker("localhost:5001/app:1"));
+
+        let native =
+            |args: &'static [&'static str]| key(move |c| c.args = args.iter().map(|a| a.to_string()).collect());
+        assert_eq!(native(&["srv", "--port", "{port}"]), native(&["srv", "--port", "{port}"]));
+        assert_ne!(native(&["srv", "--port", "{port}"]), native(&["srv2", "--port", "{port}"]));
+        // The runner is the one that runs, whether named or inferred.
+        assert_eq!(
+            uvx("pkg==1", &[]),
+            key(|c| {
+                c.runner = Some(RunnerKind::Uvx);
+                c.package = Some("pkg==2".into());
+            })
+        );
+        // A name pins the key (and the instance).
+        assert_eq!(
+            key(|c| {
+                c.name = Some("skills".into());
+                c.package = Some("pkg==1".into());
+            }),
+            "skills"
+        );
+    }
+
+    #[test]
+    fn list_wait_defaults_below_the_shortest_host_start_limit() {
+        let (_, options) = plan(Config { args: vec!["srv".into()], ..Config::default() }).expect("a plan");
+        assert_eq!(options.list_wait, DEFAULT_LIST_WAIT);
+        assert!(DEFAULT_LIST_WAIT < Duration::from_secs(10), "Codex gives a server 10 s to start");
+        let c = Config { args: vec!["srv".into()], list_wait: Some("500ms".into()), ..Config::default() };
+        assert_eq!(plan(c).expect("a plan").1.list_wait, Duration::from_millis(500));
+        let c = Config { args: vec!["srv".into()], list_wait: Some("soon".into()), ..Config::default() };
+        assert!(plan(c).expect_err("a bad duration").to_string().contains("--list-wait"));
     }
 }

@@ -1,6 +1,7 @@
-//! The tools the proxy lists before the backend is ready: the last list the backend
-//! gave (kept in the state directory, `mcp-tools/KEY.json`), else the user's `--tools`
-//! file, else none.
+//! The tools the proxy lists before the backend is ready, first found of: the last list
+//! the backend gave (kept in the state directory, `mcp-tools/KEY.json`), the user's
+//! `--tools` file, the `--preset`'s list (see [`preset_tools`]). With none of them the
+//! first `tools/list` waits for the backend (the front's `--list-wait`).
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -15,7 +16,8 @@ use tether_core::{Error, Result};
 #[derive(Debug)]
 pub struct ToolCache {
     path: PathBuf,
-    from_file: Option<Vec<Tool>>,
+    /// The `--tools` file's list, else the preset's: what to list with no cache.
+    fallback: Option<Vec<Tool>>,
     cached: Mutex<Option<Vec<Tool>>>,
     /// The backend's `instructions` from its last `initialize`, kept with the tools.
     instructions: Mutex<Option<String>>,
@@ -59,12 +61,38 @@ struct ToolsField {
     tools: Vec<Tool>,
 }
 
+/// The tools of `claude-skills-mcp-backend` 1.0.6, as the Python front of claude-skills-mcp
+/// listed them from hard-coded schemas before its backend was up. Copied from the package
+/// itself (PyPI wheel `claude_skills_mcp_backend-1.0.6-py3-none-any.whl`, file
+/// `claude_skills_mcp_backend/mcp_handlers.py`, `SkillsMCPServer._register_handlers`'s
+/// `list_tools()` with the default `default_top_k = 3`): names, titles, descriptions and
+/// input schemas exactly as written there. The backend's HTTP server registers the same
+/// three tools through FastMCP, whose derived schemas differ in detail (titles per field, no
+/// field descriptions); once the backend is ready its own list is served and the host is
+/// told with `list_changed`.
+const CLAUDE_SKILLS_TOOLS: &str = include_str!("presets/claude-skills.json");
+
+/// The tools a `--preset` lists before the backend is first ready (`None`: the preset has
+/// no tools, only a probe).
+pub fn preset_tools(preset: &str) -> Result<Option<Vec<Tool>>> {
+    match preset {
+        "claude-skills" => parse_tools(CLAUDE_SKILLS_TOOLS).map(Some).map_err(|why| {
+            Error::config(format!("the built-in tools of the claude-skills preset do not parse: {why}"))
+        }),
+        _ => Ok(None),
+    }
+}
+
 impl ToolCache {
     /// The cache of `key` in `state`, with the user's tools file (read now: a bad file is
-    /// a configuration error at start, not a surprise later). A corrupt cache is ignored.
-    pub fn new(state: &StateDir, key: &str, tools_file: Option<&Path>) -> Result<Self> {
+    /// a configuration error at start, not a surprise later), else the list of the preset
+    /// named `preset` if it has one. A corrupt cache is ignored.
+    pub fn new(state: &StateDir, key: &str, tools_file: Option<&Path>, preset: Option<&str>) -> Result<Self> {
         StateDir::check_name(key)?;
-        let from_file = tools_file.map(read_tools_file).transpose()?;
+        let fallback = match tools_file {
+            Some(file) => Some(read_tools_file(file)?),
+            None => preset.map(preset_tools).transpose()?.flatten(),
+        };
         let path = state.path().join("mcp-tools").join(format!("{key}.json"));
         let (cached, instructions) = match std::fs::read_to_string(&path) {
             Ok(text) => match parse_tools(&text) {
@@ -79,13 +107,19 @@ impl ToolCache {
             },
             Err(_) => (None, None),
         };
-        Ok(ToolCache { path, from_file, cached: Mutex::new(cached), instructions: Mutex::new(instructions) })
+        Ok(ToolCache { path, fallback, cached: Mutex::new(cached), instructions: Mutex::new(instructions) })
     }
 
-    /// What to list while the backend is not ready.
-    pub fn before_ready(&self) -> Vec<Tool> {
+    /// What to list while the backend is not ready: the cache, else the tools file, else
+    /// the preset's list; `None` when there is none of them (nothing is known yet).
+    pub fn before_ready(&self) -> Option<Vec<Tool>> {
         let cached = self.cached.lock().unwrap_or_else(|p| p.into_inner());
-        cached.clone().or_else(|| self.from_file.clone()).unwrap_or_default()
+        cached.clone().or_else(|| self.fallback.clone())
+    }
+
+    /// Where the cache is kept.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// The backend's `instructions` from its last `initialize`, when it gave any.
@@ -160,15 +194,35 @@ mod tests {
         let state = StateDir::at(dir.path()).expect("state dir");
         let file = dir.path().join("tools.json");
         std::fs::write(&file, format!("[{TOOL}]")).expect("write");
-        let cache = ToolCache::new(&state, "x", Some(&file)).expect("cache");
-        assert_eq!(cache.before_ready()[0].name, "list_skills");
+        let cache = ToolCache::new(&state, "x", Some(&file), Some("claude-skills")).expect("cache");
+        assert_eq!(
+            cache.before_ready().expect("the file's list")[0].name,
+            "list_skills",
+            "the file wins over a preset"
+        );
         let other: Tool = serde_json::from_str(r#"{"name":"other","inputSchema":{"type":"object"}}"#).expect("tool");
         cache.store(std::slice::from_ref(&other));
         cache.store_instructions(Some("use other".into()));
-        let again = ToolCache::new(&state, "x", Some(&file)).expect("cache");
-        assert_eq!(again.before_ready(), vec![other]);
+        let again = ToolCache::new(&state, "x", Some(&file), None).expect("cache");
+        assert_eq!(again.before_ready(), Some(vec![other]));
         assert_eq!(again.instructions().as_deref(), Some("use other"));
-        let e = ToolCache::new(&state, "x", Some(&dir.path().join("missing.json"))).expect_err("missing file");
+        let e = ToolCache::new(&state, "x", Some(&dir.path().join("missing.json")), None).expect_err("missing file");
         assert!(e.to_string().contains("cannot read the --tools file"), "{e}");
+    }
+
+    #[test]
+    fn the_preset_lists_the_claude_skills_tools_and_nothing_means_none() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = StateDir::at(dir.path()).expect("state dir");
+        let cache = ToolCache::new(&state, "p", None, Some("claude-skills")).expect("cache");
+        let tools = cache.before_ready().expect("the preset's list");
+        let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
+        assert_eq!(names, ["find_helpful_skills", "read_skill_document", "list_skills"]);
+        let find = serde_json::Value::Object((*tools[0].input_schema).clone());
+        assert_eq!(find["required"], serde_json::json!(["task_description"]), "{find}");
+        assert_eq!(find["properties"]["top_k"]["maximum"], 20, "{find}");
+        assert_eq!(tools[1].title.as_deref(), Some("Open skill documents and assets"));
+        assert!(ToolCache::new(&state, "n", None, None).expect("cache").before_ready().is_none());
+        assert_eq!(preset_tools("other").expect("no error"), None);
     }
 }

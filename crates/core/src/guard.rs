@@ -167,6 +167,8 @@ struct GuardArgs {
     grace: Duration,
     log_file: Option<PathBuf>,
     log_max: u64,
+    /// A shared backend: stop it once no lease on this file is held, after `linger`.
+    lease: Option<(PathBuf, Duration)>,
     program: OsString,
     args: Vec<OsString>,
 }
@@ -179,6 +181,7 @@ impl GuardArgs {
             grace: Duration::from_secs(5),
             log_file: None,
             log_max: 10 * 1024 * 1024,
+            lease: None,
             program: OsString::new(),
             args: Vec::new(),
         };
@@ -198,6 +201,15 @@ impl GuardArgs {
                 Some("--log-file") => parsed.log_file = Some(PathBuf::from(value(&mut it, "--log-file")?)),
                 Some("--log-max") => {
                     parsed.log_max = value(&mut it, "--log-max")?.parse().map_err(|e| format!("--log-max: {e}"))?
+                }
+                Some("--lease") => {
+                    let file = PathBuf::from(value(&mut it, "--lease")?);
+                    parsed.lease = Some((file, parsed.lease.map_or(Duration::ZERO, |(_, l)| l)));
+                }
+                Some("--linger-ms") => {
+                    let ms: u64 = value(&mut it, "--linger-ms")?.parse().map_err(|e| format!("--linger-ms: {e}"))?;
+                    let file = parsed.lease.take().map(|(f, _)| f).ok_or("--linger-ms goes after --lease FILE")?;
+                    parsed.lease = Some((file, Duration::from_millis(ms)));
                 }
                 Some("--") => {
                     parsed.program = it.next().ok_or("no program after --")?;
@@ -277,6 +289,18 @@ fn run(args: GuardArgs) -> i32 {
         }
     }
 
+    if let Some((file, linger)) = args.lease.clone() {
+        // A shared backend: once the last front's lease is gone (and the linger
+        // passed with none taken again), stop it as `down` would — by our own SIGTERM,
+        // which the loop below handles like any stop.
+        std::thread::spawn(move || match crate::lease::wait_unleased(&file, linger) {
+            Ok(()) => {
+                LEASES_GONE.store(true, Ordering::Release);
+                let _ = nix::sys::signal::kill(getpid(), Signal::SIGTERM);
+            }
+            Err(e) => eprintln!("tether guard: leases are not watched ({e}); the backend runs until `down`"),
+        });
+    }
     let mut main_status: Option<WaitStatus> = None;
     let mut killed = false;
     loop {
@@ -310,6 +334,11 @@ fn run(args: GuardArgs) -> i32 {
     for t in log_threads {
         let _ = t.join();
     }
+    if let (true, Some((lease, _))) = (LEASES_GONE.load(Ordering::Acquire), &args.lease) {
+        // Nobody will `down` a shared backend that stopped by itself: forget its record
+        // (the one beside the lease file), if it is still ours.
+        forget_record(&lease.with_extension("json"));
+    }
     if let Some(log) = &args.log_file {
         // A detached guard has no parent to tell how the stop went: leave it next to the log.
         let how = if killed { "killed".to_string() } else { describe(main_status) };
@@ -319,6 +348,28 @@ fn run(args: GuardArgs) -> i32 {
         }
     }
     exit_like(main_status)
+}
+
+/// Set by the lease watcher once the last lease is gone and the linger passed.
+static LEASES_GONE: AtomicBool = AtomicBool::new(false);
+
+/// Remove the record at `path` if it names this guard as its leader (never through a
+/// symlink; a record of a later instance of the same name is left alone).
+fn forget_record(path: &std::path::Path) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let nofollow = nix::fcntl::OFlag::O_NOFOLLOW.bits();
+    let Ok(mut file) = OpenOptions::new().read(true).custom_flags(nofollow).open(path) else { return };
+    let mut text = String::new();
+    if file.read_to_string(&mut text).is_err() {
+        return;
+    }
+    let ours = serde_json::from_str::<crate::state::Record>(&text)
+        .ok()
+        .and_then(|r| r.leader)
+        .is_some_and(|l| l == procs::ProcessIdentity::current());
+    if ours {
+        let _ = std::fs::remove_file(path);
+    }
 }
 
 /// Reap every child that has exited, remembering the backend's status.

@@ -67,6 +67,7 @@ pub mod error;
 pub mod guard;
 #[doc(hidden)]
 pub mod launch;
+pub mod lease;
 #[doc(hidden)]
 pub mod lifecycle;
 #[doc(hidden)]

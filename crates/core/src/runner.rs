@@ -68,6 +68,10 @@ pub enum Tethering {
         max_log_bytes: u64,
         /// The guard executable, which writes the log file and stops the group on `down`.
         exe: PathBuf,
+        /// Shared by leases ([`crate::lease`]): the lease file, and how long the backend
+        /// lingers once the last lease is gone before its guard stops it. `None`: it
+        /// runs until `down`.
+        lease: Option<(PathBuf, Duration)>,
     },
 }
 

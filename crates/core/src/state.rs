@@ -356,6 +356,11 @@ impl StateDir {
         self.file(name, "log")
     }
 
+    /// Where the fronts sharing instance `name` hold their leases (see `crate::lease`).
+    pub fn lease_path(&self, name: &str) -> PathBuf {
+        self.file(name, "lease")
+    }
+
     fn file(&self, name: &str, ext: &str) -> PathBuf {
         self.dir.join(format!("{name}.{ext}"))
     }

@@ -168,6 +168,11 @@ pub struct UpArgs {
     /// Return once ready and leave it running (recorded; see status/logs/down).
     #[arg(long)]
     pub detach: bool,
+    /// Share the backend with every other `up --share` (or front) of this name: it runs
+    /// detached, this `up` holds a lease on it until it ends, and the backend stops LINGER
+    /// after the last lease is gone (e.g. `--share 60s`).
+    #[arg(long, value_name = "LINGER", value_parser = parse_dur, conflicts_with = "detach")]
+    pub share: Option<String>,
     /// One JSON object per line on stdout.
     #[arg(long)]
     pub json: bool,
@@ -190,6 +195,16 @@ pub struct McpProxyArgs {
     /// loading progress as a tool error (default 30s).
     #[arg(long, value_name = "DUR", value_parser = parse_dur)]
     pub call_wait: Option<String>,
+    /// How long the first `tools/list` waits for the backend when there is no cached list,
+    /// no --tools file and no preset with tools, before it answers what it has (default 8s,
+    /// below the hosts' start limits).
+    #[arg(long, value_name = "DUR", value_parser = parse_dur)]
+    pub list_wait: Option<String>,
+    /// Do not serve MCP: start the backend, wait until ready, cache its tools and
+    /// instructions for the proxy of these same arguments, stop it, print the tool names
+    /// (the one-time setup step; a first uvx install can take minutes).
+    #[arg(long)]
+    pub prefetch: bool,
 }
 
 /// The backend options, shared by `up` and `mcp-proxy`; each maps to the `tether.toml`
@@ -197,7 +212,7 @@ pub struct McpProxyArgs {
 /// (flag > environment > file > default). The defaults named in the help are `Config::plan`'s.
 #[derive(Debug, Args)]
 pub struct BackendArgs {
-    /// Config file [default: ./tether.toml when it exists]
+    /// Config file [default: ./tether.toml when it exists; mcp-proxy: none, only this]
     #[arg(long, env = "TETHER_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// native, uvx or docker [default: uvx with a package, docker with an image, else native]

@@ -47,7 +47,7 @@ fn orphans(r: &Record) -> Vec<u32> {
 /// How a record stands: `alive` (its owner, leader or container runs), `answering`
 /// (its port accepts connections), `orphans` (live members of its group, when it is
 /// not alive).
-fn describe(r: &Record, alive: bool, answering: bool, orphans: &[u32]) -> Value {
+fn describe(r: &Record, alive: bool, answering: bool, orphans: &[u32], attached: usize) -> Value {
     let state = match (alive, answering) {
         (true, true) => "ready",
         (true, false) => "not_answering",
@@ -67,7 +67,7 @@ fn describe(r: &Record, alive: bool, answering: bool, orphans: &[u32]) -> Value 
         "health": if answering { "answering" } else { "not answering" },
         "fingerprint": r.fingerprint, "tool_version": r.tool_version,
         "started_at_unix_ms": r.started_at_unix_ms, "log_file": r.log_file, "restarts": r.restarts,
-        "orphans": orphans, "note": note,
+        "orphans": orphans, "note": note, "attached": attached,
     })
 }
 
@@ -103,7 +103,9 @@ pub async fn status(args: NameArgs) -> i32 {
         };
         let orphans = if alive { Vec::new() } else { orphans(r) };
         let up = (alive || !orphans.is_empty()) && answering(r).await;
-        let v = describe(r, alive, up, &orphans);
+        // Fronts holding a lease on a shared instance (one per host window).
+        let attached = tether::core::lease::holders(&state.lease_path(&r.name));
+        let v = describe(r, alive, up, &orphans, attached);
         if args.json {
             all.push(v);
         } else {
@@ -115,7 +117,11 @@ pub async fn status(args: NameArgs) -> i32 {
                 pid("pid"),
                 pid("guard_pid"),
                 r.url,
-                if r.detached { "detached" } else { "foreground" },
+                match (r.detached, attached) {
+                    (false, _) => "foreground".to_string(),
+                    (true, 0) => "detached".to_string(),
+                    (true, n) => format!("shared by {n}"),
+                },
                 r.tool_version.as_ref().map(|v| format!(", {v}")).unwrap_or_default(),
             );
             if let Some(note) = v["note"].as_str() {

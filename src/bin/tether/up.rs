@@ -63,7 +63,15 @@ pub async fn run(args: UpArgs) -> i32 {
         Ok(p) => p,
         Err(e) => return report_error(&e, json),
     };
-    let opts = EnsureOptions::default().detached(args.detach).replacing(args.backend.replace);
+    let mut opts = EnsureOptions::default().detached(args.detach).replacing(args.backend.replace);
+    let linger = match args.share.as_deref().map(tether::parse_duration) {
+        Some(Ok(linger)) => Some(linger),
+        Some(Err(why)) => return report_error(&Error::config(format!("bad --share: {why}")), json),
+        None => None,
+    };
+    if let Some(linger) = linger {
+        opts = opts.sharing(linger);
+    }
     // Listen before anything starts: a stop signal at any moment is a clean stop.
     let mut signals = match Signals::new() {
         Ok(s) => s,
@@ -78,6 +86,7 @@ pub async fn run(args: UpArgs) -> i32 {
     let mut supervisor = Supervisor::spawn(starter, tether::supervisor_options(&plan));
     let Some(mut events) = supervisor.events() else { return 1 };
     let mut view = View::new(json, &plan.name);
+    view.linger = linger;
     loop {
         tokio::select! {
             _ = signals.recv() => supervisor.stop(),
@@ -163,13 +172,15 @@ impl Signals {
 struct View {
     json: bool,
     name: String,
+    /// `--share`: the backend's linger after the last lease.
+    linger: Option<Duration>,
     bar: Option<ProgressBar>,
     last_plain: Option<String>,
 }
 
 impl View {
     fn new(json: bool, name: &str) -> Self {
-        View { json, name: name.to_string(), bar: None, last_plain: None }
+        View { json, name: name.to_string(), linger: None, bar: None, last_plain: None }
     }
 
     /// Show `event`; `Some(exit code)` once the supervisor is done.
@@ -228,6 +239,15 @@ impl View {
                 }
                 if *during_start {
                     self.stopped_while_starting();
+                } else if let (true, Some(linger)) = (*left_running, self.linger) {
+                    if self.json {
+                        json_line(
+                            &json!({"state": "released", "name": self.name, "linger_ms": linger.as_millis() as u64}),
+                        );
+                    } else {
+                        let linger = tether::core::error::humanize(linger);
+                        eprintln!("released '{}': it stops {linger} after the last sharer lets go", self.name);
+                    }
                 } else if *left_running {
                     if !self.json {
                         eprintln!("left '{}' running: it was already running (detached) before this `up`", self.name);

@@ -80,8 +80,11 @@ pub async fn spawn(cmd: ProcessCommand, spec: &LaunchSpec) -> Result<ProcessBack
             c.arg(guard::GUARD_ARG);
             c.arg("--grace-ms").arg(spec.grace.as_millis().to_string());
             match &spec.tethering {
-                Tethering::Detached { log_file, max_log_bytes, .. } => {
+                Tethering::Detached { log_file, max_log_bytes, lease, .. } => {
                     c.arg("--log-file").arg(log_file).arg("--log-max").arg(max_log_bytes.to_string());
+                    if let Some((file, linger)) = lease {
+                        c.arg("--lease").arg(file).arg("--linger-ms").arg(linger.as_millis().to_string());
+                    }
                 }
                 _ => {
                     c.arg("--parent").arg(std::process::id().to_string());
