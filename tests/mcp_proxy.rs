@@ -400,3 +400,39 @@ async fn a_sigkilled_proxy_leaves_no_backend_behind() {
         slowest.as_millis()
     );
 }
+
+/// Issue 13, item 2: two proxies of the same configuration with `--share` (two host
+/// windows) run one backend; it outlives the first to go and stops after the last.
+#[tokio::test]
+async fn shared_proxies_run_one_backend_that_stops_after_the_last() {
+    let sandbox = Sandbox::new();
+    let args = proxy_args(&["--share", "200ms", "--call-wait", "120s"], &[]);
+    let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "find_helpful_skills", "arguments": {"task_description": "shared"}}});
+    let mut first = Script::start(&sandbox, &args);
+    first.initialize().await;
+    first.send(call.clone()).await;
+    assert!(first.answer(2).await["result"]["content"][0]["text"].as_str().is_some_and(|t| t.contains("shared")));
+    let mut second = Script::start(&sandbox, &args);
+    second.initialize().await;
+    second.send(call).await;
+    assert!(second.answer(2).await["result"]["content"][0]["text"].as_str().is_some_and(|t| t.contains("shared")));
+    // One record, one backend: the instance name is the configuration's.
+    let records: Vec<String> = std::fs::read_dir(sandbox.state.path())
+        .expect("the state dir")
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.strip_suffix(".json").map(str::to_string))
+        .collect();
+    assert_eq!(records.len(), 1, "{records:?}");
+    let record = sandbox.record(&records[0]).expect("the shared record");
+    assert_eq!(record["detached"], true);
+    first.stdin = None;
+    assert_eq!(first.exit_code().await, Some(0));
+    assert!(group_alive(&record), "the backend stopped while another proxy uses it");
+    second.stdin = None;
+    assert_eq!(second.exit_code().await, Some(0));
+    group_gone(&record).await;
+    let name = records[0].clone();
+    let gone = tether_testkit::wait_until(WAIT, || sandbox.record(&name).is_none());
+    assert!(gone, "the record of a shared backend that stopped is left behind");
+}

@@ -131,7 +131,7 @@ impl Supervised for Connected {
     }
 
     fn leave_running(&self) -> bool {
-        self.handle.reused()
+        self.handle.reused() || self.handle.shared()
     }
 }
 

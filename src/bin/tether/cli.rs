@@ -205,6 +205,12 @@ pub struct McpProxyArgs {
     /// (the one-time setup step; a first uvx install can take minutes).
     #[arg(long)]
     pub prefetch: bool,
+    /// Share one backend between every proxy with the same configuration (an MCP host
+    /// runs one proxy per window): it runs detached, each proxy holds a lease on it, and
+    /// it stops LINGER after the last proxy is gone (e.g. `--share 60s`). The instance
+    /// name is then the tools cache key (or `--name`), the same for every such proxy.
+    #[arg(long, value_name = "LINGER", value_parser = parse_dur, conflicts_with = "prefetch")]
+    pub share: Option<String>,
 }
 
 /// The backend options, shared by `up` and `mcp-proxy`; each maps to the `tether.toml`

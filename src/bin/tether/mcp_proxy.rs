@@ -46,11 +46,20 @@ pub async fn run(args: McpProxyArgs) -> i32 {
     if args.list_wait.is_some() {
         config.list_wait = args.list_wait;
     }
-    let (plan, options) = match tether::mcp::plan(config) {
+    let (mut plan, options) = match tether::mcp::plan(config) {
         Ok(p) => p,
         Err(e) => return report_error(&e, false),
     };
-    let ensure = EnsureOptions::default().replacing(args.backend.replace);
+    let mut ensure = EnsureOptions::default().replacing(args.backend.replace);
+    match args.share.as_deref().map(tether::parse_duration) {
+        Some(Ok(linger)) => {
+            // Every proxy of this configuration names the same instance: they share it.
+            plan.name = options.cache_key.clone();
+            ensure = ensure.sharing(linger);
+        }
+        Some(Err(why)) => return report_error(&Error::config(format!("bad --share: {why}")), false),
+        None => {}
+    }
     if args.prefetch {
         return prefetch(plan, ensure, options, signals).await;
     }
