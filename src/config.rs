@@ -294,13 +294,22 @@ impl Config {
         if probe_text == "tcp" {
             return Ok(Arc::new(TcpProbe));
         }
+        if probe_text == "mcp" || probe_text.starts_with("mcp:") {
+            let path = probe_text.strip_prefix("mcp:").unwrap_or("/mcp");
+            if !path.starts_with('/') {
+                return Err(Error::config(format!(
+                    "bad probe `{probe_text}`: the path must start with `/`, e.g. mcp:/mcp"
+                )));
+            }
+            return Ok(Arc::new(tether_core::probe::McpProbe::new(path)));
+        }
         if let Some(re) = probe_text.strip_prefix("log:") {
             let re = regex::Regex::new(re).map_err(|e| {
                 Error::config(format!("bad probe `{probe_text}`: the regular expression does not parse: {e}"))
             })?;
             return Ok(Arc::new(LogProbe::new(re)));
         }
-        Err(Error::config(format!("bad probe `{probe_text}`; use http[:PATH], tcp or log:REGEX")))
+        Err(Error::config(format!("bad probe `{probe_text}`; use http[:PATH], tcp, log:REGEX or mcp[:PATH]")))
     }
 }
 
@@ -598,7 +607,7 @@ mod tests {
     #[test]
     fn bad_probes_are_config_errors() {
         for (probe, preset, needle) in [
-            ("grpc", None, "use http[:PATH], tcp or log:REGEX"),
+            ("grpc", None, "use http[:PATH], tcp, log:REGEX or mcp[:PATH]"),
             ("log:(", None, "does not parse"),
             ("http:health", None, "must start with `/`"),
             ("tcp", Some("claude-skills"), "need an HTTP probe"),

@@ -115,7 +115,7 @@ fn program_path_that_does_not_exist_is_named() {
 
 #[test]
 fn bad_probe_lists_the_kinds() {
-    expect(&Case::new(), &["up", "--probe", "grpc"], 2, "use http[:PATH], tcp or log:REGEX");
+    expect(&Case::new(), &["up", "--probe", "grpc"], 2, "use http[:PATH], tcp, log:REGEX or mcp[:PATH]");
 }
 
 #[test]

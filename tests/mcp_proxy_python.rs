@@ -274,3 +274,49 @@ async fn fronted_from_install_to_stop(mcp: &str) {
     }
     eprintln!("mcp=={mcp}: done after {:?}", started.elapsed());
 }
+
+/// Issue 13, item 4: with no probe and no preset, a stock MCP server is ready once its
+/// MCP endpoint answers an `initialize` — here the Python SDK's, whose `/health` never
+/// says loaded (its ready file is never created): the old default (`http:/health`)
+/// waited for it forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stock_mcp_server_is_ready_when_its_endpoint_answers_initialize() {
+    let Some(uv) = support::Uv::find() else { return };
+    let wheel = build_wheel(&uv.python, MCP_2);
+    let sandbox = Sandbox::with_env(uv.env());
+    let never = sandbox.path("never-created");
+    let timeout = format!("{}s", READY.as_secs());
+    let args: Vec<String> = [
+        "--runner",
+        "uvx",
+        "--package",
+        &wheel.path.to_string_lossy(),
+        "--python",
+        &uv.python.to_string_lossy(),
+        "--uvx",
+        &uv.uvx.to_string_lossy(),
+        "--name",
+        "stock",
+        "--call-wait",
+        &timeout,
+        "--timeout",
+        &timeout,
+        "--",
+        "--port",
+        "{port}",
+        "--ready-file",
+        &never.to_string_lossy(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let (client, _events) = connect(&sandbox, &args).await;
+    // The call waits for readiness (up to --call-wait), then is forwarded.
+    let found = call(&client, "find_helpful_skills", json!({"task_description": "stock", "top_k": 1}))
+        .await
+        .expect("forwarded once the endpoint answers initialize");
+    assert_ne!(found.is_error, Some(true), "{found:?}");
+    assert!(text_of(&found).starts_with("top 1 skills for: stock"), "{found:?}");
+    let record = sandbox.record("stock").expect("a record while it runs");
+    drop(client);
+    group_gone(&record).await;
+}

@@ -80,6 +80,12 @@ pub fn plan(mut config: Config) -> Result<(Plan, ProxyOptions)> {
         config.name = Some(format!("mcp-{}", std::process::id()));
     }
     config.port.get_or_insert(PortChoice::Auto);
+    // A stock MCP server (FastMCP, rmcp) has no `/health`: with nothing said, it is ready
+    // once its MCP endpoint answers an `initialize`.
+    if config.probe.is_none() && config.preset.is_none() {
+        let path = config.mcp_path.clone().unwrap_or_else(|| "/mcp".into());
+        config.probe = Some(format!("mcp:{path}"));
+    }
     config.restart.get_or_insert_with(|| "on-failure".into());
     let plan = config.plan()?;
     let mut options = ProxyOptions::from_plan(&plan)?;

@@ -233,7 +233,8 @@ pub struct BackendArgs {
     /// Host to listen on and probe, an IP address of this machine [default: 127.0.0.1]
     #[arg(long, env = "TETHER_HOST", value_name = "ADDR")]
     pub host: Option<String>,
-    /// Readiness probe: http[:PATH], tcp or log:REGEX [default: http:/health]
+    /// Readiness probe: http[:PATH], tcp, log:REGEX or mcp[:PATH] (an MCP initialize;
+    /// mcp-proxy's default without --probe or --preset) [default: http:/health]
     #[arg(long, env = "TETHER_PROBE")]
     pub probe: Option<String>,
     /// A probe preset: claude-skills [default: none; the demo backend: claude-skills]

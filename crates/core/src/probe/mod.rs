@@ -2,6 +2,7 @@
 
 mod condition;
 mod http;
+mod mcp;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -11,6 +12,7 @@ use regex::Regex;
 
 pub use condition::{Condition, ConditionError, Op, lookup};
 pub use http::HttpProbe;
+pub use mcp::McpProbe;
 
 use crate::relay::LogRelay;
 use crate::runner::Endpoint;
