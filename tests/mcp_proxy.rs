@@ -436,3 +436,38 @@ async fn shared_proxies_run_one_backend_that_stops_after_the_last() {
     let gone = tether_testkit::wait_until(WAIT, || sandbox.record(&name).is_none());
     assert!(gone, "the record of a shared backend that stopped is left behind");
 }
+
+/// Issue 13, item 3: a backend that exits between its ready `/health` and its MCP
+/// `initialize` is noticed at once (the connect races the process), and the host is told.
+#[tokio::test]
+async fn a_backend_that_exits_before_its_mcp_endpoint_answers_is_reported_at_once() {
+    let sandbox = Sandbox::new();
+    let exe = env!("CARGO_BIN_EXE_tether");
+    // The demo backend: ready on /health at once, no MCP endpoint (404), exits at 0.5 s.
+    let args: Vec<String> = [
+        "--name",
+        "gone",
+        "--preset",
+        "claude-skills",
+        "--max-restarts",
+        "0",
+        "--call-wait",
+        "60s",
+        "--",
+        exe,
+        "demo-backend",
+        "--port",
+        "{port}",
+        "--exit-after",
+        "500ms",
+        "--exit-code",
+        "3",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut script = Script::start(&sandbox, &args);
+    script.initialize().await;
+    let text = script.tool_error(2, "find_helpful_skills").await;
+    assert!(text.contains("after it said ready"), "{text}");
+    assert!(!text.contains("mcp-path"), "the exit is the reason, not the path: {text}");
+}

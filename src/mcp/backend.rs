@@ -153,13 +153,23 @@ impl Starter for McpStarter {
         let url = format!("{}{}", handle.url(), self.mcp_path);
         let patience = self.timeout.min(CONNECT_PATIENCE);
         let mut cancel = attempt.cancel.clone();
+        // The connect races the backend itself: one that exits between its ready
+        // `/health` and its MCP `initialize` is reported at once, not after the patience.
+        let mut exited = None;
         let client = tokio::select! {
             c = connect_patiently(&url, BackendClient { shared: self.shared.clone() }, patience) => c,
             () = stopping(&mut cancel) => Err("stopping".into()),
+            ended = handle.watch(None) => {
+                let ended = ended.unwrap_or_else(|e| Ended::Unhealthy(e.chain()));
+                let why = format!("the backend {ended} after it said ready, before its MCP endpoint {url} answered");
+                exited = Some(why.clone());
+                Err(why)
+            }
         };
         let client = match client {
             Ok(c) => c,
             Err(why) => {
+                let tail = Supervised::tail(&handle, tether_core::readiness::TAIL_LINES);
                 let stopping = *attempt.cancel.borrow();
                 if handle.reused() {
                     handle.release();
@@ -168,6 +178,9 @@ impl Starter for McpStarter {
                 }
                 if stopping {
                     return Err(Error::Interrupted);
+                }
+                if let Some(message) = exited {
+                    return Err(Error::Runner { message, stderr_tail: tail, source: None });
                 }
                 return Err(unanswered(&url, patience, &why));
             }
