@@ -151,6 +151,8 @@ struct Script {
     child: tokio::process::Child,
     stdin: Option<tokio::process::ChildStdin>,
     stdout: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    /// The notifications read while waiting for answers.
+    seen: Vec<Value>,
 }
 
 impl Script {
@@ -164,7 +166,7 @@ impl Script {
             .expect("start tether mcp-proxy");
         let stdin = child.stdin.take();
         let stdout = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        Script { child, stdin, stdout }
+        Script { child, stdin, stdout, seen: Vec::new() }
     }
 
     async fn send(&mut self, message: Value) {
@@ -187,6 +189,9 @@ impl Script {
                 serde_json::from_str(&line).unwrap_or_else(|e| panic!("stdout is not JSON-RPC ({e}): {line}"));
             if v["id"] == json!(id) {
                 return v;
+            }
+            if v.get("id").is_none() {
+                self.seen.push(v);
             }
         }
     }
@@ -261,6 +266,15 @@ async fn a_backend_that_cannot_start_is_explained_to_the_host() {
     assert!(text.contains("will not be restarted"), "{text}");
     assert!(text.contains("exit code 2"), "{text}");
     assert!(text.contains("many"), "the backend's own complaint is shown: {text}");
+    // Hosts show a failure only when it surfaces in the protocol: an MCP log message too.
+    let logged = script.seen.iter().find(|m| m["method"] == "notifications/message").cloned();
+    let logged = logged.unwrap_or_else(|| panic!("no notifications/message among {:?}", script.seen));
+    assert_eq!(logged["params"]["level"], "error", "{logged}");
+    assert!(
+        logged["params"]["data"]["error"].as_str().is_some_and(|e| e.contains("will not be restarted")),
+        "{logged}"
+    );
+    assert_eq!(logged["params"]["data"]["exit_code"], 2, "{logged}");
     script.stdin = None;
     assert_eq!(script.exit_code().await, Some(0));
 }

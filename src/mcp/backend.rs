@@ -264,6 +264,8 @@ pub(crate) async fn supervise(
                     Some(e) => e.backend_exit_code(),
                     None => tether_core::supervisor::exit_code(&ended),
                 };
+                let message = format!("backend '{name}' {reason}; it will not be restarted");
+                shared.tell_host_failed(message, exit_code, &stderr_tail).await;
                 shared.set(BackendState::Failed { reason, exit_code, stderr_tail });
                 // Keep answering the host (with this error) until it goes away.
                 stopping(&mut stop).await;

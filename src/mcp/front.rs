@@ -156,6 +156,18 @@ impl Shared {
         }
     }
 
+    /// Tell the host, as an MCP log message, why the backend failed for good: hosts show
+    /// a server's failure only if it surfaces in the protocol (or on exit).
+    pub(crate) async fn tell_host_failed(&self, message: String, exit_code: Option<i32>, tail: &[String]) {
+        let Some(host) = self.host() else { return };
+        let data = serde_json::json!({"error": message, "exit_code": exit_code, "last_output": tail});
+        let param = rmcp::model::LoggingMessageNotificationParam::new(rmcp::model::LoggingLevel::Error, data)
+            .with_logger("tether");
+        if let Err(e) = host.notify_logging_message(param).await {
+            tracing::debug!(error = %e, "cannot tell the host why the backend failed");
+        }
+    }
+
     /// Tell the host to list the tools again.
     pub(crate) async fn tools_changed(&self) {
         *self.0.served.lock().unwrap_or_else(|p| p.into_inner()) = None;
@@ -276,8 +288,10 @@ impl Front {
 
 impl ServerHandler for Front {
     fn get_info(&self) -> ServerConfig {
-        let config = ServerConfig::new(ServerCapabilities::builder().enable_tools().enable_tool_list_changed().build())
-            .with_server_info(Implementation::new("tether-mcp-proxy", env!("CARGO_PKG_VERSION")));
+        let config = ServerConfig::new(
+            ServerCapabilities::builder().enable_logging().enable_tools().enable_tool_list_changed().build(),
+        )
+        .with_server_info(Implementation::new("tether-mcp-proxy", env!("CARGO_PKG_VERSION")));
         // The backend's own instructions, as it gave them last time (the cache), if any.
         match self.shared.0.cache.instructions() {
             Some(text) => config.with_instructions(text),
