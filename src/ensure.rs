@@ -121,6 +121,7 @@ pub async fn ensure_running(plan: Plan, opts: EnsureOptions) -> Result<Handle> {
         None => None,
     };
     let lock = acquire(&state, &plan).await?;
+    forget_the_dead(&state, &plan.name);
     if let Some(old) = state.load(&plan.name)? {
         if old.owner_alive() && !old.detached {
             return Err(Error::AlreadyRunning { name: plan.name.clone(), pid: old.owner.map(|p| p.pid) });
@@ -214,6 +215,22 @@ pub async fn ensure_running(plan: Plan, opts: EnsureOptions) -> Result<Handle> {
         Err(e) => {
             let _ = state.remove(&plan.name);
             Err(e)
+        }
+    }
+}
+
+/// Forget the records of foreground instances of other names whose owner died and of
+/// which nothing runs any more (a killed `mcp-proxy` of its own name, say): they are
+/// litter no later start of that name will ever sweep. No signal: files only, and only
+/// for records whose owner and whole process group are provably gone. Detached records
+/// stay (their log may tell what happened; `down` forgets them).
+fn forget_the_dead(state: &StateDir, starting: &str) {
+    let Ok(records) = state.list() else { return };
+    for r in records.iter().filter(|r| r.name != starting && !r.detached && r.container_id.is_none()) {
+        let group_gone = r.leader.is_none_or(|l| procs::group_members(l.pid).is_empty() && !l.is_alive());
+        if !r.owner_alive() && group_gone {
+            tracing::debug!(instance = %r.name, "forgetting the record of a dead foreground instance");
+            let _ = state.remove(&r.name);
         }
     }
 }

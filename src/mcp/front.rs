@@ -158,6 +158,9 @@ impl Shared {
 
     /// Tell the host, as an MCP log message, why the backend failed for good: hosts show
     /// a server's failure only if it surfaces in the protocol (or on exit).
+    // MCP logging is deprecated by SEP-2577 (rmcp marks it so), but today's hosts still
+    // show log messages and nothing replaces them yet.
+    #[allow(deprecated)]
     pub(crate) async fn tell_host_failed(&self, message: String, exit_code: Option<i32>, tail: &[String]) {
         let Some(host) = self.host() else { return };
         let data = serde_json::json!({"error": message, "exit_code": exit_code, "last_output": tail});
@@ -287,6 +290,8 @@ impl Front {
 }
 
 impl ServerHandler for Front {
+    // `logging`: deprecated by SEP-2577, still what hosts show (see `tell_host_failed`).
+    #[allow(deprecated)]
     fn get_info(&self) -> ServerConfig {
         let config = ServerConfig::new(
             ServerCapabilities::builder().enable_logging().enable_tools().enable_tool_list_changed().build(),
