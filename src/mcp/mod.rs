@@ -82,7 +82,8 @@ pub fn plan(mut config: Config) -> Result<(Plan, ProxyOptions)> {
     config.port.get_or_insert(PortChoice::Auto);
     // A stock MCP server (FastMCP, rmcp) has no `/health`: with nothing said, it is ready
     // once its MCP endpoint answers an `initialize`.
-    if config.probe.is_none() && config.preset.is_none() {
+    let health_said = config.preset.is_some() || !config.expect.is_empty() || config.progress_field.is_some();
+    if config.probe.is_none() && !health_said {
         let path = config.mcp_path.clone().unwrap_or_else(|| "/mcp".into());
         config.probe = Some(format!("mcp:{path}"));
     }
