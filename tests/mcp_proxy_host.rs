@@ -277,8 +277,8 @@ async fn a_failed_prefetch_says_why_and_exits_1() {
 async fn a_version_bump_of_a_uvx_package_lists_the_previous_versions_tools_at_once() {
     let Some(py) = PyHost::find() else { return };
     let sandbox = py.sandbox();
-    let wheel_a = PyWheel::build(&py.found.python, "0.4.2");
-    let wheel_b = PyWheel::build(&py.found.python, "0.4.3");
+    let wheel_a = mcp_support::Wheel::build(&py.found.python, "0.4.2", MCP_2);
+    let wheel_b = mcp_support::Wheel::build(&py.found.python, "0.4.3", MCP_2);
     let ready = sandbox.path("ready");
     let ready_arg = ready.to_string_lossy().into_owned();
     let uvx_args = |wheel: &Path| -> Vec<String> {
@@ -346,28 +346,4 @@ async fn a_projects_own_tether_toml_is_ignored_unless_config_names_it() {
     assert_eq!(names(&answer), ["list_skills", "find_helpful_skills"], "{answer}");
     assert!(cache.join("from-toml.json").is_file(), "the --config file's name keys the cache");
     drop(held);
-}
-
-/// The Python fixture wheel (`tests/fixtures/mcp_python`) at `version`, requiring `mcp==2.3.0`.
-struct PyWheel {
-    _dir: tempfile::TempDir,
-    path: PathBuf,
-}
-
-impl PyWheel {
-    fn build(python: &Path, version: &str) -> PyWheel {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mcp_python/build_wheel.py");
-        let out = std::process::Command::new(python)
-            .arg(&script)
-            .arg(dir.path())
-            .args([version, MCP_2])
-            .stdin(Stdio::null())
-            .output()
-            .expect("python3 runs build_wheel.py");
-        assert!(out.status.success(), "build_wheel.py failed: {}", String::from_utf8_lossy(&out.stderr));
-        let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-        assert!(path.is_file(), "no wheel at {}", path.display());
-        PyWheel { _dir: dir, path }
-    }
 }

@@ -23,15 +23,13 @@ mod support;
 
 mod mcp_support;
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use mcp_support::{Client, GONE, Sandbox, WAIT, call, connect, group_gone, object, text_of};
+use mcp_support::{Client, GONE, Sandbox, WAIT, Wheel, call, connect, group_gone, object, text_of};
 use rmcp::ServiceError;
 use rmcp::model::{CallToolRequestParams, CallToolResult, Tool};
 use serde_json::{Value, json};
-use tempfile::TempDir;
 
 /// The Python MCP SDK of the 2.x line the fixture wheel requires (`Requires-Dist: mcp==…`).
 const MCP_2: &str = "2.3.0";
@@ -48,28 +46,9 @@ const READY: Duration = Duration::from_secs(600);
 /// longer than this once.
 const SESSION_IDLE: Duration = Duration::from_secs(1);
 
-/// The fixture wheel, built into its own directory (kept as long as this lives).
-struct Wheel {
-    _dir: TempDir,
-    path: PathBuf,
-}
-
-/// Build the fixture wheel requiring `mcp==MCP` with `python3 build_wheel.py DIR VERSION MCP`
-/// (argv, no shell).
+/// The fixture wheel requiring `mcp==MCP`, at this test's fixture version.
 fn build_wheel(python: &Path, mcp: &str) -> Wheel {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mcp_python/build_wheel.py");
-    let out = std::process::Command::new(python)
-        .arg(&script)
-        .arg(dir.path())
-        .args([FIXTURE_VERSION, mcp])
-        .stdin(Stdio::null())
-        .output()
-        .expect("python3 runs build_wheel.py");
-    assert!(out.status.success(), "build_wheel.py failed: {}", String::from_utf8_lossy(&out.stderr));
-    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
-    assert!(path.is_file(), "no wheel at {}", path.display());
-    Wheel { _dir: dir, path }
+    Wheel::build(python, FIXTURE_VERSION, mcp)
 }
 
 async fn tools(client: &Client) -> Vec<Tool> {

@@ -93,22 +93,24 @@ async fn a_backend_that_never_binds_is_not_ready_while_a_neighbour_answers() {
     assert!(neighbour.alive());
 }
 
-/// A backend that answers every request with `302 Found` to `location`: python's
-/// own HTTP server, as a real process that owns its port.
-fn redirector(location: &str) -> (Child, u16) {
-    let script = r#"
+/// Python's own HTTP server answering every request with `302 Found` to `argv[1]` +
+/// the path, on `argv[3]:argv[2]` (port 0: a free one); it prints its port.
+const REDIRECTOR: &str = r#"
 import http.server, sys
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         self.send_response(302)
         self.send_header("Location", sys.argv[1] + self.path)
         self.end_headers()
-s = http.server.HTTPServer(("127.0.0.1", 0), H)
+s = http.server.HTTPServer((sys.argv[3], int(sys.argv[2])), H)
 print(s.server_address[1], flush=True)
 s.serve_forever()
 "#;
+
+/// A redirector to `location` started by the test itself (not through tether).
+fn redirector(location: &str) -> (Child, u16) {
     let mut child = Command::new("python3")
-        .args(["-c", script, location])
+        .args(["-c", REDIRECTOR, location, "0", "127.0.0.1"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -126,19 +128,11 @@ async fn a_redirect_to_a_ready_neighbour_is_not_ready() {
     let _neighbour = Neighbour::demo(ready_port);
     // Launched through tether so that the listener is ours; it redirects /health
     // to the neighbour, which answers ready JSON.
-    let script = r#"
-import http.server, sys
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(302)
-        self.send_header("Location", sys.argv[1] + self.path)
-        self.end_headers()
-http.server.HTTPServer((sys.argv[3], int(sys.argv[2])), H).serve_forever()
-"#;
+
     let port = tether::core::port::free_port("127.0.0.1").expect("free port");
     let target = format!("http://127.0.0.1:{ready_port}");
     let runner = Arc::new(NativeRunner::new("python3"));
-    let spec = spec("redirect", port).with_args(["-c", script, &target, "{port}", "{host}"]);
+    let spec = spec("redirect", port).with_args(["-c", REDIRECTOR, &target, "{port}", "{host}"]);
     let probe = Arc::new(HttpProbe::claude_skills("/health"));
     let err = launch(runner, spec, probe, options(Duration::from_secs(2))).await.expect_err("a redirect is not ready");
     let Error::Timeout { last_probe, .. } = &err else { panic!("expected a timeout, got {err:?}") };

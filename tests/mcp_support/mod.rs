@@ -157,3 +157,31 @@ pub fn group_alive(record: &Value) -> bool {
     let pgid = record["pgid"].as_u64().and_then(|p| u32::try_from(p).ok()).expect("the record has a pgid");
     !procs::group_members(pgid).is_empty()
 }
+
+/// The Python MCP fixture's wheel (`tests/fixtures/mcp_python`), built into its own
+/// directory (kept as long as this lives).
+pub struct Wheel {
+    _dir: TempDir,
+    /// The `.whl` file.
+    pub path: PathBuf,
+}
+
+impl Wheel {
+    /// Build the fixture at `version`, requiring `mcp==MCP`, with
+    /// `python3 build_wheel.py DIR VERSION MCP` (argv, no shell).
+    pub fn build(python: &std::path::Path, version: &str, mcp: &str) -> Wheel {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mcp_python/build_wheel.py");
+        let out = std::process::Command::new(python)
+            .arg(&script)
+            .arg(dir.path())
+            .args([version, mcp])
+            .stdin(Stdio::null())
+            .output()
+            .expect("python3 runs build_wheel.py");
+        assert!(out.status.success(), "build_wheel.py failed: {}", String::from_utf8_lossy(&out.stderr));
+        let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+        assert!(path.is_file(), "no wheel at {}", path.display());
+        Wheel { _dir: dir, path }
+    }
+}
