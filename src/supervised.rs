@@ -57,8 +57,7 @@ impl Supervised for Handle {
         info.name = record.name.clone();
         info.url = record.url.clone();
         info.port = record.port;
-        info.guard_pid = self.pid().filter(|&leader| tether_core::procs::backend_of(leader) != Some(leader));
-        info.pid = self.pid().and_then(tether_core::procs::backend_of);
+        (info.pid, info.guard_pid) = self.pid().map_or((None, None), tether_core::procs::backend_and_guard);
         info.container_id = record.container_id.clone();
         info.progress = self.progress();
         info.reused = self.reused();

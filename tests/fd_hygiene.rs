@@ -11,7 +11,7 @@ use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -30,14 +30,7 @@ fn tether(state: &Path, args: &[&str]) -> Command {
     cmd
 }
 
-fn dump(out: &Output) -> String {
-    format!(
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use tether_testkit::dump;
 
 /// Runs `tether down --name NAME` when dropped, so a failed assertion leaves nothing.
 struct DownOnDrop<'a>(&'a Path, &'a str);

@@ -138,6 +138,15 @@ pub fn backend_of(leader: u32) -> Option<u32> {
         .map(|(_, c)| c)
 }
 
+/// `(backend, guard)` under a recorded `leader`: the backend's own pid (see
+/// [`backend_of`]), and the leader's pid when it is a guard above the backend.
+pub fn backend_and_guard(leader: u32) -> (Option<u32>, Option<u32>) {
+    let backend = backend_of(leader);
+    let guard =
+        (backend.is_some_and(|b| b != leader) || backend.is_none() && live_stat(leader).is_some()).then_some(leader);
+    (backend, guard)
+}
+
 /// The process group of `pid`; `None` if it does not exist or is a zombie.
 pub fn pgid_of(pid: u32) -> Option<u32> {
     live_stat(pid).map(|s| to_u32(s.pgrp))

@@ -470,8 +470,8 @@ impl Supervised for crate::Instance {
         let endpoint = self.endpoint();
         let (pid, guard_pid, container_id) = match self.identity() {
             crate::Identity::Process { leader, .. } => {
-                let backend = crate::procs::backend_of(leader.pid);
-                (backend, (backend != Some(leader.pid)).then_some(leader.pid), None)
+                let (backend, guard) = crate::procs::backend_and_guard(leader.pid);
+                (backend, guard, None)
             }
             crate::Identity::Container { id } => (None, None, Some(id)),
         };

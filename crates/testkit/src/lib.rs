@@ -26,6 +26,16 @@ pub fn missing_tool(what: &str) {
     eprintln!("SKIPPED: {what} is missing (this would fail in CI)");
 }
 
+/// A finished command's exit and output, for assertion messages.
+pub fn dump(out: &std::process::Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// Polls `cond` until it holds or `timeout` passes; whether it held. For tests that
 /// wait for something outside their control to end (a process, a container): the
 /// timeout is a failure bound, not a synchronisation.

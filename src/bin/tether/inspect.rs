@@ -58,10 +58,10 @@ fn describe(r: &Record, alive: bool, answering: bool, orphans: &[u32], attached:
         let how = if answering { format!("still answering on {}", r.port) } else { "still running".to_string() };
         format!("orphaned, {how} — `tether down --name {}` stops it", r.name)
     });
+    let pids = r.leader.map_or((None, None), |l| tether::core::procs::backend_and_guard(l.pid));
     json!({
         "name": r.name, "state": state, "runner": r.runner, "detached": r.detached,
-        "pid": r.leader.and_then(|l| tether::core::procs::backend_of(l.pid)),
-        "guard_pid": r.leader.map(|l| l.pid).filter(|&l| tether::core::procs::backend_of(l) != Some(l)),
+        "pid": pids.0, "guard_pid": pids.1,
         "pgid": r.pgid, "container_id": r.container_id,
         "owner_pid": r.owner.map(|o| o.pid), "port": r.port, "url": r.url,
         "health": if answering { "answering" } else { "not answering" },
