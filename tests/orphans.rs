@@ -145,13 +145,16 @@ fn killing_owner_and_guard_takes_the_backend_and_status_names_the_orphan() {
     tree.others.push(backend);
     assert_eq!(procs::pgid_of(gpid), Some(guard.pid), "the grandchild is in the guard's group");
 
-    // Stopped first, so that neither can act on the other's death; then both killed.
-    signal(guard, Signal::SIGSTOP);
+    // The owner is stopped first, so that it cannot act on the guard's death; then the guard
+    // is killed, then the owner. The guard is never *stopped*: were it stopped when the owner
+    // dies, the kernel would find the guard's process group orphaned with a stopped member and
+    // send the whole group SIGHUP + SIGCONT (POSIX job control), killing the grandchild that
+    // this test expects to be left — which made this test fail now and then.
     signal(owner, Signal::SIGSTOP);
-    signal(owner, Signal::SIGKILL);
     signal(guard, Signal::SIGKILL);
-    let _ = tree.tether.wait();
     assert!(wait_until(|| !guard.is_alive()), "the guard survived SIGKILL");
+    signal(owner, Signal::SIGKILL);
+    let _ = tree.tether.wait();
 
     // The backend dies with its guard (its parent-death signal)…
     assert!(wait_until(|| !backend.is_alive()), "the backend outlived its guard: {}", command_of(backend.pid));
