@@ -11,6 +11,35 @@ use tether_core::supervise::{Liveness, RestartOptions};
 use tether_core::{Error, HealthProbe, Result};
 
 use crate::RunnerKind;
+#[cfg(feature = "remote")]
+use tether_runner_remote::RemoteUrl;
+
+/// Without the remote runner a URL cannot be attached to: choosing it is an error
+/// naming the feature (as building any runner whose feature is off).
+#[cfg(not(feature = "remote"))]
+struct RemoteUrl;
+
+#[cfg(not(feature = "remote"))]
+impl RemoteUrl {
+    fn parse(_text: &str) -> Result<Self> {
+        Err(Error::config(
+            "this build of tether has no `remote` runner; rebuild with the cargo feature `remote` \
+             (it is on by default: `cargo build --features remote`)",
+        ))
+    }
+
+    fn host(&self) -> &str {
+        ""
+    }
+
+    fn port(&self) -> u16 {
+        0
+    }
+
+    fn path(&self) -> &str {
+        ""
+    }
+}
 
 /// A port, or `auto` (a free one picked at start).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,7 +98,7 @@ impl<'de> Deserialize<'de> for PortChoice {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 #[non_exhaustive]
 pub struct Config {
-    /// `native`, `uvx` or `docker`.
+    /// `native`, `uvx`, `docker` or `remote`.
     pub runner: Option<RunnerKind>,
     /// Instance name (default `default`).
     pub name: Option<String>,
@@ -126,6 +155,10 @@ pub struct Config {
     pub container_port: Option<u16>,
     /// docker: `always`, `missing` or `never`.
     pub pull: Option<String>,
+    /// remote: where a backend someone else runs answers, `http://HOST:PORT[/PATH]`
+    /// (implies the `remote` runner). Probes join their path onto its origin; its path is
+    /// only `mcp-proxy`'s default MCP endpoint.
+    pub url: Option<String>,
     /// After ready: `no`, `on-failure` or `always`.
     pub restart: Option<String>,
     /// At most this many restarts in a row (default 5; 0 = none).
@@ -173,7 +206,7 @@ impl Config {
             runner, name, port, host, probe, preset, progress_field, expect_version, timeout,
             probe_timeout, grace, force_port, cwd, package, entry, python, offline, index_url, uvx,
             no_version_check, image,
-            container_port, pull, restart, max_restarts, liveness, liveness_period, liveness_failures,
+            container_port, pull, url, restart, max_restarts, liveness, liveness_period, liveness_failures,
             mcp_path, tools, call_wait, list_wait;
             expect, args);
         self.env.extend(flags.env);
@@ -184,6 +217,7 @@ impl Config {
         let name = self.name.clone().unwrap_or_else(|| "default".into());
         let runner = match self.runner {
             Some(r) => r,
+            None if self.url.is_some() => RunnerKind::Remote,
             None if self.package.is_some() => RunnerKind::Uvx,
             None if self.image.is_some() => RunnerKind::Docker,
             None => RunnerKind::Native,
@@ -207,11 +241,23 @@ impl Config {
         if let Some(dir) = self.cwd.as_deref().filter(|_| runner != RunnerKind::Docker) {
             check_cwd(dir)?;
         }
+        let remote = self.remote_url(runner)?;
         let probe = self.build_probe(runner)?;
+        // A remote backend is not ours to restart: "restarting" it is re-probing it until it
+        // answers again (reconnecting), by default always and without a limit.
+        let (default_policy, default_max) = if remote.is_some() { ("always", None) } else { ("no", Some(5)) };
         let restart = RestartOptions::default()
-            .with_policy(self.restart.as_deref().unwrap_or("no").parse()?)
-            .with_max_restarts(Some(self.max_restarts.unwrap_or(5)));
+            .with_policy(self.restart.as_deref().unwrap_or(default_policy).parse()?)
+            .with_max_restarts(self.max_restarts.or(default_max));
         let liveness = match &self.liveness {
+            // No process to exit: without a probe a lost remote backend would go unnoticed,
+            // so its liveness probe is its readiness probe.
+            None if remote.is_some() => Some(Liveness {
+                probe: Arc::clone(&probe),
+                period: liveness_period,
+                failures: self.liveness_failures.unwrap_or(3).max(1),
+                timeout: probe_timeout,
+            }),
             None => None,
             Some(text) => Some(Liveness {
                 probe: liveness_probe(text)?,
@@ -220,14 +266,21 @@ impl Config {
                 timeout: probe_timeout,
             }),
         };
-        let host = self.host.clone().unwrap_or_else(|| "127.0.0.1".into());
-        check_host(&host)?;
+        let (host, port) = match &remote {
+            // The user's remote: its host may be any name (no bind test, no loopback rule).
+            Some(url) => (url.host().to_string(), PortChoice::Fixed(url.port())),
+            None => {
+                let host = self.host.clone().unwrap_or_else(|| DEFAULT_HOST.into());
+                check_host_for(runner, &host, self.host.is_some())?;
+                (host, self.port.unwrap_or(PortChoice::Fixed(8765)))
+            }
+        };
         Ok(Plan {
             restart,
             liveness,
             name,
             runner,
-            port: self.port.unwrap_or(PortChoice::Fixed(8765)),
+            port,
             host,
             probe,
             timeout,
@@ -248,6 +301,76 @@ impl Config {
             (RunnerKind::Uvx, Some(package)) => pinned_version(package),
             _ => None,
         })
+    }
+
+    /// Whether this attaches to a backend someone else runs: `runner = "remote"`, or a
+    /// `url` with no runner named.
+    pub fn is_remote(&self) -> bool {
+        self.runner == Some(RunnerKind::Remote) || (self.runner.is_none() && self.url.is_some())
+    }
+
+    /// The path of `url` (without a trailing `/`), when it has one: `mcp-proxy`'s default
+    /// MCP endpoint for a remote backend. `None` for no URL, a bad one, or no path.
+    pub fn url_path(&self) -> Option<String> {
+        let url = RemoteUrl::parse(self.url.as_deref()?).ok()?;
+        Some(url.path().to_string()).filter(|p| !p.is_empty())
+    }
+
+    /// The remote runner's URL, checked with everything that makes no sense with it
+    /// (`None` for the other runners, which must not have a URL).
+    fn remote_url(&self, runner: RunnerKind) -> Result<Option<RemoteUrl>> {
+        if runner != RunnerKind::Remote {
+            if let Some(url) = &self.url {
+                return Err(Error::config(format!(
+                    "--url `{url}` is only for --runner remote (a backend someone else runs); the {runner} runner \
+                     starts its own backend on --host/--port: drop --url, or use --runner remote"
+                )));
+            }
+            return Ok(None);
+        }
+        let Some(text) = &self.url else {
+            return Err(Error::config(
+                "--runner remote needs the backend's address: --url http://HOST:PORT \
+                 (or `url = \"http://HOST:PORT\"` in tether.toml)",
+            ));
+        };
+        let url = RemoteUrl::parse(text)?;
+        let nothing_started = "tether starts nothing with --runner remote (the backend is someone else's)";
+        let refuse =
+            |what: &str, fix: &str| Err(Error::config(format!("{what} makes no sense: {nothing_started}; {fix}")));
+        if self.port.is_some() {
+            return refuse("--port", "put the port in the URL, --url http://HOST:PORT");
+        }
+        if self.host.is_some() {
+            return refuse("--host", "put the host in the URL, --url http://HOST:PORT");
+        }
+        if self.cwd.is_some() {
+            return refuse("--cwd", "drop it");
+        }
+        if !self.args.is_empty() {
+            return refuse("a command after `--` (or `args`)", "drop it");
+        }
+        if !self.env.is_empty() {
+            return refuse("--env", "drop it");
+        }
+        if self.force_port == Some(true) {
+            return refuse("--force-port", "nothing of tether's listens on a port to clear; drop it");
+        }
+        let other_runners = [
+            ("--image", self.image.is_some()),
+            ("--container-port", self.container_port.is_some()),
+            ("--pull", self.pull.is_some()),
+            ("--package", self.package.is_some()),
+            ("--entry", self.entry.is_some()),
+            ("--python", self.python.is_some()),
+            ("--offline", self.offline == Some(true)),
+            ("--index-url", self.index_url.is_some()),
+            ("--uvx", self.uvx.is_some()),
+        ];
+        if let Some((flag, _)) = other_runners.iter().find(|(_, set)| *set) {
+            return refuse(flag, "it is an option of the docker or uvx runner; drop it");
+        }
+        Ok(Some(url))
     }
 
     fn build_probe(&self, runner: RunnerKind) -> Result<Arc<dyn HealthProbe>> {
@@ -304,6 +427,12 @@ impl Config {
             return Ok(Arc::new(tether_core::probe::McpProbe::new(path)));
         }
         if let Some(re) = probe_text.strip_prefix("log:") {
+            if runner == RunnerKind::Remote {
+                return Err(Error::config(format!(
+                    "bad probe `{probe_text}`: a log probe reads the backend's output, and a remote backend's output \
+                     stays on its own machine; use http[:PATH], tcp or mcp[:PATH]"
+                )));
+            }
             let re = regex::Regex::new(re).map_err(|e| {
                 Error::config(format!("bad probe `{probe_text}`: the regular expression does not parse: {e}"))
             })?;
@@ -323,6 +452,49 @@ fn pinned_version(package: &str) -> Option<String> {
 #[cfg(not(feature = "uvx"))]
 fn pinned_version(_package: &str) -> Option<String> {
     None
+}
+
+/// The host a plan gets when none is given: loopback only.
+pub(crate) const DEFAULT_HOST: &str = "127.0.0.1";
+
+/// Whether `runner` is the docker runner reaching a remote engine (`DOCKER_HOST`
+/// other than a socket file: see `tether_runner_docker::is_remote`).
+#[cfg(feature = "docker")]
+pub(crate) fn remote_docker(runner: RunnerKind) -> bool {
+    runner == RunnerKind::Docker && tether_runner_docker::engine_is_remote()
+}
+
+/// Without the docker runner there is no engine (building one fails).
+#[cfg(not(feature = "docker"))]
+pub(crate) fn remote_docker(_runner: RunnerKind) -> bool {
+    false
+}
+
+/// `--host` for `runner` (`given`: set by the user, not the default). For the docker
+/// runner on a remote engine it is an address of the engine's machine, where the
+/// port is published and probed: required (this machine's loopback default would
+/// never be reached), an IP literal (no DNS), not unspecified; it need not be an
+/// address of this machine. Otherwise [`check_host`].
+pub(crate) fn check_host_for(runner: RunnerKind, host: &str, given: bool) -> Result<()> {
+    if !remote_docker(runner) {
+        return check_host(host);
+    }
+    let engine = std::env::var("DOCKER_HOST").unwrap_or_default();
+    if !given {
+        return Err(Error::config(format!(
+            "the Docker engine is remote (DOCKER_HOST={engine}): its 127.0.0.1 is not this machine's, so \
+             `--host` is required — the IP address of the engine's machine as this machine reaches it, \
+             where the container port is published and probed (e.g. --host 192.0.2.10)"
+        )));
+    }
+    match host.parse::<std::net::IpAddr>() {
+        Ok(ip) if !ip.is_unspecified() => Ok(()),
+        _ => Err(Error::config(format!(
+            "`--host` must be an IP address of the remote Docker engine's machine (DOCKER_HOST={engine}), as \
+             this machine reaches it (e.g. 192.0.2.10), not '{host}': an IP literal, neither a name nor \
+             0.0.0.0/::, which would be probed on this machine"
+        ))),
+    }
 }
 
 /// `--host` must be an IP address of this machine: a literal (never resolved, so no
@@ -459,6 +631,13 @@ impl Plan {
                 "no program given for the native runner; write it after `--`, e.g. `tether up -- my-server --port {port}`",
             )),
         }
+    }
+
+    /// Remote runner: the backend's URL, as given.
+    pub fn remote_url(&self) -> Result<&str> {
+        self.config.url.as_deref().ok_or_else(|| {
+            Error::config("the remote runner needs a URL: --url http://HOST:PORT (or `url = \"…\"` in tether.toml)")
+        })
     }
 
     /// The backend's arguments (native: after the program).
@@ -617,6 +796,53 @@ mod tests {
             let e = c.plan().expect_err(probe);
             assert!(e.to_string().contains(needle), "{probe}: {e}");
             assert_eq!(e.exit_code(), 2);
+        }
+    }
+
+    #[cfg(feature = "remote")]
+    #[test]
+    fn a_remote_url_is_the_endpoint_and_a_lost_backend_is_reconnected() {
+        let c = Config { url: Some("http://search.example:9000/mcp".into()), ..Config::default() };
+        assert!(c.is_remote());
+        assert_eq!(c.url_path().as_deref(), Some("/mcp"));
+        let plan = c.plan().expect("a remote plan");
+        assert_eq!(plan.runner, RunnerKind::Remote);
+        assert_eq!((plan.host.as_str(), plan.port), ("search.example", PortChoice::Fixed(9000)));
+        assert_eq!(plan.restart.policy, tether_core::supervise::RestartPolicy::Always);
+        assert_eq!(plan.restart.max_restarts, None, "reconnects without a limit");
+        assert!(plan.liveness.is_some(), "a lost remote backend must be noticed");
+        let limited = Config {
+            url: Some("http://10.0.0.5:80".into()),
+            restart: Some("no".into()),
+            max_restarts: Some(2),
+            ..Config::default()
+        };
+        let limited = limited.plan().expect("a remote plan");
+        assert_eq!(limited.restart.policy, tether_core::supervise::RestartPolicy::No);
+        assert_eq!(limited.restart.max_restarts, Some(2));
+    }
+
+    #[cfg(feature = "remote")]
+    #[test]
+    fn options_of_started_backends_are_refused_with_remote() {
+        let remote =
+            || Config { runner: Some(RunnerKind::Remote), url: Some("http://127.0.0.1:9".into()), ..Config::default() };
+        for (config, needle) in [
+            (Config { url: None, ..remote() }, "needs the backend's address"),
+            (Config { port: Some(PortChoice::Auto), ..remote() }, "--port makes no sense"),
+            (Config { host: Some("::1".into()), ..remote() }, "--host makes no sense"),
+            (Config { cwd: Some("/".into()), ..remote() }, "--cwd makes no sense"),
+            (Config { args: vec!["srv".into()], ..remote() }, "a command after `--`"),
+            (Config { image: Some("img".into()), ..remote() }, "--image makes no sense"),
+            (Config { package: Some("p".into()), ..remote() }, "--package makes no sense"),
+            (Config { force_port: Some(true), ..remote() }, "--force-port makes no sense"),
+            (Config { probe: Some("log:up".into()), ..remote() }, "output stays on its own machine"),
+            (Config { runner: Some(RunnerKind::Native), ..remote() }, "only for --runner remote"),
+            (Config { url: Some("http://h:1?x".into()), ..remote() }, "query or fragment"),
+        ] {
+            let e = config.plan().expect_err(needle);
+            assert!(e.to_string().contains(needle), "{needle}: {e}");
+            assert_eq!(e.exit_code(), 2, "{needle}");
         }
     }
 

@@ -106,7 +106,19 @@ fn state_dir(opts: &EnsureOptions) -> Result<StateDir> {
 pub async fn ensure_running(plan: Plan, opts: EnsureOptions) -> Result<Handle> {
     StateDir::check_name(&plan.name)?;
     // Again here: a library user may have changed the plan's host after `plan()`.
-    crate::config::check_host(&plan.host)?;
+    // A backend someone else runs (`--runner remote`): its host is the user's URL's, not
+    // one of this machine; nothing is started, so nothing can be detached or shared.
+    let attached = plan.runner == crate::RunnerKind::Remote;
+    if attached && (opts.detach || opts.shared.is_some()) {
+        return Err(Error::config(
+            "--detach and --share make no sense with --runner remote: tether starts nothing there, the \
+             backend already runs on its own; drop them (`tether up --runner remote` only checks and watches it)",
+        ));
+    }
+    let given = plan.config.host.is_some() || plan.host != crate::config::DEFAULT_HOST;
+    if !attached {
+        crate::config::check_host_for(plan.runner, &plan.host, given)?;
+    }
     let state = state_dir(&opts)?;
     let runner = match &opts.runner {
         Some(r) => Arc::clone(r),
@@ -140,8 +152,19 @@ pub async fn ensure_running(plan: Plan, opts: EnsureOptions) -> Result<Handle> {
         PortChoice::Auto => None,
     };
     runner.sweep_stale(&plan.name, fixed, plan.grace).await?;
+    // A remote engine's ports are on its machine: this one's port guard sees none of
+    // them. The engine picks an automatic port (read back by the runner) and refuses
+    // a taken fixed one; tether's own containers on it were swept just above.
+    let remote_engine = crate::config::remote_docker(plan.runner);
     let port = match plan.port {
+        // Not ours and maybe not on this machine: the port guard must never touch its holder.
+        PortChoice::Fixed(p) if attached => p,
+        PortChoice::Auto if attached => {
+            return Err(Error::config("--runner remote attaches to the port in --url; `--port auto` makes no sense"));
+        }
+        PortChoice::Auto if remote_engine => 0,
         PortChoice::Auto => port::free_port(&plan.host)?,
+        PortChoice::Fixed(p) if remote_engine => p,
         PortChoice::Fixed(p) => {
             clear_port(&state, &plan, p).await?;
             p
@@ -189,6 +212,12 @@ pub async fn ensure_running(plan: Plan, opts: EnsureOptions) -> Result<Handle> {
         Arc::new(move |b: &dyn RunningBackend| {
             let mut r = record.lock().unwrap_or_else(|p| p.into_inner());
             fill_identity(&mut r, b.identity());
+            // Port 0 was left to the runner (a remote engine's pick): record the real one.
+            if r.port == 0 {
+                let endpoint = b.endpoint();
+                r.port = endpoint.port;
+                r.url = endpoint.url();
+            }
             if let Err(e) = state.save(&r) {
                 tracing::warn!(error = %e.chain(), "cannot record the instance");
             }
@@ -301,6 +330,8 @@ fn fill_identity(r: &mut Record, id: Identity) {
             r.backend_pid = backend_pid;
         }
         Identity::Container { id } => r.container_id = Some(id),
+        // Someone else's: no pid, no container, nothing a later `down` could signal.
+        Identity::Remote { .. } => {}
     }
 }
 

@@ -18,15 +18,18 @@ pub enum RunnerKind {
     Uvx,
     /// A container through the Docker Engine API.
     Docker,
+    /// A backend someone else runs, attached to by URL: nothing is started or signalled.
+    Remote,
 }
 
 impl RunnerKind {
-    /// `native`, `uvx`, `docker`.
+    /// `native`, `uvx`, `docker`, `remote`.
     pub fn as_str(&self) -> &'static str {
         match self {
             RunnerKind::Native => "native",
             RunnerKind::Uvx => "uvx",
             RunnerKind::Docker => "docker",
+            RunnerKind::Remote => "remote",
         }
     }
 
@@ -36,6 +39,7 @@ impl RunnerKind {
             RunnerKind::Native => cfg!(feature = "native"),
             RunnerKind::Uvx => cfg!(feature = "uvx"),
             RunnerKind::Docker => cfg!(feature = "docker"),
+            RunnerKind::Remote => cfg!(feature = "remote"),
         }
     }
 }
@@ -54,7 +58,10 @@ impl FromStr for RunnerKind {
             "native" => Ok(RunnerKind::Native),
             "uvx" => Ok(RunnerKind::Uvx),
             "docker" => Ok(RunnerKind::Docker),
-            other => Err(Error::config(format!("unknown runner `{other}`; use native, uvx or docker"))),
+            "remote" => Ok(RunnerKind::Remote),
+            other => Err(Error::config(format!(
+                "unknown runner `{other}`; use native, uvx or docker (or remote, with --url, for a backend someone else runs)"
+            ))),
         }
     }
 }
@@ -65,7 +72,21 @@ pub fn build_runner(plan: &Plan) -> Result<Arc<dyn Runner>> {
         RunnerKind::Native => native(plan),
         RunnerKind::Uvx => uvx(plan),
         RunnerKind::Docker => docker(plan),
+        RunnerKind::Remote => remote(plan),
     }
+}
+
+#[cfg(feature = "remote")]
+fn remote(plan: &Plan) -> Result<Arc<dyn Runner>> {
+    Ok(Arc::new(tether_runner_remote::RemoteRunner::new(plan.remote_url()?)?))
+}
+
+#[cfg(not(feature = "remote"))]
+fn remote(_plan: &Plan) -> Result<Arc<dyn Runner>> {
+    Err(Error::config(
+        "this build of tether has no `remote` runner; rebuild with the cargo feature `remote` \
+         (it is on by default: `cargo build --features remote`)",
+    ))
 }
 
 #[cfg(feature = "native")]
@@ -133,9 +154,26 @@ fn docker(plan: &Plan) -> Result<Arc<dyn Runner>> {
 pub fn recorded_runner(record: &tether_core::state::Record) -> Result<Arc<dyn Runner>> {
     match record.runner.parse::<RunnerKind>()? {
         RunnerKind::Docker => recorded_docker(),
+        // Someone else's backend: its recorded operations never touch it.
+        RunnerKind::Remote => recorded_remote(),
         // A process backend, whatever started it: its group, its log file.
         RunnerKind::Native | RunnerKind::Uvx => Ok(Arc::new(RecordedProcess)),
     }
+}
+
+#[cfg(feature = "remote")]
+fn recorded_remote() -> Result<Arc<dyn Runner>> {
+    Ok(Arc::new(tether_runner_remote::RemoteRunner::recorded()))
+}
+
+/// Without the runner, a remote record still must never lead to a signal: the
+/// process-group default would find no leader in it, but say so plainly instead.
+#[cfg(not(feature = "remote"))]
+fn recorded_remote() -> Result<Arc<dyn Runner>> {
+    Err(Error::config(
+        "the instance is a backend someone else runs (runner `remote`), and this build of tether has no \
+         `remote` runner; rebuild with the cargo feature `remote`",
+    ))
 }
 
 #[cfg(feature = "docker")]
@@ -186,6 +224,8 @@ mod tests {
     #[test]
     fn parses_kinds_and_rejects_unknown_ones() {
         assert_eq!("uvx".parse::<RunnerKind>().ok(), Some(RunnerKind::Uvx));
+        assert_eq!("remote".parse::<RunnerKind>().ok(), Some(RunnerKind::Remote));
+        assert_eq!(RunnerKind::Remote.as_str(), "remote");
         let e = "podman".parse::<RunnerKind>().expect_err("unknown");
         assert!(e.to_string().contains("native, uvx or docker"));
         assert_eq!(e.exit_code(), 2);

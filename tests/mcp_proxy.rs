@@ -177,6 +177,32 @@ impl Script {
         stdin.flush().await.expect("flush");
     }
 
+    /// Send `line` (and a newline) as it is: for lines that are not JSON-RPC.
+    async fn send_line(&mut self, line: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin open");
+        stdin.write_all(format!("{line}\n").as_bytes()).await.expect("write to the proxy");
+        stdin.flush().await.expect("flush");
+    }
+
+    /// The next error answer (one that cannot name an id has `"id": null`); notifications in
+    /// between are skipped.
+    async fn next_error(&mut self) -> Value {
+        loop {
+            let line = tokio::time::timeout(WAIT, self.stdout.next_line())
+                .await
+                .expect("an answer in time")
+                .expect("read stdout")
+                .expect("stdout open");
+            let v: Value =
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("stdout is not JSON-RPC ({e}): {line}"));
+            if v.get("error").is_some() {
+                return v;
+            }
+            assert!(v.get("id").is_none(), "an answer nobody asked for: {v}");
+            self.seen.push(v);
+        }
+    }
+
     /// The answer to request `id` (notifications in between are skipped).
     async fn answer(&mut self, id: u64) -> Value {
         loop {
@@ -239,6 +265,43 @@ async fn stdin_eof_stops_the_backend_and_exits_0() {
     assert_eq!(script.exit_code().await, Some(0));
     group_gone(&record).await;
     assert!(sandbox.record("eof").is_none(), "the record is removed on a clean stop");
+}
+
+/// JSON-RPC hygiene on stdin: a request before `initialize` gets a clear error (and a
+/// notification before it does not end the session), a line that is not JSON gets a Parse
+/// error, a batch an Invalid Request error, both with `"id": null`, and the proxy keeps
+/// serving.
+#[tokio::test]
+async fn bad_json_rpc_lines_are_answered_and_the_proxy_keeps_serving() {
+    let sandbox = Sandbox::new();
+    let never = sandbox.path("never");
+    let mut script = Script::start(&sandbox, &proxy_args(&[], &["--ready-file", &never.to_string_lossy()]));
+    script.send(json!({"jsonrpc": "2.0", "id": 7, "method": "tools/list"})).await;
+    let early = script.answer(7).await;
+    assert_eq!(early["error"]["code"], json!(-32002), "{early}");
+    let message = early["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("not initialized") && message.contains("`initialize`"), "{early}");
+    script.send(json!({"jsonrpc": "2.0", "method": "notifications/initialized"})).await;
+    script.send_line("{\"jsonrpc\": \"2.0\", \"id\": 8, \"method\": \"ping\"").await;
+    let parse = script.next_error().await;
+    assert_eq!((parse["id"].clone(), parse["error"]["code"].clone()), (Value::Null, json!(-32700)), "{parse}");
+
+    let init = script.initialize().await;
+    assert_eq!(init["result"]["serverInfo"]["name"], "tether-mcp-proxy", "{init}");
+    script.send_line("not json at all").await;
+    let parse = script.next_error().await;
+    assert_eq!((parse["id"].clone(), parse["error"]["code"].clone()), (Value::Null, json!(-32700)), "{parse}");
+    script.send_line(r#"[{"jsonrpc": "2.0", "id": 9, "method": "tools/list"}]"#).await;
+    let batch = script.next_error().await;
+    assert_eq!((batch["id"].clone(), batch["error"]["code"].clone()), (Value::Null, json!(-32600)), "{batch}");
+    assert!(batch["error"]["message"].as_str().is_some_and(|m| m.contains("batch")), "{batch}");
+
+    script.send(json!({"jsonrpc": "2.0", "id": 10, "method": "tools/list"})).await;
+    let listed = script.answer(10).await;
+    let tools = listed["result"]["tools"].as_array().map_or(0, Vec::len);
+    assert_eq!(tools, 3, "the preset's tools: {listed}");
+    script.stdin = None;
+    assert_eq!(script.exit_code().await, Some(0));
 }
 
 #[tokio::test]

@@ -64,6 +64,12 @@ impl PyHost {
     /// `tether mcp-proxy ARGS` started by the SDK `sdk`'s stdio client in the sandbox's
     /// directory: the host's `initialize` answer and its first `tools/list`, as JSON.
     async fn first_list(&self, sandbox: &Sandbox, sdk: &str, args: &[String]) -> Value {
+        self.host(sandbox, sdk, &[], args).await
+    }
+
+    /// As [`first_list`](Self::first_list), with `host.py`'s own flags (`--sdk-client`,
+    /// `--call TOOL`, `--cancel LOG`) first.
+    async fn host(&self, sandbox: &Sandbox, sdk: &str, host_flags: &[&str], args: &[String]) -> Value {
         let host = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mcp_client/host.py");
         let mut cmd = tokio::process::Command::new(&self.uv);
         cmd.args(["run", "--no-project", "--python"])
@@ -74,6 +80,7 @@ impl PyHost {
             .arg(&host)
             .arg("--cwd")
             .arg(sandbox.dir.path())
+            .args(host_flags)
             .arg("--")
             .arg(env!("CARGO_BIN_EXE_tether"))
             .arg("mcp-proxy")
@@ -346,4 +353,64 @@ async fn a_projects_own_tether_toml_is_ignored_unless_config_names_it() {
     assert_eq!(names(&answer), ["list_skills", "find_helpful_skills"], "{answer}");
     assert!(cache.join("from-toml.json").is_file(), "the --config file's name keys the cache");
     drop(held);
+}
+
+#[tokio::test]
+async fn sdk_1_cancel_without_a_progress_token_reaches_the_backend() {
+    cancel_reaches_the_backend(MCP_1, &[]).await;
+}
+
+#[tokio::test]
+async fn sdk_2_cancel_without_a_progress_token_reaches_the_backend() {
+    cancel_reaches_the_backend(MCP_2, &[]).await;
+    cancel_reaches_the_backend(MCP_2, &["--sdk-client"]).await;
+}
+
+/// The host calls a tool that runs until cancelled (no progress token) and, once the backend
+/// runs it, cancels it by request id (1.x: its `notifications/cancelled`; 2.x: abandoning the
+/// call, which sends the SDK's own): the backend's request is cancelled too, and the session
+/// still serves the next call.
+async fn cancel_reaches_the_backend(sdk: &str, host_flags: &[&str]) {
+    let Some(py) = PyHost::find() else { return };
+    let sandbox = py.sandbox();
+    let log = sandbox.path("cancel.log");
+    let log_arg = log.to_string_lossy().into_owned();
+    let args = proxy_args(&["--list-wait", LONG_LIST_WAIT], &["--cancel-log", &log_arg]);
+    let mut flags = host_flags.to_vec();
+    flags.extend(["--cancel", log_arg.as_str()]);
+    let answer = py.host(&sandbox, sdk, &flags, &args).await;
+    let cancel = &answer["cancel"];
+    assert_eq!(cancel["backend_log"], json!(["started", "cancelled"]), "mcp=={sdk} {host_flags:?}: {answer}");
+    assert_eq!(cancel["backend_saw_cancel"], json!(true), "{answer}");
+    assert_eq!(cancel["after"]["isError"], json!(false), "the next call is served: {answer}");
+    assert!(cancel["after"]["content"][0]["text"].as_str().is_some_and(|t| t.contains("skill-1")), "{answer}");
+}
+
+#[tokio::test]
+async fn sdk_2_default_client_calls_tools() {
+    default_client_calls_tools(MCP_2, &["--sdk-client"]).await;
+}
+
+#[tokio::test]
+async fn sdk_1_default_client_calls_tools() {
+    default_client_calls_tools(MCP_1, &[]).await;
+}
+
+/// Each SDK line's default client (2.x: `mcp.Client` in `auto` mode, which probes
+/// `server/discover` at 2026-07-28 first; 1.x: `ClientSession` with `initialize`) lists and
+/// calls tools through the proxy: the proxy offers only the versions whose results it
+/// forwards as they are, and the 2.x client falls back to `initialize`.
+async fn default_client_calls_tools(sdk: &str, host_flags: &[&str]) {
+    let Some(py) = PyHost::find() else { return };
+    let sandbox = py.sandbox();
+    let args = proxy_args(&["--list-wait", LONG_LIST_WAIT], &[]);
+    let mut flags = host_flags.to_vec();
+    flags.extend(["--call", "list_skills"]);
+    let answer = py.host(&sandbox, sdk, &flags, &args).await;
+    assert_eq!(names(&answer), ["list_skills", "find_helpful_skills"], "{answer}");
+    let call = &answer["call"];
+    assert_eq!(call["isError"], json!(false), "mcp=={sdk}: {answer}");
+    assert_eq!(call["content"][0]["text"], "skill-1: Example skill 1\nskill-2: Example skill 2\nskill-3: Example skill 3");
+    let protocol = answer["protocol"].as_str().unwrap_or_default();
+    assert!(protocol < "2026-07-28", "an initialize-era version: {answer}");
 }

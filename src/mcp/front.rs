@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use rmcp::model::{
     CallToolRequest, CallToolRequestParams, CallToolResponse, CallToolResult, CancelledNotificationParam,
     ClientRequest, ContentBlock, Implementation, InitializeRequestParams, InitializeResult, ListToolsResult,
-    PaginatedRequestParams, ProgressNotificationParam, ProgressToken, ServerCapabilities, ServerConfig, ServerResult,
+    PaginatedRequestParams, ProgressNotificationParam, ProgressToken, ProtocolVersion, ServerCapabilities, ServerConfig, ServerResult,
     Tool,
 };
 use rmcp::service::{NotificationContext, PeerRequestOptions, RequestContext};
@@ -122,22 +122,27 @@ impl Shared {
         }
     }
 
-    /// Forward a call whose host asked for progress: the backend's progress notifications
-    /// for it go to the host under the host's token; a cancel by the host reaches the backend.
-    async fn call_with_progress(
+    /// Forward a call to the backend, cancellable: a cancel by the host (its
+    /// `notifications/cancelled` naming the call's request id, with or without a progress
+    /// token) cancels the backend's request with its own id. When the host asked for
+    /// progress (`host_token`), the backend's progress notifications for the call go to the
+    /// host under the host's token.
+    async fn forward_call(
         &self,
         peer: &Peer<RoleClient>,
         request: CallToolRequestParams,
-        host_token: ProgressToken,
+        host_token: Option<ProgressToken>,
         context: &RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ServiceError> {
         let request = ClientRequest::CallToolRequest(CallToolRequest::new(request));
         let handle = peer.send_request_with_option(request, PeerRequestOptions::no_options()).await?;
-        let token = handle.progress_token.clone();
         let id = handle.id.clone();
-        self.0.progress.lock().unwrap_or_else(|p| p.into_inner()).insert(token.clone(), host_token);
         // The route goes when the call ends, however it ends (this future may be dropped).
-        let _route = ProgressRoute { shared: self, token };
+        let _route = host_token.map(|host_token| {
+            let token = handle.progress_token.clone();
+            self.0.progress.lock().unwrap_or_else(|p| p.into_inner()).insert(token.clone(), host_token);
+            ProgressRoute { shared: self, token }
+        });
         let answer = tokio::select! {
             answer = handle.await_response() => Some(answer),
             _ = context.ct.cancelled() => None,
@@ -149,8 +154,11 @@ impl Shared {
             Some(Ok(_)) => Err(ServiceError::UnexpectedResponse),
             Some(Err(e)) => Err(e),
             None => {
+                tracing::info!(host_request = %context.id, backend_request = %id, "the host cancelled a call: cancelling it on the backend");
                 let cancel = CancelledNotificationParam::new(Some(id), Some("cancelled by the MCP host".into()));
-                let _ = peer.notify_cancelled(cancel).await;
+                if let Err(e) = peer.notify_cancelled(cancel).await {
+                    tracing::debug!(error = %e, "cannot pass the cancel on to the backend");
+                }
                 Err(ServiceError::Cancelled { reason: Some("cancelled by the MCP host".into()) })
             }
         }
@@ -290,6 +298,14 @@ impl Front {
 }
 
 impl ServerHandler for Front {
+    /// Only the versions with an `initialize` handshake (up to 2025-11-25): the proxy
+    /// forwards results as the backend gave them, in the session model, which a 2026-07-28
+    /// client rejects (no `resultType`). A 2.x SDK client in its default `auto` mode probes
+    /// `server/discover`, is told these versions (-32022), and falls back to `initialize`.
+    fn supported_protocol_versions(&self) -> std::borrow::Cow<'static, [ProtocolVersion]> {
+        std::borrow::Cow::Borrowed(ProtocolVersion::known_up_to(&ProtocolVersion::LATEST_WITH_INITIALIZE))
+    }
+
     // `logging`: deprecated by SEP-2577, still what hosts show (see `tell_host_failed`).
     #[allow(deprecated)]
     fn get_info(&self) -> ServerConfig {
@@ -365,14 +381,16 @@ impl ServerHandler for Front {
             return Ok(self.shared.unavailable(&state).into());
         };
         let tool = request.name.clone();
-        let forwarded = match context.meta.get_progress_token() {
-            Some(host_token) => self.shared.call_with_progress(peer, request, host_token, &context).await,
-            None => peer.call_tool_once(request).await,
-        };
+        let host_token = context.meta.get_progress_token();
+        let forwarded = self.shared.forward_call(peer, request, host_token, &context).await;
         match forwarded {
             Ok(response) => Ok(response),
             // The backend's own protocol error (unknown tool, bad arguments): the host sees it as is.
             Err(ServiceError::McpError(e)) => Err(e),
+            // The host cancelled it (and so it was on the backend): nobody waits for an answer.
+            Err(ServiceError::Cancelled { .. }) if context.ct.is_cancelled() => {
+                Err(ErrorData::internal_error("cancelled by the host", None))
+            }
             Err(e) => {
                 tracing::warn!(%tool, error = %e, "forwarding a call to the backend failed");
                 // The backend may have died under the call: say what we know now.

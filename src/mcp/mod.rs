@@ -22,6 +22,7 @@
 
 mod backend;
 mod front;
+mod lines;
 mod tools;
 
 use std::future::Future;
@@ -69,17 +70,26 @@ pub const DEFAULT_LIST_WAIT: Duration = Duration::from_secs(8);
 /// tools cache key is the name given or one derived from what runs, without its version
 /// (see [`cache_key`]).
 pub fn plan(mut config: Config) -> Result<(Plan, ProxyOptions)> {
-    if config.args.is_empty() && config.package.is_none() && config.image.is_none() {
+    // A backend someone else runs: nothing to run, no port to pick; the URL's path is
+    // its MCP endpoint unless --mcp-path says otherwise.
+    let remote = config.is_remote();
+    if !remote && config.args.is_empty() && config.package.is_none() && config.image.is_none() {
         return Err(Error::config(
             "mcp-proxy needs a backend to run: `-- PROGRAM ARGS` (native), `--package PKG` (uvx) or \
-             `--image IMG` (docker), in flags or --config FILE",
+             `--image IMG` (docker), in flags or --config FILE; or one someone else runs: \
+             `--runner remote --url http://HOST:PORT/mcp`",
         ));
+    }
+    if remote && config.mcp_path.is_none() {
+        config.mcp_path = config.url_path();
     }
     let named = config.name.is_some();
     if !named {
         config.name = Some(format!("mcp-{}", std::process::id()));
     }
-    config.port.get_or_insert(PortChoice::Auto);
+    if !remote {
+        config.port.get_or_insert(PortChoice::Auto);
+    }
     // A stock MCP server (FastMCP, rmcp) has no `/health`: with nothing said, it is ready
     // once its MCP endpoint answers an `initialize`.
     let health_said = config.preset.is_some() || !config.expect.is_empty() || config.progress_field.is_some();
@@ -110,6 +120,8 @@ pub fn cache_key(plan: &Plan) -> String {
         parts.push(c.image.as_deref().map(image_name).unwrap_or_default().to_string());
     }
     parts.extend(c.args.iter().cloned());
+    // A remote backend is its URL (set only for the remote runner: the others' keys stay).
+    parts.extend(c.url.iter().cloned());
     format!("mcp-{:016x}", fnv1a(&parts))
 }
 
@@ -208,9 +220,13 @@ pub async fn serve_stdio(
     let shared = front::Shared::new(plan.name.clone(), cache, options.call_wait, options.list_wait);
     let supervisor = tokio::spawn(backend::supervise(plan, ensure, options.mcp_path.clone(), shared.clone(), stop_rx));
     let server = front::Front::new(shared.clone());
+    // Every line passes the filter first: rmcp's stdio transport has no answer for a line
+    // that is not JSON, nor for a request before `initialize`.
+    let (stdin, stdout) = rmcp::transport::stdio_pipes();
+    let (transport, writer) = lines::filter(stdin, stdout);
     let served = async {
         // `serve` returns once the host has initialized; then wait for the end of stdin.
-        match server.serve(rmcp::transport::stdio_pipes()).await {
+        match server.serve(transport).await {
             Ok(running) => match running.waiting().await {
                 Ok(reason) => tracing::debug!(?reason, "the MCP host closed the connection"),
                 Err(e) => tracing::warn!(error = %e, "the MCP connection ended with an error"),
@@ -219,7 +235,11 @@ pub async fn serve_stdio(
         }
     };
     tokio::select! {
-        _ = served => tracing::info!("stdin closed: stopping the backend"),
+        _ = served => {
+            tracing::info!("stdin closed: stopping the backend");
+            // rmcp's last answers (to requests sent just before the EOF) reach the host.
+            let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+        }
         _ = stop => tracing::info!("stop signal: stopping the backend"),
     }
     let _ = stop_tx.send(true);

@@ -37,10 +37,11 @@ pub fn listening_pids(port: u16) -> Result<Vec<u32>> {
         return Ok(Vec::new());
     }
     let proc_dir = std::fs::read_dir("/proc").map_err(|e| Error::io("cannot list /proc", e))?;
+    let fds = FdScan::open().map_err(|e| Error::io("cannot open /proc", e))?;
     let mut pids: Vec<u32> = proc_dir
         .flatten()
         .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
-        .filter(|&pid| holds_any(pid, &inodes))
+        .filter(|&pid| fds.any_socket(pid, |inode| inodes.contains(&inode)))
         .collect();
     // read_dir walks /proc in pid order already; sort anyway, it is the contract.
     pids.sort_unstable();
@@ -82,9 +83,13 @@ pub fn listeners_held_by(port: u16, root: procs::ProcessIdentity, pgid: Option<u
     if let Some(g) = pgid {
         tree.extend(procs::group_members(g));
     }
+    let Ok(fds) = FdScan::open() else { return false };
     let mut ours = HashSet::new();
     for pid in tree {
-        socket_inodes(pid, &mut ours);
+        fds.any_socket(pid, |inode| {
+            ours.insert(inode);
+            false
+        });
     }
     inodes.is_subset(&ours)
 }
@@ -282,25 +287,90 @@ fn release(listener: TcpListener) {
     let _ = nix::sys::socket::shutdown(listener.as_raw_fd(), nix::sys::socket::Shutdown::Both);
 }
 
-/// Whether `pid` has an open fd on one of the socket `inodes`. Unreadable or
-/// vanished processes hold nothing as far as we can tell.
-fn holds_any(pid: u32, inodes: &HashSet<u64>) -> bool {
-    socket_links(pid).any(|inode| inodes.contains(&inode))
+/// Reads the socket inodes of processes' open fds (`/proc/PID/fd/N` links to the text
+/// `socket:[INODE]`) with raw `openat` / `getdents64` / `readlinkat` relative to one
+/// `/proc` descriptor, into stack buffers.
+///
+/// The port lookup reads the fd links of every process on the machine, so this is
+/// its cost per process: with `std::fs::read_dir` and `read_link` (a path built and
+/// a `PathBuf` allocated per fd) it was the bulk of the lookup; the syscalls are the
+/// same, only the allocations and path walks from `/` are gone.
+struct FdScan {
+    proc: std::os::fd::OwnedFd,
 }
 
-/// Add the inodes of the sockets `pid` has open to `out`.
-fn socket_inodes(pid: u32, out: &mut HashSet<u64>) {
-    out.extend(socket_links(pid));
+impl FdScan {
+    fn open() -> io::Result<Self> {
+        let proc = std::fs::File::open("/proc")?;
+        Ok(FdScan { proc: proc.into() })
+    }
+
+    /// Call `hit` with the inode of each socket `pid` has open until it returns true;
+    /// whether it did. A process that is gone or whose fds we may not read (another
+    /// user's, without privilege) has none.
+    fn any_socket(&self, pid: u32, mut hit: impl FnMut(u64) -> bool) -> bool {
+        use std::io::Write;
+        use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+        // "PID/fd\0" relative to /proc.
+        let mut path = [0u8; 32];
+        let mut w = &mut path[..];
+        if write!(w, "{pid}/fd\0").is_err() {
+            return false;
+        }
+        // SAFETY: `path` is NUL-terminated; openat returns a new fd or -1.
+        let raw = unsafe {
+            libc::openat(
+                self.proc.as_raw_fd(),
+                path.as_ptr().cast(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        };
+        if raw < 0 {
+            return false;
+        }
+        // SAFETY: the kernel just gave us this fd; we own it.
+        let dir = unsafe { OwnedFd::from_raw_fd(raw) };
+        let mut entries = [0u8; 4096];
+        loop {
+            // SAFETY: getdents64 writes at most `entries.len()` bytes into `entries`.
+            let n =
+                unsafe { libc::syscall(libc::SYS_getdents64, dir.as_raw_fd(), entries.as_mut_ptr(), entries.len()) };
+            let Ok(n) = usize::try_from(n) else { return false };
+            if n == 0 {
+                return false;
+            }
+            let mut rest = entries.get(..n).unwrap_or_default();
+            // struct linux_dirent64 { u64 ino; i64 off; u16 reclen; u8 type; char name[]; }
+            while let Some(reclen) = rest.get(16..18).map(|b| usize::from(u16::from_ne_bytes([b[0], b[1]]))) {
+                let Some(name) = rest.get(19..reclen) else { break };
+                rest = rest.get(reclen..).unwrap_or_default();
+                // The name is NUL-terminated within the record; "." and ".." are no fds.
+                if name.first().is_none_or(|b| !b.is_ascii_digit()) || !name.contains(&0) {
+                    continue;
+                }
+                if let Some(inode) = socket_inode(&dir, name)
+                    && hit(inode)
+                {
+                    return true;
+                }
+            }
+        }
+    }
 }
 
-/// The inodes of the sockets `pid` has open (none when unreadable or gone).
-fn socket_links(pid: u32) -> impl Iterator<Item = u64> {
-    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).into_iter().flatten().flatten();
-    // A socket fd links to the text "socket:[INODE]".
-    fds.filter_map(|fd| {
-        let target = std::fs::read_link(fd.path()).ok()?;
-        target.to_str()?.strip_prefix("socket:[")?.strip_suffix(']')?.parse::<u64>().ok()
-    })
+/// The inode of the socket the fd link `name` (NUL-terminated) in the fd directory
+/// `dir` names; `None` for any other file, or a link gone meanwhile.
+fn socket_inode(dir: &std::os::fd::OwnedFd, name: &[u8]) -> Option<u64> {
+    use std::os::fd::AsRawFd;
+    // "socket:[" + at most 20 digits + "]" fits; a longer target is not a socket.
+    let mut target = [0u8; 64];
+    // SAFETY: `name` contains a NUL (checked by the caller); readlinkat writes at
+    // most `target.len()` bytes into `target`.
+    let n =
+        unsafe { libc::readlinkat(dir.as_raw_fd(), name.as_ptr().cast(), target.as_mut_ptr().cast(), target.len()) };
+    let link = target.get(..usize::try_from(n).ok()?)?;
+    let digits = link.strip_prefix(b"socket:[")?.strip_suffix(b"]")?;
+    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 fn resolve(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {

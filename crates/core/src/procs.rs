@@ -9,7 +9,7 @@
 //! Process-table walks read `/proc` directly instead of going through `sysinfo`:
 //! they need only the parent pid, process group and state, and the kernel's
 //! child lists let `descendants` visit just the tree it asks about (see there for
-//! measurements). `sysinfo` serves only to resolve user names.
+//! measurements). User names are resolved with `getpwuid_r` (NSS).
 
 use std::collections::{HashMap, HashSet};
 use std::fs;
@@ -287,9 +287,11 @@ pub fn uid_of(pid: u32) -> Option<u32> {
 
 /// The user name for `uid`, through the system's user database (NSS, so LDAP
 /// users resolve too).
+///
+/// One `getpwuid_r` for this uid: `sysinfo`'s user list, used before, read the whole
+/// database on every call (about a third of a port lookup on a quiet machine).
 fn user_name(uid: u32) -> Option<String> {
-    let users = sysinfo::Users::new_with_refreshed_list();
-    users.iter().find(|u| **u.id() == uid).map(|u| u.name().to_string())
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok().flatten().map(|u| u.name)
 }
 
 /// Kernel pids are non-negative; a negative value never names a process.

@@ -58,12 +58,19 @@ impl LineSplitter {
     }
 
     /// Feed bytes; `emit` gets each complete line without its `\n` (and without a `\r` before it).
+    ///
+    /// A line that lies whole within `data` is handed over as a slice of it, uncopied;
+    /// only a line begun in an earlier read is assembled in the splitter's buffer.
     pub fn feed(&mut self, mut data: &[u8], emit: &mut impl FnMut(&[u8])) {
         while !data.is_empty() {
             let room = self.max - self.buf.len();
             // One byte past the room: a newline right after a full line ends it.
             let window = &data[..data.len().min(room + 1)];
-            match window.iter().position(|&b| b == b'\n') {
+            match memchr::memchr(b'\n', window) {
+                Some(i) if self.buf.is_empty() => {
+                    emit(strip_cr(&window[..i]));
+                    data = &data[i + 1..];
+                }
                 Some(i) => {
                     self.buf.extend_from_slice(&window[..i]);
                     emit(strip_cr(&self.buf));
@@ -100,9 +107,83 @@ fn strip_cr(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
+/// Lines as byte ranges of one buffer: `ends[i]` is where line `i` ends (its start is
+/// where line `i - 1` ended). A read's worth of lines is kept this way until someone
+/// asks for them as text, so relaying a line costs a copy of its bytes, no `String`.
+#[derive(Debug, Default)]
+struct Lines {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Lines {
+    fn push(&mut self, line: &[u8]) {
+        self.bytes.extend_from_slice(line);
+        self.ends.push(self.bytes.len());
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn get(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.bytes[start..self.ends[i]]
+    }
+
+    fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+    }
+
+    /// A copy of lines `from..` (for the ring), sized to fit.
+    fn tail_copy(&self, from: usize) -> Lines {
+        let start = if from == 0 { 0 } else { self.ends[from - 1] };
+        Lines { bytes: self.bytes[start..].to_vec(), ends: self.ends[from..].iter().map(|e| e - start).collect() }
+    }
+}
+
+/// One batch of lines of one stream in the ring; lines before `first` were evicted.
+#[derive(Debug)]
+struct Chunk {
+    stream: Stream,
+    lines: Lines,
+    first: usize,
+}
+
+impl Chunk {
+    fn live(&self) -> usize {
+        self.lines.len() - self.first
+    }
+}
+
 struct Inner {
-    ring: VecDeque<LogLine>,
+    /// The last lines, oldest first, `held` of them in all.
+    ring: VecDeque<Chunk>,
+    held: usize,
     patterns: Vec<(Regex, Arc<AtomicBool>)>,
+}
+
+impl Inner {
+    /// Every line in the ring, oldest first.
+    fn lines(&self) -> impl Iterator<Item = (Stream, &[u8])> {
+        self.ring.iter().flat_map(|c| (c.first..c.lines.len()).map(move |i| (c.stream, c.lines.get(i))))
+    }
+
+    /// Keep at most `cap` lines: drop whole chunks, then the oldest lines of the first.
+    fn evict(&mut self, cap: usize) {
+        while self.held > cap {
+            let Some(front) = self.ring.front_mut() else { break };
+            let excess = self.held - cap;
+            if front.live() <= excess {
+                self.held -= front.live();
+                self.ring.pop_front();
+            } else {
+                front.first += excess;
+                self.held -= excess;
+            }
+        }
+    }
 }
 
 /// Collects one backend's output. Shared as `Arc<LogRelay>`.
@@ -140,7 +221,7 @@ impl LogRelay {
             instance: instance.into(),
             ring_cap: ring_cap.max(1),
             max_line: max_line.max(1),
-            inner: Mutex::new(Inner { ring: VecDeque::new(), patterns: Vec::new() }),
+            inner: Mutex::new(Inner { ring: VecDeque::new(), held: 0, patterns: Vec::new() }),
             lines: broadcast::Sender::new(1024),
             count: watch::Sender::new(0),
             open: watch::Sender::new(0),
@@ -179,13 +260,14 @@ impl LogRelay {
             // Small for a quiet backend (hundreds can be supervised at once), doubled up
             // to 64 KiB whenever a read fills it, so a flood drains in few reads.
             let mut buf = vec![0u8; 4 * 1024];
-            let mut batch: Vec<String> = Vec::new();
+            let mut batch = Lines::default();
             loop {
                 match reader.read(&mut buf).await {
                     Ok(0) => break,
                     Ok(n) => {
-                        splitter.feed(&buf[..n], &mut |line: &[u8]| batch.push(lossy(line)));
-                        relay.push_texts(stream, std::mem::take(&mut batch));
+                        splitter.feed(&buf[..n], &mut |line: &[u8]| batch.push(line));
+                        relay.push_lines(stream, &batch);
+                        batch.clear();
                         if n == buf.len() && buf.len() < 64 * 1024 {
                             buf.resize(buf.len() * 2, 0);
                         }
@@ -197,59 +279,66 @@ impl LogRelay {
                     }
                 }
             }
-            splitter.finish(&mut |line: &[u8]| batch.push(lossy(line)));
-            relay.push_texts(stream, batch);
+            splitter.finish(&mut |line: &[u8]| batch.push(line));
+            relay.push_lines(stream, &batch);
             relay.open.send_modify(|n| *n = n.saturating_sub(1));
         });
     }
 
     /// Relay one complete line (for runners that get lines, not bytes).
     pub fn push(&self, stream: Stream, line: &[u8]) {
-        self.push_texts(stream, vec![lossy(line)]);
+        let mut one = Lines::default();
+        one.push(line);
+        self.push_lines(stream, &one);
     }
 
     /// Relay a batch of lines (one read's worth): one lock and one wake-up per batch,
-    /// so a backend that floods its output is drained as fast as it writes.
-    fn push_texts(&self, stream: Stream, texts: Vec<String>) {
-        if texts.is_empty() {
+    /// so a backend that floods its output is drained as fast as it writes. A line
+    /// becomes text only for whoever needs it as text: a tracing subscriber that
+    /// wants `tether::backend` events, a watched pattern, a subscriber of the
+    /// broadcast; the ring keeps the bytes of the batch's last lines.
+    fn push_lines(&self, stream: Stream, batch: &Lines) {
+        let n = batch.len();
+        if n == 0 {
             return;
         }
-        let n = texts.len() as u64;
-        for text in &texts {
-            tracing::info!(target: "tether::backend", instance = %self.instance, stream = stream.as_str(), "{text}");
+        if tracing::enabled!(target: "tether::backend", tracing::Level::INFO) {
+            for i in 0..n {
+                let text = String::from_utf8_lossy(batch.get(i));
+                tracing::info!(target: "tether::backend", instance = %self.instance, stream = stream.as_str(), "{text}");
+            }
         }
         let listeners = self.lines.receiver_count() > 0;
         {
             let mut inner = self.lock();
-            // Only the last `ring_cap` lines of the batch can stay in the ring.
-            let keep_from = texts.len().saturating_sub(self.ring_cap);
-            for (i, text) in texts.into_iter().enumerate() {
-                for (re, hit) in &inner.patterns {
-                    if re.is_match(&text) {
-                        hit.store(true, Ordering::Release);
+            if listeners || !inner.patterns.is_empty() {
+                for i in 0..n {
+                    let text = String::from_utf8_lossy(batch.get(i));
+                    for (re, hit) in &inner.patterns {
+                        if re.is_match(&text) {
+                            hit.store(true, Ordering::Release);
+                        }
                     }
-                }
-                let line = LogLine { stream, text };
-                if listeners {
-                    // Slow receivers lag instead of blocking us.
-                    let _ = self.lines.send(line.clone());
-                }
-                if i >= keep_from {
-                    if inner.ring.len() == self.ring_cap {
-                        inner.ring.pop_front();
+                    if listeners {
+                        // Slow receivers lag instead of blocking us.
+                        let _ = self.lines.send(LogLine { stream, text: text.into_owned() });
                     }
-                    inner.ring.push_back(line);
                 }
             }
+            // Only the last `ring_cap` lines of the batch can stay in the ring.
+            let keep_from = n.saturating_sub(self.ring_cap);
+            inner.ring.push_back(Chunk { stream, lines: batch.tail_copy(keep_from), first: 0 });
+            inner.held += n - keep_from;
+            inner.evict(self.ring_cap);
         }
-        self.count.send_modify(|c| *c += n);
+        self.count.send_modify(|c| *c += n as u64);
     }
 
     /// The last `n` lines (both streams, in order of arrival).
     pub fn tail(&self, n: usize) -> Vec<String> {
         let inner = self.lock();
-        let skip = inner.ring.len().saturating_sub(n);
-        inner.ring.iter().skip(skip).map(|l| l.text.clone()).collect()
+        let skip = inner.held.saturating_sub(n);
+        inner.lines().skip(skip).map(|(_, l)| lossy(l)).collect()
     }
 
     /// How many lines were relayed so far; changes on every batch of lines.
@@ -269,7 +358,7 @@ impl LogRelay {
     pub fn watch_pattern(&self, re: Regex) -> Arc<AtomicBool> {
         let hit = Arc::new(AtomicBool::new(false));
         let mut inner = self.lock();
-        if inner.ring.iter().any(|l| re.is_match(&l.text)) {
+        if inner.lines().any(|(_, l)| re.is_match(&String::from_utf8_lossy(l))) {
             hit.store(true, Ordering::Release);
         }
         inner.patterns.push((re, Arc::clone(&hit)));

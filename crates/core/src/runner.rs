@@ -45,6 +45,12 @@ pub enum Identity {
         /// The container id.
         id: String,
     },
+    /// A backend someone else runs, attached to by URL: nothing of it is ours to
+    /// signal, stop or remove.
+    Remote {
+        /// The URL it was given as (`http://host:port[/path]`).
+        url: String,
+    },
 }
 
 /// How the backend is tied to its owner.

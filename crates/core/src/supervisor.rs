@@ -474,6 +474,7 @@ impl Supervised for crate::Instance {
                 (backend, guard, None)
             }
             crate::Identity::Container { id } => (None, None, Some(id)),
+            crate::Identity::Remote { .. } => (None, None, None),
         };
         ReadyInfo {
             name: self.logs().instance().to_string(),

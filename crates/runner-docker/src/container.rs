@@ -160,10 +160,23 @@ pub(crate) async fn stop_and_remove(
 /// silent engine must not hold the readiness engine past its deadline.
 const INSPECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Whether the inspected container is the one answering on `port` for instance
+/// Whether the inspected container is the one answering on `endpoint` for instance
 /// `instance`: it runs (not paused, not restarting), carries `tether.instance=<instance>`,
-/// and — when the engine reports published ports — publishes `port` on the host.
-pub(crate) fn serves(c: &ContainerInspectResponse, instance: &str, port: u16) -> bool {
+/// and — when the engine reports published ports — publishes the endpoint's port on
+/// its address (a binding on every address, or with none reported, counts; so does
+/// any binding when the endpoint's host is not an IP literal).
+pub(crate) fn serves(c: &ContainerInspectResponse, instance: &str, endpoint: &Endpoint) -> bool {
+    let want_ip = match endpoint.host.as_str() {
+        "localhost" => Some(std::net::IpAddr::from([127, 0, 0, 1])),
+        h => h.trim_start_matches('[').trim_end_matches(']').parse().ok(),
+    };
+    let on_address = |ip: Option<&str>| {
+        let ip = ip.filter(|s| !s.is_empty()).and_then(|s| s.parse::<std::net::IpAddr>().ok());
+        match (ip, want_ip) {
+            (Some(ip), Some(want)) => ip == want || ip.is_unspecified(),
+            _ => true,
+        }
+    };
     let state = c.state.clone().unwrap_or_default();
     let running = state.running == Some(true) && state.paused != Some(true) && state.restarting != Some(true);
     let labelled = c
@@ -172,7 +185,7 @@ pub(crate) fn serves(c: &ContainerInspectResponse, instance: &str, port: u16) ->
         .and_then(|cfg| cfg.labels.as_ref())
         .and_then(|l| l.get(LABEL_INSTANCE))
         .is_some_and(|v| v == instance);
-    let published: Vec<u16> = c
+    let bindings: Vec<_> = c
         .network_settings
         .as_ref()
         .and_then(|n| n.ports.as_ref())
@@ -180,9 +193,13 @@ pub(crate) fn serves(c: &ContainerInspectResponse, instance: &str, port: u16) ->
         .flat_map(|m| m.values())
         .flatten()
         .flatten()
-        .filter_map(|b| b.host_port.as_deref()?.parse().ok())
         .collect();
-    running && labelled && (published.is_empty() || published.contains(&port))
+    let published = bindings.iter().any(|b| b.host_port.is_some());
+    let serving = bindings.iter().any(|b| {
+        b.host_port.as_deref().and_then(|p| p.parse::<u16>().ok()) == Some(endpoint.port)
+            && on_address(b.host_ip.as_deref())
+    });
+    running && labelled && (!published || serving)
 }
 
 /// A backend running as a container.
@@ -270,7 +287,7 @@ impl RunningBackend for ContainerBackend {
         let inspected = tokio::time::timeout(INSPECT_TIMEOUT, self.docker.inspect_container(&self.id, None)).await;
         match inspected {
             Ok(Ok(c)) => {
-                let ours = serves(&c, &self.instance, self.endpoint.port);
+                let ours = serves(&c, &self.instance, &self.endpoint);
                 if !ours {
                     tracing::debug!(
                         container = short(&self.id),
@@ -345,10 +362,14 @@ mod tests {
     use super::*;
 
     fn inspected(running: bool, instance: &str, host_port: Option<&str>) -> ContainerInspectResponse {
+        on_ip(running, instance, host_port, "127.0.0.1")
+    }
+
+    fn on_ip(running: bool, instance: &str, host_port: Option<&str>, ip: &str) -> ContainerInspectResponse {
         let ports = host_port.map(|p| {
             HashMap::from([(
                 "8000/tcp".to_string(),
-                Some(vec![PortBinding { host_ip: Some("127.0.0.1".into()), host_port: Some(p.into()) }]),
+                Some(vec![PortBinding { host_ip: Some(ip.into()), host_port: Some(p.into()) }]),
             )])
         });
         ContainerInspectResponse {
@@ -362,8 +383,14 @@ mod tests {
         }
     }
 
+    fn at(host: &str, port: u16) -> Endpoint {
+        Endpoint { host: host.into(), port }
+    }
+
     #[test]
     fn only_our_running_container_publishing_the_port_serves_it() {
+        let serves =
+            |c: &ContainerInspectResponse, instance: &str, port: u16| serves(c, instance, &at("127.0.0.1", port));
         assert!(serves(&inspected(true, "me", Some("40000")), "me", 40000));
         assert!(serves(&inspected(true, "me", None), "me", 40000), "no port reported: the rest decides");
         assert!(!serves(&inspected(false, "me", Some("40000")), "me", 40000), "not running");
@@ -373,5 +400,15 @@ mod tests {
         paused.state = Some(ContainerState { running: Some(true), paused: Some(true), ..Default::default() });
         assert!(!serves(&paused, "me", 40000), "paused");
         assert!(!serves(&ContainerInspectResponse::default(), "me", 40000), "nothing known");
+    }
+
+    #[test]
+    fn the_port_must_be_published_on_the_endpoints_address() {
+        let remote = at("127.0.0.2", 40000);
+        assert!(serves(&on_ip(true, "me", Some("40000"), "127.0.0.2"), "me", &remote));
+        assert!(serves(&on_ip(true, "me", Some("40000"), "0.0.0.0"), "me", &remote), "every address");
+        assert!(serves(&on_ip(true, "me", Some("40000"), ""), "me", &remote), "no address reported");
+        assert!(!serves(&on_ip(true, "me", Some("40000"), "127.0.0.1"), "me", &remote), "another address");
+        assert!(serves(&on_ip(true, "me", Some("40000"), "127.0.0.1"), "me", &at("localhost", 40000)));
     }
 }

@@ -22,6 +22,23 @@ pub fn docker_host() -> String {
     std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| DEFAULT_SOCKET.into())
 }
 
+/// Whether the engine at `host` (a `DOCKER_HOST` value) counts as remote: anything
+/// but a socket file. `unix://…` (and a named pipe, `npipe://…`) is an engine of this
+/// machine, which publishes ports on this machine's addresses; `tcp://…` (also
+/// `http(s)://…`, `ssh://…`) is remote — even `tcp://127.0.0.1:2375`, because a tcp
+/// address on loopback is as likely a tunnel (`ssh -L`, socat) to another machine's
+/// engine, and tether cannot tell from here where the engine publishes. A remote
+/// engine publishes on the address `--host` names, which must be given.
+pub fn is_remote(host: &str) -> bool {
+    let host = host.trim();
+    !(host.starts_with("unix://") || host.starts_with("npipe://") || host.starts_with('/'))
+}
+
+/// Whether the engine `DOCKER_HOST` names is remote (see [`is_remote`]).
+pub fn engine_is_remote() -> bool {
+    is_remote(&docker_host())
+}
+
 /// What was tried, for error messages: `DOCKER_HOST=…` or the default socket.
 fn tried(host: &str) -> String {
     match std::env::var("DOCKER_HOST") {
@@ -122,4 +139,19 @@ pub fn is_conflict(e: &DockerError) -> bool {
 /// and HTTP status).
 pub fn runner_error(what: &str, e: DockerError) -> Error {
     Error::runner(what, Some(Box::new(e)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_socket_file_is_a_local_engine() {
+        for local in ["unix:///var/run/docker.sock", "unix:///run/user/1000/docker.sock", "/var/run/docker.sock"] {
+            assert!(!is_remote(local), "{local}");
+        }
+        for remote in ["tcp://10.0.0.5:2375", "tcp://127.0.0.2:2375", "tcp://localhost:2375", "http://h:2375"] {
+            assert!(is_remote(remote), "{remote}");
+        }
+    }
 }

@@ -16,12 +16,23 @@
 //! signals reach the backend and zombies are reaped, the backend's arguments as the
 //! command (`{port}` = the container port, `{host}` = `0.0.0.0`), and the container
 //! port published on the spec's host address (loopback by default) at the spec's
-//! port. Output is attached before the start, demultiplexed and split into lines
+//! port (or one the engine picks, when the spec's port is 0). Output is attached before the start, demultiplexed and split into lines
 //! into the same [`LogRelay`](tether_core::LogRelay) as every runner; a task waits
 //! for the exit so the readiness engine reports an early exit at once, with the
 //! exit code and the last lines. Stop sends the image's stop signal, waits up to
 //! the grace period, then `SIGKILL`, and removes the container with its anonymous
 //! volumes: nothing is left.
+//!
+//! ## A remote engine
+//! An engine reached over `tcp://` is remote ([`is_remote`]: only a socket file is
+//! local): its `127.0.0.1` is not ours. The spec's host is then the address *on the
+//! engine's machine* that this machine reaches it by — an IP literal, never `0.0.0.0`
+//! nor `localhost` — the port is published there, and that address is what is probed
+//! and reported. Nothing else changes: labels, the sweep, the guard (it reaches the
+//! same engine) and the ownership check (the container runs, is labelled, publishes
+//! the endpoint) all go through the API. The port guard of this machine sees nothing
+//! of the engine's, so a port held there is the engine's error at start; with port 0
+//! the engine picks a free one and it is read back.
 //!
 //! A foreground container has a guard, as a process backend does: with
 //! `Tethering::Guard` (and [`run_if_container_guard`] called first thing in `main`),
@@ -66,7 +77,7 @@ use tokio::sync::OnceCell;
 use tracing::instrument;
 
 pub use container::ContainerBackend;
-pub use engine::docker_host;
+pub use engine::{docker_host, engine_is_remote, is_remote};
 pub use guard::{CONTAINER_GUARD_ARG, installed as container_guard_installed, run_if_container_guard};
 pub use image::PullPolicy;
 pub use sweep::{
@@ -110,6 +121,11 @@ impl DockerRunner {
     }
 }
 
+/// The container port when the host port is left to the engine (port 0) and no
+/// container port was given: inside its own network namespace any number serves a
+/// backend that takes `{port}`; tether's default port keeps it familiar.
+pub const DEFAULT_CONTAINER_PORT: u16 = 8765;
+
 /// `{port}` and `{host}` as the backend sees them inside the container: the
 /// container port, and every interface (the publish address restricts access).
 fn container_args(spec: &LaunchSpec, container_port: u16) -> Vec<String> {
@@ -118,7 +134,13 @@ fn container_args(spec: &LaunchSpec, container_port: u16) -> Vec<String> {
 }
 
 /// The address the port is published on: an IP literal (`localhost` means loopback).
-fn publish_ip(host: &str) -> Result<String> {
+/// On a `remote` engine it is an address of the engine's machine, reached from here:
+/// neither `localhost` nor an unspecified address (`0.0.0.0`, `::`), which would be
+/// probed on this machine.
+fn publish_ip(host: &str, remote: bool) -> Result<String> {
+    if remote {
+        return remote_publish_ip(host);
+    }
     if host == "localhost" {
         return Ok("127.0.0.1".into());
     }
@@ -129,6 +151,19 @@ fn publish_ip(host: &str) -> Result<String> {
              give one (default 127.0.0.1, loopback only)"
         ))
     })
+}
+
+fn remote_publish_ip(host: &str) -> Result<String> {
+    let trimmed = host.trim_start_matches('[').trim_end_matches(']');
+    match trimmed.parse::<IpAddr>() {
+        Ok(ip) if !ip.is_unspecified() => Ok(ip.to_string()),
+        _ => Err(Error::config(format!(
+            "--host `{host}`: the Docker engine is remote ({}), so the container port is published on its \
+             machine; give that machine's IP address as this machine reaches it (an IP literal, not 0.0.0.0 \
+             nor a name), e.g. --host 192.0.2.10",
+            engine::docker_host()
+        ))),
+    }
 }
 
 /// `tether-<name>-<8 hex>`, with characters docker refuses in a name replaced.
@@ -200,10 +235,11 @@ impl Runner for DockerRunner {
     async fn start(&self, spec: &LaunchSpec) -> Result<Box<dyn RunningBackend>> {
         let docker = self.docker().await?.clone();
         let container_port = match self.container_port.unwrap_or(spec.port) {
-            0 => return Err(Error::config("the docker runner needs --container-port when the host port is 0")),
+            0 => DEFAULT_CONTAINER_PORT,
             p => p,
         };
-        let host_ip = publish_ip(&spec.host)?;
+        let remote = engine::engine_is_remote();
+        let host_ip = publish_ip(&spec.host, remote)?;
 
         let owner = match spec.tethering {
             Tethering::Detached { .. } => None,
@@ -297,7 +333,14 @@ async fn run(docker: &Docker, id: &str, spec: &LaunchSpec, exposed: &str) -> Res
         .map_err(|e| engine::runner_error("cannot attach to the container's output", e))?;
     let logs = container::pump(std::sync::Arc::clone(&relay), attached.output);
     docker.start_container(id, None).await.map_err(|e| {
-        engine::runner_error(&format!("cannot start the container (is host port {} free?)", spec.port), e)
+        let what = match spec.port {
+            0 => "cannot start the container".to_string(),
+            p if engine::engine_is_remote() => {
+                format!("cannot start the container (is port {p} free on {} of the engine's machine?)", spec.host)
+            }
+            p => format!("cannot start the container (is host port {p} free?)"),
+        };
+        engine::runner_error(&what, e)
     })?;
     let exit = container::watch_exit(docker.clone(), id.to_string(), Some(logs));
     let inspected = docker
@@ -414,10 +457,21 @@ mod tests {
 
     #[test]
     fn publish_addresses_are_ip_literals() {
-        assert_eq!(publish_ip("127.0.0.1").ok().as_deref(), Some("127.0.0.1"));
-        assert_eq!(publish_ip("localhost").ok().as_deref(), Some("127.0.0.1"));
-        assert_eq!(publish_ip("[::1]").ok().as_deref(), Some("::1"));
-        assert_eq!(publish_ip("example.com").expect_err("a name").exit_code(), 2);
+        assert_eq!(publish_ip("127.0.0.1", false).ok().as_deref(), Some("127.0.0.1"));
+        assert_eq!(publish_ip("localhost", false).ok().as_deref(), Some("127.0.0.1"));
+        assert_eq!(publish_ip("[::1]", false).ok().as_deref(), Some("::1"));
+        assert_eq!(publish_ip("example.com", false).expect_err("a name").exit_code(), 2);
+    }
+
+    #[test]
+    fn a_remote_engine_publishes_on_a_given_address_of_its_machine() {
+        assert_eq!(publish_ip("192.0.2.10", true).ok().as_deref(), Some("192.0.2.10"));
+        assert_eq!(publish_ip("127.0.0.2", true).ok().as_deref(), Some("127.0.0.2"), "a tunnel's address");
+        for bad in ["0.0.0.0", "::", "localhost", "engine.example"] {
+            let e = publish_ip(bad, true).expect_err(bad);
+            assert_eq!(e.exit_code(), 2, "{bad}");
+            assert!(e.to_string().contains("remote"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //! - `/mcp`: the MCP streamable HTTP endpoint (rmcp [`StreamableHttpService`] with a
 //!   [`LocalSessionManager`] and the default config), answering from the first instant,
 //!   loading or not. Tools: `list_skills`, `find_helpful_skills`, and with
-//!   `--tools-variant b` also `read_skill_document` (see [`tools`]).
+//!   `--tools-variant b` also `read_skill_document` (see [`tools`]); with `--cancel-log PATH`
+//!   also `wait_for_cancel`, which runs until its request is cancelled and logs that to PATH.
 //!
 //! It prints `mcp-test-backend listening on http://HOST:PORT` (the real port) on stdout once
 //! bound, `mcp-test-backend ready` when loading completes if `--print-ready` is given, logs
@@ -98,6 +99,11 @@ pub struct Args {
     /// meanwhile `skills_loaded` is 1. Lets a test decide when the backend is ready.
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<std::path::PathBuf>,
+    /// Also serve the tool `wait_for_cancel`, which runs until its request is cancelled and
+    /// appends to this file a line `started` when it begins and `cancelled` when the client's
+    /// `notifications/cancelled` for it arrives.
+    #[arg(long, value_name = "PATH")]
+    pub cancel_log: Option<std::path::PathBuf>,
 }
 
 /// Parses `--ready-after`: whole milliseconds, optionally suffixed `ms`, or seconds suffixed `s`.
@@ -160,6 +166,7 @@ pub async fn run(args: Args) -> std::io::Result<()> {
         skills: args.skills,
         variant: args.tools_variant,
         exit_after_calls: args.exit_after_calls,
+        cancel_log: args.cancel_log.clone(),
         calls: AtomicU64::new(0),
         exit_armed: AtomicBool::new(false),
     });
@@ -231,6 +238,8 @@ struct Shared {
     skills: u64,
     variant: ToolsVariant,
     exit_after_calls: Option<u64>,
+    /// Where `wait_for_cancel` says what happened to it (with `--cancel-log`).
+    cancel_log: Option<std::path::PathBuf>,
     /// `tools/call` requests received so far.
     calls: AtomicU64,
     /// Set once the `--exit-after-calls`-th call is answered by the handler: the process
@@ -391,6 +400,30 @@ pub fn tools(variant: ToolsVariant) -> Vec<Tool> {
     tools
 }
 
+/// The tool served with `--cancel-log`.
+pub const WAIT_FOR_CANCEL: &str = "wait_for_cancel";
+
+fn wait_for_cancel_tool() -> Tool {
+    Tool::new(
+        WAIT_FOR_CANCEL,
+        "Run until cancelled (a test tool).",
+        schema(serde_json::json!({"type": "object", "properties": {}})),
+    )
+}
+
+/// Append `line` to the cancel log.
+fn log_line(path: &Path, line: &str) {
+    use std::io::Write;
+    let written = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .and_then(|mut f| f.write_all(format!("{line}\n").as_bytes()));
+    if let Err(e) = written {
+        eprintln!("mcp-test-backend: cannot write {}: {e}", path.display());
+    }
+}
+
 fn text_result(text: String) -> CallToolResponse {
     CallToolResult::success(vec![ContentBlock::text(text)]).into()
 }
@@ -408,6 +441,15 @@ fn required_str<'a>(args: &'a JsonObject, name: &str) -> Result<&'a str, ErrorDa
 }
 
 impl Backend {
+    /// The variant's tools, and `wait_for_cancel` with `--cancel-log`.
+    fn tools(&self) -> Vec<Tool> {
+        let mut tools = tools(self.shared.variant);
+        if self.shared.cancel_log.is_some() {
+            tools.push(wait_for_cancel_tool());
+        }
+        tools
+    }
+
     fn answer(&self, name: &str, args: &JsonObject) -> Result<CallToolResponse, ErrorData> {
         let skills = self.shared.skills;
         match name {
@@ -452,11 +494,11 @@ impl ServerHandler for Backend {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        Ok(ListToolsResult::with_all_items(tools(self.shared.variant)))
+        Ok(ListToolsResult::with_all_items(self.tools()))
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
-        tools(self.shared.variant).into_iter().find(|tool| tool.name == name)
+        self.tools().into_iter().find(|tool| tool.name == name)
     }
 
     async fn call_tool(
@@ -466,6 +508,17 @@ impl ServerHandler for Backend {
     ) -> Result<CallToolResponse, ErrorData> {
         let name = request.name.as_ref();
         eprintln!("call {name}");
+        if name == WAIT_FOR_CANCEL
+            && let Some(log) = &self.shared.cancel_log
+        {
+            log_line(log, "started");
+            // Bounded, so that a test that never cancels does not hang forever.
+            let cancelled =
+                tokio::time::timeout(Duration::from_secs(600), context.ct.cancelled()).await.is_ok();
+            log_line(log, if cancelled { "cancelled" } else { "timed out" });
+            self.shared.count_call();
+            return Ok(CallToolResult::error(vec![ContentBlock::text("cancelled")]).into());
+        }
         // `list_skills` reports progress, one notification per skill, when the caller asks
         // (a `progressToken` in `_meta`): what a long-running tool of a real backend does.
         if name == "list_skills"
@@ -586,6 +639,7 @@ mod tests {
         assert_eq!(args.skills, 3);
         assert_eq!(args.tools_variant, ToolsVariant::A);
         assert_eq!(args.exit_after_calls, None);
+        assert_eq!(args.cancel_log, None);
         assert!(!args.print_ready);
         assert!(Args::try_parse_from([BIN_NAME]).is_err(), "--port is required");
         let args = Args::try_parse_from([

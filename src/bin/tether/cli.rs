@@ -221,7 +221,8 @@ pub struct BackendArgs {
     /// Config file [default: ./tether.toml when it exists; mcp-proxy: none, only this]
     #[arg(long, env = "TETHER_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// native, uvx or docker [default: uvx with a package, docker with an image, else native]
+    /// native, uvx, docker, or remote (a backend someone else runs, at --url) [default: remote with
+    /// a URL, uvx with a package, docker with an image, else native]
     #[arg(long, env = "TETHER_RUNNER", value_parser = parse_runner)]
     pub runner: Option<RunnerKind>,
     /// Instance name [default: default; mcp-proxy: mcp-PID]
@@ -297,7 +298,12 @@ pub struct BackendArgs {
     /// docker: always, missing or never [default: missing]
     #[arg(long, env = "TETHER_PULL")]
     pub pull: Option<String>,
-    /// After ready, restart the backend: no, on-failure or always [default: no; mcp-proxy: on-failure]
+    /// remote: attach to the backend someone else runs at http://HOST:PORT (nothing is started or
+    /// ever signalled; probe paths join onto its origin; a path is mcp-proxy's default MCP endpoint)
+    #[arg(long, env = "TETHER_URL", value_name = "URL")]
+    pub url: Option<String>,
+    /// After ready, restart the backend: no, on-failure or always [default: no; mcp-proxy: on-failure;
+    /// remote: always, i.e. reconnect]
     #[arg(long, env = "TETHER_RESTART")]
     pub restart: Option<String>,
     /// At most this many restarts in a row [default: 5]
@@ -350,6 +356,7 @@ impl BackendArgs {
         c.image = self.image.clone();
         c.container_port = self.container_port;
         c.pull = self.pull.clone();
+        c.url = self.url.clone();
         c.restart = self.restart.clone();
         c.max_restarts = self.max_restarts;
         c.liveness = self.liveness.clone();

@@ -20,7 +20,8 @@ use crate::output::{json_line, report_error};
 /// with no runner and nothing to run, the built-in demo backend.
 fn build_config(args: &BackendArgs) -> tether::Result<Config> {
     let mut config = load_config(args)?;
-    let nothing_to_run = config.args.is_empty() && config.package.is_none() && config.image.is_none();
+    let nothing_to_run =
+        config.args.is_empty() && config.package.is_none() && config.image.is_none() && config.url.is_none();
     if config.runner.is_none() && nothing_to_run {
         let exe = std::env::current_exe()
             .map_err(|e| Error::io("cannot find this program's own path to run the demo backend", e))?;
@@ -87,6 +88,7 @@ pub async fn run(args: UpArgs) -> i32 {
     let Some(mut events) = supervisor.events() else { return 1 };
     let mut view = View::new(json, &plan.name);
     view.linger = linger;
+    view.remote = plan.runner == tether::RunnerKind::Remote;
     loop {
         tokio::select! {
             _ = signals.recv() => supervisor.stop(),
@@ -174,13 +176,15 @@ struct View {
     name: String,
     /// `--share`: the backend's linger after the last lease.
     linger: Option<Duration>,
+    /// A backend someone else runs: a restart is a reconnect, a stop is a detach.
+    remote: bool,
     bar: Option<ProgressBar>,
     last_plain: Option<String>,
 }
 
 impl View {
     fn new(json: bool, name: &str) -> Self {
-        View { json, name: name.to_string(), linger: None, bar: None, last_plain: None }
+        View { json, name: name.to_string(), linger: None, remote: false, bar: None, last_plain: None }
     }
 
     /// Show `event`; `Some(exit code)` once the supervisor is done.
@@ -201,6 +205,20 @@ impl View {
                     // A restart that failed to start: say why, then wait for the next try.
                     Some(e) => {
                         report_error(e, self.json);
+                    }
+                    None if self.remote => {
+                        // Not ours to restart: probed again until it answers.
+                        let wait = at.saturating_duration_since(tokio::time::Instant::now());
+                        if self.json {
+                            json_line(&json!({"state": "reconnecting", "name": self.name, "reason": ended.to_string(),
+                                "restarts": restarts, "in_ms": wait.as_millis() as u64}));
+                        } else {
+                            eprintln!(
+                                "lost the remote backend '{}' ({ended}); reconnecting in {} (reconnect {restarts})",
+                                self.name,
+                                tether::core::error::humanize(wait)
+                            );
+                        }
                     }
                     None => {
                         let wait = at.saturating_duration_since(tokio::time::Instant::now());
@@ -252,6 +270,15 @@ impl View {
                     if !self.json {
                         eprintln!("left '{}' running: it was already running (detached) before this `up`", self.name);
                     }
+                } else if self.remote {
+                    // Nothing was stopped: the backend is someone else's.
+                    if self.json {
+                        json_line(
+                            &json!({"state": "stopped", "name": self.name, "killed": false, "detached_from": true}),
+                        );
+                    } else {
+                        eprintln!("detached from '{}': the remote backend keeps running", self.name);
+                    }
                 } else if let Some(how) = outcome {
                     report_stopped(&self.name, *how, self.json);
                 }
@@ -283,7 +310,8 @@ impl View {
             println!("ready: {}{progress} in {}{reused}", info.url, tether::core::error::humanize(started.elapsed()));
             if !info.detached && std::io::stderr().is_terminal() {
                 // Dim, on the terminal only: stdout stays the URL line scripts read.
-                eprintln!("\x1b[2mCtrl-C stops it\x1b[0m");
+                let what = if self.remote { "ends tether; the remote backend keeps running" } else { "stops it" };
+                eprintln!("\x1b[2mCtrl-C {what}\x1b[0m");
             }
         }
     }

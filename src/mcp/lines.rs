@@ -1,0 +1,283 @@
+//! The proxy's stdin/stdout in front of rmcp: JSON-RPC hygiene rmcp's stdio transport
+//! lacks. rmcp silently drops a line that is not JSON (the host waits forever for an
+//! answer), answers a batch without an `id`, rejects a request sent before `initialize`
+//! with a message about `_meta` fields, and ends the session on a notification sent before
+//! `initialize`. Here every line is read first:
+//!
+//! - not JSON: a `-32700` Parse error response (`id` null); the proxy keeps serving;
+//! - a batch (a JSON array, which MCP dropped in 2025-06-18) or a JSON value that is not
+//!   an object: a `-32600` Invalid Request response (`id` null);
+//! - before `initialize`: a request other than `initialize`, `ping` and `server/discover`
+//!   (and one that carries no protocol version of its own in `_meta`) gets a `-32002`
+//!   "not initialized" error with its id; a notification or response is ignored;
+//! - everything else goes to rmcp unchanged.
+//!
+//! rmcp reads from and writes to an in-memory pipe; one task owns the real stdout and writes
+//! whole lines only, rmcp's and the filter's answers, so they never interleave.
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, DuplexStream, ReadHalf, WriteHalf};
+use tokio::sync::mpsc;
+
+/// JSON-RPC's Parse error.
+pub(crate) const PARSE_ERROR: i64 = -32700;
+/// JSON-RPC's Invalid Request.
+pub(crate) const INVALID_REQUEST: i64 = -32600;
+/// A request before `initialize` (the code LSP and many MCP servers use for it).
+pub(crate) const NOT_INITIALIZED: i64 = -32002;
+
+/// The in-memory pipe's buffer: a message larger than this just takes several passes.
+const PIPE_BUFFER: usize = 256 * 1024;
+
+/// What to do with one line from the host.
+#[derive(Debug, PartialEq)]
+enum Verdict {
+    /// Hand it to rmcp as is.
+    Pass,
+    /// Hand it to rmcp; it is the `initialize` request.
+    Initialize,
+    /// Answer this (a whole JSON-RPC line, without the newline) instead.
+    Answer(String),
+    /// Drop it (blank, or a notification or response before `initialize`).
+    Drop,
+}
+
+fn error_line(id: &Value, code: i64, message: &str) -> String {
+    json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}}).to_string()
+}
+
+/// Judge one line; `initialized` is whether an `initialize` request was passed on.
+fn judge(line: &[u8], initialized: bool) -> Verdict {
+    let text = line.strip_prefix(b"\xef\xbb\xbf").unwrap_or(line);
+    if text.iter().all(u8::is_ascii_whitespace) {
+        return Verdict::Drop;
+    }
+    let value: Value = match serde_json::from_slice(text) {
+        Ok(v) => v,
+        Err(e) => {
+            let why = format!("Parse error: the line is not JSON ({e}); send one JSON-RPC message per line");
+            return Verdict::Answer(error_line(&Value::Null, PARSE_ERROR, &why));
+        }
+    };
+    let object = match &value {
+        Value::Object(o) => o,
+        Value::Array(_) => {
+            let why = "Invalid Request: JSON-RPC batches are not supported (MCP removed batching in \
+                       2025-06-18); send one message per line";
+            return Verdict::Answer(error_line(&Value::Null, INVALID_REQUEST, why));
+        }
+        _ => {
+            let why = "Invalid Request: a JSON-RPC message is a JSON object";
+            return Verdict::Answer(error_line(&Value::Null, INVALID_REQUEST, why));
+        }
+    };
+    let method = object.get("method").and_then(Value::as_str);
+    if method == Some("initialize") {
+        return Verdict::Initialize;
+    }
+    if initialized {
+        return Verdict::Pass;
+    }
+    let Some(id) = object.get("id").filter(|_| method.is_some()) else {
+        // A notification or a response before `initialize`: nothing to answer, and rmcp
+        // would end the session on it.
+        tracing::debug!(?method, "ignoring a message sent before initialize");
+        return Verdict::Drop;
+    };
+    // rmcp answers these itself: a ping, the 2026 `server/discover` probe, and a request
+    // that opens the per-request lifecycle (its own protocol version in `_meta`), which
+    // rmcp answers with the versions the proxy supports.
+    let inline_version = object
+        .get("params")
+        .and_then(|p| p.get("_meta"))
+        .and_then(|m| m.get("io.modelcontextprotocol/protocolVersion"))
+        .is_some();
+    if matches!(method, Some("ping" | "server/discover")) || inline_version {
+        return Verdict::Pass;
+    }
+    let why = format!(
+        "Server not initialized: send `initialize` (then `notifications/initialized`) before `{}`",
+        method.unwrap_or_default()
+    );
+    Verdict::Answer(error_line(id, NOT_INITIALIZED, &why))
+}
+
+/// rmcp's side of the pipes: give it to `serve` as its transport.
+pub(crate) type RmcpSide = (ReadHalf<DuplexStream>, WriteHalf<DuplexStream>);
+
+/// Put the filter between `input`/`output` (the process's stdin/stdout) and rmcp: returns
+/// rmcp's transport and the writer task. Two tasks run until the input ends (then rmcp
+/// sees its end) and until rmcp's output ends: await the writer after rmcp's session has
+/// ended (and its transport is dropped), so that its last answers reach the host.
+pub(crate) fn filter<R, W>(input: R, output: W) -> (RmcpSide, tokio::task::JoinHandle<()>)
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let (ours, theirs) = tokio::io::duplex(PIPE_BUFFER);
+    let (from_rmcp, to_rmcp) = tokio::io::split(ours);
+    let (answers_tx, answers_rx) = mpsc::unbounded_channel();
+    tokio::spawn(read_lines(input, to_rmcp, answers_tx));
+    let writer = tokio::spawn(write_lines(from_rmcp, answers_rx, output));
+    (tokio::io::split(theirs), writer)
+}
+
+/// Read the host's lines; pass the good ones to rmcp, answer the bad ones.
+async fn read_lines<R: AsyncRead + Unpin>(
+    input: R,
+    mut to_rmcp: WriteHalf<DuplexStream>,
+    answers: mpsc::UnboundedSender<String>,
+) {
+    let mut input = BufReader::new(input);
+    let mut line = Vec::new();
+    let mut initialized = false;
+    loop {
+        line.clear();
+        match input.read_until(b'\n', &mut line).await {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the MCP host's input");
+                break;
+            }
+        }
+        let verdict = judge(&line, initialized);
+        match verdict {
+            Verdict::Drop => continue,
+            Verdict::Answer(answer) => {
+                tracing::debug!(%answer, "answered a bad line from the MCP host");
+                let _ = answers.send(answer);
+                continue;
+            }
+            Verdict::Initialize => initialized = true,
+            Verdict::Pass => {}
+        }
+        if !line.ends_with(b"\n") {
+            line.push(b'\n');
+        }
+        if to_rmcp.write_all(&line).await.is_err() {
+            // rmcp has ended.
+            break;
+        }
+    }
+    // Closing rmcp's input ends its session, as the host's EOF does.
+    let _ = to_rmcp.shutdown().await;
+}
+
+/// Write rmcp's lines and the filter's answers to the real stdout, whole lines only.
+async fn write_lines<W: AsyncWrite + Unpin>(
+    from_rmcp: ReadHalf<DuplexStream>,
+    mut answers: mpsc::UnboundedReceiver<String>,
+    mut output: W,
+) {
+    let mut from_rmcp = BufReader::new(from_rmcp);
+    // Kept across iterations: a read interrupted by an answer keeps what it had read.
+    let mut pending = Vec::new();
+    let mut answers_open = true;
+    loop {
+        tokio::select! {
+            // The filter's answers first: they answer lines read before rmcp's.
+            biased;
+            answer = answers.recv(), if answers_open => match answer {
+                Some(mut answer) => {
+                    answer.push('\n');
+                    if write_line(&mut output, answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+                None => answers_open = false,
+            },
+            read = from_rmcp.read_until(b'\n', &mut pending) => {
+                match read {
+                    Ok(0) | Err(_) => {
+                        if !pending.is_empty() {
+                            let _ = write_line(&mut output, &pending).await;
+                        }
+                        while let Ok(mut answer) = answers.try_recv() {
+                            answer.push('\n');
+                            let _ = write_line(&mut output, answer.as_bytes()).await;
+                        }
+                        return;
+                    }
+                    Ok(_) if pending.ends_with(b"\n") => {
+                        if write_line(&mut output, &pending).await.is_err() {
+                            return;
+                        }
+                        pending.clear();
+                    }
+                    Ok(_) => {}
+                }
+            }
+        }
+    }
+}
+
+async fn write_line<W: AsyncWrite + Unpin>(output: &mut W, line: &[u8]) -> std::io::Result<()> {
+    output.write_all(line).await?;
+    output.flush().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(line: &str, initialized: bool) -> Value {
+        match judge(line.as_bytes(), initialized) {
+            Verdict::Answer(text) => serde_json::from_str(&text).expect("an answer is JSON"),
+            other => panic!("{line}: expected an answer, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn bad_lines_are_answered_and_good_ones_pass() {
+        for initialized in [false, true] {
+            let a = answer("{not json", initialized);
+            assert_eq!((a["id"].clone(), a["error"]["code"].clone()), (Value::Null, json!(PARSE_ERROR)), "{a}");
+            let a = answer(r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#, initialized);
+            assert_eq!(a["error"]["code"], INVALID_REQUEST, "{a}");
+            assert!(a["error"]["message"].as_str().unwrap_or_default().contains("batch"), "{a}");
+            assert_eq!(answer("42", initialized)["error"]["code"], INVALID_REQUEST);
+            assert_eq!(judge(b"  \r\n", initialized), Verdict::Drop);
+        }
+        let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#;
+        assert_eq!(judge(init.as_bytes(), false), Verdict::Initialize);
+        assert_eq!(judge(format!("\u{feff}{init}").as_bytes(), false), Verdict::Initialize);
+        let list = r#"{"jsonrpc":"2.0","id":"a","method":"tools/list"}"#;
+        assert_eq!(judge(list.as_bytes(), true), Verdict::Pass);
+        let a = answer(list, false);
+        assert_eq!((a["id"].clone(), a["error"]["code"].clone()), (json!("a"), json!(NOT_INITIALIZED)), "{a}");
+        let note = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+        assert_eq!(judge(note.as_bytes(), false), Verdict::Drop);
+        assert_eq!(judge(note.as_bytes(), true), Verdict::Pass);
+        for early in [
+            r#"{"jsonrpc":"2.0","id":2,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":3,"method":"server/discover","params":{}}"#,
+            r#"{"jsonrpc":"2.0","id":4,"method":"tools/list","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28"}}}"#,
+        ] {
+            assert_eq!(judge(early.as_bytes(), false), Verdict::Pass, "{early}");
+        }
+    }
+
+    #[tokio::test]
+    async fn answers_and_rmcp_lines_reach_stdout_whole_and_input_end_reaches_rmcp() {
+        let (host_in, proxy_in) = tokio::io::duplex(1024);
+        let (proxy_out, host_out) = tokio::io::duplex(1024);
+        let ((mut rmcp_in, mut rmcp_out), _writer) = filter(proxy_in, proxy_out);
+        let (_, mut host_in) = tokio::io::split(host_in);
+        let mut host_out = BufReader::new(host_out).lines();
+        host_in.write_all(b"oops\n{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"initialize\"}\n").await.expect("write");
+        let bad: Value =
+            serde_json::from_str(&host_out.next_line().await.expect("read").expect("a line")).expect("json");
+        assert_eq!(bad["error"]["code"], PARSE_ERROR);
+        let mut passed = BufReader::new(&mut rmcp_in);
+        let mut line = String::new();
+        passed.read_line(&mut line).await.expect("rmcp reads");
+        assert!(line.contains("initialize"), "{line}");
+        rmcp_out.write_all(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{}}\n").await.expect("rmcp writes");
+        let good = host_out.next_line().await.expect("read").expect("a line");
+        assert_eq!(good, r#"{"jsonrpc":"2.0","id":1,"result":{}}"#);
+        drop(host_in);
+        line.clear();
+        assert_eq!(passed.read_line(&mut line).await.expect("eof"), 0, "the host's EOF reaches rmcp");
+    }
+}
