@@ -478,6 +478,67 @@ async fn a_sigkilled_proxy_leaves_no_backend_behind() {
     );
 }
 
+/// The files at the top of the state directory whose names end with `suffix`, sorted.
+fn state_files(sandbox: &Sandbox, suffix: &str) -> Vec<String> {
+    let entries = std::fs::read_dir(sandbox.state.path()).expect("read the state directory");
+    let mut names: Vec<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(suffix))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Issue 13, item 4: proxy sessions leave no litter in the state directory: no lock file of
+/// their own instance (`mcp-PID.lock`) and no record, not even a SIGKILLed proxy's (both go
+/// at the next session's start); only a live session's own are there.
+#[tokio::test]
+async fn proxy_sessions_leave_no_lock_files_or_records_behind() {
+    let sandbox = Sandbox::new();
+    let never = sandbox.path("never");
+    let never = never.to_str().expect("a UTF-8 path");
+    // Two sessions the host ends (EOF), one after a forwarded call.
+    for call in [false, true] {
+        let mut script = Script::start(&sandbox, &proxy_args(&["--call-wait", "120s"], &[]));
+        script.initialize().await;
+        if call {
+            script
+                .send(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+                    "params": {"name": "list_skills", "arguments": {}}}))
+                .await;
+            let answer = script.answer(2).await;
+            assert!(answer["result"]["content"][0]["text"].is_string(), "{answer}");
+        }
+        script.stdin = None;
+        assert_eq!(script.exit_code().await, Some(0));
+    }
+    assert_eq!(state_files(&sandbox, ".lock"), Vec::<String>::new(), "finished sessions' locks");
+    assert_eq!(state_files(&sandbox, ".json"), Vec::<String>::new(), "finished sessions' records");
+
+    // One SIGKILLed while its backend loads: its lock and record stay, for now.
+    let mut killed = Script::start(&sandbox, &proxy_args(&[], &["--ready-file", never]));
+    killed.initialize().await;
+    let killed_name = format!("mcp-{}", killed.child.id().expect("the proxy's pid"));
+    let record = sandbox.record_where(&killed_name, "a process group", |r| r["pgid"].is_u64()).await;
+    killed.child.start_kill().expect("SIGKILL the proxy");
+    killed.exit_code().await;
+    group_gone(&record).await;
+    assert_eq!(state_files(&sandbox, ".lock"), [format!("{killed_name}.lock")]);
+
+    // The next session: while it runs, only its own lock and record are there.
+    let mut live = Script::start(&sandbox, &proxy_args(&[], &["--ready-file", never]));
+    live.initialize().await;
+    let live_name = format!("mcp-{}", live.child.id().expect("the proxy's pid"));
+    sandbox.record_where(&live_name, "a process group", |r| r["pgid"].is_u64()).await;
+    assert_eq!(state_files(&sandbox, ".lock"), [format!("{live_name}.lock")], "the killed proxy's lock is gone");
+    assert_eq!(state_files(&sandbox, ".json"), [format!("{live_name}.json")], "the killed proxy's record is gone");
+    live.stdin = None;
+    assert_eq!(live.exit_code().await, Some(0));
+    assert_eq!(state_files(&sandbox, ".lock"), Vec::<String>::new());
+    assert_eq!(state_files(&sandbox, ".json"), Vec::<String>::new());
+}
+
 /// Issue 13, item 2: two proxies of the same configuration with `--share` (two host
 /// windows) run one backend; it outlives the first to go and stops after the last.
 #[tokio::test]

@@ -8,7 +8,10 @@
 //! waits for a backend when nothing else is known (and one whose `--list-wait` runs out);
 //! `--prefetch` (tool names on stdout, exit 0, nothing left running, its cache served at
 //! once by the next proxy); the cache of one version of a uvx package served at once to the
-//! next version; and a project's own `./tether.toml`, ignored unless `--config` names it.
+//! next version; a project's own `./tether.toml`, ignored unless `--config` names it; a cancel
+//! without a progress token reaching the backend (both SDK lines, and 2.x's `mcp.Client`); and
+//! each line's default client (2.x: `mcp.Client`, which probes `server/discover` at
+//! 2026-07-28) calling tools.
 //!
 //! **Needs uv and PyPI on a cold uv cache** (the SDK and, for the uvx case, the fixture's
 //! dependencies, resolved into the shared cache under `target/tmp/uv-cache`). Without uv or
@@ -410,7 +413,10 @@ async fn default_client_calls_tools(sdk: &str, host_flags: &[&str]) {
     assert_eq!(names(&answer), ["list_skills", "find_helpful_skills"], "{answer}");
     let call = &answer["call"];
     assert_eq!(call["isError"], json!(false), "mcp=={sdk}: {answer}");
-    assert_eq!(call["content"][0]["text"], "skill-1: Example skill 1\nskill-2: Example skill 2\nskill-3: Example skill 3");
+    assert_eq!(
+        call["content"][0]["text"],
+        "skill-1: Example skill 1\nskill-2: Example skill 2\nskill-3: Example skill 3"
+    );
     let protocol = answer["protocol"].as_str().unwrap_or_default();
     assert!(protocol < "2026-07-28", "an initialize-era version: {answer}");
 }

@@ -216,6 +216,7 @@ pub async fn serve_stdio(
         None => StateDir::from_env()?,
     };
     let cache = ToolCache::new(&state, &options.cache_key, options.tools_file.as_deref(), options.preset.as_deref())?;
+    forget_dead_proxy_locks(&state);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let shared = front::Shared::new(plan.name.clone(), cache, options.call_wait, options.list_wait);
     let supervisor = tokio::spawn(backend::supervise(plan, ensure, options.mcp_path.clone(), shared.clone(), stop_rx));
@@ -243,9 +244,48 @@ pub async fn serve_stdio(
         _ = stop => tracing::info!("stop signal: stopping the backend"),
     }
     let _ = stop_tx.send(true);
-    match supervisor.await {
+    let result = match supervisor.await {
         Ok(result) => result,
         Err(e) => Err(Error::runner("the backend supervisor failed", Some(Box::new(e)))),
+    };
+    // Our own `mcp-PID.lock` (released with the backend), and any a killed proxy left.
+    forget_dead_proxy_locks(&state);
+    result
+}
+
+/// The pid in a proxy's own instance name, `mcp-PID` (the name given when none is: see
+/// [`plan`]); `None` for any other name (a cache key is `mcp-` and 16 hex digits).
+fn proxy_pid(name: &str) -> Option<u32> {
+    let digits = name.strip_prefix("mcp-")?;
+    if !(1..=10).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Remove the lock files of the proxies' per-process instances, `mcp-PID.lock`, whose proxy
+/// is gone (this one's own when it is done with it): each proxy without `--name` or
+/// `--share` has a name of its own, so without this every session (and every SIGKILLed
+/// proxy) left one behind for good. Only a lock that no process holds (the kernel releases
+/// a killed holder's) and whose pid runs no process (or is this one) is removed, while
+/// holding it. Nothing else: the lock files of other names are shared and stay.
+fn forget_dead_proxy_locks(state: &StateDir) {
+    let Ok(entries) = std::fs::read_dir(state.path()) else { return };
+    let me = std::process::id();
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let Some(name) = file.to_str().and_then(|f| f.strip_suffix(".lock")) else { continue };
+        let Some(pid) = proxy_pid(name) else { continue };
+        if pid != me && tether_core::procs::ProcessIdentity::of(pid).is_some() {
+            continue;
+        }
+        // Held: its proxy (or a start of that name) is still using it.
+        let Ok(lock) = state.try_lock(name) else { continue };
+        match std::fs::remove_file(entry.path()) {
+            Ok(()) => tracing::debug!(file = %entry.path().display(), "removed a finished proxy's lock file"),
+            Err(e) => tracing::debug!(file = %entry.path().display(), error = %e, "cannot remove a proxy's lock file"),
+        }
+        drop(lock);
     }
 }
 
@@ -272,6 +312,7 @@ pub async fn prefetch(plan: Plan, ensure: EnsureOptions, options: ProxyOptions) 
     } else {
         handle.stop().await.map(|_| ())
     };
+    forget_dead_proxy_locks(&state);
     let (tools, instructions) = fetched?;
     stopped?;
     cache.store(&tools);
@@ -333,6 +374,15 @@ mod tests {
             }),
             "skills"
         );
+    }
+
+    #[test]
+    fn only_a_proxys_own_instance_names_carry_a_pid() {
+        assert_eq!(proxy_pid(&format!("mcp-{}", std::process::id())), Some(std::process::id()));
+        assert_eq!(proxy_pid("mcp-1"), Some(1));
+        for other in ["mcp-", "mcp-12a", "mcp-0123456789012345", "skills", "mcp-1-2", "xmcp-12"] {
+            assert_eq!(proxy_pid(other), None, "{other}");
+        }
     }
 
     #[test]

@@ -513,8 +513,7 @@ impl ServerHandler for Backend {
         {
             log_line(log, "started");
             // Bounded, so that a test that never cancels does not hang forever.
-            let cancelled =
-                tokio::time::timeout(Duration::from_secs(600), context.ct.cancelled()).await.is_ok();
+            let cancelled = tokio::time::timeout(Duration::from_secs(600), context.ct.cancelled()).await.is_ok();
             log_line(log, if cancelled { "cancelled" } else { "timed out" });
             self.shared.count_call();
             return Ok(CallToolResult::error(vec![ContentBlock::text("cancelled")]).into());
@@ -679,6 +678,7 @@ mod tests {
             skills: 5,
             variant: ToolsVariant::A,
             exit_after_calls: None,
+            cancel_log: None,
             calls: AtomicU64::new(0),
             exit_armed: AtomicBool::new(false),
         };

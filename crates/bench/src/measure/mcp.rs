@@ -4,6 +4,12 @@
 //! - **Process start → `initialize` answer**, while the backend cannot be ready (its
 //!   `--ready-file` never appears): the answer must not wait for the backend. Baseline:
 //!   `tether --version` spawn → exit, the process start of the same binary.
+//! - **Process start → first `tools/list` answer** with `--preset claude-skills` (the same
+//!   proxies, right after their `initialize`: `initialized` and `tools/list` sent at once, as
+//!   a host does): the preset's three tools, without waiting for the backend.
+//! - **Two windows → one backend**: two proxies of the same configuration with `--share`
+//!   (two host windows), each with a forwarded call; the backend processes running then are
+//!   counted (by their argv: the test backend's binary and this run's own marker file).
 //! - **Per-call forwarding overhead**: N sequential `tools/call` of `find_helpful_skills`
 //!   through one proxy (stdio → proxy → its rmcp HTTP client → backend `/mcp`), paired one
 //!   by one with the same call made directly to the same backend with rmcp's streamable
@@ -41,6 +47,8 @@ const INITIALIZE: &str = "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"initialize\
                           \"2025-06-18\",\"capabilities\":{},\"clientInfo\":{\"name\":\"bench\",\"version\":\"1\"}}}\n";
 /// The host's `initialized` notification, one line.
 const INITIALIZED: &str = "{\"jsonrpc\":\"2.0\",\"method\":\"notifications/initialized\"}\n";
+/// The host's first `tools/list`, one line.
+const LIST: &str = "{\"jsonrpc\":\"2.0\",\"id\":2,\"method\":\"tools/list\"}\n";
 /// The tool called, and the text its answer must contain.
 const TOOL: &str = "find_helpful_skills";
 const EXPECTED: &str = "top 3 skills for: bench";
@@ -255,6 +263,8 @@ const SETTLE: Duration = Duration::from_millis(300);
 /// after the spawn (the backend started meanwhile, still loading).
 struct InitializeTimes {
     from_spawn: Vec<f64>,
+    /// From just before the spawn until the first `tools/list` answer was read.
+    first_list: Vec<f64>,
     version: Vec<f64>,
     settled: Vec<f64>,
 }
@@ -266,7 +276,8 @@ fn initialize_times(h: &Harness, backend: &Path, runs: usize) -> BenchResult<Ini
     let never = dir.path().join("never-ready");
     let never = never.to_string_lossy();
     let log = dir.path().join("proxy-initialize.log");
-    let mut t = InitializeTimes { from_spawn: Vec::new(), version: Vec::new(), settled: Vec::new() };
+    let mut t =
+        InitializeTimes { from_spawn: Vec::new(), first_list: Vec::new(), version: Vec::new(), settled: Vec::new() };
     for _ in 0..runs {
         t.version.push(version_start(h)?);
         for settle in [Duration::ZERO, SETTLE] {
@@ -287,6 +298,17 @@ fn initialize_times(h: &Harness, backend: &Path, runs: usize) -> BenchResult<Ini
             }
             if answer["result"]["serverInfo"]["name"] != "tether-mcp-proxy" {
                 return fail(format!("unexpected initialize answer: {answer}"));
+            }
+            if settle.is_zero() {
+                // A host's next step: `initialized`, then its first (and maybe only) list.
+                proxy.send(INITIALIZED)?;
+                proxy.send(LIST)?;
+                let (listed, at) = proxy.answer(2)?;
+                t.first_list.push(ms(at - spawned));
+                let tools = listed["result"]["tools"].as_array().map_or(0, Vec::len);
+                if tools != 3 {
+                    return fail(format!("the first tools/list is not the preset's 3 tools: {listed}"));
+                }
             }
             proxy.close()?;
         }
@@ -437,6 +459,49 @@ async fn call_times_here(h: &Harness, backend: &Path, calls: usize, multi: Handl
     Ok(t)
 }
 
+/// The backend processes running now of this run: argv[0] is the test backend's binary and
+/// an argument is `marker`.
+fn backends_running(backend: &Path, marker: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
+    let (backend, marker) = (backend.as_os_str().as_encoded_bytes(), marker.as_os_str().as_encoded_bytes());
+    entries
+        .flatten()
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())))
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .filter(|cmdline| {
+            let mut argv = cmdline.split(|b| *b == 0);
+            argv.next() == Some(backend) && argv.any(|a| a == marker)
+        })
+        .count()
+}
+
+/// Two proxies of one configuration with `--share` (two host windows), each initialized and
+/// with one forwarded call (so the backend is ready and used by both): how many backends run.
+fn two_windows(h: &Harness, backend: &Path) -> BenchResult<usize> {
+    let dir = tempfile::tempdir().ctx("cannot create a temporary directory")?;
+    // Exists: the backend is ready at once; its path in the argv tells this run's backends.
+    let marker = dir.path().join("ready-marker");
+    std::fs::write(&marker, "").ctx("cannot create the marker file")?;
+    let marker_arg = marker.to_string_lossy().into_owned();
+    let mut windows = Vec::new();
+    for window in ["a", "b"] {
+        let log = dir.path().join(format!("proxy-window-{window}.log"));
+        let mut command =
+            proxy_command(h, backend, dir.path(), &["--share", "0s"], &["--ready-file", &marker_arg], &log)?;
+        let mut proxy = Proxy::spawn(&mut command, &log, Watchdog::new(SESSION_LIMIT))?;
+        proxy.send(INITIALIZE)?;
+        proxy.answer(1)?;
+        proxy.send(INITIALIZED)?;
+        proxy_call(&mut proxy, 2)?;
+        windows.push(proxy);
+    }
+    let running = backends_running(backend, &marker);
+    for proxy in windows {
+        proxy.close()?;
+    }
+    Ok(running)
+}
+
 /// The median of `x` (as in the table).
 fn median(x: &[f64]) -> f64 {
     Row::new(0, "", "", x, Target::None).median
@@ -446,6 +511,7 @@ fn median(x: &[f64]) -> f64 {
 pub async fn mcp_proxy(h: &Harness, backend: &Path, reps: usize) -> BenchResult<Vec<Row>> {
     let starts = reps + reps.div_ceil(3);
     let init = tokio::task::block_in_place(|| initialize_times(h, backend, starts))?;
+    let backends = tokio::task::block_in_place(|| two_windows(h, backend))?;
     let calls = reps * 20;
     let t = call_times(h, backend, calls, Handle::current()).await?;
     let (proxy, direct) = (median(&t.proxy), median(&t.direct));
@@ -453,6 +519,22 @@ pub async fn mcp_proxy(h: &Harness, backend: &Path, reps: usize) -> BenchResult<
     Ok(vec![
         Row::new(10, "mcp-proxy: process start → `initialize` answer", "ms", &init.from_spawn, Target::AtMost(10.0))
             .note("spawn + one raw JSON-RPC line each way; backend never ready (--ready-file absent)"),
+        Row::new(
+            10,
+            "mcp-proxy --preset claude-skills: process start → first `tools/list` answer",
+            "ms",
+            &init.first_list,
+            Target::AtMost(10.0),
+        )
+        .note("initialize, then initialized + tools/list at once; the preset's 3 tools, backend never ready"),
+        Row::new(
+            10,
+            "mcp-proxy: two windows (two proxies, --share) → backends running",
+            "count",
+            &[backends as f64],
+            Target::AtMost(1.0),
+        )
+        .note("same configuration, one forwarded call each; counted by argv while both run"),
         Row::new(10, "  baseline: `tether --version`, spawn → exit", "ms", &init.version, Target::None)
             .note("process start of the same binary: exec, dynamic linking, clap"),
         Row::new(
