@@ -115,6 +115,13 @@ pub async fn ensure_running(plan: Plan, opts: EnsureOptions) -> Result<Handle> {
              backend already runs on its own; drop them (`tether up --runner remote` only checks and watches it)",
         ));
     }
+    if plan.runner == crate::RunnerKind::Docker && opts.shared.is_some() {
+        return Err(Error::config(
+            "--share is not supported with --runner docker: a detached container has no guard to stop it \
+             after the last lease is gone, so it would run on; use `--no-share` (mcp-proxy), or `--detach` \
+             and `tether down`",
+        ));
+    }
     let given = plan.config.host.is_some() || plan.host != crate::config::DEFAULT_HOST;
     if !attached {
         crate::config::check_host_for(plan.runner, &plan.host, given)?;

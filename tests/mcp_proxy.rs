@@ -157,8 +157,16 @@ struct Script {
 
 impl Script {
     fn start(sandbox: &Sandbox, args: &[String]) -> Self {
-        let mut child = sandbox
-            .command(args)
+        Script::spawn(sandbox.command(args))
+    }
+
+    /// With `mcp-proxy`'s own defaults, as a host starts it (sharing included).
+    fn start_as_host(sandbox: &Sandbox, args: &[String]) -> Self {
+        Script::spawn(sandbox.command_as_host(args))
+    }
+
+    fn spawn(mut command: tokio::process::Command) -> Self {
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -573,6 +581,49 @@ async fn shared_proxies_run_one_backend_that_stops_after_the_last() {
     let name = records[0].clone();
     let gone = tether_testkit::wait_until(WAIT, || sandbox.record(&name).is_none());
     assert!(gone, "the record of a shared backend that stopped is left behind");
+}
+
+/// Issue 13, item 2: sharing is the default. Two proxies of one configuration, started as a
+/// host starts them (no sharing flag), use one backend; `status` counts both; after the last
+/// one it lingers (60 s by default, so a reopened window finds it loaded) until `down`.
+#[tokio::test]
+async fn proxies_started_as_hosts_do_share_one_backend_by_default() {
+    let sandbox = Sandbox::new();
+    let args = proxy_args(&["--call-wait", "120s"], &[]);
+    let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "find_helpful_skills", "arguments": {"task_description": "by default"}}});
+    let mut first = Script::start_as_host(&sandbox, &args);
+    first.initialize().await;
+    first.send(call.clone()).await;
+    assert!(first.answer(2).await["result"]["content"][0]["text"].as_str().is_some_and(|t| t.contains("by default")));
+    let mut second = Script::start_as_host(&sandbox, &args);
+    second.initialize().await;
+    second.send(call).await;
+    assert!(second.answer(2).await["result"]["content"][0]["text"].as_str().is_some_and(|t| t.contains("by default")));
+    let records = state_files(&sandbox, ".json");
+    assert_eq!(records.len(), 1, "one instance for both proxies: {records:?}");
+    let name = records[0].trim_end_matches(".json").to_string();
+    let record = sandbox.record(&name).expect("the shared record");
+    assert_eq!(record["detached"], true, "{record}");
+    let tether = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+            .args(args)
+            .env("TETHER_STATE_DIR", sandbox.state.path())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run tether")
+    };
+    let status: Value =
+        serde_json::from_slice(&tether(&["status", "--name", &name, "--json"]).stdout).expect("status JSON");
+    assert_eq!(status["attached"], 2, "both proxies hold a lease: {status}");
+    first.stdin = None;
+    assert_eq!(first.exit_code().await, Some(0));
+    second.stdin = None;
+    assert_eq!(second.exit_code().await, Some(0));
+    assert!(group_alive(&record), "the backend lingers after the last proxy (default 60s)");
+    let down = tether(&["down", "--name", &name]);
+    assert!(down.status.success(), "down: {down:?}");
+    group_gone(&record).await;
 }
 
 /// Issue 13, item 3: a backend that exits between its ready `/health` and its MCP

@@ -87,6 +87,7 @@ impl PyHost {
             .arg("--")
             .arg(env!("CARGO_BIN_EXE_tether"))
             .arg("mcp-proxy")
+            .args(mcp_support::no_share_unless_shared(args))
             .args(args)
             .envs(self.found.env())
             .env("TETHER_STATE_DIR", sandbox.state.path())

@@ -47,8 +47,18 @@ impl Sandbox {
         self.dir.path().join(name)
     }
 
-    /// `tether mcp-proxy ARGS` with this sandbox's state dir, cwd and environment.
+    /// `tether mcp-proxy ARGS` with this sandbox's state dir, cwd and environment. A proxy
+    /// of its own backend (`--no-share`) unless ARGS ask for sharing: a test's backend must
+    /// not linger after it (see [`no_share_unless_shared`]).
     pub fn command(&self, args: &[String]) -> tokio::process::Command {
+        let mut cmd = self.command_as_host(&[]);
+        cmd.args(no_share_unless_shared(args)).args(args);
+        cmd
+    }
+
+    /// `tether mcp-proxy ARGS` exactly as given, as a host starts it: with `mcp-proxy`'s
+    /// own defaults (sharing included).
+    pub fn command_as_host(&self, args: &[String]) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tether"));
         cmd.arg("mcp-proxy")
             .args(args)
@@ -184,4 +194,13 @@ impl Wheel {
         assert!(path.is_file(), "no wheel at {}", path.display());
         Wheel { _dir: dir, path }
     }
+}
+
+/// `--no-share` unless `args` ask for sharing (`--share`) or name no backend of ours
+/// (`--prefetch` stops its own; `--runner remote` and docker never share by default — the
+/// flag is harmless there). Sharing is `mcp-proxy`'s default for native and uvx backends,
+/// and a shared backend lingers after its last proxy: the tests that are not about sharing
+/// want a backend of the proxy's own, gone when it exits.
+pub fn no_share_unless_shared(args: &[String]) -> Option<&'static str> {
+    (!args.iter().any(|a| a == "--share" || a.starts_with("--share=") || a == "--no-share")).then_some("--no-share")
 }

@@ -205,12 +205,17 @@ pub struct McpProxyArgs {
     /// (the one-time setup step; a first uvx install can take minutes).
     #[arg(long)]
     pub prefetch: bool,
-    /// Share one backend between every proxy with the same configuration (an MCP host
-    /// runs one proxy per window): it runs detached, each proxy holds a lease on it, and
-    /// it stops LINGER after the last proxy is gone (e.g. `--share 60s`). The instance
-    /// name is then the tools cache key (or `--name`), the same for every such proxy.
-    #[arg(long, value_name = "LINGER", value_parser = parse_dur, conflicts_with = "prefetch")]
+    /// How long a shared backend lingers after the last proxy is gone (default 60s).
+    /// Sharing is the default for the native and uvx runners: every proxy with the same
+    /// configuration (an MCP host runs one per window) uses one backend, which runs
+    /// detached; each proxy holds a lease on it, and it stops LINGER after the last one
+    /// is gone. The instance name is the tools cache key (or `--name`).
+    #[arg(long, value_name = "LINGER", value_parser = parse_dur, conflicts_with_all = ["prefetch", "no_share"])]
     pub share: Option<String>,
+    /// A backend of this proxy's own, stopped when it exits (the default for the docker
+    /// and remote runners).
+    #[arg(long)]
+    pub no_share: bool,
 }
 
 /// The backend options, shared by `up` and `mcp-proxy`; each maps to the `tether.toml`

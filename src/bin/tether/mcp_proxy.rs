@@ -24,6 +24,15 @@ fn load_config(args: &BackendArgs) -> tether::Result<Config> {
     Ok(config)
 }
 
+/// How long a shared backend outlives its last proxy when `--share` does not say: a window
+/// closed and reopened within it finds the backend still loaded.
+const DEFAULT_LINGER: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Whether a proxy shares its backend unless `--no-share` says otherwise.
+fn shares_by_default(runner: tether::RunnerKind) -> bool {
+    matches!(runner, tether::RunnerKind::Native | tether::RunnerKind::Uvx)
+}
+
 pub async fn run(args: McpProxyArgs) -> i32 {
     // Listen before anything starts: a stop signal at any moment is a clean stop.
     let mut signals = match Signals::new() {
@@ -51,14 +60,19 @@ pub async fn run(args: McpProxyArgs) -> i32 {
         Err(e) => return report_error(&e, false),
     };
     let mut ensure = EnsureOptions::default().replacing(args.backend.replace);
-    match args.share.as_deref().map(tether::parse_duration) {
-        Some(Ok(linger)) => {
-            // Every proxy of this configuration names the same instance: they share it.
-            plan.name = options.cache_key.clone();
-            ensure = ensure.sharing(linger);
-        }
+    let linger = match args.share.as_deref().map(tether::parse_duration) {
+        Some(Ok(linger)) => Some(linger),
         Some(Err(why)) => return report_error(&Error::config(format!("bad --share: {why}")), false),
-        None => {}
+        // Shared by default where a lease can end it: a process backend's guard watches
+        // the leases. A container has no guard once detached, and a remote backend is
+        // not ours to start or stop.
+        None if !args.no_share && !args.prefetch && shares_by_default(plan.runner) => Some(DEFAULT_LINGER),
+        None => None,
+    };
+    if let Some(linger) = linger {
+        // Every proxy of this configuration names the same instance: they share it.
+        plan.name = options.cache_key.clone();
+        ensure = ensure.sharing(linger);
     }
     if args.prefetch {
         return prefetch(plan, ensure, options, signals).await;

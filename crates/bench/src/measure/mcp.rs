@@ -227,6 +227,9 @@ fn proxy_command(
     let mut command = Command::new(&h.exe);
     command
         .arg("mcp-proxy")
+        // A backend of this proxy's own unless the row is about sharing (sharing is the
+        // default for a native backend, and a shared one lingers after the proxy).
+        .args((!proxy_flags.contains(&"--share")).then_some("--no-share"))
         .args(proxy_flags)
         .args(["--preset", "claude-skills", "--"])
         .arg(backend)
