@@ -212,6 +212,11 @@ pub(crate) async fn supervise(
     let mut supervisor = Supervisor::spawn(Arc::clone(&starter) as Arc<dyn Starter>, options);
     let Some(mut events) = supervisor.events() else { return Ok(()) };
     let name = plan.name.clone();
+    // A backend someone else runs is reconnected to, never restarted: say so.
+    let (again, not_again) = match plan.runner {
+        crate::RunnerKind::Remote => ("reconnecting to the backend", "not reconnecting to the backend"),
+        _ => ("restarting the backend", "not restarting the backend"),
+    };
     loop {
         let event = tokio::select! {
             () = stopping(&mut stop) => {
@@ -254,17 +259,20 @@ pub(crate) async fn supervise(
             SupervisorState::Restarting { ended, restarts, at, stderr_tail, .. } => {
                 let reason = ended.to_string();
                 let in_ms = at.saturating_duration_since(tokio::time::Instant::now()).as_millis() as u64;
-                tracing::warn!(instance = %name, %reason, restart = restarts, in_ms, "restarting the backend");
+                tracing::warn!(instance = %name, %reason, restart = restarts, in_ms, "{again}");
                 shared.set(BackendState::Down { reason, stderr_tail, restart_at: at.into_std() });
             }
             SupervisorState::Failed { ended, error, restarts, stderr_tail } => {
                 let reason = ended.to_string();
-                tracing::error!(instance = %name, %reason, restarts, "not restarting the backend");
+                tracing::error!(instance = %name, %reason, restarts, "{not_again}");
                 let exit_code = match error.as_deref() {
                     Some(e) => e.backend_exit_code(),
                     None => tether_core::supervisor::exit_code(&ended),
                 };
-                let message = format!("backend '{name}' {reason}; it will not be restarted");
+                let message = match plan.runner {
+                    crate::RunnerKind::Remote => format!("backend '{name}' {reason}; no more reconnecting to it"),
+                    _ => format!("backend '{name}' {reason}; it will not be restarted"),
+                };
                 shared.tell_host_failed(message, exit_code, &stderr_tail).await;
                 shared.set(BackendState::Failed { reason, exit_code, stderr_tail });
                 // Keep answering the host (with this error) until it goes away.
