@@ -119,6 +119,35 @@ async fn a_crashed_backend_is_restarted_and_calls_work_again() {
     group_gone(&after).await;
 }
 
+/// Issue 13, item 3: a call sent right as the backend dies (before the proxy has seen it
+/// end) waits for the restart like the calls sent a moment later, instead of failing.
+#[tokio::test]
+async fn a_call_sent_as_the_backend_dies_waits_for_the_restart() {
+    let sandbox = Sandbox::new();
+    let args = proxy_args(&["--name", "dying", "--call-wait", "120s"], &[]);
+    let (client, _events) = connect(&sandbox, &args).await;
+    let first = call(&client, "list_skills", json!({})).await.expect("forwarded");
+    assert_ne!(first.is_error, Some(true), "{first:?}");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["status", "--name", "dying", "--json"])
+        .env("TETHER_STATE_DIR", sandbox.state.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run tether status");
+    let status: Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+    let backend = status["pid"].as_u64().unwrap_or_else(|| panic!("the backend's pid: {status}"));
+    // SIGKILL the backend (our own test's child's child), then call at once.
+    kill(Pid::from_raw(i32::try_from(backend).expect("pid fits")), Signal::SIGKILL).expect("SIGKILL the backend");
+    let second = call(&client, "find_helpful_skills", json!({"task_description": "right after"})).await;
+    let second = second.expect("answered, not a protocol error");
+    assert_ne!(second.is_error, Some(true), "the call failed instead of waiting: {}", text_of(&second));
+    assert!(text_of(&second).contains("right after"), "{}", text_of(&second));
+    let after = sandbox.record("dying").expect("a record");
+    assert_eq!(after["restarts"], json!(1), "answered by the restarted backend: {after}");
+    let _ = client.cancel().await;
+    group_gone(&after).await;
+}
+
 #[tokio::test]
 async fn the_cached_list_is_served_before_ready_and_a_changed_one_is_announced() {
     let sandbox = Sandbox::new();

@@ -195,6 +195,26 @@ impl Shared {
         self.settled_within(self.0.call_wait).await
     }
 
+    /// After a call to `peer` lost its connection: whether the backend ended (seen within
+    /// a second: a process exit is seen at once), and if so the state once settled again
+    /// (up to `--call-wait`) — `Ready` with a new peer when it was restarted. `None` when the
+    /// backend still looks ready on the same peer: the failure was not its end.
+    async fn restarted_from(&self, peer: &Peer<RoleClient>) -> Option<BackendState> {
+        let mut rx = self.0.state.subscribe();
+        // One connection, one handshake: the same peer shares its handshake's `Arc`.
+        let same_peer = |p: &Peer<RoleClient>| match (p.peer_info(), peer.peer_info()) {
+            (Some(a), Some(b)) => Arc::ptr_eq(&a, &b),
+            _ => false,
+        };
+        let same = |s: &BackendState| matches!(s, BackendState::Ready { peer: p, .. } if same_peer(p));
+        let left = matches!(tokio::time::timeout(Duration::from_secs(1), rx.wait_for(|s| !same(s))).await, Ok(Ok(_)));
+        if !left {
+            return None;
+        }
+        let settled = self.settled().await;
+        (!same(&settled)).then_some(settled)
+    }
+
     /// Wait, up to `wait`, until the backend is ready, failed or stopping.
     async fn settled_within(&self, wait: Duration) -> BackendState {
         let mut rx = self.0.state.subscribe();
@@ -382,7 +402,15 @@ impl ServerHandler for Front {
         };
         let tool = request.name.clone();
         let host_token = context.meta.get_progress_token();
-        let forwarded = self.shared.forward_call(peer, request, host_token, &context).await;
+        let mut forwarded = self.shared.forward_call(peer, request.clone(), host_token.clone(), &context).await;
+        // A call sent as the backend dies (its connection gone, not an answer) waits for the
+        // restart like the calls sent a moment later, and goes to the new backend once.
+        if matches!(forwarded, Err(ServiceError::TransportSend(_) | ServiceError::TransportClosed))
+            && let Some(BackendState::Ready { peer: again, .. }) = self.shared.restarted_from(peer).await
+        {
+            tracing::info!(%tool, "the backend ended under a call: sending it to the restarted backend");
+            forwarded = self.shared.forward_call(&again, request, host_token, &context).await;
+        }
         match forwarded {
             Ok(response) => Ok(response),
             // The backend's own protocol error (unknown tool, bad arguments): the host sees it as is.
