@@ -26,6 +26,10 @@ use crate::procs;
 /// instance: a fingerprint that survives even when the state file is gone.
 pub const INSTANCE_ENV: &str = "TETHER_INSTANCE";
 
+/// The fewest processes per thread of the fd scan: below it, a thread's start
+/// (tens of µs) costs more than its share of the scan saves.
+const PIDS_PER_THREAD: usize = 128;
+
 /// Pids of processes holding a TCP socket in LISTEN state on `port` (IPv4 and
 /// IPv6), sorted and deduplicated. A process whose fds we may not read is
 /// skipped (see the module notes). A client connected to the port is never a
@@ -38,11 +42,25 @@ pub fn listening_pids(port: u16) -> Result<Vec<u32>> {
     }
     let proc_dir = std::fs::read_dir("/proc").map_err(|e| Error::io("cannot list /proc", e))?;
     let fds = FdScan::open().map_err(|e| Error::io("cannot open /proc", e))?;
-    let mut pids: Vec<u32> = proc_dir
-        .flatten()
-        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
-        .filter(|&pid| fds.any_socket(pid, |inode| inodes.contains(&inode)))
-        .collect();
+    let all: Vec<u32> = proc_dir.flatten().filter_map(|entry| entry.file_name().to_str()?.parse().ok()).collect();
+    let holds = |pid: &u32| fds.any_socket(*pid, |inode| inodes.contains(&inode));
+    // Every process's fd links are read (a socket can be shared with any process, by
+    // fork or by fd passing), a few syscalls each: on a large table the work is split
+    // over the cores, each thread reading a contiguous share of the pids.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(all.len() / PIDS_PER_THREAD).max(1);
+    let mut pids: Vec<u32> = if threads == 1 {
+        all.iter().copied().filter(|p| holds(p)).collect()
+    } else {
+        let share = all.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let parts: Vec<_> = all
+                .chunks(share)
+                .map(|part| scope.spawn(move || part.iter().copied().filter(|p| holds(p)).collect::<Vec<u32>>()))
+                .collect();
+            // A scan thread cannot panic short of a bug; its share then counts as unread.
+            parts.into_iter().flat_map(|t| t.join().unwrap_or_default()).collect()
+        })
+    };
     // read_dir walks /proc in pid order already; sort anyway, it is the contract.
     pids.sort_unstable();
     pids.dedup();
@@ -339,6 +357,11 @@ impl FdScan {
             if n == 0 {
                 return false;
             }
+            // getdents fills the buffer until the next record does not fit, and a
+            // record of an fd (at most 10 digits) takes at most 32 bytes: with that
+            // much room left, this read listed every fd, and the call that would
+            // return 0 can be saved (one of the ~7 syscalls a process costs).
+            let listed_all = entries.len() - n >= MAX_FD_RECORD;
             let mut rest = entries.get(..n).unwrap_or_default();
             // struct linux_dirent64 { u64 ino; i64 off; u16 reclen; u8 type; char name[]; }
             while let Some(reclen) = rest.get(16..18).map(|b| usize::from(u16::from_ne_bytes([b[0], b[1]]))) {
@@ -354,9 +377,16 @@ impl FdScan {
                     return true;
                 }
             }
+            if listed_all {
+                return false;
+            }
         }
     }
 }
+
+/// The largest `linux_dirent64` record of an fd directory entry: 19 bytes of header,
+/// a name of at most 10 digits and its NUL, padded to 8 bytes.
+const MAX_FD_RECORD: usize = 32;
 
 /// The inode of the socket the fd link `name` (NUL-terminated) in the fd directory
 /// `dir` names; `None` for any other file, or a link gone meanwhile.
@@ -424,6 +454,18 @@ mod tests {
             let port6 = l6.local_addr().expect("addr").port();
             assert_eq!(without_children(listening_pids(port6).expect("lookup")), [me]);
         }
+    }
+
+    #[test]
+    fn a_listener_past_many_fds_is_found() {
+        // More fds than one getdents buffer lists: the scan reads on.
+        let files: Vec<_> = (0..400).map(|_| std::fs::File::open("/dev/null").expect("open")).collect();
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        assert!(without_children(listening_pids(port).expect("lookup")).contains(&std::process::id()));
+        let me = procs::ProcessIdentity::current();
+        assert!(listeners_held_by(port, me, None));
+        drop(files);
     }
 
     #[test]

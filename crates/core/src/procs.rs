@@ -288,8 +288,8 @@ pub fn uid_of(pid: u32) -> Option<u32> {
 /// The user name for `uid`, through the system's user database (NSS, so LDAP
 /// users resolve too).
 ///
-/// One `getpwuid_r` for this uid: `sysinfo`'s user list, used before, read the whole
-/// database on every call (about a third of a port lookup on a quiet machine).
+/// One `getpwuid_r` for this uid (`sysinfo`'s user list, used before, listed every
+/// user on each call).
 fn user_name(uid: u32) -> Option<String> {
     nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok().flatten().map(|u| u.name)
 }

@@ -422,6 +422,32 @@ mod tests {
         assert_eq!(relay2.tail(1), vec!["bad \u{fffd}"]);
     }
 
+    #[test]
+    fn the_ring_keeps_the_last_lines_across_batches() {
+        let relay = LogRelay::new("t", 3, 1024);
+        for l in ["a", "b", "c", "d", "e"] {
+            relay.push(Stream::Stdout, l.as_bytes());
+        }
+        assert_eq!(relay.tail(10), vec!["c", "d", "e"]);
+        assert_eq!(relay.tail(2), vec!["d", "e"]);
+        // A batch longer than the ring keeps its own last lines only.
+        let mut batch = Lines::default();
+        for l in ["1", "2", "3", "4"] {
+            batch.push(l.as_bytes());
+        }
+        relay.push_lines(Stream::Stderr, &batch);
+        assert_eq!(relay.tail(10), vec!["2", "3", "4"]);
+        // A short batch evicts part of an older chunk.
+        let mut two = Lines::default();
+        two.push(b"x");
+        two.push(b"");
+        relay.push_lines(Stream::Stdout, &two);
+        assert_eq!(relay.tail(10), vec!["4", "x", ""]);
+        let inner = relay.lock();
+        assert_eq!(inner.held, 3);
+        assert_eq!(inner.lines().count(), 3);
+    }
+
     #[tokio::test]
     async fn a_pattern_already_in_the_ring_counts() {
         let relay = LogRelay::with_defaults("t");

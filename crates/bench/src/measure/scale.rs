@@ -3,6 +3,9 @@
 
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
 use tether::Identity;
 use tokio::task::JoinSet;
 
@@ -65,6 +68,47 @@ async fn round(h: &Harness, n: usize) -> BenchResult<(f64, f64, f64, f64)> {
     Ok((all_ready, mb(during), mb(during) - mb(before), mb(children_kb)))
 }
 
+/// The reference round: `n` demo backends spawned directly by this process — no guard,
+/// no probe, no tether — until each printed its ready line (`--print-ready`): what `n`
+/// processes of this binary starting and loading at once cost on this machine.
+fn bare_round(h: &Harness, n: usize) -> BenchResult<f64> {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut children = Vec::with_capacity(n);
+    let t0 = Instant::now();
+    let mut waiters = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut child = Command::new(&h.exe)
+            .args(["demo-backend", "--port", "0", "--ready-after", READY_AFTER, "--print-ready"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .ctx("cannot spawn the demo backend")?;
+        let out = child.stdout.take().ctx("no stdout pipe")?;
+        children.push(child);
+        waiters.push(std::thread::spawn(move || {
+            BufReader::new(out).lines().map_while(Result::ok).any(|l| l.ends_with(" ready")).then(Instant::now)
+        }));
+    }
+    // The last ready line; `None` once any backend ended without printing one.
+    let mut last = Some(t0);
+    for w in waiters {
+        let ready = w.join().ok().flatten();
+        last = last.zip(ready).map(|(a, b)| a.max(b));
+    }
+    for c in &mut children {
+        let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
+    }
+    for c in &mut children {
+        let _ = c.wait();
+    }
+    match last {
+        Some(t) => Ok(ms(t - t0)),
+        None => Err(BenchError(format!("{n} bare backends: one never printed its ready line"))),
+    }
+}
+
 /// Item 8.
 pub async fn scale(h: &Harness, reps: usize) -> BenchResult<Vec<Row>> {
     let mut rows = Vec::new();
@@ -87,6 +131,29 @@ pub async fn scale(h: &Harness, reps: usize) -> BenchResult<Vec<Row>> {
         if n > 1 {
             let ratio: Vec<f64> = t.iter().map(|x| x / base).collect();
             rows.push(Row::new(8, &format!("{n} at once / one backend's median"), "×", &ratio, Target::AtMost(1.2)));
+        }
+        if n == 100 {
+            // The floor, in the same run: the backends alone, started at once (and one).
+            let hc = h.clone();
+            let (one, all) = tokio::task::spawn_blocking(move || -> BenchResult<(Vec<f64>, Vec<f64>)> {
+                let one = (0..reps).map(|_| bare_round(&hc, 1)).collect::<BenchResult<Vec<_>>>()?;
+                let all = (0..reps).map(|_| bare_round(&hc, n)).collect::<BenchResult<Vec<_>>>()?;
+                Ok((one, all))
+            })
+            .await
+            .ctx("the bare round failed")??;
+            let one_median = Row::new(8, "", "ms", &one, Target::None).median;
+            let ratio: Vec<f64> = all.iter().map(|x| x / one_median).collect();
+            rows.push(
+                Row::new(
+                    8,
+                    "  floor: 100 backends spawned directly, no tether / one, same way",
+                    "×",
+                    &ratio,
+                    Target::None,
+                )
+                .note("no guard, no probe: until each printed its ready line; the cost of 100 processes starting"),
+            );
         }
         let rss_target = if n == 100 { Target::AtMost(25.0) } else { Target::None };
         rows.push(Row::new(8, &format!("{n}: RSS of the supervising (bench) process"), "MB", &rss, rss_target));
