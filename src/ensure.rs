@@ -115,13 +115,6 @@ pub async fn ensure_running(plan: Plan, opts: EnsureOptions) -> Result<Handle> {
              backend already runs on its own; drop them (`tether up --runner remote` only checks and watches it)",
         ));
     }
-    if plan.runner == crate::RunnerKind::Docker && opts.shared.is_some() {
-        return Err(Error::config(
-            "--share is not supported with --runner docker: a detached container has no guard to stop it \
-             after the last lease is gone, so it would run on; use `--no-share` (mcp-proxy), or `--detach` \
-             and `tether down`",
-        ));
-    }
     let given = plan.config.host.is_some() || plan.host != crate::config::DEFAULT_HOST;
     if !attached {
         crate::config::check_host_for(plan.runner, &plan.host, given)?;
@@ -313,6 +306,12 @@ async fn reusable(old: &Record, plan: &Plan, runner: &dyn Runner, info: &tether_
             tracing::warn!(instance = %old.name, leader = leader.pid, "the record does not name our backend on its port");
             return false;
         }
+    }
+    // A container record: its container must still run, asked of the engine (its port
+    // is held by the engine's proxy, so the check above has nothing to look at).
+    if runner.recorded_running(old).await == Some(false) {
+        tracing::info!(instance = %old.name, "the recorded container does not run");
+        return false;
     }
     let Ok(client) = tether_core::readiness::probe_client(plan.probe_timeout) else { return false };
     let endpoint = tether_core::Endpoint { host: old.host.clone(), port: old.port };

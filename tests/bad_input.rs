@@ -99,17 +99,6 @@ fn unknown_runner_lists_the_runners() {
 }
 
 #[test]
-fn share_with_a_container_is_refused_rather_than_left_running() {
-    // A detached container has no guard to end it after the last lease: refused, not leaked.
-    expect(
-        &Case::new(),
-        &["up", "--runner", "docker", "--image", "tether-never:1", "--share", "1s"],
-        2,
-        "--share is not supported with --runner docker",
-    );
-}
-
-#[test]
 fn missing_program_says_install_or_give_a_path() {
     expect(
         &Case::new(),

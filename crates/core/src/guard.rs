@@ -294,7 +294,7 @@ fn run(args: GuardArgs) -> i32 {
         // passed with none taken again), stop it as `down` would — by our own SIGTERM,
         // which the loop below handles like any stop.
         std::thread::spawn(move || match crate::lease::wait_unleased(&file, linger) {
-            Ok(()) => {
+            Ok(_unleased) => {
                 LEASES_GONE.store(true, Ordering::Release);
                 let _ = nix::sys::signal::kill(getpid(), Signal::SIGTERM);
             }
@@ -510,7 +510,7 @@ impl RotatingLog {
 /// directory must be: a symlink is not followed (the open fails), a FIFO cannot block
 /// the open, and only a regular file of this user with no other hard link is used.
 /// Created with mode 0600; an existing file is set to 0600.
-fn open_private(path: &Path, append: bool) -> std::io::Result<File> {
+pub fn open_private(path: &Path, append: bool) -> std::io::Result<File> {
     let mut options = OpenOptions::new();
     options.write(true).create(true).mode(0o600).custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits());
     if append {

@@ -84,11 +84,21 @@ fn lock_names(field: &str, (dev, ino): (u64, u64)) -> bool {
     inode == ino && maj == dev_major && min == dev_minor
 }
 
+/// The lease file locked exclusively, as [`wait_unleased`] returns it: while this
+/// lives no front can take a lease (attach), so the guard can stop the backend and
+/// forget its record with no front attaching to what is going away; a front that
+/// arrives meanwhile waits in [`Lease::acquire`], then finds nothing and starts anew.
+#[derive(Debug)]
+pub struct Unleased {
+    _file: File,
+}
+
 /// The guard's side: block until no lease is held, linger, and return once the
-/// backend may stop (no lease was taken again meanwhile). Runs on a thread of its
-/// own; an error (the file cannot be opened or locked) returns at once, so a broken
-/// lease never keeps a backend forever — the caller decides what to do then.
-pub fn wait_unleased(path: &Path, linger: Duration) -> Result<()> {
+/// backend may stop (no lease was taken again meanwhile), holding the file locked
+/// until the returned [`Unleased`] is dropped. Runs on a thread of its own; an error
+/// (the file cannot be opened or locked) returns at once, so a broken lease never
+/// keeps a backend forever — the caller decides what to do then.
+pub fn wait_unleased(path: &Path, linger: Duration) -> Result<Unleased> {
     let file = open(path)?;
     loop {
         // Granted only when no shared lock (lease) is held.
@@ -97,7 +107,7 @@ pub fn wait_unleased(path: &Path, linger: Duration) -> Result<()> {
         file.unlock().map_err(|e| Error::io(format!("cannot unlock {}", path.display()), e))?;
         std::thread::sleep(linger);
         match file.try_lock() {
-            Ok(()) => return Ok(()),
+            Ok(()) => return Ok(Unleased { _file: file }),
             Err(std::fs::TryLockError::WouldBlock) => continue,
             Err(std::fs::TryLockError::Error(e)) => {
                 return Err(Error::io(format!("cannot lock {}", path.display()), e));

@@ -215,7 +215,8 @@ pub struct ContainerBackend {
     pub(crate) stop_signal: String,
     /// Set once stopped or released (detached): Drop must not remove it then.
     pub(crate) released: AtomicBool,
-    /// The guard that removes the container should this process die (foreground only).
+    /// The guard that removes the container should this process die (foreground), or
+    /// once no lease is held (a shared container).
     pub(crate) guard: std::sync::Mutex<Option<ContainerGuard>>,
 }
 
@@ -226,7 +227,7 @@ impl ContainerBackend {
     }
 
     /// The pid of the container's guard, while it has one (a foreground container
-    /// started with `Tethering::Guard`).
+    /// started with `Tethering::Guard`, or a shared one started with a lease, until released).
     pub fn guard_pid(&self) -> Option<u32> {
         self.guard.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(ContainerGuard::pid)
     }
@@ -273,9 +274,12 @@ impl RunningBackend for ContainerBackend {
 
     fn release(&self) {
         self.released.store(true, Ordering::Release);
-        // Deliberately left running: its guard must not remove it when we end.
-        if let Some(guard) = self.take_guard() {
-            guard.dismiss();
+        // Deliberately left running: its guard must not remove it when we end —
+        // except a shared container's, which removes it once no front holds a lease.
+        match self.take_guard() {
+            Some(guard) if guard.leased() => guard.let_go(),
+            Some(guard) => guard.dismiss(),
+            None => {}
         }
     }
 

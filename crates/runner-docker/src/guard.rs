@@ -22,6 +22,24 @@
 //! deliberately left running (released). If the removal failed, the guard stays: the
 //! owner's death then gets a second try.
 //!
+//! ## A shared container: lease mode
+//! A detached container started with a lease (`Tethering::Detached { lease: Some(..) }`,
+//! `up --share`, `mcp-proxy`) has no owner to watch: each front holds a lease (see
+//! `tether_core::lease`). Its guard is then `PROGRAM __tether-container-guard --lease
+//! FILE --linger-ms N --grace-ms G --container ID --docker-host HOST`, detached like
+//! the guard of a shared process backend (a session of its own, no parent-death
+//! signal, stdin and stdout null, stderr appended to the instance's log file) so that
+//! it survives its starter. It waits, on a thread, until no lease is held
+//! (`tether_core::lease::wait_unleased`: the linger, then a re-check, so a front that
+//! attaches meanwhile keeps the container), and meanwhile watches the container
+//! through the API: once it is removed (`down`, a replacement) the guard simply exits.
+//! When the leases are gone it keeps the lease file locked (no front attaches to what
+//! is going away), checks that container ID is still tether's detached container of
+//! this instance, stops and removes it as `down` does, and forgets the instance's
+//! record if the record still names that container (a later instance's is left
+//! alone). A container that exited by itself stays (for `status` and `logs`) until the
+//! leases are gone, like the record of a process backend that ended.
+//!
 //! A program opts in with [`run_if_container_guard`] first thing in `main`, before
 //! `tether_core::guard::run_if_guard` (`tether::install_guard` calls both); the docker
 //! runner spawns a container guard only with `Tethering::Guard` and only when this
@@ -29,21 +47,25 @@
 
 use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bollard::Docker;
+use bollard::errors::Error as DockerError;
+use bollard::query_parameters::WaitContainerOptions;
+use futures_util::StreamExt;
 use nix::sys::signal::Signal;
 use tether_core::guard::{OwnerWatch, Wake};
 use tether_core::procs::ProcessIdentity;
 use tether_core::safety::{Claim, Gate};
+use tether_core::state::StateDir;
 use tether_core::{Error, LaunchSpec, Result};
 
 use crate::container::{short, stop_and_remove, watch_exit};
 use crate::engine::{self, is_not_found, runner_error};
-use crate::sweep::{LABEL_INSTANCE, LABEL_OWNER_PID, LABEL_TETHER};
+use crate::sweep::{LABEL_DETACHED, LABEL_INSTANCE, LABEL_OWNER_PID, LABEL_TETHER};
 
 /// The first argument that turns a program into a container guard.
 pub const CONTAINER_GUARD_ARG: &str = "__tether-container-guard";
@@ -79,9 +101,19 @@ pub fn installed() -> bool {
     INSTALLED.load(Ordering::Acquire)
 }
 
+/// What ends a container guard's watch.
+#[derive(Debug, PartialEq)]
+enum Watch {
+    /// The owner's death (a foreground container): its pid.
+    Owner(i32),
+    /// The last lease on this file gone, and `linger` passed with none taken again
+    /// (a shared, detached container).
+    Leases { file: PathBuf, linger: Duration },
+}
+
 #[derive(Debug, PartialEq)]
 struct GuardArgs {
-    parent: i32,
+    watch: Watch,
     grace: Duration,
     container: String,
     docker_host: Option<String>,
@@ -92,64 +124,96 @@ impl GuardArgs {
         fn value(it: &mut std::vec::IntoIter<OsString>, name: &str) -> std::result::Result<String, String> {
             it.next().and_then(|v| v.into_string().ok()).ok_or(format!("{name} needs a value"))
         }
+        fn millis(it: &mut std::vec::IntoIter<OsString>, name: &str) -> std::result::Result<Duration, String> {
+            let ms = value(it, name)?.parse().map_err(|e| format!("{name}: {e}"))?;
+            Ok(Duration::from_millis(ms))
+        }
         let mut it = args.into_iter();
         let (mut parent, mut grace, mut container, mut docker_host) = (None, Duration::from_secs(5), None, None);
+        let (mut lease, mut linger) = (None, Duration::ZERO);
         while let Some(arg) = it.next() {
             match arg.to_str() {
                 Some("--parent") => {
                     parent = Some(value(&mut it, "--parent")?.parse::<i32>().map_err(|e| format!("--parent: {e}"))?)
                 }
-                Some("--grace-ms") => {
-                    let ms = value(&mut it, "--grace-ms")?.parse().map_err(|e| format!("--grace-ms: {e}"))?;
-                    grace = Duration::from_millis(ms);
-                }
+                Some("--grace-ms") => grace = millis(&mut it, "--grace-ms")?,
+                Some("--lease") => lease = Some(PathBuf::from(it.next().ok_or("--lease needs a value")?)),
+                Some("--linger-ms") => linger = millis(&mut it, "--linger-ms")?,
                 Some("--container") => container = Some(value(&mut it, "--container")?),
                 Some("--docker-host") => docker_host = Some(value(&mut it, "--docker-host")?),
                 _ => return Err(format!("unexpected container guard argument {arg:?}")),
             }
         }
-        let parent = parent.filter(|p| *p > 1).ok_or("--parent PID (> 1) is required")?;
+        let watch = match (parent, lease) {
+            (Some(_), Some(_)) => return Err("--parent and --lease exclude each other".into()),
+            (None, Some(file)) if file.as_os_str().is_empty() => return Err("--lease FILE is empty".into()),
+            (None, Some(file)) => Watch::Leases { file, linger },
+            (parent, None) => {
+                Watch::Owner(parent.filter(|p| *p > 1).ok_or("--parent PID (> 1) or --lease FILE is required")?)
+            }
+        };
         let container = container.filter(|c| !c.is_empty()).ok_or("--container ID is required")?;
-        Ok(GuardArgs { parent, grace, container, docker_host })
+        Ok(GuardArgs { watch, grace, container, docker_host })
     }
 }
 
 fn run(args: GuardArgs) -> i32 {
-    let watch = match OwnerWatch::arm(args.parent) {
+    match &args.watch {
+        Watch::Owner(parent) => run_owned(&args, *parent),
+        Watch::Leases { file, linger } => run_leased(&args, file, *linger),
+    }
+}
+
+fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("tether container guard: cannot start the async runtime: {e}");
+            None
+        }
+    }
+}
+
+async fn connect(args: &GuardArgs) -> Result<Docker> {
+    match &args.docker_host {
+        Some(host) => engine::connect_to(host).await,
+        None => engine::connect().await,
+    }
+}
+
+fn timed_out(limit: Duration) -> Error {
+    Error::Runner {
+        message: format!("the engine did not stop and remove it within {}s", limit.as_secs()),
+        stderr_tail: Vec::new(),
+        source: None,
+    }
+}
+
+fn run_owned(args: &GuardArgs, parent: i32) -> i32 {
+    let watch = match OwnerWatch::arm(parent) {
         Ok(w) => w,
         Err(e) => {
-            eprintln!("tether container guard: cannot watch the owner (pid {}): {e}", args.parent);
+            eprintln!("tether container guard: cannot watch the owner (pid {parent}): {e}");
             return 1;
         }
     };
     // The owner died, or someone asked the guard to stop: either way the container goes.
     let _: Wake = watch.wait();
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("tether container guard: cannot start the async runtime: {e}");
-            return 1;
-        }
-    };
+    let Some(runtime) = runtime() else { return 1 };
     let instance = std::env::var(tether_core::process::INSTANCE_ENV).unwrap_or_default();
     let limit = args.grace + ENGINE_SLACK;
     let removed = runtime.block_on(async {
-        match tokio::time::timeout(limit, remove_owned(&args, &instance)).await {
+        match tokio::time::timeout(limit, remove_owned(args, parent, &instance)).await {
             Ok(r) => r,
-            Err(_) => Err(Error::Runner {
-                message: format!("the engine did not stop and remove it within {}s", limit.as_secs()),
-                stderr_tail: Vec::new(),
-                source: None,
-            }),
+            Err(_) => Err(timed_out(limit)),
         }
     });
     match removed {
         Ok(()) => 0,
         Err(e) => {
             eprintln!(
-                "tether container guard: container {} of instance '{instance}' (owner pid {} gone): {}",
+                "tether container guard: container {} of instance '{instance}' (owner pid {parent} gone): {}",
                 short(&args.container),
-                args.parent,
                 e.chain()
             );
             1
@@ -159,11 +223,8 @@ fn run(args: GuardArgs) -> i32 {
 
 /// Stop and remove the container, if it is still the owner's: labelled as tether's,
 /// of this instance, and of this owner. Gone already is fine.
-async fn remove_owned(args: &GuardArgs, instance: &str) -> Result<()> {
-    let docker = match &args.docker_host {
-        Some(host) => engine::connect_to(host).await?,
-        None => engine::connect().await?,
-    };
+async fn remove_owned(args: &GuardArgs, parent: i32, instance: &str) -> Result<()> {
+    let docker = connect(args).await?;
     let inspected = match docker.inspect_container(&args.container, None).await {
         Ok(c) => c,
         Err(e) if is_not_found(&e) => return Ok(()),
@@ -172,7 +233,7 @@ async fn remove_owned(args: &GuardArgs, instance: &str) -> Result<()> {
     let config = inspected.config.unwrap_or_default();
     let labels = config.labels.unwrap_or_default();
     let label = |k: &str| labels.get(k).map(String::as_str);
-    let parent = args.parent.to_string();
+    let parent = parent.to_string();
     if label(LABEL_TETHER) != Some("1")
         || label(LABEL_INSTANCE) != Some(instance)
         || label(LABEL_OWNER_PID) != Some(&parent)
@@ -193,12 +254,164 @@ async fn stop_owned(docker: &Docker, id: &str, stop_signal: Option<String>, grac
     stop_and_remove(docker, id, stop_signal.as_deref().unwrap_or("SIGTERM"), grace, exit).await.map(|_| ())
 }
 
+/// Lease mode: wait until no lease is held (or the container is removed meanwhile),
+/// then stop and remove the container and forget its record.
+fn run_leased(args: &GuardArgs, file: &Path, linger: Duration) -> i32 {
+    let instance = std::env::var(tether_core::process::INSTANCE_ENV).unwrap_or_default();
+    let Some(runtime) = runtime() else { return 1 };
+    let (tx, unleased) = tokio::sync::oneshot::channel();
+    let watched = file.to_path_buf();
+    // Blocking flock waits: a thread of their own. Should the container go first, the
+    // process exits and the thread with it.
+    let spawned = std::thread::Builder::new()
+        .name("tether-leases".into())
+        .spawn(move || drop(tx.send(tether_core::lease::wait_unleased(&watched, linger))));
+    if let Err(e) = spawned {
+        eprintln!("tether container guard: cannot watch the leases on {}: {e}", file.display());
+        return 1;
+    }
+    let result = runtime.block_on(async {
+        tokio::select! {
+            () = removed(args) => {
+                // `down`, or a replacement's sweep: nothing is left for us to do.
+                Ok(())
+            }
+            r = unleased => match r {
+                Ok(Ok(held)) => {
+                    let limit = args.grace + ENGINE_SLACK;
+                    let stopped = match tokio::time::timeout(limit, remove_leased(args, &instance, file)).await {
+                        Ok(r) => r,
+                        Err(_) => Err(timed_out(limit)),
+                    };
+                    // Fronts may attach again (and start a new container): only now.
+                    drop(held);
+                    stopped
+                }
+                Ok(Err(e)) => Err(e),
+                Err(_) => Err(Error::Runner {
+                    message: "the lease watch ended without an answer".into(),
+                    stderr_tail: Vec::new(),
+                    source: None,
+                }),
+            },
+        }
+    });
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!(
+                "tether container guard: shared container {} of instance '{instance}': {}; it runs until \
+                 `tether down --name {instance}`",
+                short(&args.container),
+                e.chain()
+            );
+            1
+        }
+    }
+}
+
+/// Resolves once the container is removed (by `down`, or a replacement's sweep). An
+/// engine that cannot be reached or drops the connection is asked again; a container
+/// that merely exited is not removed.
+async fn removed(args: &GuardArgs) {
+    let mut docker: Option<Docker> = None;
+    loop {
+        let d = match &docker {
+            Some(d) => d.clone(),
+            None => match connect(args).await {
+                Ok(d) => docker.insert(d).clone(),
+                Err(_) => {
+                    tokio::time::sleep(ENGINE_RETRY).await;
+                    continue;
+                }
+            },
+        };
+        let opts = WaitContainerOptions { condition: "removed".into() };
+        match d.wait_container(&args.container, Some(opts)).next().await {
+            // bollard reports a non-zero exit code as an error: it is removed all the same.
+            Some(Ok(_) | Err(DockerError::DockerContainerWaitError { .. })) => return,
+            Some(Err(e)) if is_not_found(&e) => return,
+            // The request's timeout: wait again at once.
+            Some(Err(DockerError::RequestTimeoutError)) => continue,
+            _ => {}
+        }
+        match d.inspect_container(&args.container, None).await {
+            Err(e) if is_not_found(&e) => return,
+            Ok(_) => {}
+            Err(_) => docker = None,
+        }
+        tokio::time::sleep(ENGINE_RETRY).await;
+    }
+}
+
+/// How long a lease-mode guard waits before asking an engine that failed again.
+const ENGINE_RETRY: Duration = Duration::from_secs(2);
+
+/// Stop and remove the shared container, if it is still tether's detached container
+/// of this instance, then forget the instance's record if it names this container.
+async fn remove_leased(args: &GuardArgs, instance: &str, lease: &Path) -> Result<()> {
+    let docker = connect(args).await?;
+    match docker.inspect_container(&args.container, None).await {
+        Ok(inspected) => {
+            let config = inspected.config.unwrap_or_default();
+            let labels = config.labels.unwrap_or_default();
+            let label = |k: &str| labels.get(k).map(String::as_str);
+            if label(LABEL_TETHER) != Some("1")
+                || label(LABEL_INSTANCE) != Some(instance)
+                || label(LABEL_DETACHED) != Some("1")
+            {
+                return Err(Error::Runner {
+                    message: format!(
+                        "refusing to remove it: its labels do not name the detached instance '{instance}' ({labels:?})"
+                    ),
+                    stderr_tail: Vec::new(),
+                    source: None,
+                });
+            }
+            stop_owned(&docker, &args.container, config.stop_signal.filter(|s| !s.is_empty()), args.grace).await?;
+        }
+        // Gone already: only its record may be left.
+        Err(e) if is_not_found(&e) => {}
+        Err(e) => return Err(runner_error("cannot inspect the container", e)),
+    }
+    forget_record(lease, instance, &args.container);
+    Ok(())
+}
+
+/// Remove the record of `instance` beside `lease` (the state directory) if it names
+/// container `id`: nobody will `down` a shared container that stopped by itself, and a
+/// record of a later instance of the same name is left alone.
+fn forget_record(lease: &Path, instance: &str, id: &str) {
+    let Some(dir) = lease.parent().filter(|d| d.is_dir()) else { return };
+    let state = match StateDir::at(dir) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tether container guard: not forgetting the record of '{instance}': {}", e.chain());
+            return;
+        }
+    };
+    if StateDir::check_name(instance).is_err() || state.lease_path(instance) != lease {
+        return;
+    }
+    match state.load(instance) {
+        Ok(Some(r)) if r.container_id.as_deref() == Some(id) => {
+            if let Err(e) = state.remove(instance) {
+                eprintln!("tether container guard: cannot forget the record of '{instance}': {}", e.chain());
+            }
+        }
+        Ok(_) => {}
+        Err(e) => eprintln!("tether container guard: not forgetting the record of '{instance}': {}", e.chain()),
+    }
+}
+
 /// A running container guard, a child of this process.
 #[derive(Debug)]
 pub(crate) struct ContainerGuard {
     child: Child,
     identity: ProcessIdentity,
     instance: String,
+    /// A lease-mode guard: it outlives this process, and is never dismissed on release.
+    leased: bool,
 }
 
 impl ContainerGuard {
@@ -229,7 +442,73 @@ impl ContainerGuard {
         // Gone already (it found the owner dead, say): an identity that is never alive.
         let identity = ProcessIdentity::of(pid).unwrap_or(ProcessIdentity { pid, start_time: 0 });
         tracing::debug!(pid, container = short(id), "container guard spawned");
-        Ok(ContainerGuard { child, identity, instance: spec.name.clone() })
+        Ok(ContainerGuard { child, identity, instance: spec.name.clone(), leased: false })
+    }
+
+    /// Start `exe` as the lease-mode guard of the shared container `id` of the instance
+    /// `spec` describes: in a session of its own, so that it survives this process, it
+    /// removes the container `linger` after no lease on `lease` is held. Its complaints
+    /// go to `log` (appended; never through a symlink), or nowhere if that cannot be opened.
+    pub(crate) fn spawn_leased(
+        exe: &Path,
+        id: &str,
+        spec: &LaunchSpec,
+        (lease, linger): (&Path, Duration),
+        log: &Path,
+    ) -> Result<Self> {
+        let stderr = match tether_core::guard::open_private(log, true) {
+            Ok(f) => Stdio::from(f),
+            Err(e) => {
+                tracing::warn!(log = %log.display(), error = %e, "the container guard's messages are not kept");
+                Stdio::null()
+            }
+        };
+        let mut command = Command::new(exe);
+        command
+            .arg(CONTAINER_GUARD_ARG)
+            .arg("--lease")
+            .arg(lease)
+            .arg("--linger-ms")
+            .arg(linger.as_millis().to_string())
+            .arg("--grace-ms")
+            .arg(spec.grace.as_millis().to_string())
+            .arg("--container")
+            .arg(id)
+            .arg("--docker-host")
+            .arg(engine::docker_host())
+            .env(tether_core::process::INSTANCE_ENV, &spec.name)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        // Not our lease (that would keep the container forever), nor any other descriptor.
+        tether_core::guard::close_inherited_fds_on_exec(&mut command);
+        // SAFETY: setsid is async-signal-safe; this runs between fork and exec only.
+        unsafe {
+            command.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
+        }
+        let child = command
+            .spawn()
+            .map_err(|source| Error::Spawn { program: format!("{} {CONTAINER_GUARD_ARG}", exe.display()), source })?;
+        let pid = child.id();
+        let identity = ProcessIdentity::of(pid).unwrap_or(ProcessIdentity { pid, start_time: 0 });
+        tracing::debug!(pid, container = short(id), lease = %lease.display(), "lease-mode container guard spawned");
+        Ok(ContainerGuard { child, identity, instance: spec.name.clone(), leased: true })
+    }
+
+    /// Whether this is a lease-mode guard, which the container is left to.
+    pub(crate) fn leased(&self) -> bool {
+        self.leased
+    }
+
+    /// Leave the guard to its work (a shared container left running): it is reaped on
+    /// a thread of its own whenever it ends, so it never lingers as a zombie of ours.
+    pub(crate) fn let_go(mut self) {
+        let spawned = std::thread::Builder::new().name("tether-guard-reaper".into()).spawn(move || {
+            let _ = self.child.wait();
+        });
+        if let Err(e) = spawned {
+            tracing::debug!(error = %e, "the container guard is reaped when this process ends");
+        }
     }
 
     /// The guard's pid.
@@ -283,12 +562,21 @@ mod tests {
         assert_eq!(
             a,
             GuardArgs {
-                parent: 12,
+                watch: Watch::Owner(12),
                 grace: Duration::from_millis(250),
                 container: "abc".into(),
                 docker_host: Some("unix:///x.sock".into())
             }
         );
+        let leased = GuardArgs::parse(args(&["--lease", "/s/x.lease", "--linger-ms", "300", "--container", "abc"]))
+            .expect("lease mode parses");
+        assert_eq!(leased.watch, Watch::Leases { file: "/s/x.lease".into(), linger: Duration::from_millis(300) });
+        assert!(
+            GuardArgs::parse(args(&["--parent", "12", "--lease", "/s/x.lease", "--container", "abc"])).is_err(),
+            "an owner and leases"
+        );
+        assert!(GuardArgs::parse(args(&["--lease", "", "--container", "abc"])).is_err(), "an empty lease path");
+        assert!(GuardArgs::parse(args(&["--lease", "/s/x.lease", "--linger-ms", "x", "--container", "a"])).is_err());
         assert!(GuardArgs::parse(args(&["--container", "abc"])).is_err(), "no parent");
         assert!(GuardArgs::parse(args(&["--parent", "1", "--container", "abc"])).is_err(), "init is no owner");
         assert!(GuardArgs::parse(args(&["--parent", "12"])).is_err(), "no container");

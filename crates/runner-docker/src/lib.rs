@@ -41,6 +41,13 @@
 //! removes the container within the grace period instead of leaving it to the next
 //! start's sweep. The owner dismisses it once the container is removed.
 //!
+//! A shared container (`Tethering::Detached` with a lease: `up --share`, `mcp-proxy`)
+//! gets a guard in lease mode: detached in a session of its own, it outlives its
+//! starter, waits until no front holds a lease on the instance's lease file, lingers,
+//! and then stops and removes the container (only that container id, only while its
+//! labels say it is this detached instance's) and forgets the instance's record. A
+//! second front with the same configuration attaches to the running container.
+//!
 //! ```no_run
 //! # async fn demo() -> tether_core::Result<()> {
 //! use std::sync::Arc;
@@ -240,6 +247,13 @@ impl Runner for DockerRunner {
         };
         let remote = engine::engine_is_remote();
         let host_ip = publish_ip(&spec.host, remote)?;
+        if matches!(spec.tethering, Tethering::Detached { lease: Some(_), .. }) && !guard::installed() {
+            // Nothing would stop it after the last lease: refuse rather than leave it running.
+            return Err(Error::config(
+                "sharing a container needs its guard: call tether::install_guard() first thing in main \
+                 (the tether binary does)",
+            ));
+        }
 
         let owner = match spec.tethering {
             Tethering::Detached { .. } => None,
@@ -289,16 +303,21 @@ impl Runner for DockerRunner {
         // From here on, any failure removes the container. Its guard comes first, so
         // that the owner's death during the start is covered too.
         let guard = match &spec.tethering {
-            Tethering::Guard { exe } if guard::installed() => match guard::ContainerGuard::spawn(exe, &id, spec) {
-                Ok(g) => Some(g),
-                Err(e) => {
-                    if let Err(re) = container::remove(&docker, &id).await {
-                        tracing::warn!(error = %re.chain(), "removing the container whose guard did not start");
-                    }
-                    return Err(e);
-                }
-            },
+            Tethering::Guard { exe } if guard::installed() => Some(guard::ContainerGuard::spawn(exe, &id, spec)),
+            // A shared container: its guard removes it once no front holds a lease.
+            Tethering::Detached { exe, lease: Some((file, linger)), log_file, .. } => {
+                Some(guard::ContainerGuard::spawn_leased(exe, &id, spec, (file, *linger), log_file))
+            }
             _ => None,
+        };
+        let guard = match guard.transpose() {
+            Ok(g) => g,
+            Err(e) => {
+                if let Err(re) = container::remove(&docker, &id).await {
+                    tracing::warn!(error = %re.chain(), "removing the container whose guard did not start");
+                }
+                return Err(e);
+            }
         };
         match run(&docker, &id, spec, &exposed).await {
             Ok(mut backend) => {

@@ -30,7 +30,7 @@ const DEFAULT_LINGER: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Whether a proxy shares its backend unless `--no-share` says otherwise.
 fn shares_by_default(runner: tether::RunnerKind) -> bool {
-    matches!(runner, tether::RunnerKind::Native | tether::RunnerKind::Uvx)
+    matches!(runner, tether::RunnerKind::Native | tether::RunnerKind::Uvx | tether::RunnerKind::Docker)
 }
 
 pub async fn run(args: McpProxyArgs) -> i32 {
@@ -63,9 +63,9 @@ pub async fn run(args: McpProxyArgs) -> i32 {
     let linger = match args.share.as_deref().map(tether::parse_duration) {
         Some(Ok(linger)) => Some(linger),
         Some(Err(why)) => return report_error(&Error::config(format!("bad --share: {why}")), false),
-        // Shared by default where a lease can end it: a process backend's guard watches
-        // the leases. A container has no guard once detached, and a remote backend is
-        // not ours to start or stop.
+        // Shared by default where a lease can end it: a process backend's guard, or a
+        // shared container's guard, watches the leases. A remote backend is not ours to
+        // start or stop.
         None if !args.no_share && !args.prefetch && shares_by_default(plan.runner) => Some(DEFAULT_LINGER),
         None => None,
     };
