@@ -136,14 +136,61 @@ async fn a_call_sent_as_the_backend_dies_waits_for_the_restart() {
         .expect("run tether status");
     let status: Value = serde_json::from_slice(&status.stdout).expect("status JSON");
     let backend = status["pid"].as_u64().unwrap_or_else(|| panic!("the backend's pid: {status}"));
-    // SIGKILL the backend (our own test's child's child), then call at once.
-    kill(Pid::from_raw(i32::try_from(backend).expect("pid fits")), Signal::SIGKILL).expect("SIGKILL the backend");
+    let backend = u32::try_from(backend).expect("pid fits");
+    let process = tether::core::procs::ProcessIdentity::of(backend).expect("the backend runs");
+    // SIGKILL the backend (our own test's child's child); once it is gone, call at once,
+    // before or while the proxy notices.
+    kill(Pid::from_raw(backend as i32), Signal::SIGKILL).expect("SIGKILL the backend");
+    assert!(tether_testkit::wait_until(WAIT, || !process.is_alive()), "the backend survived SIGKILL");
     let second = call(&client, "find_helpful_skills", json!({"task_description": "right after"})).await;
     let second = second.expect("answered, not a protocol error");
     assert_ne!(second.is_error, Some(true), "the call failed instead of waiting: {}", text_of(&second));
     assert!(text_of(&second).contains("right after"), "{}", text_of(&second));
     let after = sandbox.record("dying").expect("a record");
     assert_eq!(after["restarts"], json!(1), "answered by the restarted backend: {after}");
+    let _ = client.cancel().await;
+    group_gone(&after).await;
+}
+
+/// A call the backend ended under may have taken effect: it is not sent again (the tool
+/// does not say it is read-only or idempotent); the host is told so once the backend is back.
+// Two threads: the slow call runs on one while the test polls the backend's log on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_the_backend_dies_under_is_not_sent_again() {
+    let sandbox = Sandbox::new();
+    let log = sandbox.path("cancel.log");
+    let log_arg = log.to_string_lossy().into_owned();
+    let args = proxy_args(&["--name", "under", "--call-wait", "120s"], &["--cancel-log", &log_arg]);
+    let (client, _events) = connect(&sandbox, &args).await;
+    let first = call(&client, "list_skills", json!({})).await.expect("forwarded");
+    assert_ne!(first.is_error, Some(true), "{first:?}");
+    let record = sandbox.record("under").expect("a record");
+    let running = tokio::spawn({
+        let peer = client.peer().clone();
+        async move {
+            let params = CallToolRequestParams::new("wait_for_cancel").with_arguments(object(json!({})));
+            tokio::time::timeout(WAIT, peer.call_tool(params)).await.expect("the call is answered in time")
+        }
+    });
+    let started = tether_testkit::wait_until(WAIT, || {
+        std::fs::read_to_string(&log).is_ok_and(|t| t.lines().any(|l| l == "started"))
+    });
+    if !started {
+        let early = if running.is_finished() { Some(running.await) } else { None };
+        panic!("the slow call did not reach the backend; its answer so far: {early:?}");
+    }
+    let pgid = record["pgid"].as_u64().and_then(|p| i32::try_from(p).ok()).expect("the record's group");
+    // The whole group (guard and backend) of our own test's backend: it crashes under the call.
+    nix::sys::signal::killpg(Pid::from_raw(pgid), Signal::SIGKILL).expect("SIGKILL the backend's group");
+    let answer = running.await.expect("the call task").expect("answered, not a protocol error");
+    assert_eq!(answer.is_error, Some(true), "{answer:?}");
+    let text = text_of(&answer);
+    assert!(text.contains("may or may not have taken effect") && text.contains("wait_for_cancel"), "{text}");
+    let started_twice = std::fs::read_to_string(&log).unwrap_or_default().lines().filter(|l| *l == "started").count();
+    assert_eq!(started_twice, 1, "the call was not sent again");
+    let again = call(&client, "list_skills", json!({})).await.expect("forwarded");
+    assert_ne!(again.is_error, Some(true), "the restarted backend answers: {again:?}");
+    let after = sandbox.record("under").expect("a record");
     let _ = client.cancel().await;
     group_gone(&after).await;
 }

@@ -40,6 +40,9 @@ pub enum BackendState {
         peer: Peer<RoleClient>,
         /// The MCP endpoint.
         url: String,
+        /// The backend's process, when it is one: whether it still lives tells a call
+        /// sent after its end (never delivered) from one it ended under.
+        process: Option<tether_core::procs::ProcessIdentity>,
     },
     /// It ended or failed to start, and will be restarted.
     Down {
@@ -248,11 +251,12 @@ pub(crate) async fn supervise(
                 };
                 shared.set(BackendState::Starting { phase, progress, since: since.into_std(), restarts });
             }
-            SupervisorState::Ready { .. } => {
+            SupervisorState::Ready { info, .. } => {
                 let ready = starter.ready.lock().unwrap_or_else(|p| p.into_inner()).take();
                 if let Some((peer, url)) = ready {
                     tracing::info!(instance = %name, %url, "ready: forwarding MCP calls to the backend");
-                    shared.set(BackendState::Ready { peer: peer.clone(), url });
+                    let process = info.pid.and_then(tether_core::procs::ProcessIdentity::of);
+                    shared.set(BackendState::Ready { peer: peer.clone(), url, process });
                     shared.backend_ready(&peer).await;
                 }
             }

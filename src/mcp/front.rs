@@ -215,6 +215,18 @@ impl Shared {
         (!same(&settled)).then_some(settled)
     }
 
+    /// Whether the backend's tool `name` says that running it twice is harmless (its
+    /// annotations: read-only or idempotent), as last listed.
+    fn repeatable(&self, name: &str) -> bool {
+        let served = self.0.served.lock().unwrap_or_else(|p| p.into_inner());
+        served
+            .iter()
+            .flatten()
+            .filter(|t| t.name == name)
+            .filter_map(|t| t.annotations.as_ref())
+            .any(|a| a.read_only_hint == Some(true) || a.idempotent_hint == Some(true))
+    }
+
     /// Wait, up to `wait`, until the backend is ready, failed or stopping.
     async fn settled_within(&self, wait: Duration) -> BackendState {
         let mut rx = self.0.state.subscribe();
@@ -397,19 +409,36 @@ impl ServerHandler for Front {
             state = self.shared.settled() => state,
             _ = context.ct.cancelled() => return Err(ErrorData::internal_error("cancelled by the host", None)),
         };
-        let BackendState::Ready { peer, url } = &state else {
+        let BackendState::Ready { peer, url, process } = &state else {
             return Ok(self.shared.unavailable(&state).into());
         };
         let tool = request.name.clone();
         let host_token = context.meta.get_progress_token();
+        // Known dead before the call was sent: nothing can have received it.
+        let dead_before = process.as_ref().is_some_and(|p| !p.is_alive());
         let mut forwarded = self.shared.forward_call(peer, request.clone(), host_token.clone(), &context).await;
-        // A call sent as the backend dies (its connection gone, not an answer) waits for the
-        // restart like the calls sent a moment later, and goes to the new backend once.
+        // The connection is gone, not answered: the backend may have ended. A call sent
+        // after its end waits for the restart like the calls sent a moment later and goes
+        // to the new backend; one it ended under may have run, so it is sent again only
+        // when the tool says that is harmless (read-only or idempotent).
         if matches!(forwarded, Err(ServiceError::TransportSend(_) | ServiceError::TransportClosed))
-            && let Some(BackendState::Ready { peer: again, .. }) = self.shared.restarted_from(peer).await
+            && let Some(now) = self.shared.restarted_from(peer).await
         {
-            tracing::info!(%tool, "the backend ended under a call: sending it to the restarted backend");
-            forwarded = self.shared.forward_call(&again, request, host_token, &context).await;
+            match now {
+                BackendState::Ready { peer: again, .. } if dead_before || self.shared.repeatable(&tool) => {
+                    tracing::info!(%tool, "the backend ended: sending the call to the restarted backend");
+                    forwarded = self.shared.forward_call(&again, request, host_token, &context).await;
+                }
+                BackendState::Ready { .. } => {
+                    let name = &self.shared.0.name;
+                    return Ok(CallToolResult::error(vec![ContentBlock::text(format!(
+                        "backend '{name}' ended while `{tool}` was running, and was restarted; the call may \
+                         or may not have taken effect, so it was not sent again: call it again if it should run"
+                    ))])
+                    .into());
+                }
+                other => return Ok(self.shared.unavailable(&other).into()),
+            }
         }
         match forwarded {
             Ok(response) => Ok(response),

@@ -23,6 +23,8 @@ use tokio::sync::mpsc;
 pub(crate) const PARSE_ERROR: i64 = -32700;
 /// JSON-RPC's Invalid Request.
 pub(crate) const INVALID_REQUEST: i64 = -32600;
+/// JSON-RPC's Invalid params.
+pub(crate) const INVALID_PARAMS: i64 = -32602;
 /// A request before `initialize` (the code LSP and many MCP servers use for it).
 pub(crate) const NOT_INITIALIZED: i64 = -32002;
 
@@ -73,6 +75,14 @@ fn judge(line: &[u8], initialized: bool) -> Verdict {
     };
     let method = object.get("method").and_then(Value::as_str);
     if method == Some("initialize") {
+        // rmcp would reject it with a message about `_meta`, yet count the session as
+        // begun, and end it on the next notification: say what is missing instead.
+        let version = object.get("params").and_then(|p| p.get("protocolVersion")).and_then(Value::as_str);
+        if let (None, Some(id)) = (version, object.get("id")) {
+            let why = "Invalid params: `initialize` needs params.protocolVersion (e.g. \"2025-06-18\"), \
+                       params.capabilities and params.clientInfo";
+            return Verdict::Answer(error_line(id, INVALID_PARAMS, why));
+        }
         return Verdict::Initialize;
     }
     if initialized {
@@ -117,8 +127,14 @@ where
     let (ours, theirs) = tokio::io::duplex(PIPE_BUFFER);
     let (from_rmcp, to_rmcp) = tokio::io::split(ours);
     let (answers_tx, answers_rx) = mpsc::unbounded_channel();
-    tokio::spawn(read_lines(input, to_rmcp, answers_tx));
-    let writer = tokio::spawn(write_lines(from_rmcp, answers_rx, output));
+    // Dropped when the writer ends (the host's stdout is gone, or rmcp's output ended):
+    // the reader then stops too and closes rmcp's input, which ends the session.
+    let (writer_alive, writer_gone) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(read_lines(input, to_rmcp, answers_tx, writer_gone));
+    let writer = tokio::spawn(async move {
+        write_lines(from_rmcp, answers_rx, output).await;
+        drop(writer_alive);
+    });
     (tokio::io::split(theirs), writer)
 }
 
@@ -127,13 +143,21 @@ async fn read_lines<R: AsyncRead + Unpin>(
     input: R,
     mut to_rmcp: WriteHalf<DuplexStream>,
     answers: mpsc::UnboundedSender<String>,
+    mut writer_gone: tokio::sync::oneshot::Receiver<()>,
 ) {
     let mut input = BufReader::new(input);
     let mut line = Vec::new();
     let mut initialized = false;
     loop {
         line.clear();
-        match input.read_until(b'\n', &mut line).await {
+        let read = tokio::select! {
+            read = input.read_until(b'\n', &mut line) => read,
+            _ = &mut writer_gone => {
+                tracing::debug!("the MCP host's output is gone: ending the session");
+                break;
+            }
+        };
+        match read {
             Ok(0) => break,
             Ok(_) => {}
             Err(e) => {
@@ -239,7 +263,10 @@ mod tests {
             assert_eq!(answer("42", initialized)["error"]["code"], INVALID_REQUEST);
             assert_eq!(judge(b"  \r\n", initialized), Verdict::Drop);
         }
-        let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#;
+        let a = answer(r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}"#, false);
+        assert_eq!((a["id"].clone(), a["error"]["code"].clone()), (json!(1), json!(INVALID_PARAMS)), "{a}");
+        assert!(a["error"]["message"].as_str().unwrap_or_default().contains("protocolVersion"), "{a}");
+        let init = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18"}}"#;
         assert_eq!(judge(init.as_bytes(), false), Verdict::Initialize);
         assert_eq!(judge(format!("\u{feff}{init}").as_bytes(), false), Verdict::Initialize);
         let list = r#"{"jsonrpc":"2.0","id":"a","method":"tools/list"}"#;
@@ -265,7 +292,10 @@ mod tests {
         let ((mut rmcp_in, mut rmcp_out), _writer) = filter(proxy_in, proxy_out);
         let (_, mut host_in) = tokio::io::split(host_in);
         let mut host_out = BufReader::new(host_out).lines();
-        host_in.write_all(b"oops\n{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"initialize\"}\n").await.expect("write");
+        host_in
+            .write_all(b"oops\n{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"initialize\",\"params\":{\"protocolVersion\":\"2025-06-18\"}}\n")
+            .await
+            .expect("write");
         let bad: Value =
             serde_json::from_str(&host_out.next_line().await.expect("read").expect("a line")).expect("json");
         assert_eq!(bad["error"]["code"], PARSE_ERROR);

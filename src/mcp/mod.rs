@@ -232,7 +232,13 @@ pub async fn serve_stdio(
                 Ok(reason) => tracing::debug!(?reason, "the MCP host closed the connection"),
                 Err(e) => tracing::warn!(error = %e, "the MCP connection ended with an error"),
             },
-            Err(e) => tracing::warn!(error = %e, "the MCP host went away before initializing"),
+            Err(e) => {
+                // rmcp's error text carries its own type dumps: for the debug log only.
+                tracing::debug!(error = %e, "the MCP session ended before it was initialized");
+                tracing::warn!(
+                    "the MCP session ended before it was initialized (the host closed stdin, or its first messages were not an `initialize` followed by `notifications/initialized`)"
+                );
+            }
         }
     };
     tokio::select! {
