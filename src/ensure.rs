@@ -138,9 +138,31 @@ pub async fn ensure_running(plan: Plan, opts: EnsureOptions) -> Result<Handle> {
         if old.owner_alive() && !old.detached {
             return Err(Error::AlreadyRunning { name: plan.name.clone(), pid: old.owner.map(|p| p.pid) });
         }
+        // Attaching starts and stops nothing: a backend tether runs under this name is
+        // left alone, whatever state it is in.
+        if attached && old.runner != crate::RunnerKind::Remote.as_str() {
+            return Err(Error::config(format!(
+                "instance '{}' is a {} backend that tether runs (`tether status --name {}`); `--runner remote` \
+                 never stops it: attach under another --name",
+                old.name, old.runner, old.name
+            )));
+        }
         if old.owner_alive() && !opts.replace && reusable(&old, &plan, runner.as_ref(), &info).await {
             tracing::info!(instance = %old.name, url = %old.url, "reusing the running instance");
             return Ok(Handle::adopted(state, old).with_lease(lease));
+        }
+        // A shared backend that other fronts still hold is theirs too: never replaced
+        // under them by a front of another configuration.
+        let others =
+            tether_core::lease::holders(&state.lease_path(&old.name)).saturating_sub(usize::from(lease.is_some()));
+        let same_config = old.runner == runner.kind() && old.fingerprint == fingerprint(&info.fingerprint, &plan);
+        if old.detached && old.owner_alive() && others > 0 && !same_config {
+            return Err(Error::config(format!(
+                "instance '{}' is shared by {others} other front(s) with another configuration (program, \
+                 arguments, working directory or environment); it is left running for them: give this one \
+                 another --name",
+                old.name
+            )));
         }
         // Stale, or alive but different, unhealthy, or to be replaced.
         sweep(&state, &old).await?;
@@ -195,6 +217,7 @@ pub async fn ensure_running(plan: Plan, opts: EnsureOptions) -> Result<Handle> {
         pgid: None,
         backend_pid: None,
         container_id: None,
+        engine: None,
         host: plan.host.clone(),
         port,
         url: spec.endpoint().url(),
@@ -212,6 +235,10 @@ pub async fn ensure_running(plan: Plan, opts: EnsureOptions) -> Result<Handle> {
         Arc::new(move |b: &dyn RunningBackend| {
             let mut r = record.lock().unwrap_or_else(|p| p.into_inner());
             fill_identity(&mut r, b.identity());
+            // A container: the engine it runs on, which `down`, `status` and the sweep reach.
+            if r.container_id.is_some() && r.engine.is_none() {
+                r.engine = crate::config::docker_engine();
+            }
             // Port 0 was left to the runner (a remote engine's pick): record the real one.
             if r.port == 0 {
                 let endpoint = b.endpoint();
@@ -325,7 +352,14 @@ async fn reusable(old: &Record, plan: &Plan, runner: &dyn Runner, info: &tether_
 /// plus the arguments and environment, so a reuse never serves different settings.
 fn fingerprint(runner: &str, plan: &Plan) -> String {
     let env: Vec<String> = plan.config.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    format!("{runner} args={} env={}", serde_json::json!(plan.backend_args()), serde_json::json!(env))
+    // The working directory and inherited environment as a digest: the record must not
+    // hold the environment's secrets.
+    let around = crate::config::fnv1a(&crate::config::surroundings(plan));
+    format!(
+        "{runner} args={} env={} around={around:016x}",
+        serde_json::json!(plan.backend_args()),
+        serde_json::json!(env)
+    )
 }
 
 fn fill_identity(r: &mut Record, id: Identity) {
@@ -336,8 +370,9 @@ fn fill_identity(r: &mut Record, id: Identity) {
             r.backend_pid = backend_pid;
         }
         Identity::Container { id } => r.container_id = Some(id),
-        // Someone else's: no pid, no container, nothing a later `down` could signal.
-        Identity::Remote { .. } => {}
+        // Someone else's (or a kind this version does not know): no pid, no container,
+        // nothing a later `down` could signal.
+        _ => {}
     }
 }
 
@@ -403,6 +438,9 @@ async fn sweep(state: &StateDir, record: &Record) -> Result<Option<StopOutcome>>
             tracing::warn!(instance = %record.name, error = %e, "forgetting a record that names a process not ours");
             None
         }
+        // Its container's engine cannot be reached: it may run on there, so the record
+        // (the only way back to it) is kept, and nothing starts in its place.
+        Err(e @ Error::Unavailable { .. }) if record.container_id.is_some() => return Err(e),
         Err(e) => {
             tracing::warn!(instance = %record.name, error = %e.chain(), "cannot stop a stale instance");
             None

@@ -74,7 +74,7 @@ impl Handle {
         match &self.inner {
             Inner::Owned(i) => match i.identity() {
                 Identity::Process { leader, .. } => Some(leader.pid),
-                Identity::Container { .. } | Identity::Remote { .. } => None,
+                _ => None,
             },
             Inner::Adopted => self.record.leader.map(|l| l.pid),
         }

@@ -11,6 +11,7 @@ use crate::config::Plan;
 /// The runners tether knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum RunnerKind {
     /// A preinstalled executable.
     Native,

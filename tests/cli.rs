@@ -53,7 +53,12 @@ impl Sandbox {
 
     /// `tether ARGS` with this sandbox's state dir and cwd, stdin null, default log filter.
     fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(exe());
+        self.command_of(std::path::Path::new(exe()), args)
+    }
+
+    /// [`Sandbox::command`] with another `tether` executable.
+    fn command_of(&self, tether: &std::path::Path, args: &[&str]) -> Command {
+        let mut cmd = Command::new(tether);
         cmd.args(args)
             .env("TETHER_STATE_DIR", self.state.path())
             .env_remove("TETHER_LOG")
@@ -961,4 +966,48 @@ fn second_up_of_same_name_is_refused() {
     assert_eq!(status, 200, "{body}");
     first.stop_with(Signal::SIGINT);
     assert_eq!(first.wait_exit().code(), Some(0), "{}", first.dump());
+}
+
+/// Each backend's guard is the small `tether-guard` executable when it sits beside `tether`
+/// (as `cargo build` and `cargo install` leave them); a `tether` alone (copied elsewhere,
+/// or built with `--bin tether` only) is its own guard. Either way the guard is recognised
+/// as one (`status` names it as the guard above the backend) and `down` stops it all.
+#[test]
+fn the_guard_is_tether_guard_beside_tether_and_tether_itself_alone() {
+    let tether = std::path::PathBuf::from(exe());
+    let small = tether.with_file_name("tether-guard");
+    assert!(small.is_file(), "cargo builds the tether-guard bin for the tests: {} is missing", small.display());
+    // `tether` alone in a directory: a hard link (same file system), or a copy.
+    let lone_dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("a temporary directory");
+    let lone = lone_dir.path().join("tether");
+    if std::fs::hard_link(&tether, &lone).is_err() {
+        std::fs::copy(&tether, &lone).expect("copy tether");
+    }
+    let canonical = |p: &std::path::Path| p.canonicalize().unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    for (program, want) in [(&tether, canonical(&small)), (&lone, canonical(&lone))] {
+        let sandbox = Sandbox::new();
+        let args = ["up", "--detach", "--name", "g", "--port", "auto"];
+        let run = Running::spawn(sandbox.command_of(program, &args)).finish();
+        let _down = DownOnDrop { sandbox: &sandbox, name: "g" };
+        assert_eq!(run.code(), Some(0), "{}: {}", program.display(), run.dump());
+
+        let status = sandbox.run(&["status", "--name", "g", "--json"]);
+        let doc: Value = serde_json::from_str(status.stdout.trim())
+            .unwrap_or_else(|e| panic!("status --json: {e}\n{}", status.dump()));
+        let guard = doc["guard_pid"].as_u64().unwrap_or_else(|| panic!("no guard_pid in {doc}")) as u32;
+        let backend = doc["pid"].as_u64().unwrap_or_else(|| panic!("no pid in {doc}")) as u32;
+        let mut ids: Vec<ProcessIdentity> = ProcessIdentity::of(guard).into_iter().collect();
+        ids.extend(procs::descendants(guard).into_iter().filter_map(ProcessIdentity::of));
+        let _reaper = Reaper(ids.clone());
+        let exe_of = |pid: u32| std::fs::read_link(format!("/proc/{pid}/exe")).ok();
+        assert_eq!(exe_of(guard), Some(want.clone()), "the guard of `{} up`: {doc}", program.display());
+        let command = procs::command_of(guard).unwrap_or_default();
+        assert!(command.contains("__tether-guard"), "the guard's command line: {command}");
+        assert_eq!(exe_of(backend), Some(canonical(program)), "the backend is `{} demo-backend`", program.display());
+
+        let down = sandbox.run(&["down", "--name", "g"]);
+        assert_eq!(down.code(), Some(0), "{}", down.dump());
+        let left = wait_gone(&ids, GONE);
+        assert!(left.is_empty(), "alive after `down`: {}", describe(&left));
+    }
 }

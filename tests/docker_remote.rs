@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use docker_support::{Cleanup, containers_of, engine_available, exe, image, inspect, unique_name};
+use docker_support::{Cleanup, container_exists, containers_of, engine_available, exe, image, inspect, unique_name};
 use serde_json::Value;
 
 /// The engine's machine as this one reaches it: a second loopback address.
@@ -71,6 +71,11 @@ fn remote_engine() -> Option<Socat> {
         return None;
     }
     let port = tether::core::port::free_port(ENGINE_IP).expect("a free port on the second loopback address");
+    Some(socat_on(port))
+}
+
+/// Start socat on `ENGINE_IP:port` and wait (polling, bounded) until it accepts.
+fn socat_on(port: u16) -> Socat {
     let listen = format!("TCP-LISTEN:{port},bind={ENGINE_IP},reuseaddr,fork");
     let child = Command::new("socat")
         .args([listen.as_str(), engine_address().as_str()])
@@ -84,7 +89,7 @@ fn remote_engine() -> Option<Socat> {
     let deadline = Instant::now() + WAIT;
     loop {
         if TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok() {
-            return Some(socat);
+            return socat;
         }
         if let Ok(Some(status)) = socat.child.try_wait() {
             panic!("socat ended before accepting on {addr}: {status}");
@@ -103,6 +108,12 @@ fn tether(state: &Path, docker_host: &str, args: &[&str]) -> Output {
         .stdin(Stdio::null())
         .output()
         .expect("run tether")
+}
+
+/// `tether ARGS` with its own state directory and this process's `DOCKER_HOST` (unset
+/// here: the local engine's socket), not the remote engine's.
+fn tether_local(state: &Path, args: &[&str]) -> Output {
+    Command::new(exe()).args(args).env("TETHER_STATE_DIR", state).stdin(Stdio::null()).output().expect("run tether")
 }
 
 /// `tether up --runner docker --image IMG --name NAME EXTRA -- --port {port} --host {host}`.
@@ -199,6 +210,69 @@ fn a_remote_engine_publishes_on_host_at_a_fixed_port() {
     detached_on_a_remote_engine(Some(&port));
 }
 
+/// The instance's record, as stored.
+fn record_of(state: &Path, name: &str) -> Option<Value> {
+    let text = std::fs::read_to_string(state.join(format!("{name}.json"))).ok()?;
+    Some(serde_json::from_str(&text).expect("the record is JSON"))
+}
+
+/// A record remembers its engine: `status`, `logs` and `down` from a shell where
+/// `DOCKER_HOST` is unset — or names an engine that is not there — act on the
+/// container through the engine it was started on. That engine unreachable (socat
+/// killed), `down` fails naming it and keeps the record; once it is back, `down` works.
+#[test]
+fn status_and_down_reach_the_engine_the_container_was_started_on() {
+    let Some(engine) = remote_engine() else { return };
+    let (image, name, state) = (image(), unique_name("dk-remote-rec"), tempfile::tempdir().expect("tempdir"));
+    let _cleanup = Cleanup(name.clone());
+    let dh = engine.docker_host();
+    let out = tether(
+        state.path(),
+        &dh,
+        &up_args(&image, &name, &["--host", ENGINE_IP, "--port", "auto", "--detach", "--json"]),
+    );
+    assert_ok(&out, "up --detach on the remote engine");
+    let id = json_state(&out.stdout, "ready").expect("a ready line")["container_id"]
+        .as_str()
+        .expect("the container id")
+        .to_string();
+    let record = record_of(state.path(), &name).expect("a record");
+    assert_eq!(record["engine"].as_str(), Some(dh.as_str()), "the record names its engine: {record}");
+
+    // DOCKER_HOST unset, then naming nothing that answers: the recorded engine is asked.
+    for (what, status) in [
+        ("DOCKER_HOST unset", tether_local(state.path(), &["status", "--name", &name, "--json"])),
+        ("DOCKER_HOST elsewhere", tether(state.path(), "tcp://127.0.0.2:1", &["status", "--name", &name, "--json"])),
+    ] {
+        assert_ok(&status, what);
+        let status: Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+        assert_eq!(status["state"], "ready", "{what}: {status}");
+        assert_eq!(status["container_id"].as_str(), Some(id.as_str()), "{what}: {status}");
+    }
+    let logs = tether(state.path(), "tcp://127.0.0.2:1", &["logs", "--name", &name]);
+    assert_ok(&logs, "logs with DOCKER_HOST elsewhere");
+
+    // The recorded engine gone: `down` is an error naming it, and nothing is forgotten.
+    let port = engine.port;
+    drop(engine);
+    let down = tether_local(state.path(), &["down", "--name", &name]);
+    assert_eq!(down.status.code(), Some(1), "down with its engine unreachable: {}", tether_testkit::dump(&down));
+    let stderr = String::from_utf8_lossy(&down.stderr);
+    assert!(stderr.contains(&dh) && stderr.contains("record is kept"), "the error names the engine: {stderr}");
+    assert!(record_of(state.path(), &name).is_some(), "the record is kept");
+    assert!(container_exists(&id), "the container was not touched");
+    let status = tether_local(state.path(), &["status", "--name", &name, "--json"]);
+    let status: Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+    assert_ne!(status["state"], "dead", "an unreachable engine is no proof the container is gone: {status}");
+
+    // The engine back: `down` from the same shell stops and removes it there.
+    let engine = socat_on(port);
+    assert_ok(&tether_local(state.path(), &["down", "--name", &name]), "down once the engine is back");
+    assert!(!container_exists(&id), "down removed the container");
+    assert!(record_of(state.path(), &name).is_none(), "and forgot the record");
+    drop(engine);
+}
+
 /// A foreground `up` on the remote engine, once ready: the owner, its ready line, and
 /// its container guard (which must reach the remote engine, not this machine's socket).
 fn foreground(state: &Path, dh: &str, args: &[&str]) -> (Child, Value, tether::core::procs::ProcessInfo) {
@@ -270,17 +344,21 @@ fn a_dead_owners_remote_container_is_swept_by_the_next_up() {
     let (mut owner, ready, guard) =
         foreground(a.path(), &dh, &up_args(&image, &name, &["--host", ENGINE_IP, "--port", "auto", "--json"]));
     let first = ready["container_id"].as_str().expect("the container id").to_string();
-    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(guard.pid as i32), nix::sys::signal::Signal::SIGKILL);
+    // The guard first: once SIGKILL is sent it runs no more code, so nothing removes
+    // the container when the owner dies next.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(guard.pid as i32), nix::sys::signal::Signal::SIGKILL)
+        .expect("SIGKILL the guard");
     owner.kill().expect("SIGKILL the owner");
     owner.wait().expect("reap the owner");
-    let left = containers_of(&name);
-    assert!(left.is_empty() || left == vec![first.clone()], "the dead owner's container, or nothing: {left:?}");
+    assert_eq!(containers_of(&name), vec![first.clone()], "the dead owner's container is left for the sweep");
+    assert_eq!(inspect(&first, "{{.State.Running}}"), "true", "and it still runs");
 
     let out =
         tether(b.path(), &dh, &up_args(&image, &name, &["--host", ENGINE_IP, "--port", "auto", "--detach", "--json"]));
     assert_ok(&out, "the second up");
     let second = json_state(&out.stdout, "ready").expect("ready")["container_id"].as_str().expect("id").to_string();
     assert_ne!(first, second);
+    assert!(!container_exists(&first), "the second up swept the dead owner's container {first}");
     assert_eq!(containers_of(&name), vec![second], "exactly one container: the new one");
     assert_ok(&tether(b.path(), &dh, &["down", "--name", &name]), "down");
     assert_eq!(containers_of(&name), Vec::<String>::new(), "none after down");

@@ -702,6 +702,47 @@ async fn proxies_started_as_hosts_do_share_one_backend_by_default() {
     group_gone(&record).await;
 }
 
+/// Sharing is by configuration *and* surroundings: a proxy started in another project's
+/// directory, or with another environment (a host passes API keys there), gets a backend
+/// of its own — never one that runs in another project with another project's secrets.
+#[tokio::test]
+async fn proxies_of_other_projects_or_secrets_do_not_share() {
+    let sandbox = Sandbox::new();
+    let elsewhere = tempfile::tempdir().expect("another project's directory");
+    let args = proxy_args(&["--call-wait", "120s"], &[]);
+    let call = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+        "params": {"name": "list_skills", "arguments": {}}});
+    let mut here = Script::start_as_host(&sandbox, &args);
+    let mut there = sandbox.command_as_host(&args);
+    there.current_dir(elsewhere.path());
+    let mut there = Script::spawn(there);
+    let mut secret = sandbox.command_as_host(&args);
+    secret.env("PROJECT_API_KEY", "another");
+    let mut secret = Script::spawn(secret);
+    for script in [&mut here, &mut there, &mut secret] {
+        script.initialize().await;
+        script.send(call.clone()).await;
+        assert_ne!(script.answer(2).await["result"]["isError"], json!(true));
+    }
+    let records = state_files(&sandbox, ".json");
+    assert_eq!(records.len(), 3, "one backend each: {records:?}");
+    for script in [&mut here, &mut there, &mut secret] {
+        script.stdin = None;
+        assert_eq!(script.exit_code().await, Some(0));
+    }
+    for name in records.iter().map(|r| r.trim_end_matches(".json")) {
+        let record = sandbox.record(name).expect("a record");
+        let down = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+            .args(["down", "--name", name])
+            .env("TETHER_STATE_DIR", sandbox.state.path())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run tether down");
+        assert!(down.status.success(), "down {name}: {down:?}");
+        group_gone(&record).await;
+    }
+}
+
 /// Issue 13, item 3: a backend that exits between its ready `/health` and its MCP
 /// `initialize` is noticed at once (the connect races the process), and the host is told.
 #[tokio::test]

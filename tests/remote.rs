@@ -332,6 +332,31 @@ fn a_backend_that_does_not_answer_is_explained_with_exit_1() {
     demo.assert_untouched();
 }
 
+/// `--runner remote` never stops anything: not even a backend that tether itself runs under
+/// the same instance name (it used to be swept as "a different configuration").
+#[test]
+fn attaching_under_the_name_of_a_backend_tether_runs_leaves_that_backend_alone() {
+    let sandbox = Sandbox::new();
+    let up = ["up", "--detach", "--json", "--name", "mine", "--port", "auto", "--", exe(), "demo-backend"];
+    let (code, out, err) = sandbox.run(&[&up[..], &["--port", "{port}"]].concat());
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    let ready: Value =
+        serde_json::from_str(out.lines().last().unwrap_or_default()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let url = ready["url"].as_str().expect("a url").to_string();
+    let pid = u32::try_from(ready["pid"].as_u64().expect("the backend's pid")).expect("pid fits");
+    let backend = tether::core::procs::ProcessIdentity::of(pid).expect("the backend runs");
+
+    let (code, out, err) =
+        sandbox.run(&["up", "--runner", "remote", "--url", &url, "--name", "mine", "--timeout", "2s"]);
+    assert_eq!(code, Some(2), "{out}\n{err}");
+    assert!(err.contains("never stops it") && err.contains("another --name"), "{err}");
+    assert!(backend.is_alive(), "the backend tether runs was stopped by an attach");
+    let (code, out, err) = sandbox.run(&["status", "--name", "mine", "--json"]);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    let (code, out, err) = sandbox.run(&["down", "--name", "mine"]);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+}
+
 #[test]
 fn a_lost_backend_is_reconnected_when_it_answers_again() {
     let demo = Demo::start(0, &[]);

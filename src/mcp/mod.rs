@@ -122,7 +122,15 @@ pub fn cache_key(plan: &Plan) -> String {
     parts.extend(c.args.iter().cloned());
     // A remote backend is its URL (set only for the remote runner: the others' keys stay).
     parts.extend(c.url.iter().cloned());
-    format!("mcp-{:016x}", fnv1a(&parts))
+    format!("mcp-{:016x}", crate::config::fnv1a(&parts))
+}
+
+/// The instance name that proxies share a backend under when no `--name` is given: the
+/// tools cache key, and a digest of what the backend would inherit from this proxy (its
+/// working directory and environment, see [`crate::config::surroundings`]): two windows of
+/// one project share, two projects (another directory, other API keys) do not.
+pub fn shared_name(plan: &Plan, cache_key: &str) -> String {
+    format!("{cache_key}-{:08x}", crate::config::fnv1a(&crate::config::surroundings(plan)) as u32)
 }
 
 /// A uvx package spec's distribution name, normalized (PEP 503: lower case, runs of `-_.`
@@ -185,19 +193,6 @@ impl ProxyOptions {
             cache_key: plan.name.clone(),
         })
     }
-}
-
-/// FNV-1a over `parts` (each ended by a 0 byte): stable across builds and platforms
-/// (unlike `DefaultHasher`), so the same backend finds its cache again.
-fn fnv1a(parts: &[String]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for b in part.bytes().chain(std::iter::once(0)) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-    h
 }
 
 /// Serve MCP over this process's stdin/stdout until stdin ends (the host closed it) or

@@ -135,6 +135,18 @@ pub fn inspect(id: &str, format: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// Whether the engine knows a container `id` (running or not); panics when the
+/// engine cannot be asked.
+pub fn container_exists(id: &str) -> bool {
+    let out = docker(&["container", "inspect", "--format", "{{.Id}}", id]).expect("run docker container inspect");
+    if out.status.success() {
+        return true;
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("No such"), "docker container inspect failed: {stderr}");
+    false
+}
+
 /// A unique instance name for one test.
 pub fn unique_name(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());

@@ -23,9 +23,11 @@ pub fn workspace_root() -> PathBuf {
     root.canonicalize().unwrap_or(root)
 }
 
-/// Build the release `tether` binary (unless `skip_build`) and return its path.
+/// Build the release `tether` binary and the small guard executable `tether-guard` beside
+/// it (unless `skip_build`) and return the path of `tether`. The guard used is whichever
+/// [`tether_core::guard::guard_program`] picks (see [`Harness::guard_exe`]).
 pub fn tether_binary(skip_build: bool) -> BenchResult<PathBuf> {
-    release_binary(skip_build, "tether", &["build", "--release", "--bin", "tether"])
+    release_binary(skip_build, "tether", &["build", "--release", "--bin", "tether", "--bin", "tether-guard"])
 }
 
 /// Build the release MCP test backend `tether-mcp-test-backend` of `tether-testkit`
@@ -188,7 +190,18 @@ impl Harness {
         Harness { exe, runner }
     }
 
-    /// A spec for a demo backend with `flags` on a free port, under the `tether` guard.
+    /// The executable each backend's guard runs as: `tether-guard` beside `tether` when it
+    /// is there, `tether` itself otherwise ([`tether_core::guard::guard_program`]).
+    pub fn guard_exe(&self) -> PathBuf {
+        tether_core::guard::guard_program(&self.exe)
+    }
+
+    /// The guard executable's file name, for the notes of the rows it is part of.
+    pub fn guard_name(&self) -> String {
+        self.guard_exe().file_name().map_or_else(|| "?".into(), |n| n.to_string_lossy().into_owned())
+    }
+
+    /// A spec for a demo backend with `flags` on a free port, under the guard.
     pub fn spec(&self, flags: &[&str], grace: Duration) -> BenchResult<LaunchSpec> {
         let port = tether_core::port::free_port("127.0.0.1").ctx("cannot find a free port")?;
         let name = format!("bench-{}-{}", std::process::id(), NAMES.fetch_add(1, Ordering::Relaxed));

@@ -167,7 +167,12 @@ fn real_main() -> BenchResult<()> {
     let processes = process_count();
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().ctx("cannot start the tokio runtime")?;
     let h = Harness::new(exe);
-    eprintln!("measuring with {} ({} processes running)…", h.exe.display(), processes);
+    eprintln!(
+        "measuring with {}, guards run as {} ({} processes running)…",
+        h.exe.display(),
+        h.guard_exe().display(),
+        processes
+    );
     let rows = rt.block_on(run(&o, &h, mcp_backend));
     let report = Report {
         date: command_text("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),

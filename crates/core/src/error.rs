@@ -149,7 +149,7 @@ pub enum Error {
     #[error("stopped before it was ready, as asked")]
     Interrupted,
     /// An instance of this name is already running.
-    #[error("instance '{name}' is already running{}: pick another --name (an mcp-proxy of another window may own it: share it by leaving out --no-share); `tether down --name {name}` would stop it together with its owner", pid.map(|p| format!(", owned by pid {p}")).unwrap_or_default())]
+    #[error("instance '{name}' is already running{}: pick another --name, or share it (`--share`); `tether down --name {name}` would stop it together with its owner", pid.map(|p| format!(", owned by pid {p}")).unwrap_or_default())]
     AlreadyRunning {
         /// The instance name.
         name: String,

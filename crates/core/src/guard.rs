@@ -26,7 +26,10 @@
 //! The backend gets file descriptors 0, 1 and 2 only: whatever else the guard
 //! inherited or opened is closed on exec.
 //!
-//! A program that links tether opts in with [`run_if_guard`] at the top of `main`.
+//! A program that links tether opts in with [`run_if_guard`] at the top of `main`. The
+//! `tether` binary has a small guard executable of its own beside it, `tether-guard`
+//! ([`GUARD_BINARY`], whose `main` is [`run_from_args`]): each backend's guard is an exec
+//! of that instead of the whole `tether` binary ([`guard_program`]).
 //!
 //! A guard with no process to start — the docker runner's container guard, which
 //! removes a container when its owner dies — uses [`OwnerWatch`] for the same
@@ -53,25 +56,70 @@ use crate::procs;
 /// The first argument that turns a program into the guard.
 pub const GUARD_ARG: &str = "__tether-guard";
 
+/// The file name of the small dedicated guard executable (`src/bin/tether-guard.rs`),
+/// installed next to `tether`. It runs this module only, so each guard process maps and
+/// relocates a fraction of what an exec of the whole `tether` binary does.
+pub const GUARD_BINARY: &str = "tether-guard";
+
+/// The file name of the executable whose guard [`guard_program`] may replace by
+/// [`GUARD_BINARY`]: the two are built and installed together, so they speak the same
+/// guard arguments.
+const GUARD_BINARY_OWNER: &str = "tether";
+
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 
 /// Call first thing in `main`, before any other thread starts: if this process was
 /// started as a guard, run it and exit; otherwise note that this executable can serve
 /// as a guard and return.
 pub fn run_if_guard() {
-    let mut args = std::env::args_os();
-    let _program = args.next();
-    if args.next().as_deref() == Some(std::ffi::OsStr::new(GUARD_ARG)) {
-        let code = match GuardArgs::parse(args.collect()) {
-            Ok(a) => run(a),
-            Err(e) => {
-                eprintln!("tether guard: {e}");
-                2
-            }
-        };
+    if let Some(code) = run_from_args() {
         std::process::exit(code);
     }
     INSTALLED.store(true, Ordering::Release);
+}
+
+/// The guard's entry: if this process's first argument is [`GUARD_ARG`]
+/// (`PROGRAM __tether-guard [--parent PID] [--grace-ms MS] [--log-file FILE --log-max BYTES]
+/// [--lease FILE --linger-ms MS] -- BACKEND [ARGS…]`), run the guard to its end and return
+/// the code to exit with; `None` when this process was not started as a guard.
+///
+/// For [`run_if_guard`] and the dedicated guard executable ([`GUARD_BINARY`]), whose
+/// `main` is this call alone. Call it before any other thread starts: the guard blocks
+/// signals to wait for them, which only holds in a single-threaded process.
+pub fn run_from_args() -> Option<i32> {
+    let mut args = std::env::args_os();
+    let _program = args.next();
+    if args.next().as_deref() != Some(std::ffi::OsStr::new(GUARD_ARG)) {
+        return None;
+    }
+    Some(match GuardArgs::parse(args.collect()) {
+        Ok(a) => run(a),
+        Err(e) => {
+            eprintln!("tether guard: {e}");
+            2
+        }
+    })
+}
+
+/// The program to run as the guard of a backend when `exe` is the executable that
+/// serves as one (`exe __tether-guard …`): the small [`GUARD_BINARY`] when `exe` is the
+/// `tether` binary and a `tether-guard` executable sits in the same directory (as
+/// `cargo build` and `cargo install` leave them), otherwise `exe` itself. Both take the
+/// same arguments, and the guard's command line carries [`GUARD_ARG`] either way.
+///
+/// Only `tether`'s own sibling is taken: another program that links tether may sit
+/// beside a `tether-guard` of a different version (both in `~/.cargo/bin`, say), whose
+/// arguments it cannot vouch for; it stays its own guard.
+pub fn guard_program(exe: &Path) -> PathBuf {
+    let small = match (exe.file_name(), exe.parent()) {
+        (Some(name), Some(dir)) if name == GUARD_BINARY_OWNER => dir.join(GUARD_BINARY),
+        _ => return exe.to_path_buf(),
+    };
+    // A regular file (symlinks followed) that someone may execute.
+    match std::fs::metadata(&small) {
+        Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => small,
+        _ => exe.to_path_buf(),
+    }
 }
 
 /// Whether [`run_if_guard`] ran in this process, so the current executable can be a guard.
@@ -564,6 +612,32 @@ mod tests {
         assert_eq!(a.args, vec![OsString::from("a b"), OsString::from("--x")]);
         assert!(GuardArgs::parse(vec![OsString::from("--parent")]).is_err());
         assert!(GuardArgs::parse(vec![]).is_err());
+    }
+
+    #[test]
+    fn the_small_guard_is_taken_only_beside_tether() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let write = |name: &str, mode: u32| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, "").expect("write");
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+            p
+        };
+        let tether = write("tether", 0o755);
+        // Alone: tether is its own guard (a `cargo build --bin tether`, a copied binary).
+        assert_eq!(guard_program(&tether), tether);
+        // Not executable, or a directory: not a guard either.
+        let small = write(GUARD_BINARY, 0o644);
+        assert_eq!(guard_program(&tether), tether);
+        std::fs::set_permissions(&small, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        assert_eq!(guard_program(&tether), small);
+        // Another program that links tether keeps its own guard, even beside one.
+        let other = write("my-app", 0o755);
+        assert_eq!(guard_program(&other), other);
+        let elsewhere = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(elsewhere.path().join(GUARD_BINARY)).expect("mkdir");
+        let lone = elsewhere.path().join("tether");
+        assert_eq!(guard_program(&lone), lone);
     }
 
     #[test]

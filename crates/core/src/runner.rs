@@ -32,6 +32,7 @@ impl Endpoint {
 
 /// What identifies a running backend safely, so that no other process is ever signalled.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Identity {
     /// A process group we spawned.
     Process {

@@ -45,6 +45,12 @@ pub struct Record {
     pub backend_pid: Option<u32>,
     /// The container, for the docker runner.
     pub container_id: Option<String>,
+    /// The Docker engine the container was started on (a `DOCKER_HOST` value, e.g.
+    /// `tcp://10.0.0.5:2375` or `unix:///var/run/docker.sock`): `down`, `status`,
+    /// `logs` and the stale sweep reach the container there, whatever `DOCKER_HOST`
+    /// says later. `None` in records written before it was kept (and for processes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
     /// The host the backend listens on.
     pub host: String,
     /// The port the backend listens on.
@@ -190,6 +196,28 @@ impl StateDir {
     pub fn try_lock(&self, name: &str) -> Result<InstanceLock> {
         Self::check_name(name)?;
         let path = self.file(name, "lock");
+        // A lock file may be unlinked by a cleaner that held its lock (a dead proxy's
+        // `mcp-PID.lock`): a lock taken on the unlinked file would be no lock at all, as
+        // the next opener creates a new file. So the lock counts only if the path still
+        // names the locked file; otherwise open it again.
+        for _ in 0..8 {
+            let lock = self.try_lock_file(name, &path)?;
+            let held = lock.file.metadata().map_err(state_err(&path))?;
+            match std::fs::symlink_metadata(&path) {
+                Ok(now) if (now.dev(), now.ino()) == (held.dev(), held.ino()) => return Ok(lock),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(state_err(&path)(e)),
+            }
+        }
+        Err(Error::config(format!(
+            "the lock file {} keeps being replaced while it is taken: is something removing it?",
+            path.display()
+        )))
+    }
+
+    fn try_lock_file(&self, name: &str, path: &Path) -> Result<InstanceLock> {
+        let path = path.to_path_buf();
         // No truncate on open: the current holder's pid must stay readable.
         let file = OpenOptions::new()
             .read(true)
@@ -418,6 +446,7 @@ pub(crate) mod tests {
             pgid: Some(4242),
             backend_pid: Some(4243),
             container_id: None,
+            engine: None,
             host: "127.0.0.1".into(),
             port: 8765,
             url: "http://127.0.0.1:8765".into(),

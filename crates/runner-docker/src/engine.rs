@@ -39,11 +39,13 @@ pub fn engine_is_remote() -> bool {
     is_remote(&docker_host())
 }
 
-/// What was tried, for error messages: `DOCKER_HOST=…` or the default socket.
+/// What was tried, for error messages: `DOCKER_HOST=…`, the default socket, or — an
+/// engine named otherwise (a record's, a guard's argument) — its address.
 fn tried(host: &str) -> String {
-    match std::env::var("DOCKER_HOST") {
-        Ok(v) if !v.is_empty() => format!("DOCKER_HOST={v}"),
-        _ => format!("DOCKER_HOST is not set, so the default socket {host}"),
+    match std::env::var("DOCKER_HOST").ok().filter(|v| !v.is_empty()) {
+        Some(v) if v == host => format!("DOCKER_HOST={v}"),
+        None if host == DEFAULT_SOCKET => format!("DOCKER_HOST is not set, so the default socket {host}"),
+        _ => host.to_string(),
     }
 }
 
@@ -64,22 +66,54 @@ pub async fn connect() -> Result<Docker> {
 
 /// Connect to the engine at `host` (`unix://…` or `tcp://…`) and agree on an API version.
 pub async fn connect_to(host: &str) -> Result<Docker> {
-    let host = host.to_string();
-    let docker = Docker::connect_with_host(&host).map_err(|e| match e {
-        DockerError::UnsupportedURISchemeError { .. } => Error::Unavailable {
+    open(host).await.map_err(|f| match f {
+        Failure::Refused(e) => e,
+        Failure::Unreachable(why) => unavailable(host, &why),
+    })
+}
+
+/// Why an engine could not be used: an address tether does not speak (the error), or
+/// an engine that does not answer (why).
+enum Failure {
+    Refused(Error),
+    Unreachable(String),
+}
+
+async fn open(host: &str) -> std::result::Result<Docker, Failure> {
+    let docker = Docker::connect_with_host(host).map_err(|e| match e {
+        DockerError::UnsupportedURISchemeError { .. } => Failure::Refused(Error::Unavailable {
             message: format!(
                 "DOCKER_HOST `{host}` is not supported: tether reaches the engine through a unix:// socket or \
                  tcp:// (no TLS, no ssh); forward it to a local socket or use tcp://"
             ),
-        },
-        DockerError::SocketNotFoundError(path) => unavailable(&host, &format!("no socket at {path}")),
-        other => unavailable(&host, &other.to_string()),
+        }),
+        DockerError::SocketNotFoundError(path) => Failure::Unreachable(format!("no socket at {path}")),
+        other => Failure::Unreachable(other.to_string()),
     })?;
     match tokio::time::timeout(CONNECT_TIMEOUT, docker.negotiate_version()).await {
         Ok(Ok(d)) => Ok(d),
-        Ok(Err(e)) => Err(unavailable(&host, &describe(&e))),
-        Err(_) => Err(unavailable(&host, &format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()))),
+        Ok(Err(e)) => Err(Failure::Unreachable(describe(&e))),
+        Err(_) => Err(Failure::Unreachable(format!("no answer within {}s", CONNECT_TIMEOUT.as_secs()))),
     }
+}
+
+/// Connect to the engine a recorded container of instance `name` was started on:
+/// `recorded` (the record's engine), or — a record written before engines were
+/// recorded — the one `DOCKER_HOST` names now. An unreachable recorded engine is
+/// `Error::Unavailable` naming it and the instance: the container may well run on
+/// there, so it must never be taken for gone.
+pub async fn connect_recorded(recorded: Option<&str>, name: &str) -> Result<Docker> {
+    let Some(host) = recorded else { return connect().await };
+    open(host).await.map_err(|f| match f {
+        Failure::Refused(e) => e,
+        Failure::Unreachable(why) => Error::Unavailable {
+            message: format!(
+                "cannot reach the Docker engine {host}, where instance '{name}' was started: {why}; its \
+                 container may still run there, so the record is kept — make that engine reachable again and \
+                 retry (a recorded instance is always looked for on its own engine, whatever DOCKER_HOST says)"
+            ),
+        },
+    })
 }
 
 /// The engine's version line (`Docker 27.1.0 (API 1.46)`), checking the API is new enough.

@@ -216,16 +216,26 @@ impl Runner for DockerRunner {
         sweep::sweep(docker, &SweepTarget { name: Some(name), port }, grace).await.map(|_| ())
     }
 
+    /// On the engine the record names (see [`connect_recorded`]): an unreachable one is
+    /// an error naming it, never a container taken for gone.
     async fn stop_recorded(&self, record: &tether_core::state::Record, grace: Duration) -> Result<StopOutcome> {
         match &record.container_id {
-            Some(id) => stop_container(id, grace).await,
+            Some(id) => stop_container_on(&connect_recorded(record).await?, id, grace).await,
             None => tether_core::process::stop_recorded(record, grace).await,
         }
     }
 
+    /// Asked of the engine the record names; `None` (unknown) when it cannot be reached.
     async fn recorded_running(&self, record: &tether_core::state::Record) -> Option<bool> {
         let id = record.container_id.as_ref()?;
-        Some(container_running(id).await.unwrap_or(false))
+        let docker = match connect_recorded(record).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(instance = %record.name, "cannot tell whether its container runs: {e}");
+                return None;
+            }
+        };
+        Some(running_on(&docker, id).await.unwrap_or(false))
     }
 
     async fn recorded_logs(
@@ -235,7 +245,7 @@ impl Runner for DockerRunner {
         out: &mut (dyn std::io::Write + Send),
     ) -> Result<bool> {
         let Some(id) = &record.container_id else { return Ok(false) };
-        container_logs(id, follow, out).await.map(|()| true)
+        logs_on(&connect_recorded(record).await?, id, follow, out).await.map(|()| true)
     }
 
     #[instrument(skip_all, fields(instance = %spec.name, image = %self.image, port = spec.port))]
@@ -398,12 +408,25 @@ async fn run(docker: &Docker, id: &str, spec: &LaunchSpec, exposed: &str) -> Res
     })
 }
 
+/// The engine a recorded container runs on: the one recorded when it was started
+/// (`Record::engine`), whatever `DOCKER_HOST` says now; for a record written before
+/// engines were recorded, the one `DOCKER_HOST` names. An unreachable recorded engine
+/// is `Error::Unavailable` naming the engine and the instance (exit 1).
+pub async fn connect_recorded(record: &tether_core::state::Record) -> Result<Docker> {
+    engine::connect_recorded(record.engine.as_deref(), &record.name).await
+}
+
 /// Stop the container `id` (its stop signal, `grace`, then `SIGKILL`) and remove it
-/// with its anonymous volumes — `tether down` of a detached container. A container
-/// that is already gone is not an error.
-#[instrument(skip_all, fields(container = container::short(id)))]
+/// with its anonymous volumes — `tether down` of a detached container — on the
+/// engine `DOCKER_HOST` names. A container that is already gone is not an error.
 pub async fn stop_container(id: &str, grace: Duration) -> Result<StopOutcome> {
-    let docker = engine::connect().await?;
+    stop_container_on(&engine::connect().await?, id, grace).await
+}
+
+/// [`stop_container`] on the engine `docker` is connected to (a recorded container's:
+/// [`connect_recorded`]). A container that engine does not know is already gone.
+#[instrument(skip_all, fields(container = container::short(id)))]
+pub async fn stop_container_on(docker: &Docker, id: &str, grace: Duration) -> Result<StopOutcome> {
     let signal = match docker.inspect_container(id, None).await {
         Ok(c) => c.config.and_then(|c| c.stop_signal).filter(|s| !s.is_empty()),
         Err(e) if engine::is_not_found(&e) => {
@@ -412,12 +435,17 @@ pub async fn stop_container(id: &str, grace: Duration) -> Result<StopOutcome> {
         Err(e) => return Err(engine::runner_error("cannot inspect the container", e)),
     };
     let exit = container::watch_exit(docker.clone(), id.to_string(), None);
-    container::stop_and_remove(&docker, id, signal.as_deref().unwrap_or("SIGTERM"), grace, exit).await
+    container::stop_and_remove(docker, id, signal.as_deref().unwrap_or("SIGTERM"), grace, exit).await
 }
 
-/// Whether the container `id` exists and runs (for `status` of a detached container).
+/// Whether the container `id` exists and runs on the engine `DOCKER_HOST` names (for
+/// `status` of a detached container).
 pub async fn container_running(id: &str) -> Result<bool> {
-    let docker = engine::connect().await?;
+    running_on(&engine::connect().await?, id).await
+}
+
+/// Whether the container `id` exists and runs on the engine `docker` is connected to.
+async fn running_on(docker: &Docker, id: &str) -> Result<bool> {
     match docker.inspect_container(id, None).await {
         Ok(c) => Ok(c.state.and_then(|s| s.running).unwrap_or(false)),
         Err(e) if engine::is_not_found(&e) => Ok(false),
@@ -429,8 +457,12 @@ pub async fn container_running(id: &str) -> Result<bool> {
 /// bytes) to `out`; with `follow`, keep writing until the container stops. This is
 /// `tether logs` of a detached container: the engine keeps its output, not a log file.
 pub async fn container_logs(id: &str, follow: bool, out: &mut (dyn std::io::Write + Send)) -> Result<()> {
+    logs_on(&engine::connect().await?, id, follow, out).await
+}
+
+/// [`container_logs`] on the engine `docker` is connected to.
+async fn logs_on(docker: &Docker, id: &str, follow: bool, out: &mut (dyn std::io::Write + Send)) -> Result<()> {
     use futures_util::StreamExt;
-    let docker = engine::connect().await?;
     let opts = bollard::query_parameters::LogsOptions {
         follow,
         stdout: true,

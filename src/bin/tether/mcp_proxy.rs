@@ -70,8 +70,12 @@ pub async fn run(args: McpProxyArgs) -> i32 {
         None => None,
     };
     if let Some(linger) = linger {
-        // Every proxy of this configuration names the same instance: they share it.
-        plan.name = options.cache_key.clone();
+        // Every proxy of this configuration (and surroundings) names the same instance:
+        // they share it. A pinned --name is the user's choice of what to share.
+        // (A named proxy's cache key is its name.)
+        if options.cache_key != plan.name {
+            plan.name = tether::mcp::shared_name(&plan, &options.cache_key);
+        }
         ensure = ensure.sharing(linger);
     }
     if args.prefetch {

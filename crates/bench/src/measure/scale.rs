@@ -125,7 +125,7 @@ pub async fn scale(h: &Harness, reps: usize) -> BenchResult<Vec<Row>> {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
         let time_row = Row::new(8, &format!("{n} backend(s) at once: time until all ready"), "ms", &t, Target::None)
-            .note(format!("each loads for {READY_AFTER}"));
+            .note(format!("each loads for {READY_AFTER}; guards: `{}`", h.guard_name()));
         let base = *one_median.get_or_insert(time_row.median);
         rows.push(time_row);
         if n > 1 {

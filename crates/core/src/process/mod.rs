@@ -76,7 +76,8 @@ pub async fn spawn(cmd: ProcessCommand, spec: &LaunchSpec) -> Result<ProcessBack
     };
     let mut command = match &exe {
         Some(exe) => {
-            let mut c = tokio::process::Command::new(exe);
+            // `tether`'s small guard executable when it sits beside it; `exe` otherwise.
+            let mut c = tokio::process::Command::new(guard::guard_program(exe));
             c.arg(guard::GUARD_ARG);
             c.arg("--grace-ms").arg(spec.grace.as_millis().to_string());
             match &spec.tethering {
