@@ -662,6 +662,58 @@ impl Plan {
     }
 }
 
+/// FNV-1a over `parts` (each ended by a 0 byte): stable across builds and platforms
+/// (unlike `DefaultHasher`), so the same backend finds its cache and its instance again.
+pub(crate) fn fnv1a(parts: &[String]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for b in part.bytes().chain(std::iter::once(0)) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    h
+}
+
+/// Variables that differ between two shells or windows of one user without changing what
+/// a backend does: left out of [`surroundings`].
+const VOLATILE_ENV: &[&str] = &[
+    "PWD",
+    "OLDPWD",
+    "SHLVL",
+    "_",
+    "TERM",
+    "COLUMNS",
+    "LINES",
+    "WINDOWID",
+    "TERM_SESSION_ID",
+    "TMUX_PANE",
+    "SSH_TTY",
+    "SSH_CLIENT",
+    "SSH_CONNECTION",
+    "XDG_SESSION_ID",
+    "ITERM_SESSION_ID",
+];
+
+/// What a started backend inherits besides its arguments: its working directory (`--cwd`,
+/// else this process's, canonical) and this process's environment (sorted `K=V`, without
+/// [`VOLATILE_ENV`] and tether's own `TETHER_*` settings, which the plan already holds).
+/// Part of a backend's fingerprint, so that a backend started elsewhere or with other
+/// secrets is never reused (or shared) in place of the one this plan would start.
+pub(crate) fn surroundings(plan: &Plan) -> Vec<String> {
+    let cwd = plan.config.cwd.clone().or_else(|| std::env::current_dir().ok()).unwrap_or_default();
+    let cwd = std::fs::canonicalize(&cwd).unwrap_or(cwd);
+    let mut parts = vec![format!("cwd={}", cwd.display())];
+    let mut env: Vec<String> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.to_string_lossy().into_owned())))
+        .filter(|(k, _)| !VOLATILE_ENV.contains(&k.as_str()) && !k.starts_with("TETHER_"))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    env.sort();
+    parts.extend(env);
+    parts
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -873,56 +925,4 @@ mod tests {
         assert_eq!(off.expected_version(RunnerKind::Uvx), None);
         assert_eq!(pkg("srv==1.0").plan().map(|p| p.runner).ok(), Some(RunnerKind::Uvx));
     }
-}
-
-/// FNV-1a over `parts` (each ended by a 0 byte): stable across builds and platforms
-/// (unlike `DefaultHasher`), so the same backend finds its cache and its instance again.
-pub(crate) fn fnv1a(parts: &[String]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for b in part.bytes().chain(std::iter::once(0)) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-    h
-}
-
-/// Variables that differ between two shells or windows of one user without changing what
-/// a backend does: left out of [`surroundings`].
-const VOLATILE_ENV: &[&str] = &[
-    "PWD",
-    "OLDPWD",
-    "SHLVL",
-    "_",
-    "TERM",
-    "COLUMNS",
-    "LINES",
-    "WINDOWID",
-    "TERM_SESSION_ID",
-    "TMUX_PANE",
-    "SSH_TTY",
-    "SSH_CLIENT",
-    "SSH_CONNECTION",
-    "XDG_SESSION_ID",
-    "ITERM_SESSION_ID",
-];
-
-/// What a started backend inherits besides its arguments: its working directory (`--cwd`,
-/// else this process's, canonical) and this process's environment (sorted `K=V`, without
-/// [`VOLATILE_ENV`] and tether's own `TETHER_*` settings, which the plan already holds).
-/// Part of a backend's fingerprint, so that a backend started elsewhere or with other
-/// secrets is never reused (or shared) in place of the one this plan would start.
-pub(crate) fn surroundings(plan: &Plan) -> Vec<String> {
-    let cwd = plan.config.cwd.clone().or_else(|| std::env::current_dir().ok()).unwrap_or_default();
-    let cwd = std::fs::canonicalize(&cwd).unwrap_or(cwd);
-    let mut parts = vec![format!("cwd={}", cwd.display())];
-    let mut env: Vec<String> = std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.to_string_lossy().into_owned())))
-        .filter(|(k, _)| !VOLATILE_ENV.contains(&k.as_str()) && !k.starts_with("TETHER_"))
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    env.sort();
-    parts.extend(env);
-    parts
 }

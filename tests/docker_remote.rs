@@ -273,6 +273,71 @@ fn status_and_down_reach_the_engine_the_container_was_started_on() {
     drop(engine);
 }
 
+/// A python listener on `ENGINE_IP:port`, a process of this machine that is not the
+/// engine's; killed and reaped when dropped.
+struct Stranger(Child);
+
+impl Stranger {
+    /// Listening once this returns: the child says so on stdout after `listen()`.
+    fn listen(port: u16) -> Option<Stranger> {
+        use std::io::{BufRead, BufReader};
+        let script = "import socket,sys\ns=socket.socket()\ns.bind((sys.argv[1],int(sys.argv[2])))\ns.listen()\n\
+                      print('listening',flush=True)\nwhile True:\n    s.accept()[0].close()\n";
+        let mut child = match Command::new("python3")
+            .args(["-c", script, ENGINE_IP, &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tether_testkit::missing_tool(&format!("python3 ({e})"));
+                return None;
+            }
+        };
+        let mut line = String::new();
+        let stdout = child.stdout.take().expect("piped stdout");
+        BufReader::new(stdout).read_line(&mut line).expect("read the listener's line");
+        let stranger = Stranger(child);
+        assert_eq!(line.trim(), "listening", "the python listener did not start");
+        Some(stranger)
+    }
+}
+
+impl Drop for Stranger {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `--host` is an address of this machine (a tunnel's): a process of this machine
+/// already listening on the fixed `--port` would answer the probe, not the container,
+/// so the start is refused naming it, and no container is created.
+#[test]
+fn a_local_listener_on_the_fixed_port_of_a_local_host_is_refused() {
+    let Some(engine) = remote_engine() else { return };
+    let (image, name, state) = (image(), unique_name("dk-remote-stranger"), tempfile::tempdir().expect("tempdir"));
+    let _cleanup = Cleanup(name.clone());
+    let port = tether::core::port::free_port(ENGINE_IP).expect("a free port");
+    let Some(stranger) = Stranger::listen(port) else { return };
+    let port_arg = port.to_string();
+    let out = tether(
+        state.path(),
+        &engine.docker_host(),
+        &up_args(&image, &name, &["--host", ENGINE_IP, "--port", &port_arg, "--detach"]),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", tether_testkit::dump(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let pid = format!("pid {}", stranger.0.id());
+    for needle in [pid.as_str(), "python3", "readiness probe would reach that process, not the container"] {
+        assert!(stderr.contains(needle), "`{needle}` missing from: {stderr}");
+    }
+    assert_eq!(containers_of(&name), Vec::<String>::new(), "no container was created");
+    assert!(record_of(state.path(), &name).is_none(), "nothing recorded");
+}
+
 /// A foreground `up` on the remote engine, once ready: the owner, its ready line, and
 /// its container guard (which must reach the remote engine, not this machine's socket).
 fn foreground(state: &Path, dh: &str, args: &[&str]) -> (Child, Value, tether::core::procs::ProcessInfo) {

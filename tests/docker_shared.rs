@@ -255,3 +255,97 @@ fn mcp_proxies_share_one_container_by_default() {
     assert!(containers_of(&name).is_empty(), "down left the container");
     assert!(wait_until(|| !guards[0].is_alive()), "the guard outlived the container `down` removed");
 }
+
+/// Whether `unshare --pid --fork --mount-proc` can run here: in CI a panic when not
+/// (a missing tool or no root is a failure there), locally a skip message and `false`.
+fn pid_namespaces_available() -> bool {
+    let ok = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "true"])
+        .stdin(Stdio::null())
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        tether_testkit::missing_tool("`unshare --pid --fork --mount-proc` (util-linux, run as root)");
+    }
+    ok
+}
+
+/// A foreground `tether up --runner docker` (its owner alive), SIGKILLed and reaped
+/// on drop; its container guard then removes the container.
+struct Foreground {
+    child: Child,
+    ready: Value,
+}
+
+impl Drop for Foreground {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One engine shared by jobs in separate pid namespaces on one host (CI runners):
+/// they share the boot id, but a pid means nothing across namespaces. A `tether up`
+/// sweeping in a pid namespace of its own — where the outside owner's pid is not
+/// there, so a boot-id-only check took that owner for dead — leaves the outside
+/// owner's container alone.
+#[test]
+fn a_sweep_in_another_pid_namespace_leaves_an_outside_owners_container_alone() {
+    if !engine_available() || !pid_namespaces_available() {
+        return;
+    }
+    let image = image();
+    let (outside, inside) = (unique_name("dk-ns-out"), unique_name("dk-ns-in"));
+    let (_c1, _c2) = (Cleanup(outside.clone()), Cleanup(inside.clone()));
+    let (a, b) = (tempfile::tempdir().expect("tempdir"), tempfile::tempdir().expect("tempdir"));
+    let mut child = Command::new(exe())
+        .args(["up", "--runner", "docker", "--image", &image, "--name", &outside, "--pull", "never"])
+        .args(["--port", "auto", "--json", "--", "--port", "{port}", "--host", "{host}"])
+        .env("TETHER_STATE_DIR", a.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("run tether up");
+    let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+    let ready = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .filter_map(|l| serde_json::from_str::<Value>(&l).ok())
+        .find(|v| (v["state"] == "ready" || v["state"] == "failed") && v.get("phase").is_none())
+        .unwrap_or(Value::Null);
+    std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
+    let owner = Foreground { child, ready };
+    assert_eq!(owner.ready["state"], "ready", "the outside up did not get ready: {}", owner.ready);
+    let id = owner.ready["container_id"].as_str().expect("the container id").to_string();
+    let ns = std::fs::metadata("/proc/self/ns/pid").map(|m| std::os::unix::fs::MetadataExt::ino(&m)).expect("ns");
+    assert_eq!(inspect(&id, "{{index .Config.Labels \"tether.owner.pid_ns\"}}"), ns.to_string(), "labelled");
+
+    // Inside a new pid namespace the owner's pid is not there: by pid alone it is dead.
+    let proc_entry = format!("/proc/{}", owner.child.id());
+    let seen = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "test", "-e", &proc_entry])
+        .status()
+        .expect("run test in a pid namespace");
+    assert_eq!(seen.code(), Some(1), "the outside owner is invisible in the new pid namespace");
+
+    // A start there sweeps tether's stale containers (any name) before its own.
+    let up = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc"])
+        .arg(exe())
+        .args(["up", "--runner", "docker", "--image", &image, "--name", &inside, "--pull", "never"])
+        .args(["--port", "auto", "--detach", "--json", "--", "--port", "{port}", "--host", "{host}"])
+        .env("TETHER_STATE_DIR", b.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run tether up in a pid namespace");
+    assert!(up.status.success(), "the up in a pid namespace failed: {}", tether_testkit::dump(&up));
+    assert_eq!(containers_of(&inside).len(), 1, "it started its own container");
+    assert_eq!(containers_of(&outside), vec![id.clone()], "the outside owner's container was left alone");
+    assert!(running(&id), "and still runs");
+
+    let down = tether(b.path(), &["down", "--name", &inside]);
+    assert!(down.status.success(), "down failed: {}", tether_testkit::dump(&down));
+    drop(owner);
+    assert!(wait_until(|| containers_of(&outside).is_empty()), "the outside owner's guard removed its container");
+}

@@ -218,6 +218,9 @@ pub struct ContainerBackend {
     /// The guard that removes the container should this process die (foreground), or
     /// once no lease is held (a shared container).
     pub(crate) guard: std::sync::Mutex<Option<ContainerGuard>>,
+    /// A remote engine probed at an address of this machine: a local listener on the
+    /// port that is not this container's proxy means the probe did not reach it.
+    pub(crate) probe_local: bool,
 }
 
 impl ContainerBackend {
@@ -230,6 +233,23 @@ impl ContainerBackend {
     /// started with `Tethering::Guard`, or a shared one started with a lease, until released).
     pub fn guard_pid(&self) -> Option<u32> {
         self.guard.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(ContainerGuard::pid)
+    }
+
+    /// A remote engine probed here: whether no process of this machine but this
+    /// container's own proxy listens on the endpoint's port (else the probe reached it).
+    async fn no_local_stranger(&self) -> bool {
+        match crate::local::strangers(&self.endpoint.host, self.endpoint.port, Some(&self.id)).await {
+            Ok(strangers) if strangers.is_empty() => true,
+            Ok(strangers) => {
+                let e = crate::local::refusal(&self.endpoint.host, self.endpoint.port, &strangers, false);
+                tracing::warn!(container = short(&self.id), "{e}");
+                false
+            }
+            Err(e) => {
+                tracing::warn!(container = short(&self.id), error = %e.chain(), "cannot see who listens on the port");
+                false
+            }
+        }
     }
 
     fn take_guard(&self) -> Option<ContainerGuard> {
@@ -300,7 +320,7 @@ impl RunningBackend for ContainerBackend {
                         "the container is not the one serving the endpoint"
                     );
                 }
-                ours
+                ours && (!self.probe_local || self.no_local_stranger().await)
             }
             Ok(Err(e)) => {
                 tracing::debug!(container = short(&self.id), error = %describe(&e), "cannot inspect the container");

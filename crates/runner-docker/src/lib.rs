@@ -17,7 +17,7 @@
 //! command (`{port}` = the container port, `{host}` = `0.0.0.0`), and the container
 //! port published on the spec's host address (loopback by default) at the spec's
 //! port (or one the engine picks, when the spec's port is 0). Output is attached before the start, demultiplexed and split into lines
-//! into the same [`LogRelay`](tether_core::LogRelay) as every runner; a task waits
+//! into the same [`LogRelay`] as every runner; a task waits
 //! for the exit so the readiness engine reports an early exit at once, with the
 //! exit code and the last lines. Stop sends the image's stop signal, waits up to
 //! the grace period, then `SIGKILL`, and removes the container with its anonymous
@@ -32,7 +32,16 @@
 //! same engine) and the ownership check (the container runs, is labelled, publishes
 //! the endpoint) all go through the API. The port guard of this machine sees nothing
 //! of the engine's, so a port held there is the engine's error at start; with port 0
-//! the engine picks a free one and it is read back.
+//! the engine picks a free one and it is read back. When the spec's host is an
+//! address of this machine (a tunnel to the engine), a process of this machine
+//! listening on the port would answer the probe instead: it is refused before the
+//! start (fixed port), once published, and at each ready answer — all but this
+//! machine's engine's own proxy for this very container.
+//!
+//! A record keeps the engine its container was started on (`Record::engine`): the
+//! recorded operations (`stop_recorded`, `recorded_running`, `recorded_logs`) reach
+//! it there whatever `DOCKER_HOST` says later, and an unreachable recorded engine is
+//! an error naming it, never a container taken for gone.
 //!
 //! A foreground container has a guard, as a process backend does: with
 //! `Tethering::Guard` (and [`run_if_container_guard`] called first thing in `main`),
@@ -65,6 +74,7 @@ mod container;
 mod engine;
 mod guard;
 mod image;
+mod local;
 mod sweep;
 
 use std::net::IpAddr;
@@ -88,7 +98,8 @@ pub use engine::{docker_host, engine_is_remote, is_remote};
 pub use guard::{CONTAINER_GUARD_ARG, installed as container_guard_installed, run_if_container_guard};
 pub use image::PullPolicy;
 pub use sweep::{
-    LABEL_DETACHED, LABEL_INSTANCE, LABEL_OWNER_BOOT, LABEL_OWNER_PID, LABEL_OWNER_START, LABEL_TETHER, SweepTarget,
+    LABEL_DETACHED, LABEL_INSTANCE, LABEL_OWNER_BOOT, LABEL_OWNER_PID, LABEL_OWNER_PID_NS, LABEL_OWNER_START,
+    LABEL_TETHER, SweepTarget,
 };
 
 /// A backend in a container of `image`.
@@ -257,6 +268,15 @@ impl Runner for DockerRunner {
         };
         let remote = engine::engine_is_remote();
         let host_ip = publish_ip(&spec.host, remote)?;
+        // A remote engine probed at an address of this machine (a tunnel): a local
+        // listener on the port would answer the probe instead of the container.
+        let probe_local = remote && local::is_local_address(&host_ip);
+        if probe_local && spec.port != 0 {
+            let strangers = local::strangers(&host_ip, spec.port, None).await?;
+            if !strangers.is_empty() {
+                return Err(local::refusal(&host_ip, spec.port, &strangers, false));
+            }
+        }
         if matches!(spec.tethering, Tethering::Detached { lease: Some(_), .. }) && !guard::installed() {
             // Nothing would stop it after the last lease: refuse rather than leave it running.
             return Err(Error::config(
@@ -329,7 +349,7 @@ impl Runner for DockerRunner {
                 return Err(e);
             }
         };
-        match run(&docker, &id, spec, &exposed).await {
+        match run(&docker, &id, spec, &exposed, probe_local).await {
             Ok(mut backend) => {
                 tracing::debug!(container = container::short(&id), name = %name, "container started");
                 backend.guard = std::sync::Mutex::new(guard);
@@ -351,8 +371,16 @@ impl Runner for DockerRunner {
     }
 }
 
-/// Attach, start, read back the published port, watch the exit.
-async fn run(docker: &Docker, id: &str, spec: &LaunchSpec, exposed: &str) -> Result<ContainerBackend> {
+/// Attach, start, read back the published port, watch the exit. With `probe_local`
+/// (a remote engine probed at an address of this machine), a process of this machine
+/// listening on the published port is an error (see the `local` module).
+async fn run(
+    docker: &Docker,
+    id: &str,
+    spec: &LaunchSpec,
+    exposed: &str,
+    probe_local: bool,
+) -> Result<ContainerBackend> {
     let relay = LogRelay::with_defaults(spec.name.clone());
     // Attached before the start, so not a line is missed.
     let attach = AttachContainerOptions { stream: true, stdout: true, stderr: true, ..Default::default() };
@@ -394,6 +422,12 @@ async fn run(docker: &Docker, id: &str, spec: &LaunchSpec, exposed: &str) -> Res
             });
         }
     };
+    if probe_local {
+        let strangers = local::strangers(&spec.host, port, Some(id)).await?;
+        if !strangers.is_empty() {
+            return Err(local::refusal(&spec.host, port, &strangers, spec.port == 0));
+        }
+    }
     let stop_signal = inspected.config.and_then(|c| c.stop_signal).filter(|s| !s.is_empty());
     Ok(ContainerBackend {
         docker: docker.clone(),
@@ -405,6 +439,7 @@ async fn run(docker: &Docker, id: &str, spec: &LaunchSpec, exposed: &str) -> Res
         stop_signal: stop_signal.unwrap_or_else(|| "SIGTERM".into()),
         released: AtomicBool::new(matches!(spec.tethering, Tethering::Detached { .. })),
         guard: std::sync::Mutex::new(None),
+        probe_local,
     })
 }
 
@@ -483,7 +518,7 @@ async fn logs_on(docker: &Docker, id: &str, follow: bool, out: &mut (dyn std::io
 }
 
 /// Remove tether's stale containers: those whose owner is verifiably gone (labels:
-/// owner pid + start time + boot id), and only those. Call before the port guard: a
+/// owner pid + start time + boot id + pid namespace), and only those. Call before the port guard: a
 /// port published by a container is held by `docker-proxy`, which the guard cannot
 /// tell from a foreign process. A live container of `target`'s instance name — its
 /// owner alive, or detached (another state directory's, or one whose record was

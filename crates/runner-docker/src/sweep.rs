@@ -1,10 +1,14 @@
 //! The labels that mark a container as tether's, and the sweep of stale ones.
 //!
 //! Every container carries `tether=1`, `tether.instance=<name>`, and — unless it
-//! is detached — its owner's pid and start time plus this machine's boot id. A
-//! container whose owner is gone (same machine and boot, pid + start time no longer
-//! alive) is stale: its owner died without stopping it (even `SIGKILL`), and only
-//! such a container is ever swept. Anything else is another owner's — another
+//! is detached — its owner's pid and start time plus this machine's boot id and the
+//! owner's pid namespace. A container whose owner is gone (same machine and boot,
+//! same pid namespace, pid + start time no longer alive) is stale: its owner died
+//! without stopping it (even `SIGKILL`), and only such a container is ever swept.
+//! Pids mean nothing across pid namespaces: two jobs on one host (CI runners, each
+//! in a container of its own) share a boot id, and one's owner is invisible to the
+//! other, so a container of another pid namespace is never judged — nor one whose
+//! labels predate the namespace label (it cannot be told where its owner ran). Anything else is another owner's — another
 //! `TETHER_STATE_DIR`, another process, or a detached instance whose record lives
 //! elsewhere — and is never touched: a live one holding the instance name about to
 //! start is `Error::ContainerRunning`, and a live one of another name that publishes
@@ -32,6 +36,9 @@ pub const LABEL_OWNER_PID: &str = "tether.owner.pid";
 pub const LABEL_OWNER_START: &str = "tether.owner.start_time";
 /// The owner machine's boot id: pids only mean something on the same machine and boot.
 pub const LABEL_OWNER_BOOT: &str = "tether.owner.boot_id";
+/// The owner's pid namespace (the inode of its `/proc/self/ns/pid`): its pid and
+/// start time only mean something to a sweep in the same namespace.
+pub const LABEL_OWNER_PID_NS: &str = "tether.owner.pid_ns";
 /// `1` on a container deliberately left running (`up --detach`).
 pub const LABEL_DETACHED: &str = "tether.detached";
 
@@ -41,6 +48,12 @@ pub(crate) fn boot_id() -> Option<String> {
         .ok()
         .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
+}
+
+/// This process's pid namespace: the inode of `/proc/self/ns/pid`, when readable.
+pub(crate) fn pid_ns() -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self/ns/pid").ok().map(|m| m.ino().to_string())
 }
 
 /// The labels for a container of instance `name`.
@@ -53,6 +66,9 @@ pub(crate) fn labels(name: &str, owner: Option<ProcessIdentity>) -> HashMap<Stri
             if let Some(b) = boot_id() {
                 l.insert(LABEL_OWNER_BOOT.into(), b);
             }
+            if let Some(ns) = pid_ns() {
+                l.insert(LABEL_OWNER_PID_NS.into(), ns);
+            }
         }
         None => {
             l.insert(LABEL_DETACHED.into(), "1".into());
@@ -61,19 +77,24 @@ pub(crate) fn labels(name: &str, owner: Option<ProcessIdentity>) -> HashMap<Stri
     l
 }
 
-/// Whether a container with these labels has an owner that is verifiably gone.
-/// Detached containers, containers of another machine or boot, and labels that do
-/// not parse are never judged stale this way.
-fn owner_gone(labels: &HashMap<String, String>, boot: Option<&str>) -> bool {
+/// Whether a container with these labels has an owner that is verifiably gone, as
+/// seen from this machine's boot `boot` and this process's pid namespace `pid_ns`.
+/// Detached containers, containers of another machine, boot or pid namespace, labels
+/// without the pid namespace (written before it was labelled: unverifiable, so left
+/// alone), and labels that do not parse are never judged stale this way.
+fn owner_gone(labels: &HashMap<String, String>, boot: Option<&str>, pid_ns: Option<&str>) -> bool {
     if labels.get(LABEL_DETACHED).is_some_and(|v| v == "1") {
         return false;
     }
-    let (Some(pid), Some(start), Some(their_boot)) =
-        (labels.get(LABEL_OWNER_PID), labels.get(LABEL_OWNER_START), labels.get(LABEL_OWNER_BOOT))
-    else {
+    let (Some(pid), Some(start), Some(their_boot), Some(their_ns)) = (
+        labels.get(LABEL_OWNER_PID),
+        labels.get(LABEL_OWNER_START),
+        labels.get(LABEL_OWNER_BOOT),
+        labels.get(LABEL_OWNER_PID_NS),
+    ) else {
         return false;
     };
-    if boot != Some(their_boot.as_str()) {
+    if boot != Some(their_boot.as_str()) || pid_ns != Some(their_ns.as_str()) {
         return false;
     }
     match (pid.parse(), start.parse()) {
@@ -145,13 +166,13 @@ pub(crate) async fn sweep(docker: &Docker, target: &SweepTarget<'_>, grace: Dura
     let opts = ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
     let containers =
         docker.list_containers(Some(opts)).await.map_err(|e| runner_error("cannot list tether's containers", e))?;
-    let boot = boot_id();
+    let (boot, ns) = (boot_id(), pid_ns());
     let mut stale = Vec::new();
     for c in containers {
         let Some(id) = c.id else { continue };
         let labels = c.labels.unwrap_or_default();
         let instance = labels.get(LABEL_INSTANCE).cloned().unwrap_or_default();
-        let gone = owner_gone(&labels, boot.as_deref());
+        let gone = owner_gone(&labels, boot.as_deref(), ns.as_deref());
         let live = is_live(c.state.as_ref());
         let on_port =
             target.port.filter(|p| c.ports.as_deref().unwrap_or_default().iter().any(|b| b.public_port == Some(*p)));
@@ -193,15 +214,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_verifiably_dead_owners_of_this_boot_are_stale() {
+    fn only_verifiably_dead_owners_of_this_boot_and_pid_namespace_are_stale() {
         let me = ProcessIdentity::current();
-        let boot = boot_id();
+        let (boot, ns) = (boot_id(), pid_ns());
+        let (boot, ns) = (boot.as_deref(), ns.as_deref());
         let mine = labels("x", Some(me));
-        assert!(!owner_gone(&mine, boot.as_deref()), "a live owner");
+        assert_eq!(mine.get(LABEL_OWNER_PID_NS).map(String::as_str), ns, "the owner's pid namespace is labelled");
+        assert!(!owner_gone(&mine, boot, ns), "a live owner");
         let dead = labels("x", Some(ProcessIdentity { pid: me.pid, start_time: me.start_time + 1 }));
-        assert_eq!(owner_gone(&dead, boot.as_deref()), boot.is_some(), "a dead owner of this boot");
-        assert!(!owner_gone(&dead, Some("another-boot")), "another machine's pids mean nothing here");
-        assert!(!owner_gone(&labels("x", None), boot.as_deref()), "detached is never stale by owner");
+        assert_eq!(
+            owner_gone(&dead, boot, ns),
+            boot.is_some() && ns.is_some(),
+            "a dead owner of this boot and namespace"
+        );
+        assert!(!owner_gone(&dead, Some("another-boot"), ns), "another machine's pids mean nothing here");
+        assert!(!owner_gone(&dead, boot, Some("0")), "nor another pid namespace's");
+        assert!(!owner_gone(&dead, boot, None), "nor any, when ours cannot be read");
+        let mut old = dead.clone();
+        old.remove(LABEL_OWNER_PID_NS);
+        assert!(!owner_gone(&old, boot, ns), "without the namespace label: unverifiable, left alone");
+        assert!(!owner_gone(&labels("x", None), boot, ns), "detached is never stale by owner");
     }
 
     #[test]
