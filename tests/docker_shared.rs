@@ -348,4 +348,7 @@ fn a_sweep_in_another_pid_namespace_leaves_an_outside_owners_container_alone() {
     assert!(down.status.success(), "down failed: {}", tether_testkit::dump(&down));
     drop(owner);
     assert!(wait_until(|| containers_of(&outside).is_empty()), "the outside owner's guard removed its container");
+    println!(
+        "reliability: container sweep from another pid namespace (same boot) | 1 | 0 live owners' containers removed"
+    );
 }

@@ -193,6 +193,7 @@ async fn a_call_the_backend_dies_under_is_not_sent_again() {
     let after = sandbox.record("under").expect("a record");
     let _ = client.cancel().await;
     group_gone(&after).await;
+    println!("reliability: backend SIGKILLed under a non-idempotent tools/call | 1 | 0 calls run twice");
 }
 
 #[tokio::test]
@@ -741,6 +742,9 @@ async fn proxies_of_other_projects_or_secrets_do_not_share() {
         assert!(down.status.success(), "down {name}: {down:?}");
         group_gone(&record).await;
     }
+    println!(
+        "reliability: mcp-proxy windows of 2 projects / other secrets (sharing by default) | 3 proxies | 0 backends shared across them"
+    );
 }
 
 /// Issue 13, item 3: a backend that exits between its ready `/health` and its MCP

@@ -305,6 +305,9 @@ fn up_reports_ready_and_neither_down_nor_sigterm_signals_the_backend() {
     assert_eq!(up.wait_exit().code(), Some(0), "{}", up.dump());
     up.stderr_line("the detach note", |l| l.contains("the remote backend keeps running"));
     demo.assert_untouched();
+    println!(
+        "reliability: attached to a backend someone else runs (`--runner remote`): up, down, SIGTERM | 1 | 0 signals to the backend"
+    );
 }
 
 #[test]
@@ -355,6 +358,7 @@ fn attaching_under_the_name_of_a_backend_tether_runs_leaves_that_backend_alone()
     assert_eq!(code, Some(0), "{out}\n{err}");
     let (code, out, err) = sandbox.run(&["down", "--name", "mine"]);
     assert_eq!(code, Some(0), "{out}\n{err}");
+    println!("reliability: `--runner remote` under the name of a backend tether runs | 1 | 0 stopped (exit 2)");
 }
 
 #[test]
