@@ -695,12 +695,17 @@ const VOLATILE_ENV: &[&str] = &[
     "ITERM_SESSION_ID",
 ];
 
-/// What a started backend inherits besides its arguments: its working directory (`--cwd`,
+/// What a started process backend inherits besides its arguments: its working directory (`--cwd`,
 /// else this process's, canonical) and this process's environment (sorted `K=V`, without
 /// [`VOLATILE_ENV`] and tether's own `TETHER_*` settings, which the plan already holds).
 /// Part of a backend's fingerprint, so that a backend started elsewhere or with other
 /// secrets is never reused (or shared) in place of the one this plan would start.
 pub(crate) fn surroundings(plan: &Plan) -> Vec<String> {
+    // A container inherits neither (only `--env` and the image, already in the plan), and a
+    // backend someone else runs inherits nothing from us.
+    if !matches!(plan.runner, RunnerKind::Native | RunnerKind::Uvx) {
+        return Vec::new();
+    }
     let cwd = plan.config.cwd.clone().or_else(|| std::env::current_dir().ok()).unwrap_or_default();
     let cwd = std::fs::canonicalize(&cwd).unwrap_or(cwd);
     let mut parts = vec![format!("cwd={}", cwd.display())];
