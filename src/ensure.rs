@@ -477,6 +477,13 @@ async fn clear_port(state: &StateDir, plan: &Plan, port: u16) -> Result<()> {
         if let Some(r) = record.filter(|r| r.owner_alive() && r.name != plan.name) {
             return Err(Error::PortUsedByInstance { port, name: r.name.clone(), pid: h.pid });
         }
+        // Another instance this state directory knows nothing of (another state
+        // directory's): its fingerprint says tether, not that it is a leftover of ours.
+        if let Some(name) = h.instance.as_ref().filter(|n| **n != plan.name && record.is_none())
+            && !plan.force_port
+        {
+            return Err(Error::PortUsedElsewhere { port, name: name.clone(), pid: h.pid });
+        }
     }
     let foreign: Vec<PortHolder> = holders.iter().filter(|h| !h.ours).cloned().collect();
     if !foreign.is_empty() && !plan.force_port {

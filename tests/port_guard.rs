@@ -65,10 +65,34 @@ fn force_port_stops_a_foreign_holder_that_leads_no_group() {
     assert_stopped_then_down(state.path(), "fp", child, &out);
 }
 
+/// A holder with a tether fingerprint but no record here may be another state directory's
+/// live instance: left alone (exit 1, named), stopped only with `--force-port`.
 #[test]
-fn an_unrecorded_holder_of_ours_is_stopped_without_force() {
+fn an_unrecorded_tether_holder_is_left_alone_unless_forced() {
     let state = tempfile::tempdir().expect("state dir");
-    let (child, port) = holder(Some(("TETHER_INSTANCE", "leftover")));
+    let (mut child, port) = holder(Some(("TETHER_INSTANCE", "leftover")));
     let out = up(state.path(), "fresh", port, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", dump(&out));
+    assert!(dump(&out).contains("which this state directory does not record"), "{}", dump(&out));
+    assert!(child.try_wait().expect("try_wait").is_none(), "the holder was stopped: {}", dump(&out));
+    let out = up(state.path(), "fresh", port, &["--force-port"]);
     assert_stopped_then_down(state.path(), "fresh", child, &out);
+}
+
+/// Two state directories, one port: the second `up` never stops the first's live instance
+/// (it used to, as "ours by fingerprint").
+#[test]
+fn another_state_directorys_instance_on_the_port_is_never_stopped() {
+    let (a, b) = (tempfile::tempdir().expect("state dir"), tempfile::tempdir().expect("state dir"));
+    let port = std::net::TcpListener::bind(("127.0.0.1", 0)).and_then(|l| l.local_addr()).expect("a free port").port();
+    let first = up(a.path(), "alpha", port, &[]);
+    assert_eq!(first.status.code(), Some(0), "{}", dump(&first));
+    let second = up(b.path(), "beta", port, &[]);
+    assert_eq!(second.status.code(), Some(1), "{}", dump(&second));
+    assert!(dump(&second).contains("tether instance 'alpha'"), "{}", dump(&second));
+    let status = tether(a.path(), &["status", "--name", "alpha", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+    assert_eq!(v["state"], "ready", "alpha was touched: {v}");
+    let down = tether(a.path(), &["down", "--name", "alpha"]);
+    assert_eq!(down.status.code(), Some(0), "{}", dump(&down));
 }

@@ -133,6 +133,19 @@ pub enum Error {
         /// Who holds it.
         holders: Vec<PortHolder>,
     },
+    /// A port is held by a tether instance this state directory has no record of (another
+    /// `TETHER_STATE_DIR`'s, or one whose record was lost): never stopped without `--force-port`.
+    #[error(
+        "port {port} is used by tether instance '{name}' (pid {pid}), which this state directory does not record (another TETHER_STATE_DIR's, or its record was lost); it is left alone: stop it where it was started (`tether down --name {name}` with that TETHER_STATE_DIR), choose another port (--port auto), or pass --force-port"
+    )]
+    PortUsedElsewhere {
+        /// The port.
+        port: u16,
+        /// The other instance.
+        name: String,
+        /// Its listening process.
+        pid: u32,
+    },
     /// A port is held by another live tether instance (its owner is alive: not ours to stop).
     #[error(
         "port {port} is used by tether instance '{name}' (pid {pid}); stop it with `tether down --name {name}`, or choose another port (--port auto)"
