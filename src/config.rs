@@ -693,7 +693,24 @@ const VOLATILE_ENV: &[&str] = &[
     "SSH_CONNECTION",
     "XDG_SESSION_ID",
     "ITERM_SESSION_ID",
+    "GPG_TTY",
+    "TMUX",
+    "STY",
+    "KITTY_WINDOW_ID",
+    "KITTY_PID",
+    "WEZTERM_PANE",
+    "ALACRITTY_WINDOW_ID",
+    "DBUS_SESSION_BUS_ADDRESS",
+    "INVOCATION_ID",
+    "JOURNAL_STREAM",
+    "COLORTERM",
+    "TERM_PROGRAM",
+    "TERM_PROGRAM_VERSION",
 ];
+
+/// Prefixes of per-window variables (editors' integrated terminals), left out like
+/// [`VOLATILE_ENV`].
+const VOLATILE_ENV_PREFIXES: &[&str] = &["VSCODE_", "TERMINAL_EMULATOR", "WT_"];
 
 /// What a started process backend inherits besides its arguments: its working directory (`--cwd`,
 /// else this process's, canonical) and this process's environment (sorted `K=V`, without
@@ -711,7 +728,11 @@ pub(crate) fn surroundings(plan: &Plan) -> Vec<String> {
     let mut parts = vec![format!("cwd={}", cwd.display())];
     let mut env: Vec<String> = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.to_string_lossy().into_owned())))
-        .filter(|(k, _)| !VOLATILE_ENV.contains(&k.as_str()) && !k.starts_with("TETHER_"))
+        .filter(|(k, _)| {
+            !VOLATILE_ENV.contains(&k.as_str())
+                && !k.starts_with("TETHER_")
+                && !VOLATILE_ENV_PREFIXES.iter().any(|p| k.starts_with(p))
+        })
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
     env.sort();

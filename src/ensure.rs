@@ -164,6 +164,13 @@ pub async fn ensure_running(plan: Plan, opts: EnsureOptions) -> Result<Handle> {
                 old.name
             )));
         }
+        if old.owner_alive() && !opts.replace && !same_config {
+            tracing::warn!(
+                instance = %old.name,
+                "replacing the running instance: it was started with another {} (use another --name to keep both)",
+                what_differs(&old.fingerprint, &fingerprint(&info.fingerprint, &plan))
+            );
+        }
         // Stale, or alive but different, unhealthy, or to be replaced.
         sweep(&state, &old).await?;
     }
@@ -352,14 +359,39 @@ async fn reusable(old: &Record, plan: &Plan, runner: &dyn Runner, info: &tether_
 /// plus the arguments and environment, so a reuse never serves different settings.
 fn fingerprint(runner: &str, plan: &Plan) -> String {
     let env: Vec<String> = plan.config.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    // The working directory and inherited environment as a digest: the record must not
-    // hold the environment's secrets.
-    let around = crate::config::fnv1a(&crate::config::surroundings(plan));
+    // The working directory as is, the inherited environment as a digest: the record
+    // must not hold the environment's secrets.
+    let around = crate::config::surroundings(plan);
+    let (cwd, inherited) = match around.split_first() {
+        Some((cwd, rest)) => (cwd.as_str(), format!("{:016x}", crate::config::fnv1a(rest))),
+        None => ("", String::new()),
+    };
     format!(
-        "{runner} args={} env={} around={around:016x}",
+        "{runner} args={} env={} {cwd} inherited={inherited}",
         serde_json::json!(plan.backend_args()),
         serde_json::json!(env)
     )
+}
+
+/// What differs between a recorded fingerprint and a new one, for the log line that says
+/// why a running instance is replaced rather than reused.
+fn what_differs(old: &str, new: &str) -> String {
+    let part = |fp: &str, key: &str| fp.split(' ').find(|w| w.starts_with(key)).map(str::to_owned);
+    let mut why = Vec::new();
+    for (key, what) in [("cwd=", "working directory"), ("inherited=", "inherited environment")] {
+        let (a, b) = (part(old, key), part(new, key));
+        if a != b {
+            why.push(match (key, a, b) {
+                ("cwd=", Some(a), Some(b)) => format!("{what} ({} → {})", &a[4..], &b[4..]),
+                _ => what.to_string(),
+            });
+        }
+    }
+    let head = |fp: &str| fp.split(" cwd=").next().unwrap_or(fp).split(" inherited=").next().unwrap_or(fp).to_owned();
+    if head(old) != head(new) {
+        why.insert(0, "program, arguments or --env".into());
+    }
+    if why.is_empty() { "its settings".into() } else { why.join(", ") }
 }
 
 fn fill_identity(r: &mut Record, id: Identity) {
@@ -438,9 +470,10 @@ async fn sweep(state: &StateDir, record: &Record) -> Result<Option<StopOutcome>>
             tracing::warn!(instance = %record.name, error = %e, "forgetting a record that names a process not ours");
             None
         }
-        // Its container's engine cannot be reached: it may run on there, so the record
-        // (the only way back to it) is kept, and nothing starts in its place.
-        Err(e @ Error::Unavailable { .. }) if record.container_id.is_some() => return Err(e),
+        // Its container could not be stopped (its engine cannot be reached, or failed):
+        // it may run on, so the record (the only way back to it) is kept, and nothing
+        // starts in its place. A container that is gone is no error (`Ok` above).
+        Err(e) if record.container_id.is_some() => return Err(e),
         Err(e) => {
             tracing::warn!(instance = %record.name, error = %e.chain(), "cannot stop a stale instance");
             None
@@ -577,4 +610,21 @@ pub async fn down(state: &StateDir, name: &str) -> Result<StopOutcome> {
     };
     state.remove(name)?;
     Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::what_differs;
+
+    #[test]
+    fn a_replacement_says_what_differs() {
+        let old = r#"p args=["a"] env=[] cwd=/one inherited=00000000000000aa"#;
+        let moved = r#"p args=["a"] env=[] cwd=/two inherited=00000000000000aa"#;
+        assert_eq!(what_differs(old, moved), "working directory (/one → /two)");
+        let env = r#"p args=["a"] env=[] cwd=/one inherited=00000000000000bb"#;
+        assert_eq!(what_differs(old, env), "inherited environment");
+        let args = r#"p args=["b"] env=[] cwd=/one inherited=00000000000000aa"#;
+        assert_eq!(what_differs(old, args), "program, arguments or --env");
+        assert_eq!(what_differs(old, old), "its settings");
+    }
 }
