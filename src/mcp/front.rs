@@ -37,6 +37,9 @@ struct Inner {
     host: Mutex<Option<Peer<RoleServer>>>,
     /// The last tool list the host was given.
     served: Mutex<Option<Vec<Tool>>>,
+    /// The tools the running backend itself listed when it became ready (not a cache, a
+    /// file or a preset): what a tool's annotations are judged by.
+    live_tools: Mutex<Vec<Tool>>,
     /// Calls in flight that want progress: the backend's token → the host's.
     progress: Mutex<HashMap<ProgressToken, ProgressToken>>,
     /// Set once `initialize` is answered.
@@ -59,6 +62,7 @@ impl Shared {
             list_wait,
             host: Mutex::new(None),
             served: Mutex::new(None),
+            live_tools: Mutex::new(Vec::new()),
             progress: Mutex::new(HashMap::new()),
             initialized: watch::channel(false).0,
         }))
@@ -100,6 +104,7 @@ impl Shared {
             }
         };
         self.0.cache.store(&tools);
+        *self.0.live_tools.lock().unwrap_or_else(|p| p.into_inner()) = tools.clone();
         self.0.cache.store_instructions(peer.peer_info().and_then(|info| info.instructions.clone()));
         let differs = {
             let served = self.0.served.lock().unwrap_or_else(|p| p.into_inner());
@@ -216,12 +221,11 @@ impl Shared {
     }
 
     /// Whether the backend's tool `name` says that running it twice is harmless (its
-    /// annotations: read-only or idempotent), as last listed.
+    /// annotations: read-only or idempotent), as the running backend itself listed it; a
+    /// tool it does not list (or says nothing of) is not.
     fn repeatable(&self, name: &str) -> bool {
-        let served = self.0.served.lock().unwrap_or_else(|p| p.into_inner());
-        served
-            .iter()
-            .flatten()
+        let live = self.0.live_tools.lock().unwrap_or_else(|p| p.into_inner());
+        live.iter()
             .filter(|t| t.name == name)
             .filter_map(|t| t.annotations.as_ref())
             .any(|a| a.read_only_hint == Some(true) || a.idempotent_hint == Some(true))
@@ -422,7 +426,10 @@ impl ServerHandler for Front {
         // to the new backend; one it ended under may have run, so it is sent again only
         // when the tool says that is harmless (read-only or idempotent).
         if matches!(forwarded, Err(ServiceError::TransportSend(_) | ServiceError::TransportClosed))
-            && let Some(now) = self.shared.restarted_from(peer).await
+            && let Some(now) = tokio::select! {
+                now = self.shared.restarted_from(peer) => now,
+                _ = context.ct.cancelled() => return Err(ErrorData::internal_error("cancelled by the host", None)),
+            }
         {
             match now {
                 BackendState::Ready { peer: again, .. } if dead_before || self.shared.repeatable(&tool) => {
