@@ -126,7 +126,10 @@ pub fn holds_file(pid: u32, path: &Path) -> bool {
 /// its oldest live child (the backend it started); otherwise `leader` itself (a backend
 /// started without a guard). `None` when there is none (yet).
 pub fn backend_of(leader: u32) -> Option<u32> {
-    let is_guard = command_line(leader).is_some_and(|c| c.split(' ').any(|a| a == crate::guard::GUARD_ARG));
+    // The guard's first argument is the marker (`tether __tether-guard …`); a backend
+    // that merely has the word among its own arguments is no guard.
+    let is_guard = fs::read(format!("/proc/{leader}/cmdline"))
+        .is_ok_and(|c| c.split(|b| *b == 0).nth(1) == Some(crate::guard::GUARD_ARG.as_bytes()));
     if !is_guard {
         return live_stat(leader).map(|_| leader);
     }
