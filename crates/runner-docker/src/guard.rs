@@ -254,59 +254,92 @@ async fn stop_owned(docker: &Docker, id: &str, stop_signal: Option<String>, grac
     stop_and_remove(docker, id, stop_signal.as_deref().unwrap_or("SIGTERM"), grace, exit).await.map(|_| ())
 }
 
+/// The first wait before a lease-mode guard tries again after a failure.
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+/// The longest wait between a lease-mode guard's tries.
+const RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// The wait after `delay` (doubling, at most [`RETRY_MAX`]).
+fn backoff(delay: Duration) -> Duration {
+    (delay * 2).min(RETRY_MAX)
+}
+
 /// Lease mode: wait until no lease is held (or the container is removed meanwhile),
-/// then stop and remove the container and forget its record.
+/// then stop and remove the container and forget its record. A failure (the engine,
+/// the lease watch) is tried again with a backoff (1 s doubling to 30 s) for as long
+/// as the container exists with the labels of this detached instance: the guard gives
+/// up only when the container is gone or not this instance's (refused), so a shared
+/// container never runs on for want of a second try.
 fn run_leased(args: &GuardArgs, file: &Path, linger: Duration) -> i32 {
     let instance = std::env::var(tether_core::process::INSTANCE_ENV).unwrap_or_default();
     let Some(runtime) = runtime() else { return 1 };
-    let (tx, unleased) = tokio::sync::oneshot::channel();
-    let watched = file.to_path_buf();
-    // Blocking flock waits: a thread of their own. Should the container go first, the
-    // process exits and the thread with it.
-    let spawned = std::thread::Builder::new()
-        .name("tether-leases".into())
-        .spawn(move || drop(tx.send(tether_core::lease::wait_unleased(&watched, linger))));
-    if let Err(e) = spawned {
-        eprintln!("tether container guard: cannot watch the leases on {}: {e}", file.display());
-        return 1;
-    }
     let result = runtime.block_on(async {
-        tokio::select! {
-            () = removed(args) => {
-                // `down`, or a replacement's sweep: nothing is left for us to do.
-                Ok(())
-            }
-            r = unleased => match r {
-                Ok(Ok(held)) => {
-                    let limit = args.grace + ENGINE_SLACK;
-                    let stopped = match tokio::time::timeout(limit, remove_leased(args, &instance, file)).await {
-                        Ok(r) => r,
-                        Err(_) => Err(timed_out(limit)),
-                    };
-                    // Fronts may attach again (and start a new container): only now.
-                    drop(held);
-                    stopped
+        let mut delay = RETRY_FIRST;
+        loop {
+            match leased_once(args, &instance, file, linger).await {
+                Ok(()) => return Ok(()),
+                Err(e @ Error::Refused { .. }) => return Err(e),
+                Err(e) => {
+                    eprintln!(
+                        "tether container guard: shared container {} of instance '{instance}': {}; retrying in {}s",
+                        short(&args.container),
+                        e.chain(),
+                        delay.as_secs()
+                    );
+                    tokio::time::sleep(delay).await;
+                    delay = backoff(delay);
                 }
-                Ok(Err(e)) => Err(e),
-                Err(_) => Err(Error::Runner {
-                    message: "the lease watch ended without an answer".into(),
-                    stderr_tail: Vec::new(),
-                    source: None,
-                }),
-            },
+            }
         }
     });
     match result {
         Ok(()) => 0,
         Err(e) => {
             eprintln!(
-                "tether container guard: shared container {} of instance '{instance}': {}; it runs until \
-                 `tether down --name {instance}`",
+                "tether container guard: shared container {} of instance '{instance}': {}",
                 short(&args.container),
                 e.chain()
             );
             1
         }
+    }
+}
+
+/// One round of the lease-mode guard: `Ok` once the container is removed (by us or by
+/// someone else), `Error::Refused` when it is not this instance's, any other error to
+/// be tried again.
+async fn leased_once(args: &GuardArgs, instance: &str, file: &Path, linger: Duration) -> Result<()> {
+    let (tx, unleased) = tokio::sync::oneshot::channel();
+    let watched = file.to_path_buf();
+    // Blocking flock waits: a thread of their own. Should the container go first, the
+    // process exits and the thread with it.
+    std::thread::Builder::new()
+        .name("tether-leases".into())
+        .spawn(move || drop(tx.send(tether_core::lease::wait_unleased(&watched, linger))))
+        .map_err(|e| Error::io(format!("cannot watch the leases on {}", file.display()), e))?;
+    tokio::select! {
+        () = removed(args) => {
+            // `down`, or a replacement's sweep: nothing is left for us to do.
+            Ok(())
+        }
+        r = unleased => match r {
+            Ok(Ok(held)) => {
+                let limit = args.grace + ENGINE_SLACK;
+                let stopped = match tokio::time::timeout(limit, remove_leased(args, instance, file)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(timed_out(limit)),
+                };
+                // Fronts may attach again (and start a new container): only now.
+                drop(held);
+                stopped
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(Error::Runner {
+                message: "the lease watch ended without an answer".into(),
+                stderr_tail: Vec::new(),
+                source: None,
+            }),
+        },
     }
 }
 
@@ -360,12 +393,13 @@ async fn remove_leased(args: &GuardArgs, instance: &str, lease: &Path) -> Result
                 || label(LABEL_INSTANCE) != Some(instance)
                 || label(LABEL_DETACHED) != Some("1")
             {
-                return Err(Error::Runner {
-                    message: format!(
-                        "refusing to remove it: its labels do not name the detached instance '{instance}' ({labels:?})"
+                let pid = inspected.state.and_then(|s| s.pid).and_then(|p| u32::try_from(p).ok()).unwrap_or(0);
+                return Err(Error::Refused {
+                    pid,
+                    command: format!("container {}", short(&args.container)),
+                    why: format!(
+                        "its labels do not name the detached instance '{instance}' ({labels:?}); it is left alone"
                     ),
-                    stderr_tail: Vec::new(),
-                    source: None,
                 });
             }
             stop_owned(&docker, &args.container, config.stop_signal.filter(|s| !s.is_empty()), args.grace).await?;
@@ -374,14 +408,20 @@ async fn remove_leased(args: &GuardArgs, instance: &str, lease: &Path) -> Result
         Err(e) if is_not_found(&e) => {}
         Err(e) => return Err(runner_error("cannot inspect the container", e)),
     }
-    forget_record(lease, instance, &args.container);
+    forget_record(lease, instance, &args.container, FORGET_LOCK_TIMEOUT).await;
     Ok(())
 }
 
+/// How long the lease-mode guard waits for the instance lock before it leaves the
+/// record alone (a record naming a removed container is swept by the next start).
+const FORGET_LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Remove the record of `instance` beside `lease` (the state directory) if it names
 /// container `id`: nobody will `down` a shared container that stopped by itself, and a
-/// record of a later instance of the same name is left alone.
-fn forget_record(lease: &Path, instance: &str, id: &str) {
+/// record of a later instance of the same name is left alone. The load, the comparison
+/// and the removal happen under the instance lock (waiting up to `lock_timeout`), so a
+/// record saved meanwhile by a new `up` is never the one removed.
+async fn forget_record(lease: &Path, instance: &str, id: &str, lock_timeout: Duration) {
     let Some(dir) = lease.parent().filter(|d| d.is_dir()) else { return };
     let state = match StateDir::at(dir) {
         Ok(s) => s,
@@ -393,6 +433,16 @@ fn forget_record(lease: &Path, instance: &str, id: &str) {
     if StateDir::check_name(instance).is_err() || state.lease_path(instance) != lease {
         return;
     }
+    let _lock = match state.lock(instance, lock_timeout).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!(
+                "tether container guard: not forgetting the record of '{instance}' (its lock is held): {}",
+                e.chain()
+            );
+            return;
+        }
+    };
     match state.load(instance) {
         Ok(Some(r)) if r.container_id.as_deref() == Some(id) => {
             if let Err(e) = state.remove(instance) {
@@ -542,8 +592,62 @@ impl ContainerGuard {
 mod tests {
     use super::*;
 
+    fn container_record(name: &str, id: &str) -> tether_core::state::Record {
+        tether_core::state::Record {
+            name: name.into(),
+            runner: "docker".into(),
+            fingerprint: "docker:x".into(),
+            detached: true,
+            owner: None,
+            leader: None,
+            pgid: None,
+            backend_pid: None,
+            container_id: Some(id.into()),
+            engine: None,
+            host: "127.0.0.1".into(),
+            port: 9,
+            url: "http://127.0.0.1:9".into(),
+            started_at_unix_ms: 0,
+            tool_version: None,
+            log_file: None,
+            grace_ms: 100,
+            restarts: 0,
+        }
+    }
+
+    /// The guard forgets a record only under the instance lock: while `up` holds it
+    /// (about to save a newer record), the record is not touched.
+    #[tokio::test]
+    async fn the_record_is_forgotten_only_under_the_instance_lock() {
+        let dir = tempfile::tempdir().expect("state dir");
+        let state = StateDir::at(dir.path()).expect("state");
+        let lease = state.lease_path("x");
+        state.save(&container_record("x", "old")).expect("save");
+        let held = state.lock("x", Duration::from_secs(1)).await.expect("lock");
+        forget_record(&lease, "x", "old", Duration::from_millis(50)).await;
+        assert!(state.load("x").expect("load").is_some(), "removed while another process held the instance lock");
+        // Meanwhile the lock holder saves a newer instance: it is never removed.
+        state.save(&container_record("x", "new")).expect("save");
+        drop(held);
+        forget_record(&lease, "x", "old", Duration::from_secs(1)).await;
+        assert_eq!(state.load("x").expect("load").and_then(|r| r.container_id).as_deref(), Some("new"));
+        // Its own record, with the lock free: forgotten.
+        state.save(&container_record("x", "old")).expect("save");
+        forget_record(&lease, "x", "old", Duration::from_secs(1)).await;
+        assert!(state.load("x").expect("load").is_none(), "its own record is forgotten");
+    }
+
     fn args(v: &[&str]) -> Vec<OsString> {
         v.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn a_failed_round_is_tried_again_after_a_growing_wait() {
+        let mut waits = vec![RETRY_FIRST];
+        for _ in 0..7 {
+            waits.push(backoff(waits[waits.len() - 1]));
+        }
+        assert_eq!(waits.iter().map(Duration::as_secs).collect::<Vec<_>>(), [1, 2, 4, 8, 16, 30, 30, 30]);
     }
 
     #[test]

@@ -231,7 +231,7 @@ impl Runner for DockerRunner {
     /// an error naming it, never a container taken for gone.
     async fn stop_recorded(&self, record: &tether_core::state::Record, grace: Duration) -> Result<StopOutcome> {
         match &record.container_id {
-            Some(id) => stop_container_on(&connect_recorded(record).await?, id, grace).await,
+            Some(id) => stop_container_on(&connect_recorded(record).await?, id, &record.name, grace).await,
             None => tether_core::process::stop_recorded(record, grace).await,
         }
     }
@@ -454,21 +454,43 @@ pub async fn connect_recorded(record: &tether_core::state::Record) -> Result<Doc
 /// Stop the container `id` (its stop signal, `grace`, then `SIGKILL`) and remove it
 /// with its anonymous volumes — `tether down` of a detached container — on the
 /// engine `DOCKER_HOST` names. A container that is already gone is not an error.
-pub async fn stop_container(id: &str, grace: Duration) -> Result<StopOutcome> {
-    stop_container_on(&engine::connect().await?, id, grace).await
+/// Only a container labelled as tether's instance `instance` is touched; any other
+/// is `Error::Refused` (see [`stop_container_on`]).
+pub async fn stop_container(id: &str, instance: &str, grace: Duration) -> Result<StopOutcome> {
+    stop_container_on(&engine::connect().await?, id, instance, grace).await
 }
 
 /// [`stop_container`] on the engine `docker` is connected to (a recorded container's:
 /// [`connect_recorded`]). A container that engine does not know is already gone.
-#[instrument(skip_all, fields(container = container::short(id)))]
-pub async fn stop_container_on(docker: &Docker, id: &str, grace: Duration) -> Result<StopOutcome> {
-    let signal = match docker.inspect_container(id, None).await {
-        Ok(c) => c.config.and_then(|c| c.stop_signal).filter(|s| !s.is_empty()),
+///
+/// A record is a claim, not proof: the container is stopped only if its labels say
+/// it is tether's (`tether=1`) and of this very instance (`tether.instance`);
+/// otherwise nothing is signalled nor removed and the answer is `Error::Refused`
+/// naming it.
+#[instrument(skip_all, fields(container = container::short(id), instance))]
+pub async fn stop_container_on(docker: &Docker, id: &str, instance: &str, grace: Duration) -> Result<StopOutcome> {
+    let inspected = match docker.inspect_container(id, None).await {
+        Ok(c) => c,
         Err(e) if engine::is_not_found(&e) => {
             return Ok(StopOutcome::Terminated { exit: tether_core::ExitStatus::Unknown });
         }
         Err(e) => return Err(engine::runner_error("cannot inspect the container", e)),
     };
+    let config = inspected.config.unwrap_or_default();
+    if !sweep::labelled_as(config.labels.as_ref(), instance) {
+        let pid = inspected.state.and_then(|s| s.pid).and_then(|p| u32::try_from(p).ok()).unwrap_or(0);
+        let name = inspected.name.as_deref().unwrap_or("").trim_start_matches('/');
+        let image = config.image.as_deref().unwrap_or("?");
+        return Err(Error::Refused {
+            pid,
+            command: format!("container {} ({name}, image {image})", container::short(id)),
+            why: format!(
+                "its labels do not say it is tether's instance '{instance}' ({LABEL_TETHER}=1, \
+                 {LABEL_INSTANCE}={instance}): it is not ours, so it was neither stopped nor removed"
+            ),
+        });
+    }
+    let signal = config.stop_signal.filter(|s| !s.is_empty());
     let exit = container::watch_exit(docker.clone(), id.to_string(), None);
     container::stop_and_remove(docker, id, signal.as_deref().unwrap_or("SIGTERM"), grace, exit).await
 }

@@ -28,10 +28,40 @@ pub(crate) fn is_local_address(host: &str) -> bool {
     ip.is_loopback() || ip.is_unspecified() || TcpListener::bind((ip, 0)).is_ok()
 }
 
-/// Whether `command` (a command line) is the Docker engine's port proxy.
-fn is_engine_proxy(command: &str) -> bool {
-    let program = command.split_whitespace().next().unwrap_or_default();
-    matches!(program.rsplit('/').next(), Some("docker-proxy" | "dockerd"))
+/// Whether `holder` of `port` is the Docker engine's port proxy: the engine's own
+/// program (`docker-proxy` publishing this very host port, or `dockerd`) running as
+/// root, as the engine does. A program of that name run by a user is a stranger.
+fn is_engine_proxy(holder: &PortHolder, port: u16) -> bool {
+    is_proxy_command(&holder.command, port) && runs_as_root(holder.pid)
+}
+
+/// Whether `command` (a command line) is the engine's proxy for host port `port`:
+/// `docker-proxy … -host-port PORT …`, or `dockerd`.
+fn is_proxy_command(command: &str, port: u16) -> bool {
+    let mut words = command.split_whitespace();
+    let program = words.next().unwrap_or_default();
+    match program.rsplit('/').next() {
+        Some("docker-proxy") => {
+            let args: Vec<&str> = words.collect();
+            let port = port.to_string();
+            args.windows(2).any(|w| w[0] == "-host-port" && w[1] == port)
+        }
+        Some("dockerd") => true,
+        _ => false,
+    }
+}
+
+/// Whether process `pid` runs as root (real and effective uid 0, from `/proc`); any
+/// doubt is `false`.
+fn runs_as_root(pid: u32) -> bool {
+    if pid == 0 {
+        return false;
+    }
+    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { return false };
+    status.lines().find_map(|l| l.strip_prefix("Uid:")).is_some_and(|uids| {
+        let ids: Vec<&str> = uids.split_whitespace().take(2).collect();
+        ids.len() == 2 && ids.iter().all(|u| *u == "0")
+    })
 }
 
 /// Whether this machine's engine (the default socket) has the container `id`: then
@@ -65,10 +95,10 @@ pub(crate) async fn strangers(host: &str, port: u16, container: Option<&str>) ->
         }]);
     }
     let proxy_is_ours = match container {
-        Some(id) if holders.iter().any(|h| is_engine_proxy(&h.command)) => local_engine_has(id).await,
+        Some(id) if holders.iter().any(|h| is_engine_proxy(h, port)) => local_engine_has(id).await,
         _ => false,
     };
-    Ok(holders.into_iter().filter(|h| !(proxy_is_ours && is_engine_proxy(&h.command))).collect())
+    Ok(holders.into_iter().filter(|h| !(proxy_is_ours && is_engine_proxy(h, port))).collect())
 }
 
 /// The refusal: who listens on `host:port` here, and why that matters.
@@ -112,10 +142,47 @@ mod tests {
 
     #[test]
     fn only_the_engines_proxy_is_recognised() {
-        assert!(is_engine_proxy("/usr/bin/docker-proxy -proto tcp -host-ip 127.0.0.2 -host-port 40000"));
-        assert!(is_engine_proxy("/usr/sbin/dockerd"));
-        assert!(!is_engine_proxy("python3 -m http.server 40000"));
-        assert!(!is_engine_proxy("/tmp/docker-proxy-lookalike"));
-        assert!(!is_engine_proxy(""));
+        let cmd = "/usr/bin/docker-proxy -proto tcp -host-ip 127.0.0.2 -host-port 40000 -container-port 8000";
+        assert!(is_proxy_command(cmd, 40000));
+        assert!(!is_proxy_command(cmd, 40001), "a proxy of another host port");
+        assert!(!is_proxy_command("/usr/bin/docker-proxy -container-port 40000", 40000), "no host port");
+        assert!(is_proxy_command("/usr/sbin/dockerd", 40000));
+        assert!(!is_proxy_command("python3 -m http.server 40000", 40000));
+        assert!(!is_proxy_command("/tmp/docker-proxy-lookalike -host-port 40000", 40000));
+        assert!(!is_proxy_command("", 40000));
+    }
+
+    #[test]
+    fn a_proxy_named_program_of_a_user_is_a_stranger() {
+        let me = std::process::id();
+        let root = nix::unistd::getuid().is_root() && nix::unistd::geteuid().is_root();
+        assert_eq!(runs_as_root(me), root);
+        assert!(!runs_as_root(0));
+        assert!(!runs_as_root(u32::MAX), "no such process");
+        let holder = |pid| PortHolder {
+            pid,
+            user: None,
+            command: "/usr/bin/docker-proxy -proto tcp -host-ip 127.0.0.2 -host-port 40000".into(),
+            ours: false,
+            instance: None,
+        };
+        assert_eq!(is_engine_proxy(&holder(me), 40000), root, "trusted only as root");
+        assert!(!is_engine_proxy(&holder(0), 40000), "an unseen holder");
+        if root {
+            // A user's process holding the port is never the engine's, whatever its name.
+            use std::os::unix::process::CommandExt;
+            let mut user = std::process::Command::new("sleep");
+            let mut child = user.arg("600").uid(65534).gid(65534).spawn().expect("spawn a user's sleep");
+            let pid = child.id();
+            // Its uid is set before exec: once its /proc entry shows `sleep`, it is final.
+            let settled = (0..100_000).any(|_| {
+                std::thread::yield_now();
+                std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep")
+            });
+            let judged = settled && !is_engine_proxy(&holder(pid), 40000);
+            let _ = child.kill();
+            let _ = child.wait();
+            assert!(judged, "a user's process named docker-proxy was trusted");
+        }
     }
 }

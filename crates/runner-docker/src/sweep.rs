@@ -42,6 +42,12 @@ pub const LABEL_OWNER_PID_NS: &str = "tether.owner.pid_ns";
 /// `1` on a container deliberately left running (`up --detach`).
 pub const LABEL_DETACHED: &str = "tether.detached";
 
+/// Whether `labels` mark a container as tether's (`tether=1`) of instance `instance`.
+pub(crate) fn labelled_as(labels: Option<&HashMap<String, String>>, instance: &str) -> bool {
+    let label = |k: &str| labels.and_then(|l| l.get(k)).map(String::as_str);
+    label(LABEL_TETHER) == Some("1") && label(LABEL_INSTANCE) == Some(instance)
+}
+
 /// This machine's boot id, when readable.
 pub(crate) fn boot_id() -> Option<String> {
     std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
@@ -212,6 +218,20 @@ pub(crate) async fn sweep(docker: &Docker, target: &SweepTarget<'_>, grace: Dura
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_tether_labels_of_the_same_instance_make_a_container_this_instances() {
+        assert!(labelled_as(Some(&labels("x", None)), "x"));
+        assert!(labelled_as(Some(&labels("x", Some(ProcessIdentity::current()))), "x"));
+        assert!(!labelled_as(None, "x"), "no labels");
+        assert!(!labelled_as(Some(&HashMap::new()), "x"), "an unlabelled container");
+        assert!(!labelled_as(Some(&labels("y", None)), "x"), "another instance's");
+        let mut forged = labels("x", None);
+        forged.insert(LABEL_TETHER.into(), "0".into());
+        assert!(!labelled_as(Some(&forged), "x"), "tether=0");
+        forged.remove(LABEL_TETHER);
+        assert!(!labelled_as(Some(&forged), "x"), "only the instance label");
+    }
 
     #[test]
     fn only_verifiably_dead_owners_of_this_boot_and_pid_namespace_are_stale() {
