@@ -233,6 +233,7 @@ pub async fn ensure_running(plan: Plan, opts: EnsureOptions) -> Result<Handle> {
         log_file,
         grace_ms: plan.grace.as_millis() as u64,
         restarts: opts.restarts,
+        lease_guard: None,
     }));
     // Recorded as soon as it is spawned, so that if we die during readiness the
     // next start of this name finds and sweeps it.
@@ -242,6 +243,10 @@ pub async fn ensure_running(plan: Plan, opts: EnsureOptions) -> Result<Handle> {
         Arc::new(move |b: &dyn RunningBackend| {
             let mut r = record.lock().unwrap_or_else(|p| p.into_inner());
             fill_identity(&mut r, b.identity());
+            // A shared container's lease-mode guard: a later front checks it still watches.
+            if let Some(guard) = b.lease_guard() {
+                r.lease_guard = Some(guard);
+            }
             // A container: the engine it runs on, which `down`, `status` and the sweep reach.
             if r.container_id.is_some() && r.engine.is_none() {
                 r.engine = crate::config::docker_engine();
@@ -340,6 +345,12 @@ async fn reusable(old: &Record, plan: &Plan, runner: &dyn Runner, info: &tether_
             tracing::warn!(instance = %old.name, leader = leader.pid, "the record does not name our backend on its port");
             return false;
         }
+    }
+    // A shared container whose lease guard is gone: nothing would ever remove it once
+    // the fronts leave, so it is replaced (the sweep removes it, a fresh one gets a guard).
+    if let Some(guard) = old.lease_guard.filter(|g| !g.is_alive()) {
+        tracing::warn!(instance = %old.name, guard = guard.pid, "not reusing the instance: its lease guard is gone");
+        return false;
     }
     // A container record: its container must still run, asked of the engine (its port
     // is held by the engine's proxy, so the check above has nothing to look at).

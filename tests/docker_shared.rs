@@ -13,7 +13,7 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use docker_support::{Cleanup, containers_of, engine_available, exe, image, inspect, unique_name};
+use docker_support::{Cleanup, container_exists, containers_of, engine_available, exe, image, inspect, unique_name};
 use serde_json::Value;
 use tether::core::procs::ProcessIdentity;
 
@@ -189,6 +189,58 @@ fn a_front_attaching_during_the_linger_keeps_the_container_and_down_ends_its_gua
     assert!(containers_of(&name).is_empty(), "down left the container");
     assert!(wait_until(|| !guards[0].is_alive()), "the guard outlived the container `down` removed");
     assert!(!state.path().join(format!("{name}.json")).exists(), "down left the record");
+}
+
+/// The lease guard the instance's record names (`lease_guard`), if any.
+fn recorded_lease_guard(state: &Path, name: &str) -> Option<ProcessIdentity> {
+    let text = std::fs::read_to_string(state.join(format!("{name}.json"))).ok()?;
+    let record: Value = serde_json::from_str(&text).ok()?;
+    serde_json::from_value(record.get("lease_guard")?.clone()).ok()
+}
+
+/// A shared container whose lease-mode guard was killed (SIGKILL, the OOM killer) has
+/// nobody left to remove it: the next front does not reuse it but replaces it (the
+/// old container is removed) with a fresh one and a live guard, which `status` shows.
+#[test]
+fn a_shared_container_whose_lease_guard_died_is_replaced_not_reused() {
+    if !engine_available() {
+        return;
+    }
+    let (image, name, state) = (image(), unique_name("dk-orphan"), tempfile::tempdir().expect("tempdir"));
+    let _cleanup = Cleanup(name.clone());
+    // A linger no test run reaches: only the guard's death can end this container.
+    let a = Front::start(state.path(), &image, &name, "1h");
+    let id = a.container_id();
+    let old_guard = recorded_lease_guard(state.path(), &name).expect("the record names the lease guard");
+    assert_eq!(lease_guards_of(&id), vec![old_guard], "the recorded lease guard is the container's");
+    let _kill_old = KillOnDrop(vec![old_guard]);
+    assert_eq!(status(state.path(), &name)["guard_pid"], old_guard.pid, "{}", status(state.path(), &name));
+
+    // The guard dies (this test's own descendant, verified by pid + start time above).
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(old_guard.pid as i32), nix::sys::signal::Signal::SIGKILL)
+        .expect("SIGKILL the lease guard");
+    assert!(wait_until(|| !old_guard.is_alive()), "the lease guard survived SIGKILL");
+    a.end();
+    assert!(running(&id), "the unguarded container still runs");
+
+    // The next front replaces it: a new container, the old one removed, a live guard.
+    let b = Front::start(state.path(), &image, &name, "1h");
+    let new_id = b.container_id();
+    assert_eq!(b.ready["reused"], false, "an unguarded shared container was reused: {}", b.ready);
+    assert_ne!(new_id, id, "{}", b.ready);
+    assert!(!container_exists(&id), "the unguarded container was left behind");
+    assert_eq!(containers_of(&name), vec![new_id.clone()], "one container for the instance");
+    let new_guard = recorded_lease_guard(state.path(), &name).expect("the new record names its lease guard");
+    let _kill_new = KillOnDrop(vec![new_guard]);
+    assert!(new_guard.is_alive() && new_guard != old_guard, "no live new lease guard: {new_guard:?}");
+    assert_eq!(lease_guards_of(&new_id), vec![new_guard], "the recorded lease guard is the new container's");
+    assert_eq!(status(state.path(), &name)["guard_pid"], new_guard.pid, "{}", status(state.path(), &name));
+    b.end();
+
+    let down = tether(state.path(), &["down", "--name", &name]);
+    assert!(down.status.success(), "down failed: {}", tether_testkit::dump(&down));
+    assert!(containers_of(&name).is_empty(), "down left the container");
+    assert!(wait_until(|| !new_guard.is_alive()), "the guard outlived the container `down` removed");
 }
 
 /// An `mcp-proxy --runner docker` as a host starts it: stdin a pipe kept open.

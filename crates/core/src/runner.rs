@@ -301,4 +301,10 @@ pub trait RunningBackend: Send + Sync + std::fmt::Debug {
     async fn owns_endpoint(&self) -> bool {
         true
     }
+    /// The detached process that stops this backend once no front holds a lease (a
+    /// shared container's lease-mode guard), recorded so that a later front can tell
+    /// whether anyone still watches the leases. Default: `None` (no such process).
+    fn lease_guard(&self) -> Option<crate::procs::ProcessIdentity> {
+        None
+    }
 }

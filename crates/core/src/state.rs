@@ -69,6 +69,12 @@ pub struct Record {
     /// How many times it was restarted by the restart policy.
     #[serde(default)]
     pub restarts: u32,
+    /// The lease-mode guard of a shared container: the detached process that removes
+    /// the container once no front holds a lease. When it is no longer alive nothing
+    /// will ever remove the container, so the record is not reused. `None` for
+    /// everything else (and in records written before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_guard: Option<ProcessIdentity>,
 }
 
 impl Record {
@@ -455,6 +461,7 @@ pub(crate) mod tests {
             log_file: None,
             grace_ms: 5000,
             restarts: 0,
+            lease_guard: None,
         }
     }
 

@@ -292,6 +292,12 @@ impl RunningBackend for ContainerBackend {
         outcome
     }
 
+    /// A shared container's lease-mode guard, while this handle holds it (until released).
+    fn lease_guard(&self) -> Option<tether_core::procs::ProcessIdentity> {
+        let guard = self.guard.lock().unwrap_or_else(|p| p.into_inner());
+        guard.as_ref().filter(|g| g.leased()).map(ContainerGuard::identity)
+    }
+
     fn release(&self) {
         self.released.store(true, Ordering::Release);
         // Deliberately left running: its guard must not remove it when we end —

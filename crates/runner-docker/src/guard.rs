@@ -566,6 +566,11 @@ impl ContainerGuard {
         self.identity.pid
     }
 
+    /// The guard's identity (pid + start time).
+    pub(crate) fn identity(&self) -> ProcessIdentity {
+        self.identity
+    }
+
     /// End the guard (the container is removed, or deliberately left running):
     /// `SIGKILL` through the safety gate, then reap it. Blocks only as long as the
     /// kernel takes to end a killed process.
@@ -612,6 +617,7 @@ mod tests {
             log_file: None,
             grace_ms: 100,
             restarts: 0,
+            lease_guard: None,
         }
     }
 

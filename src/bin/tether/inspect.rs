@@ -58,7 +58,11 @@ fn describe(r: &Record, alive: bool, answering: bool, orphans: &[u32], attached:
         let how = if answering { format!("still answering on {}", r.port) } else { "still running".to_string() };
         format!("orphaned, {how} — `tether down --name {}` stops it", r.name)
     });
-    let pids = r.leader.map_or((None, None), |l| tether::core::procs::backend_and_guard(l.pid));
+    let mut pids = r.leader.map_or((None, None), |l| tether::core::procs::backend_and_guard(l.pid));
+    // A shared container's guard is its lease-mode guard, shown while it lives.
+    if pids.1.is_none() {
+        pids.1 = r.lease_guard.filter(ProcessIdentity::is_alive).map(|g| g.pid);
+    }
     json!({
         "name": r.name, "state": state, "runner": r.runner, "detached": r.detached,
         "pid": pids.0, "guard_pid": pids.1,
