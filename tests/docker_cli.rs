@@ -8,12 +8,14 @@
 
 mod docker_support;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use docker_support::{Cleanup, containers_of, engine_available, exe, image, inspect, unique_name};
+use docker_support::{
+    Cleanup, KillOnDrop, containers_of, engine_available, exe, final_line, image, inspect, json_state, tether,
+    unique_name, up_args,
+};
 use serde_json::Value;
 use tether::core::procs::{self, ProcessIdentity};
 
@@ -53,41 +55,6 @@ fn guards_of(id: &str) -> Vec<u32> {
             argv.contains(&tether::docker::CONTAINER_GUARD_ARG.as_bytes()) && argv.contains(&id.as_bytes())
         })
         .collect()
-}
-
-/// SIGKILLs, when dropped, the processes it holds that are still those very processes.
-struct KillOnDrop(Vec<ProcessIdentity>);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        for id in self.0.iter().filter(|id| id.is_alive()) {
-            let _ =
-                nix::sys::signal::kill(nix::unistd::Pid::from_raw(id.pid as i32), nix::sys::signal::Signal::SIGKILL);
-        }
-    }
-}
-
-/// `tether ARGS` with its own state directory.
-fn tether(state: &Path, args: &[&str]) -> Output {
-    Command::new(exe()).args(args).env("TETHER_STATE_DIR", state).stdin(Stdio::null()).output().expect("run tether")
-}
-
-/// `tether up --runner docker --image IMG --name NAME EXTRA -- --port {port} --host {host} FLAGS`.
-fn up_args<'a>(image: &'a str, name: &'a str, extra: &[&'a str], flags: &[&'a str]) -> Vec<&'a str> {
-    let mut v = vec!["up", "--runner", "docker", "--image", image, "--name", name, "--pull", "never"];
-    v.extend_from_slice(extra);
-    v.extend_from_slice(&["--", "--port", "{port}", "--host", "{host}"]);
-    v.extend_from_slice(flags);
-    v
-}
-
-/// The final JSON object on stdout whose `state` is `state` (not a progress event,
-/// which carries a `phase`).
-fn json_state(out: &[u8], state: &str) -> Option<Value> {
-    String::from_utf8_lossy(out)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|v| v["state"] == state && v.get("phase").is_none())
 }
 
 /// A child killed and reaped when dropped, also when the test panics.
@@ -147,13 +114,7 @@ fn spawn_foreground(state: &Path, args: &[&str]) -> (Child, Option<Value>) {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn tether up");
-    let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
-    let ready = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .filter_map(|l| serde_json::from_str::<Value>(&l).ok())
-        .find(|v| (v["state"] == "ready" || v["state"] == "failed") && v.get("phase").is_none());
-    std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
+    let ready = final_line(&mut child);
     (child, ready)
 }
 

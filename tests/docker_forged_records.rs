@@ -13,78 +13,12 @@
 mod docker_support;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
-use docker_support::{container_exists, engine_available, exe, image, unique_name};
+use docker_support::{container_exists, engine_available, exe, image, tether, unique_name};
 use serde_json::{Value, json};
-
-/// Run the inner test `name` of this binary as pid 1 of a new pid namespace.
-fn in_pid_namespace(name: &str) {
-    let this = std::env::current_exe().expect("this test binary");
-    let probe = Command::new("unshare").args(["--pid", "--fork", "--mount-proc", "true"]).output();
-    if !probe.as_ref().is_ok_and(|o| o.status.success()) {
-        let why = match &probe {
-            Ok(o) => String::from_utf8_lossy(&o.stderr).into_owned(),
-            Err(e) => e.to_string(),
-        };
-        if tether_testkit::in_ci() {
-            panic!("CI needs `unshare --pid --fork --mount-proc` (root, util-linux) for this test: {why}");
-        }
-        println!("skipped: cannot make a pid namespace here ({why}); run as root to include this test");
-        return;
-    }
-    let status = Command::new("unshare")
-        .args(["--pid", "--fork", "--mount-proc", "--"])
-        .arg(this)
-        .args(["--exact", name, "--include-ignored", "--nocapture", "--test-threads", "1"])
-        .stdin(Stdio::null())
-        .status()
-        .expect("run unshare");
-    assert!(status.success(), "the inner test {name} failed in its pid namespace: {status}");
-}
-
-/// The inner tests run only as pid 1 of their own namespace.
-fn assert_namespaced() {
-    assert_eq!(
-        std::process::id(),
-        1,
-        "this test plants forged records and must run as pid 1 of its own pid namespace; run the outer test instead"
-    );
-}
-
-fn tether(state: &Path, args: &[&str]) -> Output {
-    Command::new(exe())
-        .args(args)
-        .env("TETHER_STATE_DIR", state)
-        .env_remove("TETHER_LOG")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run tether")
-}
-
-fn dump(out: &Output) -> String {
-    format!(
-        "status {}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// A docker record as tether writes it, naming whatever the caller says.
-fn plant(state: &Path, name: &str, fields: Value) {
-    let mut record = json!({
-        "name": name, "runner": "docker", "fingerprint": "forged", "detached": true,
-        "owner": null, "leader": null, "pgid": null, "backend_pid": null, "container_id": null,
-        "host": "127.0.0.1", "port": 9, "url": "http://127.0.0.1:9", "started_at_unix_ms": 0,
-        "tool_version": null, "log_file": null, "grace_ms": 100, "restarts": 0
-    });
-    if let (Some(r), Some(f)) = (record.as_object_mut(), fields.as_object()) {
-        r.extend(f.clone());
-    }
-    std::fs::write(state.join(format!("{name}.json")), serde_json::to_vec(&record).expect("json"))
-        .expect("plant the record");
-}
+use tether_testkit::dump;
+use tether_testkit::forged::{assert_namespaced, in_pid_namespace, plant_record};
 
 /// A container this test started itself (with the given labels) and removes when
 /// dropped — by its id, so nothing else is ever touched.
@@ -138,7 +72,7 @@ fn inner_a_record_naming_a_container_not_ours() {
     for (what, stranger) in &strangers {
         assert!(stranger.running(), "{what} runs");
         // `down` of the record: refused, nothing stopped, the false record forgotten.
-        plant(state.path(), &name, json!({"container_id": stranger.0}));
+        plant_record(state.path(), &name, "docker", json!({"container_id": stranger.0}));
         let out = tether(state.path(), &["down", "--name", &name]);
         assert_eq!(out.status.code(), Some(1), "{what}: {}", dump(&out));
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -147,7 +81,7 @@ fn inner_a_record_naming_a_container_not_ours() {
         assert!(!state.path().join(format!("{name}.json")).exists(), "a record proven false is removed");
 
         // The sweep of the record by `up` of its name: forgotten, nothing stopped.
-        plant(state.path(), &name, json!({"container_id": stranger.0}));
+        plant_record(state.path(), &name, "docker", json!({"container_id": stranger.0}));
         let demo = exe().to_string_lossy().into_owned();
         let up = [
             "up",
@@ -176,7 +110,7 @@ fn inner_a_record_naming_a_container_not_ours() {
 
     // A container labelled as this instance's is ours: `down` stops and removes it.
     let ours = Stranger::run(&[("tether", "1"), ("tether.instance", &name), ("tether.detached", "1")]);
-    plant(state.path(), &name, json!({"container_id": ours.0}));
+    plant_record(state.path(), &name, "docker", json!({"container_id": ours.0}));
     let out = tether(state.path(), &["down", "--name", &name]);
     assert_eq!(out.status.code(), Some(0), "{}", dump(&out));
     assert!(!container_exists(&ours.0), "our own container is removed by `down`");
@@ -255,7 +189,7 @@ fn inner_a_container_record_is_kept() {
     let engine = FailingEngine::start(state.path());
     let name = "failing";
     let host = format!("unix://{}", engine.socket.display());
-    plant(state.path(), name, json!({"container_id": "0123456789ab", "engine": host}));
+    plant_record(state.path(), name, "docker", json!({"container_id": "0123456789ab", "engine": host}));
     let demo = exe().to_string_lossy().into_owned();
     let up = [
         "up",

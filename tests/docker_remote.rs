@@ -14,7 +14,10 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use docker_support::{Cleanup, container_exists, containers_of, engine_available, exe, image, inspect, unique_name};
+use docker_support::{
+    Cleanup, container_exists, containers_of, engine_available, exe, final_line, image, inspect, json_state,
+    unique_name, up_args,
+};
 use serde_json::Value;
 
 /// The engine's machine as this one reaches it: a second loopback address.
@@ -110,28 +113,6 @@ fn tether(state: &Path, docker_host: &str, args: &[&str]) -> Output {
         .expect("run tether")
 }
 
-/// `tether ARGS` with its own state directory and this process's `DOCKER_HOST` (unset
-/// here: the local engine's socket), not the remote engine's.
-fn tether_local(state: &Path, args: &[&str]) -> Output {
-    Command::new(exe()).args(args).env("TETHER_STATE_DIR", state).stdin(Stdio::null()).output().expect("run tether")
-}
-
-/// `tether up --runner docker --image IMG --name NAME EXTRA -- --port {port} --host {host}`.
-fn up_args<'a>(image: &'a str, name: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut v = vec!["up", "--runner", "docker", "--image", image, "--name", name, "--pull", "never"];
-    v.extend_from_slice(extra);
-    v.extend_from_slice(&["--", "--port", "{port}", "--host", "{host}"]);
-    v
-}
-
-/// The final JSON object on stdout whose `state` is `state` (not a progress event).
-fn json_state(out: &[u8], state: &str) -> Option<Value> {
-    String::from_utf8_lossy(out)
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .find(|v| v["state"] == state && v.get("phase").is_none())
-}
-
 fn assert_ok(out: &Output, what: &str) {
     assert!(out.status.success(), "{what} failed: {}", tether_testkit::dump(out));
 }
@@ -171,7 +152,7 @@ fn detached_on_a_remote_engine(port: Option<&str>) {
     let out = tether(
         state.path(),
         &dh,
-        &up_args(&image, &name, &["--host", ENGINE_IP, "--port", port_arg, "--detach", "--json"]),
+        &up_args(&image, &name, &["--host", ENGINE_IP, "--port", port_arg, "--detach", "--json"], &[]),
     );
     assert_ok(&out, "up --detach on the remote engine");
     let ready = json_state(&out.stdout, "ready").expect("a ready line");
@@ -229,7 +210,7 @@ fn status_and_down_reach_the_engine_the_container_was_started_on() {
     let out = tether(
         state.path(),
         &dh,
-        &up_args(&image, &name, &["--host", ENGINE_IP, "--port", "auto", "--detach", "--json"]),
+        &up_args(&image, &name, &["--host", ENGINE_IP, "--port", "auto", "--detach", "--json"], &[]),
     );
     assert_ok(&out, "up --detach on the remote engine");
     let id = json_state(&out.stdout, "ready").expect("a ready line")["container_id"]
@@ -241,7 +222,7 @@ fn status_and_down_reach_the_engine_the_container_was_started_on() {
 
     // DOCKER_HOST unset, then naming nothing that answers: the recorded engine is asked.
     for (what, status) in [
-        ("DOCKER_HOST unset", tether_local(state.path(), &["status", "--name", &name, "--json"])),
+        ("DOCKER_HOST unset", docker_support::tether(state.path(), &["status", "--name", &name, "--json"])),
         ("DOCKER_HOST elsewhere", tether(state.path(), "tcp://127.0.0.2:1", &["status", "--name", &name, "--json"])),
     ] {
         assert_ok(&status, what);
@@ -255,19 +236,19 @@ fn status_and_down_reach_the_engine_the_container_was_started_on() {
     // The recorded engine gone: `down` is an error naming it, and nothing is forgotten.
     let port = engine.port;
     drop(engine);
-    let down = tether_local(state.path(), &["down", "--name", &name]);
+    let down = docker_support::tether(state.path(), &["down", "--name", &name]);
     assert_eq!(down.status.code(), Some(1), "down with its engine unreachable: {}", tether_testkit::dump(&down));
     let stderr = String::from_utf8_lossy(&down.stderr);
     assert!(stderr.contains(&dh) && stderr.contains("record is kept"), "the error names the engine: {stderr}");
     assert!(record_of(state.path(), &name).is_some(), "the record is kept");
     assert!(container_exists(&id), "the container was not touched");
-    let status = tether_local(state.path(), &["status", "--name", &name, "--json"]);
+    let status = docker_support::tether(state.path(), &["status", "--name", &name, "--json"]);
     let status: Value = serde_json::from_slice(&status.stdout).expect("status JSON");
     assert_ne!(status["state"], "dead", "an unreachable engine is no proof the container is gone: {status}");
 
     // The engine back: `down` from the same shell stops and removes it there.
     let engine = socat_on(port);
-    assert_ok(&tether_local(state.path(), &["down", "--name", &name]), "down once the engine is back");
+    assert_ok(&docker_support::tether(state.path(), &["down", "--name", &name]), "down once the engine is back");
     assert!(!container_exists(&id), "down removed the container");
     assert!(record_of(state.path(), &name).is_none(), "and forgot the record");
     drop(engine);
@@ -329,7 +310,7 @@ fn a_local_listener_on_the_fixed_port_of_a_local_host_is_refused() {
     let out = tether(
         state.path(),
         &engine.docker_host(),
-        &up_args(&image, &name, &["--host", ENGINE_IP, "--port", &port_arg, "--detach"]),
+        &up_args(&image, &name, &["--host", ENGINE_IP, "--port", &port_arg, "--detach"], &[]),
     );
     assert_eq!(out.status.code(), Some(1), "{}", tether_testkit::dump(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -345,7 +326,6 @@ fn a_local_listener_on_the_fixed_port_of_a_local_host_is_refused() {
 /// A foreground `up` on the remote engine, once ready: the owner, its ready line, and
 /// its container guard (which must reach the remote engine, not this machine's socket).
 fn foreground(state: &Path, dh: &str, args: &[&str]) -> (Child, Value, tether::core::procs::ProcessInfo) {
-    use std::io::{BufRead, BufReader};
     let mut owner = Command::new(exe())
         .args(args)
         .env("TETHER_STATE_DIR", state)
@@ -355,13 +335,7 @@ fn foreground(state: &Path, dh: &str, args: &[&str]) -> (Child, Value, tether::c
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn tether up");
-    let mut lines = BufReader::new(owner.stdout.take().expect("piped stdout")).lines();
-    let ready = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .filter_map(|l| serde_json::from_str::<Value>(&l).ok())
-        .find(|v| (v["state"] == "ready" || v["state"] == "failed") && v.get("phase").is_none());
-    std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
+    let ready = final_line(&mut owner);
     let guard = tether::core::procs::descendants(owner.id())
         .into_iter()
         .filter_map(tether::core::procs::info)
@@ -386,7 +360,7 @@ fn a_sigkilled_owners_remote_container_is_removed_by_its_guard() {
     let (image, name, state) = (image(), unique_name("dk-remote-kill"), tempfile::tempdir().expect("tempdir"));
     let _cleanup = Cleanup(name.clone());
     let dh = engine.docker_host();
-    let args = up_args(&image, &name, &["--host", ENGINE_IP, "--port", "auto", "--grace", "2s", "--json"]);
+    let args = up_args(&image, &name, &["--host", ENGINE_IP, "--port", "auto", "--grace", "2s", "--json"], &[]);
     let (mut owner, ready, _guard) = foreground(state.path(), &dh, &args);
     let id = ready["container_id"].as_str().expect("the container id").to_string();
     assert!(ready["url"].as_str().is_some_and(|u| u.starts_with(&format!("http://{ENGINE_IP}:"))), "{ready}");
@@ -411,7 +385,7 @@ fn a_dead_owners_remote_container_is_swept_by_the_next_up() {
     let _cleanup = Cleanup(name.clone());
     let dh = engine.docker_host();
     let (mut owner, ready, guard) =
-        foreground(a.path(), &dh, &up_args(&image, &name, &["--host", ENGINE_IP, "--port", "auto", "--json"]));
+        foreground(a.path(), &dh, &up_args(&image, &name, &["--host", ENGINE_IP, "--port", "auto", "--json"], &[]));
     let first = ready["container_id"].as_str().expect("the container id").to_string();
     // The guard first: once SIGKILL is sent it runs no more code, so nothing removes
     // the container when the owner dies next.
@@ -422,8 +396,11 @@ fn a_dead_owners_remote_container_is_swept_by_the_next_up() {
     assert_eq!(containers_of(&name), vec![first.clone()], "the dead owner's container is left for the sweep");
     assert_eq!(inspect(&first, "{{.State.Running}}"), "true", "and it still runs");
 
-    let out =
-        tether(b.path(), &dh, &up_args(&image, &name, &["--host", ENGINE_IP, "--port", "auto", "--detach", "--json"]));
+    let out = tether(
+        b.path(),
+        &dh,
+        &up_args(&image, &name, &["--host", ENGINE_IP, "--port", "auto", "--detach", "--json"], &[]),
+    );
     assert_ok(&out, "the second up");
     let second = json_state(&out.stdout, "ready").expect("ready")["container_id"].as_str().expect("id").to_string();
     assert_ne!(first, second);

@@ -10,10 +10,13 @@ mod docker_support;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use docker_support::{Cleanup, container_exists, containers_of, engine_available, exe, image, inspect, unique_name};
+use docker_support::{
+    Cleanup, KillOnDrop, container_exists, containers_of, engine_available, exe, final_line, image, inspect, tether,
+    unique_name,
+};
 use serde_json::Value;
 use tether::core::procs::ProcessIdentity;
 
@@ -41,15 +44,7 @@ impl Front {
             .stderr(Stdio::null())
             .spawn()
             .expect("run tether up --share");
-        let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
-        let ready = lines
-            .by_ref()
-            .map_while(Result::ok)
-            .filter_map(|l| serde_json::from_str::<Value>(&l).ok())
-            .find(|v| (v["state"] == "ready" || v["state"] == "failed") && v.get("phase").is_none())
-            .unwrap_or(Value::Null);
-        // Drained on a thread, so its later writes never fail on a closed pipe.
-        std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
+        let ready = final_line(&mut child).unwrap_or(Value::Null);
         let front = Front { child, ready };
         assert_eq!(front.ready["state"], "ready", "a front did not get ready: {}", front.ready);
         front
@@ -72,23 +67,6 @@ impl Drop for Front {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// SIGKILLs, when dropped, the processes it holds that are still those very processes
-/// (a guard left behind by a failed test).
-struct KillOnDrop(Vec<ProcessIdentity>);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        for id in self.0.iter().filter(|id| id.is_alive()) {
-            let _ =
-                nix::sys::signal::kill(nix::unistd::Pid::from_raw(id.pid as i32), nix::sys::signal::Signal::SIGKILL);
-        }
-    }
-}
-
-fn tether(state: &Path, args: &[&str]) -> Output {
-    Command::new(exe()).args(args).env("TETHER_STATE_DIR", state).stdin(Stdio::null()).output().expect("run tether")
 }
 
 fn status(state: &Path, name: &str) -> Value {

@@ -16,43 +16,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use serde_json::{Value, json};
 use tether::core::procs::{self, ProcessIdentity};
+use tether_testkit::dump;
+use tether_testkit::forged::{assert_namespaced, in_pid_namespace, plant_record};
 
 fn exe() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_tether"))
-}
-
-/// Run the inner test `name` of this binary as pid 1 of a new pid namespace.
-fn in_pid_namespace(name: &str) {
-    let this = std::env::current_exe().expect("this test binary");
-    let probe = Command::new("unshare").args(["--pid", "--fork", "--mount-proc", "true"]).output();
-    if !probe.as_ref().is_ok_and(|o| o.status.success()) {
-        let why = match &probe {
-            Ok(o) => String::from_utf8_lossy(&o.stderr).into_owned(),
-            Err(e) => e.to_string(),
-        };
-        if std::env::var_os("CI").is_some() {
-            panic!("CI needs `unshare --pid --fork --mount-proc` (root, util-linux) for this test: {why}");
-        }
-        println!("skipped: cannot make a pid namespace here ({why}); run as root to include this test");
-        return;
-    }
-    let status = Command::new("unshare")
-        .args(["--pid", "--fork", "--mount-proc", "--"])
-        .arg(this)
-        .args(["--exact", name, "--include-ignored", "--nocapture", "--test-threads", "1"])
-        .stdin(Stdio::null())
-        .status()
-        .expect("run unshare");
-    assert!(status.success(), "the inner test {name} failed in its pid namespace: {status}");
-}
-
-/// The inner tests run only as pid 1 of their own namespace.
-fn assert_namespaced() {
-    assert_eq!(
-        std::process::id(),
-        1,
-        "this test plants forged records and must run as pid 1 of its own pid namespace; run the outer test instead"
-    );
 }
 
 static SIGNALS: AtomicUsize = AtomicUsize::new(0);
@@ -148,30 +116,6 @@ fn tether(state: &Path, args: &[&str]) -> Output {
         .expect("run tether")
 }
 
-fn dump(out: &Output) -> String {
-    format!(
-        "status {}\nstdout: {}\nstderr: {}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// A record as tether writes it, naming whatever the caller says.
-fn plant(state: &Path, name: &str, fields: Value) {
-    let mut record = json!({
-        "name": name, "runner": "native", "fingerprint": "forged", "detached": true,
-        "owner": null, "leader": null, "pgid": null, "backend_pid": null, "container_id": null,
-        "host": "127.0.0.1", "port": 9, "url": "http://127.0.0.1:9", "started_at_unix_ms": 0,
-        "tool_version": null, "log_file": null, "grace_ms": 100, "restarts": 0
-    });
-    if let (Some(r), Some(f)) = (record.as_object_mut(), fields.as_object()) {
-        r.extend(f.clone());
-    }
-    let path = state.join(format!("{name}.json"));
-    std::fs::write(&path, serde_json::to_vec(&record).expect("json")).expect("plant the record");
-}
-
 fn identity(id: ProcessIdentity) -> Value {
     json!({"pid": id.pid, "start_time": id.start_time})
 }
@@ -202,7 +146,7 @@ fn inner_a_record_naming_pid_one() {
     let strangers = [Stranger::sleeper(false, None, "a sleeper in the test's group")];
     let init = ProcessIdentity::current();
     // The reproduction of the issue: pid 1 with its real start time, group 1.
-    plant(state.path(), "init", json!({"leader": identity(init), "pgid": 1}));
+    plant_record(state.path(), "init", "native", json!({"leader": identity(init), "pgid": 1}));
     let out = tether(state.path(), &["down", "--name", "init"]);
     assert_eq!(out.status.code(), Some(1), "{}", dump(&out));
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -212,14 +156,14 @@ fn inner_a_record_naming_pid_one() {
 
     // pgid 0 with a dead leader: kill(0, …) would be the caller's own group.
     let dead = ProcessIdentity { pid: 4_000_000, start_time: 1 };
-    plant(state.path(), "zero", json!({"leader": identity(dead), "pgid": 0}));
+    plant_record(state.path(), "zero", "native", json!({"leader": identity(dead), "pgid": 0}));
     let out = tether(state.path(), &["down", "--name", "zero"]);
     assert!(out.status.code().is_some(), "tether was killed: {}", dump(&out));
     assert_untouched(&strangers, "down of a record with pgid 0");
 
     // A foreground record whose "owner" is a stranger: never asked to stop.
     let victim = &strangers[0];
-    plant(state.path(), "owner", json!({"detached": false, "owner": identity(victim.id)}));
+    plant_record(state.path(), "owner", "native", json!({"detached": false, "owner": identity(victim.id)}));
     let out = tether(state.path(), &["down", "--name", "owner"]);
     assert_eq!(out.status.code(), Some(1), "{}", dump(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("lock"), "{}", dump(&out));
@@ -304,7 +248,7 @@ fn inner_arbitrary_forged_records() {
             "port": port,
         });
         println!("record {name}: {fields}");
-        plant(state.path(), &name, fields.clone());
+        plant_record(state.path(), &name, "native", fields.clone());
         let op = rng.next() % 3;
         // `down` of the record; `up` of its name (the stale sweep, then a real backend
         // on a free port); `up` on a stranger's port (the sweep and the port guard, which

@@ -163,3 +163,60 @@ impl Drop for Cleanup {
         }
     }
 }
+
+/// `tether ARGS` with its own state directory (and this process's `DOCKER_HOST`).
+pub fn tether(state: &Path, args: &[&str]) -> Output {
+    Command::new(exe())
+        .args(args)
+        .env("TETHER_STATE_DIR", state)
+        .env_remove("TETHER_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run tether")
+}
+
+/// `tether up --runner docker --image IMG --name NAME EXTRA -- --port {port} --host {host} FLAGS`.
+pub fn up_args<'a>(image: &'a str, name: &'a str, extra: &[&'a str], flags: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec!["up", "--runner", "docker", "--image", image, "--name", name, "--pull", "never"];
+    v.extend_from_slice(extra);
+    v.extend_from_slice(&["--", "--port", "{port}", "--host", "{host}"]);
+    v.extend_from_slice(flags);
+    v
+}
+
+/// The final JSON object on stdout whose `state` is `state` (not a progress event,
+/// which carries a `phase`).
+pub fn json_state(out: &[u8], state: &str) -> Option<serde_json::Value> {
+    String::from_utf8_lossy(out)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["state"] == state && v.get("phase").is_none())
+}
+
+/// A spawned `tether up --json` (stdout piped): its `ready` or `failed` line, read as it
+/// comes; the rest of its stdout is drained on a thread, so its later writes never fail
+/// on a closed pipe. `None` when stdout ended without either.
+pub fn final_line(child: &mut std::process::Child) -> Option<serde_json::Value> {
+    use std::io::{BufRead, BufReader};
+    let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+    let line = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(&l).ok())
+        .find(|v| (v["state"] == "ready" || v["state"] == "failed") && v.get("phase").is_none());
+    std::thread::spawn(move || lines.map_while(Result::ok).for_each(drop));
+    line
+}
+
+/// SIGKILLs, when dropped, the processes it holds that are still those very processes
+/// (a guard left behind by a failed test).
+pub struct KillOnDrop(pub Vec<tether::core::procs::ProcessIdentity>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        for id in self.0.iter().filter(|id| id.is_alive()) {
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(id.pid as i32), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}

@@ -468,22 +468,17 @@ impl ContainerGuard {
     /// Start `exe` as the guard of container `id` of the instance `spec` describes,
     /// watching this process.
     pub(crate) fn spawn(exe: &Path, id: &str, spec: &LaunchSpec) -> Result<Self> {
-        let mut command = Command::new(exe);
-        command
-            .arg(CONTAINER_GUARD_ARG)
-            .arg("--parent")
-            .arg(std::process::id().to_string())
-            .arg("--grace-ms")
-            .arg(spec.grace.as_millis().to_string())
-            .arg("--container")
-            .arg(id)
-            .arg("--docker-host")
-            .arg(engine::docker_host())
-            .env(tether_core::process::INSTANCE_ENV, &spec.name)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .process_group(0);
+        let mode = ["--parent".into(), std::process::id().to_string().into()];
+        let mut command = guard_command(exe, id, spec, &mode);
+        command.stderr(Stdio::inherit()).process_group(0);
+        let guard = Self::start(command, exe, spec, false)?;
+        tracing::debug!(pid = guard.identity.pid, container = short(id), "container guard spawned");
+        Ok(guard)
+    }
+
+    /// Spawn `command` (a [`guard_command`]) as the guard of `spec`'s container.
+    fn start(mut command: Command, exe: &Path, spec: &LaunchSpec, leased: bool) -> Result<Self> {
+        // No descriptor of ours (a lease would keep the container forever).
         tether_core::guard::close_inherited_fds_on_exec(&mut command);
         let child = command
             .spawn()
@@ -491,8 +486,7 @@ impl ContainerGuard {
         let pid = child.id();
         // Gone already (it found the owner dead, say): an identity that is never alive.
         let identity = ProcessIdentity::of(pid).unwrap_or(ProcessIdentity { pid, start_time: 0 });
-        tracing::debug!(pid, container = short(id), "container guard spawned");
-        Ok(ContainerGuard { child, identity, instance: spec.name.clone(), leased: false })
+        Ok(ContainerGuard { child, identity, instance: spec.name.clone(), leased })
     }
 
     /// Start `exe` as the lease-mode guard of the shared container `id` of the instance
@@ -513,36 +507,16 @@ impl ContainerGuard {
                 Stdio::null()
             }
         };
-        let mut command = Command::new(exe);
-        command
-            .arg(CONTAINER_GUARD_ARG)
-            .arg("--lease")
-            .arg(lease)
-            .arg("--linger-ms")
-            .arg(linger.as_millis().to_string())
-            .arg("--grace-ms")
-            .arg(spec.grace.as_millis().to_string())
-            .arg("--container")
-            .arg(id)
-            .arg("--docker-host")
-            .arg(engine::docker_host())
-            .env(tether_core::process::INSTANCE_ENV, &spec.name)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr);
-        // Not our lease (that would keep the container forever), nor any other descriptor.
-        tether_core::guard::close_inherited_fds_on_exec(&mut command);
+        let mode = ["--lease".into(), lease.into(), "--linger-ms".into(), linger.as_millis().to_string().into()];
+        let mut command = guard_command(exe, id, spec, &mode);
+        command.stderr(stderr);
         // SAFETY: setsid is async-signal-safe; this runs between fork and exec only.
         unsafe {
             command.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
         }
-        let child = command
-            .spawn()
-            .map_err(|source| Error::Spawn { program: format!("{} {CONTAINER_GUARD_ARG}", exe.display()), source })?;
-        let pid = child.id();
-        let identity = ProcessIdentity::of(pid).unwrap_or(ProcessIdentity { pid, start_time: 0 });
-        tracing::debug!(pid, container = short(id), lease = %lease.display(), "lease-mode container guard spawned");
-        Ok(ContainerGuard { child, identity, instance: spec.name.clone(), leased: true })
+        let guard = Self::start(command, exe, spec, true)?;
+        tracing::debug!(pid = guard.identity.pid, container = short(id), lease = %lease.display(), "lease-mode container guard spawned");
+        Ok(guard)
     }
 
     /// Whether this is a lease-mode guard, which the container is left to.
@@ -591,6 +565,25 @@ impl ContainerGuard {
             tracing::debug!(error = %e, "dismissing the container guard");
         }
     }
+}
+
+/// `exe __tether-container-guard MODE… --grace-ms G --container ID --docker-host HOST`,
+/// fingerprinted with the instance, stdin and stdout on /dev/null.
+fn guard_command(exe: &Path, id: &str, spec: &LaunchSpec, mode: &[OsString]) -> Command {
+    let mut command = Command::new(exe);
+    command
+        .arg(CONTAINER_GUARD_ARG)
+        .args(mode)
+        .arg("--grace-ms")
+        .arg(spec.grace.as_millis().to_string())
+        .arg("--container")
+        .arg(id)
+        .arg("--docker-host")
+        .arg(engine::docker_host())
+        .env(tether_core::process::INSTANCE_ENV, &spec.name)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
+    command
 }
 
 #[cfg(test)]

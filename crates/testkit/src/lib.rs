@@ -8,6 +8,7 @@
 
 pub mod conformance;
 pub mod fake;
+pub mod forged;
 pub mod mcp_backend;
 
 pub use conformance::{DemoBackend, run_all};
