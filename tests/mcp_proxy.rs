@@ -128,12 +128,7 @@ async fn a_call_sent_as_the_backend_dies_waits_for_the_restart() {
     let (client, _events) = connect(&sandbox, &args).await;
     let first = call(&client, "list_skills", json!({})).await.expect("forwarded");
     assert_ne!(first.is_error, Some(true), "{first:?}");
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(["status", "--name", "dying", "--json"])
-        .env("TETHER_STATE_DIR", sandbox.state.path())
-        .stdin(Stdio::null())
-        .output()
-        .expect("run tether status");
+    let status = sandbox.tether(&["status", "--name", "dying", "--json"]);
     let status: Value = serde_json::from_slice(&status.stdout).expect("status JSON");
     let backend = status["pid"].as_u64().unwrap_or_else(|| panic!("the backend's pid: {status}"));
     let backend = u32::try_from(backend).expect("pid fits");
@@ -493,11 +488,7 @@ async fn a_detached_instance_it_reused_is_left_running() {
 
     // The proxy is gone; the instance it did not start is still there, and healthy.
     assert!(group_alive(&before), "the detached backend must survive the proxy");
-    let down = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
-        .args(["down", "--name", "kept"])
-        .env("TETHER_STATE_DIR", sandbox.state.path())
-        .output()
-        .expect("run tether down");
+    let down = sandbox.tether(&["down", "--name", "kept"]);
     assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
     group_gone(&before).await;
 }
@@ -682,14 +673,7 @@ async fn proxies_started_as_hosts_do_share_one_backend_by_default() {
     let name = records[0].trim_end_matches(".json").to_string();
     let record = sandbox.record(&name).expect("the shared record");
     assert_eq!(record["detached"], true, "{record}");
-    let tether = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
-            .args(args)
-            .env("TETHER_STATE_DIR", sandbox.state.path())
-            .stdin(Stdio::null())
-            .output()
-            .expect("run tether")
-    };
+    let tether = |args: &[&str]| sandbox.tether(args);
     let status: Value =
         serde_json::from_slice(&tether(&["status", "--name", &name, "--json"]).stdout).expect("status JSON");
     assert_eq!(status["attached"], 2, "both proxies hold a lease: {status}");
@@ -733,12 +717,7 @@ async fn proxies_of_other_projects_or_secrets_do_not_share() {
     }
     for name in records.iter().map(|r| r.trim_end_matches(".json")) {
         let record = sandbox.record(name).expect("a record");
-        let down = std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
-            .args(["down", "--name", name])
-            .env("TETHER_STATE_DIR", sandbox.state.path())
-            .stdin(Stdio::null())
-            .output()
-            .expect("run tether down");
+        let down = sandbox.tether(&["down", "--name", name]);
         assert!(down.status.success(), "down {name}: {down:?}");
         group_gone(&record).await;
     }

@@ -71,6 +71,16 @@ impl Sandbox {
         cmd
     }
 
+    /// `tether ARGS` (not a proxy: `status`, `down`…) on this sandbox's state directory.
+    pub fn tether(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_tether"))
+            .args(args)
+            .env("TETHER_STATE_DIR", self.state.path())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run tether")
+    }
+
     /// The recorded instance `name` (a JSON object), when there is one.
     pub fn record(&self, name: &str) -> Option<Value> {
         let text = std::fs::read_to_string(self.state.path().join(format!("{name}.json"))).ok()?;
