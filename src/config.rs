@@ -146,6 +146,14 @@ pub struct Config {
     pub index_url: Option<String>,
     /// uvx: the `uvx` to run (a path), instead of `uvx` from PATH.
     pub uvx: Option<PathBuf>,
+    /// uvx: more requirements installed beside the package (`uvx --with`), e.g. `mcp<2`: a
+    /// version range also bounds the package's own dependency of that name.
+    #[serde(default)]
+    pub with: Vec<String>,
+    /// uvx: constraints files (`uvx --constraints`): version bounds uv applies to whatever
+    /// it resolves, installing nothing more.
+    #[serde(default)]
+    pub constraint: Vec<PathBuf>,
     /// Do not check the `version` in the health answer against the pinned package version
     /// (nor against `expect-version`).
     pub no_version_check: Option<bool>,
@@ -208,12 +216,14 @@ impl Config {
             no_version_check, image,
             container_port, pull, url, restart, max_restarts, liveness, liveness_period, liveness_failures,
             mcp_path, tools, call_wait, list_wait;
-            expect, args);
+            expect, args, with, constraint);
         self.env.extend(flags.env);
     }
 
     /// Check everything and fill in defaults.
-    pub fn plan(self) -> Result<Plan> {
+    pub fn plan(mut self) -> Result<Plan> {
+        self.apply_preset();
+        self.constraint = self.constraint.iter().map(|f| constraints_file(f)).collect::<Result<_>>()?;
         let name = self.name.clone().unwrap_or_else(|| "default".into());
         let runner = match self.runner {
             Some(r) => r,
@@ -291,6 +301,45 @@ impl Config {
         })
     }
 
+    /// What the `claude-skills` preset knows beyond its probe: with nothing else to run
+    /// (no runner, package, image or URL; arguments, if any, are options such as
+    /// `--config CFG`, not a program), it runs the package [`CLAUDE_SKILLS_PACKAGE`] through
+    /// uvx on tether's port; and that package (pinned or not) gets `mcp<2` unless `--with`
+    /// already names `mcp`: its 1.0.6 imports `mcp.server.fastmcp`, which mcp 2 removed, and
+    /// asks only for `mcp>=1.0.0`, so a fresh resolve crashes at import.
+    pub(crate) fn apply_preset(&mut self) {
+        if self.preset.as_deref() != Some("claude-skills") {
+            return;
+        }
+        let options_only = self.args.first().is_none_or(|a| a.starts_with('-'));
+        let nothing_to_run =
+            self.runner.is_none() && self.package.is_none() && self.image.is_none() && self.url.is_none();
+        if nothing_to_run && options_only {
+            self.package = Some(CLAUDE_SKILLS_PACKAGE.into());
+        }
+        let runs_it = self.package.as_deref().is_some_and(|p| {
+            let name = p.split(|c: char| "=<>!~;[ ".contains(c)).next().unwrap_or_default();
+            name.replace('_', "-").eq_ignore_ascii_case("claude-skills-mcp-backend")
+        });
+        if !runs_it || self.runner.is_some_and(|r| r != RunnerKind::Uvx) {
+            return;
+        }
+        let names_mcp = |w: &String| {
+            let name = w.split(|c: char| "=<>!~;[ ".contains(c)).next().unwrap_or_default();
+            name.eq_ignore_ascii_case("mcp")
+        };
+        if !self.with.iter().any(names_mcp) {
+            self.with.push("mcp<2".into());
+        }
+        if nothing_to_run && options_only {
+            for (flag, value) in [("--port", "{port}"), ("--host", "{host}")] {
+                if !self.args.iter().any(|a| a == flag || a.starts_with(&format!("{flag}="))) {
+                    self.args.extend([flag.to_string(), value.to_string()]);
+                }
+            }
+        }
+    }
+
     /// The version the health answer must report: `expect-version`, else (uvx) the pinned
     /// package version; none with `no-version-check`.
     fn expected_version(&self, runner: RunnerKind) -> Option<String> {
@@ -366,6 +415,8 @@ impl Config {
             ("--offline", self.offline == Some(true)),
             ("--index-url", self.index_url.is_some()),
             ("--uvx", self.uvx.is_some()),
+            ("--with", !self.with.is_empty()),
+            ("--constraint", !self.constraint.is_empty()),
         ];
         if let Some((flag, _)) = other_runners.iter().find(|(_, set)| *set) {
             return refuse(flag, "it is an option of the docker or uvx runner; drop it");
@@ -452,6 +503,27 @@ fn pinned_version(package: &str) -> Option<String> {
 #[cfg(not(feature = "uvx"))]
 fn pinned_version(_package: &str) -> Option<String> {
     None
+}
+
+/// The package the `claude-skills` preset runs when nothing else is given to run: the
+/// version whose tools the preset lists (`src/mcp/presets/claude-skills.json`).
+pub const CLAUDE_SKILLS_PACKAGE: &str = "claude-skills-mcp-backend==1.0.6";
+
+/// A `--constraint` file, made absolute (uv runs in the backend's `--cwd`) and checked to
+/// be a readable file, so that a typo is this error and not uv's after a start.
+fn constraints_file(file: &Path) -> Result<PathBuf> {
+    let bad = |why: String| {
+        Error::config(format!(
+            "bad --constraint `{}`: {why}; give a requirements-style file, e.g. one line `mcp<2`",
+            file.display()
+        ))
+    };
+    let absolute = std::path::absolute(file).map_err(|e| bad(e.to_string()))?;
+    match std::fs::metadata(&absolute) {
+        Ok(meta) if meta.is_file() => Ok(absolute),
+        Ok(_) => Err(bad("not a file".into())),
+        Err(e) => Err(bad(e.to_string())),
+    }
 }
 
 /// The host a plan gets when none is given: loopback only.

@@ -122,6 +122,12 @@ fn uvx(plan: &Plan) -> Result<Arc<dyn Runner>> {
     if let Some(uvx) = &c.uvx {
         runner = runner.with_uvx(uvx);
     }
+    for w in &c.with {
+        runner = runner.with_requirement(w);
+    }
+    for file in &c.constraint {
+        runner = runner.with_constraints(file);
+    }
     Ok(Arc::new(runner))
 }
 

@@ -55,8 +55,8 @@ pub enum BackendState {
     },
     /// It failed and will not be restarted.
     Failed {
-        /// Why.
-        reason: String,
+        /// What the host is told: the instance, the reason, that it will not be retried.
+        message: String,
         /// Its exit code, when it exited.
         exit_code: Option<i32>,
         /// Its last lines of output.
@@ -277,8 +277,9 @@ pub(crate) async fn supervise(
                     crate::RunnerKind::Remote => format!("backend '{name}' {reason}; no more reconnecting to it"),
                     _ => format!("backend '{name}' {reason}; it will not be restarted"),
                 };
-                shared.tell_host_failed(message, exit_code, &stderr_tail).await;
-                shared.set(BackendState::Failed { reason, exit_code, stderr_tail });
+                // The state first: a host that sends `initialized` meanwhile is told from it.
+                shared.set(BackendState::Failed { message, exit_code, stderr_tail });
+                shared.tell_host_failed().await;
                 // Keep answering the host (with this error) until it goes away.
                 stopping(&mut stop).await;
                 shared.set(BackendState::Stopped);

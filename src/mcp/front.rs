@@ -44,6 +44,10 @@ struct Inner {
     progress: Mutex<HashMap<ProgressToken, ProgressToken>>,
     /// Set once `initialize` is answered.
     initialized: watch::Sender<bool>,
+    /// The host was sent the backend's failure as a log message (once, after its `initialized`).
+    failure_told: std::sync::atomic::AtomicBool,
+    /// The host's first `tools/list` after the failure was answered with it.
+    failure_listed: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -65,6 +69,8 @@ impl Shared {
             live_tools: Mutex::new(Vec::new()),
             progress: Mutex::new(HashMap::new()),
             initialized: watch::channel(false).0,
+            failure_told: std::sync::atomic::AtomicBool::new(false),
+            failure_listed: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -174,14 +180,41 @@ impl Shared {
     // MCP logging is deprecated by SEP-2577 (rmcp marks it so), but today's hosts still
     // show log messages and nothing replaces them yet.
     #[allow(deprecated)]
-    pub(crate) async fn tell_host_failed(&self, message: String, exit_code: Option<i32>, tail: &[String]) {
+    pub(crate) async fn tell_host_failed(&self) {
+        use std::sync::atomic::Ordering;
+        let BackendState::Failed { message, exit_code, stderr_tail, .. } = self.current() else { return };
+        // Only to a host that has sent `initialized` (a notification before it may be
+        // dropped): the front calls this again when that comes.
         let Some(host) = self.host() else { return };
-        let data = serde_json::json!({"error": message, "exit_code": exit_code, "last_output": tail});
+        if self.0.failure_told.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let data = serde_json::json!({"error": message, "exit_code": exit_code, "last_output": stderr_tail});
         let param = rmcp::model::LoggingMessageNotificationParam::new(rmcp::model::LoggingLevel::Error, data)
             .with_logger("tether");
         if let Err(e) = host.notify_logging_message(param).await {
             tracing::debug!(error = %e, "cannot tell the host why the backend failed");
         }
+    }
+
+    /// The first `tools/list` after the backend failed for good: answered with the failure
+    /// (a host shows a server's failure only when it surfaces in the protocol); later ones
+    /// list the known tools, whose calls answer the same failure.
+    fn failure_for_list(&self) -> Option<ErrorData> {
+        use std::sync::atomic::Ordering;
+        let BackendState::Failed { message, exit_code, stderr_tail, .. } = self.current() else { return None };
+        if self.0.failure_listed.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        let mut text = message;
+        if let Some(code) = exit_code {
+            let _ = write!(text, " (exit code {code})");
+        }
+        if let Some(last) = stderr_tail.iter().rev().find(|l| !l.trim().is_empty()) {
+            let _ = write!(text, "; last output: {}", last.trim());
+        }
+        let data = serde_json::json!({"exit_code": exit_code, "last_output": stderr_tail});
+        Some(ErrorData::internal_error(text, Some(data)))
     }
 
     /// Tell the host to list the tools again.
@@ -262,9 +295,12 @@ impl Shared {
                     humanize(left)
                 )
             }
-            BackendState::Failed { reason, exit_code, .. } => {
-                let code = exit_code.map(|c| format!(" (exit code {c})")).unwrap_or_default();
-                format!("backend '{name}' failed and will not be restarted: {reason}{code}")
+            BackendState::Failed { message, exit_code, .. } => {
+                let code = exit_code
+                    .filter(|_| !message.contains("exit code"))
+                    .map(|c| format!(" (exit code {c})"))
+                    .unwrap_or_default();
+                format!("{message}{code}")
             }
             BackendState::Stopped => format!("backend '{name}' is stopping: the proxy is shutting down"),
             BackendState::Ready { url, .. } => format!("backend '{name}' at {url} did not answer"),
@@ -371,6 +407,8 @@ impl ServerHandler for Front {
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
         *self.shared.0.host.lock().unwrap_or_else(|p| p.into_inner()) = Some(context.peer.clone());
         // Ready before the host finished initializing, with a list it never saw: nothing to do.
+        // Failed before: now the host can be told.
+        self.shared.tell_host_failed().await;
     }
 
     async fn list_tools(
@@ -380,6 +418,9 @@ impl ServerHandler for Front {
     ) -> Result<ListToolsResult, ErrorData> {
         if let Some(answer) = self.list_from_backend(request.clone()).await {
             return answer;
+        }
+        if let Some(failure) = self.shared.failure_for_list() {
+            return Err(failure);
         }
         let tools = match self.shared.0.cache.before_ready() {
             Some(tools) => tools,
@@ -396,6 +437,9 @@ impl ServerHandler for Front {
                     && let Some(answer) = self.list_from_backend(request).await
                 {
                     return answer;
+                }
+                if let Some(failure) = self.shared.failure_for_list() {
+                    return Err(failure);
                 }
                 self.shared.0.cache.before_ready().unwrap_or_default()
             }

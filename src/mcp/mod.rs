@@ -73,6 +73,8 @@ pub fn plan(mut config: Config) -> Result<(Plan, ProxyOptions)> {
     // A backend someone else runs: nothing to run, no port to pick; the URL's path is
     // its MCP endpoint unless --mcp-path says otherwise.
     let remote = config.is_remote();
+    // `--preset claude-skills` alone runs that backend: what to run comes from it.
+    config.apply_preset();
     if !remote && config.args.is_empty() && config.package.is_none() && config.image.is_none() {
         return Err(Error::config(
             "mcp-proxy needs a backend to run: `-- PROGRAM ARGS` (native), `--package PKG` (uvx) or \

@@ -177,8 +177,10 @@ pub struct SupervisorOptions {
     pub restart: RestartOptions,
     /// A liveness probe after ready.
     pub liveness: Option<Liveness>,
-    /// Whether a failed FIRST start is retried per the policy (an MCP front keeps
-    /// trying; `tether up` reports it and exits). Restarts are always retried.
+    /// Whether a failed FIRST start is retried per the policy when the failure is not the
+    /// backend's own verdict (an exit before ready, an unhealthy answer, a timeout, a spawn
+    /// or runner failure are final either way; what remains is e.g. a state-file error).
+    /// Restarts of a backend that was ready once are always judged by the policy.
     pub retry_first_start: bool,
 }
 
@@ -318,7 +320,11 @@ impl Job {
             }
             // A failed first start is final for `up` (it reports and exits); once the
             // backend has been ready, every end is judged by the policy.
-            let retry = self.ever_ready || self.options.retry_first_start;
+            // The backend's own verdict on a start that never became ready (it exited, its
+            // health answer can never turn ready, it timed out, uv failed) is final: a retry
+            // runs into the same wall, and hides the reason behind "still starting".
+            let verdict = !self.ever_ready && error.as_deref().is_some_and(is_backend_verdict);
+            let retry = self.ever_ready || (self.options.retry_first_start && !verdict);
             let permanent = error.as_deref().is_some_and(is_permanent);
             let wait = if retry && !permanent { tracker.next(&ended, ran) } else { None };
             let Some(wait) = wait else {
@@ -419,6 +425,20 @@ fn is_permanent(e: &Error) -> bool {
             | Error::Refused { .. }
             | Error::AlreadyRunning { .. }
             | Error::ContainerRunning { .. }
+    )
+}
+
+/// Errors that are the backend's (or its installer's) own answer to a start: it exited
+/// before ready, its health answer said it never will be, it did not become ready in time,
+/// it could not be spawned, or its runner failed (uv's resolution, a connect).
+fn is_backend_verdict(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::EarlyExit { .. }
+            | Error::Unhealthy { .. }
+            | Error::Timeout { .. }
+            | Error::Spawn { .. }
+            | Error::Runner { .. }
     )
 }
 

@@ -67,6 +67,8 @@ pub struct UvxRunner {
     offline: bool,
     uvx: Option<PathBuf>,
     env: Vec<(String, String)>,
+    with: Vec<String>,
+    constraints: Vec<PathBuf>,
 }
 
 impl UvxRunner {
@@ -81,6 +83,8 @@ impl UvxRunner {
             offline: false,
             uvx: None,
             env: Vec::new(),
+            with: Vec::new(),
+            constraints: Vec::new(),
         })
     }
 
@@ -120,6 +124,20 @@ impl UvxRunner {
         self
     }
 
+    /// Another requirement installed beside the package (uvx's `--with`, repeatable), e.g.
+    /// `mcp<2`: a version range here also constrains the package's own dependency.
+    pub fn with_requirement(mut self, requirement: impl Into<String>) -> Self {
+        self.with.push(requirement.into());
+        self
+    }
+
+    /// A constraints file (uvx's `--constraints`, repeatable): `mcp<2` in it bounds what uv
+    /// resolves without installing anything more.
+    pub fn with_constraints(mut self, file: impl Into<PathBuf>) -> Self {
+        self.constraints.push(file.into());
+        self
+    }
+
     /// The package.
     pub fn package(&self) -> &PackageSpec {
         &self.package
@@ -154,6 +172,12 @@ impl UvxRunner {
         if let Some(u) = &self.index_url {
             args.extend(["--index-url".into(), u.into()]);
         }
+        for w in &self.with {
+            args.extend(["--with".into(), w.into()]);
+        }
+        for c in &self.constraints {
+            args.extend(["--constraints".into(), c.into()]);
+        }
         args.extend(["--from".into(), self.package.from_arg().into(), self.entry().into()]);
         args.extend(spec.substituted_args().into_iter().map(OsString::from));
         args
@@ -178,6 +202,14 @@ impl UvxRunner {
         if let Some(p) = &self.python {
             f.push_str(" --python ");
             f.push_str(p);
+        }
+        for w in &self.with {
+            f.push_str(" --with ");
+            f.push_str(w);
+        }
+        for c in &self.constraints {
+            f.push_str(" --constraints ");
+            f.push_str(&c.to_string_lossy());
         }
         f
     }
@@ -265,6 +297,9 @@ mod tests {
         );
         let r = UvxRunner::new("pkg")?.with_entry("pkg-server");
         assert_eq!(args(&r, &spec)[..3], ["--from", "pkg", "pkg-server"]);
+        let r = UvxRunner::new("pkg==1")?.with_requirement("mcp<2").with_constraints("/c/pins.txt");
+        assert_eq!(args(&r, &spec)[..6], ["--with", "mcp<2", "--constraints", "/c/pins.txt", "--from", "pkg==1"]);
+        assert!(r.fingerprint().contains("--with mcp<2"), "{}", r.fingerprint());
         Ok(())
     }
 

@@ -291,6 +291,14 @@ pub struct BackendArgs {
     /// uvx: the uvx executable to run [default: uvx from PATH]
     #[arg(long, env = "TETHER_UVX", value_name = "PATH")]
     pub uvx: Option<PathBuf>,
+    /// uvx: another requirement installed beside the package (repeatable; uvx --with), e.g.
+    /// 'mcp<2'; TETHER_WITH gives one [default: the claude-skills preset adds mcp<2]
+    #[arg(long = "with", env = "TETHER_WITH", value_name = "REQ")]
+    pub with: Vec<String>,
+    /// uvx: a constraints file (repeatable; uvx --constraints): version bounds for whatever
+    /// uv resolves, e.g. a line `mcp<2`; TETHER_CONSTRAINT gives one
+    #[arg(long, env = "TETHER_CONSTRAINT", value_name = "FILE")]
+    pub constraint: Vec<PathBuf>,
     /// Do not check the health answer's `version` (against --expect-version or the pinned package).
     #[arg(long, env = "TETHER_NO_VERSION_CHECK", value_parser = BoolishValueParser::new())]
     pub no_version_check: bool,
@@ -357,6 +365,8 @@ impl BackendArgs {
         c.offline = self.offline.then_some(true);
         c.index_url = self.index_url.clone();
         c.uvx = self.uvx.clone();
+        c.with = self.with.clone();
+        c.constraint = self.constraint.clone();
         c.no_version_check = self.no_version_check.then_some(true);
         c.image = self.image.clone();
         c.container_port = self.container_port;
