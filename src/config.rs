@@ -121,6 +121,9 @@ pub struct Config {
     pub timeout: Option<String>,
     /// Per-probe timeout (default `2s`; at least 10ms).
     pub probe_timeout: Option<String>,
+    /// uvx: how long installing the backend's environment may take, before the readiness
+    /// `timeout` starts (default `15m`; at least 1s).
+    pub install_timeout: Option<String>,
     /// Grace between SIGTERM and SIGKILL (`5s`).
     pub grace: Option<String>,
     /// Stop our own holder of the port, and refuse foreign ones unless this is set.
@@ -212,7 +215,7 @@ impl Config {
     pub fn overlay(&mut self, flags: Config) {
         overlay!(self, flags;
             runner, name, port, host, probe, preset, progress_field, expect_version, timeout,
-            probe_timeout, grace, force_port, cwd, package, entry, python, offline, index_url, uvx,
+            probe_timeout, install_timeout, grace, force_port, cwd, package, entry, python, offline, index_url, uvx,
             no_version_check, image,
             container_port, pull, url, restart, max_restarts, liveness, liveness_period, liveness_failures,
             mcp_path, tools, call_wait, list_wait;
@@ -238,6 +241,12 @@ impl Config {
             self.probe_timeout.as_deref(),
             Duration::from_secs(2),
             MIN_PROBE_TIMEOUT,
+        )?;
+        let install_timeout = duration_at_least(
+            "install-timeout",
+            self.install_timeout.as_deref(),
+            DEFAULT_INSTALL_TIMEOUT,
+            Duration::from_secs(1),
         )?;
         let grace = duration("grace", self.grace.as_deref(), Duration::from_secs(5))?;
         // Checked with or without `liveness`: a bad value is an error wherever it is.
@@ -295,6 +304,7 @@ impl Config {
             probe,
             timeout,
             probe_timeout,
+            install_timeout,
             grace,
             force_port: self.force_port.unwrap_or(false),
             config: self,
@@ -647,6 +657,9 @@ fn location(text: &str, span: Option<std::ops::Range<usize>>) -> String {
 /// answer one probe on a loaded machine, so such a start fails by chance, not because
 /// the backend is slow.
 const MIN_TIMEOUT: Duration = Duration::from_millis(100);
+/// uvx: the default deadline of installing the environment (the uvx runner's own default):
+/// a first install of claude-skills-mcp-backend downloads ~5.5 GB.
+const DEFAULT_INSTALL_TIMEOUT: Duration = Duration::from_secs(900);
 /// The shortest time one probe attempt may take: below it, scheduling jitter alone times
 /// out a healthy answer over loopback.
 const MIN_PROBE_TIMEOUT: Duration = Duration::from_millis(10);
@@ -695,6 +708,8 @@ pub struct Plan {
     pub timeout: Duration,
     /// Per-probe timeout.
     pub probe_timeout: Duration,
+    /// uvx: the deadline of installing the environment (before `timeout` starts).
+    pub install_timeout: Duration,
     /// SIGTERM → SIGKILL grace.
     pub grace: Duration,
     /// Whether foreign port holders may be stopped.
@@ -895,6 +910,7 @@ mod tests {
         let plan = Config::default().plan().expect("the defaults plan");
         assert_eq!(plan.timeout, Duration::from_secs(120));
         assert_eq!(plan.probe_timeout, Duration::from_secs(2));
+        assert_eq!(plan.install_timeout, Duration::from_secs(900));
         assert_eq!(plan.grace, Duration::from_secs(5));
         assert_eq!(plan.port, PortChoice::Fixed(8765));
         assert_eq!(plan.host, "127.0.0.1");
@@ -912,6 +928,7 @@ mod tests {
             match key {
                 "timeout" => c.timeout = Some(text.into()),
                 "probe-timeout" => c.probe_timeout = Some(text.into()),
+                "install-timeout" => c.install_timeout = Some(text.into()),
                 _ => c.liveness_period = Some(text.into()),
             }
             c.plan()
@@ -919,6 +936,7 @@ mod tests {
         for (key, low, min, ok) in [
             ("timeout", "0s", "100ms", "100ms"),
             ("probe-timeout", "0ms", "10ms", "10ms"),
+            ("install-timeout", "500ms", "1000ms", "1s"),
             ("liveness-period", "0s", "100ms", "100ms"),
             ("liveness-period", "99ms", "100ms", "1s"),
         ] {

@@ -109,7 +109,9 @@ fn uvx(plan: &Plan) -> Result<Arc<dyn Runner>> {
             "the uvx runner needs a package: --package PKG==VERSION (or `package = \"PKG==VERSION\"` in tether.toml)",
         )
     })?;
-    let mut runner = tether_runner_uvx::UvxRunner::new(package)?.offline(c.offline.unwrap_or(false));
+    let mut runner = tether_runner_uvx::UvxRunner::new(package)?
+        .offline(c.offline.unwrap_or(false))
+        .with_install_timeout(plan.install_timeout);
     if let Some(entry) = &c.entry {
         runner = runner.with_entry(entry);
     }

@@ -302,6 +302,26 @@ impl Script {
         }
     }
 
+    /// The first notification `method` (one seen while waiting for an answer counts).
+    async fn notification(&mut self, method: &str) -> Value {
+        if let Some(seen) = self.seen.iter().find(|m| m["method"] == method) {
+            return seen.clone();
+        }
+        loop {
+            let line = tokio::time::timeout(WAIT, self.stdout.next_line())
+                .await
+                .unwrap_or_else(|_| panic!("no {method} in time"))
+                .expect("read stdout")
+                .expect("stdout open");
+            let v: Value =
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("stdout is not JSON-RPC ({e}): {line}"));
+            if v["method"] == method {
+                return v;
+            }
+            self.seen.push(v);
+        }
+    }
+
     async fn initialize(&mut self) -> Value {
         self.send(json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
             "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "script", "version": "1"}}}))
@@ -399,6 +419,35 @@ async fn sigterm_while_loading_stops_the_backend_and_exits_0() {
 }
 
 #[tokio::test]
+async fn a_start_that_fails_is_final_and_reaches_the_host_in_the_protocol() {
+    let sandbox = Sandbox::new();
+    // As a host starts it: shared, and the proxy's default restart policy (on-failure).
+    let args = proxy_args(&["--name", "fails"], &["--skills", "many"]);
+    let mut script = Script::start_as_host(&sandbox, &args);
+    script.initialize().await;
+    let logged = script.notification("notifications/message").await;
+    let error = logged["params"]["data"]["error"].as_str().unwrap_or_default().to_string();
+    assert!(error.contains("will not be restarted"), "{logged}");
+    assert_eq!(logged["params"]["data"]["exit_code"], 2, "{logged}");
+    // Shared: the output went to the instance's log file, and still reaches the host.
+    let tail = logged["params"]["data"]["last_output"].to_string();
+    assert!(tail.contains("many"), "the backend's own complaint: {logged}");
+    // The first tools/list after the failure answers it; later ones list what is known.
+    script.send(json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})).await;
+    let listed = script.answer(2).await;
+    let message = listed["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("exit code 2") && message.contains("many"), "{listed}");
+    script.send(json!({"jsonrpc": "2.0", "id": 3, "method": "tools/list"})).await;
+    let again = script.answer(3).await;
+    assert_eq!(again["result"]["tools"].as_array().map_or(0, Vec::len), 3, "the preset's tools: {again}");
+    let text = script.tool_error(4, "list_skills").await;
+    assert!(text.contains("will not be restarted") && text.contains("exit code 2"), "{text}");
+    assert!(!text.contains("still starting"), "{text}");
+    script.stdin = None;
+    assert_eq!(script.exit_code().await, Some(0));
+}
+
+#[tokio::test]
 async fn a_backend_that_cannot_start_is_explained_to_the_host() {
     let sandbox = Sandbox::new();
     // A bad value: the backend's own argument parser rejects it and exits 2.
@@ -410,8 +459,7 @@ async fn a_backend_that_cannot_start_is_explained_to_the_host() {
     assert!(text.contains("exit code 2"), "{text}");
     assert!(text.contains("many"), "the backend's own complaint is shown: {text}");
     // Hosts show a failure only when it surfaces in the protocol: an MCP log message too.
-    let logged = script.seen.iter().find(|m| m["method"] == "notifications/message").cloned();
-    let logged = logged.unwrap_or_else(|| panic!("no notifications/message among {:?}", script.seen));
+    let logged = script.notification("notifications/message").await;
     assert_eq!(logged["params"]["level"], "error", "{logged}");
     assert!(
         logged["params"]["data"]["error"].as_str().is_some_and(|e| e.contains("will not be restarted")),

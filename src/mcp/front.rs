@@ -407,8 +407,10 @@ impl ServerHandler for Front {
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
         *self.shared.0.host.lock().unwrap_or_else(|p| p.into_inner()) = Some(context.peer.clone());
         // Ready before the host finished initializing, with a list it never saw: nothing to do.
-        // Failed before: now the host can be told.
-        self.shared.tell_host_failed().await;
+        // Failed before: now the host can be told (from a task of its own: this handler
+        // runs inside the session's loop, which must be free to send it).
+        let shared = self.shared.clone();
+        tokio::spawn(async move { shared.tell_host_failed().await });
     }
 
     async fn list_tools(

@@ -97,7 +97,7 @@ pub async fn launch(
         runner.sweep_stale(&spec.name, Some(spec.port).filter(|p| *p != 0), spec.grace).await.map_err(fail)?;
     }
     let report = |p: Progress| lifecycle.advance(State::Preparing { progress: p });
-    runner.prepare(&report).await.map_err(fail)?;
+    runner.prepare(&spec, &report).await.map_err(fail)?;
     let client = probe_client(opts.readiness.attempt_timeout).map_err(fail)?;
     lifecycle.advance(State::Starting);
     let backend = runner.start(&spec).await.map_err(fail)?;

@@ -83,7 +83,7 @@ pub async fn early_exit(backend: &dyn RunningBackend, status: ExitStatus) -> Err
     let logs = backend.logs();
     // Its last words may still be in the pipe.
     logs.drained(Duration::from_millis(300)).await;
-    Error::EarlyExit { status, stderr_tail: logs.tail(TAIL_LINES) }
+    Error::EarlyExit { status, stderr_tail: backend.last_lines(TAIL_LINES) }
 }
 
 /// Whether the last `new` lines of output are all the backend logging our own probe.
@@ -169,7 +169,7 @@ pub async fn wait_ready(
                 );
             }
             Ok(ProbeOutcome::Failed { reason }) => {
-                return Err(Error::Unhealthy { reason, stderr_tail: logs.tail(TAIL_LINES) });
+                return Err(Error::Unhealthy { reason, stderr_tail: backend.last_lines(TAIL_LINES) });
             }
             Ok(ProbeOutcome::Pending { progress, detail, answered }) => {
                 last = detail;

@@ -220,8 +220,10 @@ pub trait Runner: Send + Sync + std::fmt::Debug {
     fn kind(&self) -> &'static str;
     /// The tool is present and usable.
     async fn check(&self) -> Result<RunnerInfo>;
-    /// Install or pull what is needed, reporting progress. Default: nothing to do.
-    async fn prepare(&self, _progress: &(dyn Fn(Progress) + Send + Sync)) -> Result<()> {
+    /// Install or pull what is needed for `spec`, reporting progress: the download or
+    /// install that a first start may need, bounded by the runner's own deadline, so
+    /// that the readiness timeout counts start → ready only. Default: nothing to do.
+    async fn prepare(&self, _spec: &LaunchSpec, _progress: &(dyn Fn(Progress) + Send + Sync)) -> Result<()> {
         Ok(())
     }
     /// Start the backend.
@@ -281,6 +283,11 @@ pub trait RunningBackend: Send + Sync + std::fmt::Debug {
     /// The phase shown while it is up but not yet answering (`starting`, `installing via uv`).
     fn startup_phase(&self) -> String {
         "starting".into()
+    }
+    /// Its last `lines` lines of output, for an error message. Default: the relay's tail
+    /// (a detached process backend, whose output goes to its log file, reads that).
+    fn last_lines(&self, lines: usize) -> Vec<String> {
+        self.logs().tail(lines)
     }
     /// Resolves when it has exited.
     async fn wait(&self) -> ExitStatus;

@@ -215,7 +215,7 @@ impl Runner for DockerRunner {
     }
 
     #[instrument(skip_all, fields(image = %self.image, pull = ?self.pull))]
-    async fn prepare(&self, progress: &(dyn Fn(Progress) + Send + Sync)) -> Result<()> {
+    async fn prepare(&self, _spec: &LaunchSpec, progress: &(dyn Fn(Progress) + Send + Sync)) -> Result<()> {
         image::ensure(self.docker().await?, &self.image, self.pull, progress).await
     }
 

@@ -12,10 +12,16 @@
 //! [`tether_core::process::spawn`], so it runs in its own process group under tether's
 //! guard. uv does not `exec` Python: the backend is uv's *child*, the guard's grandchild.
 //! That is why the group stop and the guard stop the whole group and every descendant,
-//! not the direct child alone. Until the backend's port first answers the phase shown is
-//! `installing via uv` (a first start may download for a long time; uv's own stderr is
-//! relayed meanwhile), then `loading`. A package uv cannot resolve makes uv exit within
-//! seconds, which the readiness engine reports at once with uv's own words in the tail.
+//! not the direct child alone.
+//!
+//! Installing is apart from starting: [`Runner::prepare`] runs `uvx … --from PKG python -c
+//! pass` (the same environment, so uv's cache then serves the start) under the same guard,
+//! bounded by its own deadline ([`UvxRunner::with_install_timeout`], default 15 minutes),
+//! showing `checking the environment (uv)` and then uv's own steps (`installing via uv:
+//! downloading torch (846.9MiB)`). The readiness timeout then counts start → ready only,
+//! and a warm start shows `starting` (Python importing the backend), then `loading`. A
+//! package uv cannot resolve, a Python it cannot find or a failed download ends the start
+//! there, at once, with uv's own last lines: such a failure is final, never retried.
 //!
 //! A pinned package (`PKG==VER`, or a wheel, whose file name carries its version) lets
 //! the front crate check the `version` the backend reports in `/health`; an unpinned
@@ -45,14 +51,31 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use tether_core::process::{self, ProcessCommand};
-use tether_core::{LaunchSpec, Result, Runner, RunnerInfo, RunningBackend};
+use tether_core::runner::Tethering;
+use tether_core::{Error, LaunchSpec, Progress, Result, Runner, RunnerInfo, RunningBackend};
 use tracing::instrument;
 
 pub use error::UvxError;
 pub use package::PackageSpec;
 
-/// The phase shown from the start until the backend's port first answers.
+/// The phase shown while uv checks the backend's environment, before it says it installs
+/// anything ([`UvxRunner`]'s `prepare`): all of a warm start's.
+pub const CHECK_PHASE: &str = "checking the environment (uv)";
+
+/// The phase shown while uv installs the backend's environment, followed by uv's own
+/// step: `installing via uv: downloading torch (846.9MiB)`.
 pub const INSTALL_PHASE: &str = "installing via uv";
+
+/// The phase shown from the start until the backend's port first answers: the
+/// environment is installed by then, Python is importing the backend.
+pub const START_PHASE: &str = "starting";
+
+/// How long installing the environment may take by default: a first install of a
+/// heavy backend downloads gigabytes (claude-skills-mcp-backend: ~5.5 GB of wheels).
+pub const DEFAULT_INSTALL_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// How many of uv's last lines an install failure carries.
+const INSTALL_TAIL: usize = 12;
 
 /// How long `uvx --version` may take before uvx is declared broken.
 const VERSION_TIMEOUT: Duration = Duration::from_secs(15);
@@ -69,6 +92,7 @@ pub struct UvxRunner {
     env: Vec<(String, String)>,
     with: Vec<String>,
     constraints: Vec<PathBuf>,
+    install_timeout: Duration,
 }
 
 impl UvxRunner {
@@ -85,6 +109,7 @@ impl UvxRunner {
             env: Vec::new(),
             with: Vec::new(),
             constraints: Vec::new(),
+            install_timeout: DEFAULT_INSTALL_TIMEOUT,
         })
     }
 
@@ -138,6 +163,13 @@ impl UvxRunner {
         self
     }
 
+    /// How long installing the environment (`prepare`) may take; default
+    /// [`DEFAULT_INSTALL_TIMEOUT`]. The readiness timeout starts after it.
+    pub fn with_install_timeout(mut self, timeout: Duration) -> Self {
+        self.install_timeout = timeout;
+        self
+    }
+
     /// The package.
     pub fn package(&self) -> &PackageSpec {
         &self.package
@@ -162,6 +194,22 @@ impl UvxRunner {
 
     /// The arguments given to uvx for `spec` (after the program).
     pub fn uvx_args(&self, spec: &LaunchSpec) -> Vec<OsString> {
+        let mut args = self.environment_args();
+        args.push(self.entry().into());
+        args.extend(spec.substituted_args().into_iter().map(OsString::from));
+        args
+    }
+
+    /// The arguments that install the environment without starting the backend: the same
+    /// environment (so uv's cache serves the start), running its Python on nothing.
+    pub fn install_args(&self) -> Vec<OsString> {
+        let mut args = self.environment_args();
+        args.extend(["python".into(), "-c".into(), "pass".into()]);
+        args
+    }
+
+    /// Everything that chooses the environment, up to `--from PKG`.
+    fn environment_args(&self) -> Vec<OsString> {
         let mut args: Vec<OsString> = Vec::new();
         if self.offline {
             args.push("--offline".into());
@@ -178,14 +226,23 @@ impl UvxRunner {
         for c in &self.constraints {
             args.extend(["--constraints".into(), c.into()]);
         }
-        args.extend(["--from".into(), self.package.from_arg().into(), self.entry().into()]);
-        args.extend(spec.substituted_args().into_iter().map(OsString::from));
+        args.extend(["--from".into(), self.package.from_arg().into()]);
         args
     }
 
     /// The command that runs the backend described by `spec`.
     pub fn command(&self, uvx: &Path, spec: &LaunchSpec) -> ProcessCommand {
-        let mut cmd = ProcessCommand::new(uvx, self.uvx_args(spec)).with_startup_phase(INSTALL_PHASE);
+        let cmd = ProcessCommand::new(uvx, self.uvx_args(spec)).with_startup_phase(START_PHASE);
+        self.with_uv_env(cmd, spec)
+    }
+
+    /// The command that installs the environment (see [`UvxRunner::install_args`]).
+    pub fn install_command(&self, uvx: &Path, spec: &LaunchSpec) -> ProcessCommand {
+        let cmd = ProcessCommand::new(uvx, self.install_args()).with_startup_phase(CHECK_PHASE);
+        self.with_uv_env(cmd, spec)
+    }
+
+    fn with_uv_env(&self, mut cmd: ProcessCommand, spec: &LaunchSpec) -> ProcessCommand {
         // Python buffers a piped stdout in 8 KiB blocks: without this, a backend's
         // lines would reach the relay (and the readiness engine) late, in bursts.
         if !spec.env.iter().chain(&self.env).any(|(k, _)| k == "PYTHONUNBUFFERED") {
@@ -260,11 +317,88 @@ impl Runner for UvxRunner {
         Ok(RunnerInfo { tool_version: Some(tool_version), fingerprint: self.fingerprint() })
     }
 
+    /// Installs the environment with `uvx … --from PKG python -c pass`, under the spec's
+    /// tethering (the guard: an owner killed meanwhile takes uv with it), within the
+    /// install timeout. uv's progress lines (`Resolved 85 packages`, `Downloading torch`,
+    /// `Installed 85 packages`) become the phase shown; a warm cache makes this a few
+    /// hundred milliseconds. A failure (a version that does not exist, a Python uv cannot
+    /// find, a download error) is final, with uv's own last lines.
+    #[instrument(skip_all, fields(package = %self.package.from_arg()))]
+    async fn prepare(&self, spec: &LaunchSpec, progress: &(dyn Fn(Progress) + Send + Sync)) -> Result<()> {
+        let uvx = self.resolve_uvx()?;
+        let mut install = spec.clone();
+        // uv's output is read here (a detached start sends its own to the log file).
+        if let Tethering::Detached { exe, .. } = &spec.tethering {
+            install.tethering = Tethering::Guard { exe: exe.clone() };
+        }
+        progress(Progress::phase(CHECK_PHASE));
+        let started = std::time::Instant::now();
+        let running = process::spawn(self.install_command(&uvx, spec), &install).await?;
+        let mut lines = running.logs().subscribe();
+        let watch = async {
+            loop {
+                match lines.recv().await {
+                    Ok(line) => {
+                        if let Some(step) = install_step(&line.text) {
+                            progress(Progress::phase(format!("{INSTALL_PHASE}: {step}")));
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+                }
+            }
+        };
+        let exit = tokio::select! {
+            status = running.wait() => Some(status),
+            () = watch => None,
+            () = tokio::time::sleep(self.install_timeout) => None,
+        };
+        let Some(status) = exit else {
+            running.stop(spec.grace).await?;
+            return Err(Error::Runner {
+                message: format!(
+                    "uv did not finish installing {} within {}s (--install-timeout); a slow link needs \
+                     a longer one, or install it ahead with `uvx --from {} python -c pass`",
+                    self.package.from_arg(),
+                    self.install_timeout.as_secs(),
+                    self.package.from_arg()
+                ),
+                stderr_tail: running.logs().tail(INSTALL_TAIL),
+                source: None,
+            });
+        };
+        running.logs().drained(Duration::from_millis(300)).await;
+        running.release();
+        if status.code() != Some(0) {
+            return Err(Error::Runner {
+                message: format!("uv could not install {} ({status})", self.package.from_arg()),
+                stderr_tail: running.logs().tail(INSTALL_TAIL),
+                source: None,
+            });
+        }
+        tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "environment installed");
+        Ok(())
+    }
+
     async fn start(&self, spec: &LaunchSpec) -> Result<Box<dyn RunningBackend>> {
         let uvx = self.resolve_uvx()?;
         let backend = process::spawn(self.command(&uvx, spec), spec).await?;
         Ok(Box::new(backend))
     }
+}
+
+/// What an install line of uv's says, as a phase: `Resolved 85 packages in 1.2s`,
+/// `Downloading torch (846.9MiB)`, `Prepared 85 packages in 40s`, `Installed 85 packages
+/// in 310ms`, `Building pkg`. Other lines (warnings, Python's) say nothing of progress.
+fn install_step(line: &str) -> Option<String> {
+    const STEPS: [&str; 8] =
+        ["Resolved ", "Downloading ", "Downloaded ", "Prepared ", "Installed ", "Building ", "Built ", "Uninstalled "];
+    let line = line.trim();
+    STEPS.iter().any(|s| line.starts_with(s)).then(|| {
+        // Lower-case the first letter: `installing via uv: resolved 85 packages`.
+        let mut chars = line.chars();
+        chars.next().map(|c| c.to_lowercase().chain(chars).collect()).unwrap_or_default()
+    })
 }
 
 #[cfg(test)]
@@ -300,6 +434,12 @@ mod tests {
         let r = UvxRunner::new("pkg==1")?.with_requirement("mcp<2").with_constraints("/c/pins.txt");
         assert_eq!(args(&r, &spec)[..6], ["--with", "mcp<2", "--constraints", "/c/pins.txt", "--from", "pkg==1"]);
         assert!(r.fingerprint().contains("--with mcp<2"), "{}", r.fingerprint());
+        // Installing builds the same environment, and runs its Python on nothing.
+        let install: Vec<String> = r.install_args().into_iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        assert_eq!(
+            install,
+            ["--with", "mcp<2", "--constraints", "/c/pins.txt", "--from", "pkg==1", "python", "-c", "pass"]
+        );
         Ok(())
     }
 
@@ -308,7 +448,10 @@ mod tests {
         let r = UvxRunner::new("pkg==1.0")?;
         let cmd = r.command(Path::new("/bin/uvx"), &LaunchSpec::new("x", 1));
         assert!(cmd.env.contains(&("PYTHONUNBUFFERED".into(), "1".into())));
-        assert_eq!(cmd.startup_phase, INSTALL_PHASE);
+        assert_eq!(cmd.startup_phase, START_PHASE);
+        let install = r.install_command(Path::new("/bin/uvx"), &LaunchSpec::new("x", 1));
+        assert_eq!(install.startup_phase, CHECK_PHASE);
+        assert!(install.env.contains(&("PYTHONUNBUFFERED".into(), "1".into())));
         let cmd = r.command(Path::new("/bin/uvx"), &LaunchSpec::new("x", 1).with_env("PYTHONUNBUFFERED", "0"));
         assert!(!cmd.env.iter().any(|(k, _)| k == "PYTHONUNBUFFERED"));
         Ok(())
@@ -320,6 +463,15 @@ mod tests {
         assert_eq!(r.entry(), "my-backend");
         assert_eq!(r.fingerprint(), "uvx:/tmp/my_backend-0.3.0-py3-none-any.whl my-backend");
         Ok(())
+    }
+
+    #[test]
+    fn uv_install_lines_become_phases_and_others_do_not() {
+        assert_eq!(install_step("Resolved 85 packages in 1.21s").as_deref(), Some("resolved 85 packages in 1.21s"));
+        assert_eq!(install_step(" Downloading torch (846.9MiB)").as_deref(), Some("downloading torch (846.9MiB)"));
+        assert_eq!(install_step("Installed 85 packages in 312ms").as_deref(), Some("installed 85 packages in 312ms"));
+        assert_eq!(install_step("warning: `VIRTUAL_ENV` does not match"), None);
+        assert_eq!(install_step("Traceback (most recent call last):"), None);
     }
 
     #[test]

@@ -83,7 +83,7 @@ impl Runner for FakeRunner {
         }
     }
 
-    async fn prepare(&self, progress: &(dyn Fn(Progress) + Send + Sync)) -> Result<()> {
+    async fn prepare(&self, _spec: &LaunchSpec, progress: &(dyn Fn(Progress) + Send + Sync)) -> Result<()> {
         for step in &self.prepare_steps {
             progress(step.clone());
         }

@@ -261,6 +261,10 @@ pub struct BackendArgs {
     /// Timeout of each probe attempt, at least 10ms [default: 2s]
     #[arg(long, env = "TETHER_PROBE_TIMEOUT", value_name = "DUR", value_parser = parse_dur)]
     pub probe_timeout: Option<String>,
+    /// uvx: deadline of installing the backend's environment (uv's downloads), at least 1s;
+    /// --timeout starts after it [default: 15m]
+    #[arg(long, env = "TETHER_INSTALL_TIMEOUT", value_name = "DUR", value_parser = parse_dur)]
+    pub install_timeout: Option<String>,
     /// Grace period between SIGTERM and SIGKILL [default: 5s]
     #[arg(long, env = "TETHER_GRACE", value_name = "DUR", value_parser = parse_dur)]
     pub grace: Option<String>,
@@ -354,6 +358,7 @@ impl BackendArgs {
         c.expect_version = self.expect_version.clone();
         c.timeout = self.timeout.clone();
         c.probe_timeout = self.probe_timeout.clone();
+        c.install_timeout = self.install_timeout.clone();
         c.grace = self.grace.clone();
         c.force_port = self.force_port.then_some(true);
         c.args = self.args.clone();

@@ -164,6 +164,10 @@ pub async fn spawn(cmd: ProcessCommand, spec: &LaunchSpec) -> Result<ProcessBack
         exit: rx,
         startup_phase: cmd.startup_phase,
         released: AtomicBool::new(detached),
+        log_file: match &spec.tethering {
+            Tethering::Detached { log_file, .. } => Some(log_file.clone()),
+            _ => None,
+        },
     })
 }
 
@@ -221,6 +225,33 @@ pub async fn stop_recorded(record: &crate::state::Record, grace: Duration) -> Re
     stop_group(target, grace, || None).await
 }
 
+/// The last `lines` non-empty lines of a log file (its last 64 KiB), opened without
+/// following a link; none when it cannot be read.
+fn last_lines_of(file: &std::path::Path, lines: usize) -> Vec<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    use std::os::unix::fs::OpenOptionsExt;
+    const WINDOW: u64 = 64 * 1024;
+    let Ok(mut f) = std::fs::OpenOptions::new().read(true).custom_flags(nix::libc::O_NOFOLLOW).open(file) else {
+        return Vec::new();
+    };
+    let len = f.metadata().map_or(0, |m| m.len());
+    if f.seek(SeekFrom::Start(len.saturating_sub(WINDOW))).is_err() {
+        return Vec::new();
+    }
+    let mut bytes = Vec::new();
+    if f.take(WINDOW).read_to_end(&mut bytes).is_err() {
+        return Vec::new();
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    let mut all: Vec<String> = text.lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect();
+    // A cut first line is a fragment when the window did not start at the file's start.
+    if len > WINDOW && !all.is_empty() {
+        all.remove(0);
+    }
+    let skip = all.len().saturating_sub(lines);
+    all.split_off(skip)
+}
+
 /// A 1 MiB pipe (the usual unprivileged maximum) instead of 64 KiB: a backend that
 /// writes in bursts keeps writing while the relay catches up. Best effort.
 fn widen_pipe(pipe: &impl std::os::fd::AsFd) {
@@ -237,6 +268,8 @@ pub struct ProcessBackend {
     startup_phase: String,
     // Set once stopped, or for detached backends: Drop must not kill then.
     released: AtomicBool,
+    /// A detached backend's log file: where its last lines are (its relay gets none).
+    log_file: Option<PathBuf>,
 }
 
 impl ProcessBackend {
@@ -262,6 +295,13 @@ impl RunningBackend for ProcessBackend {
 
     fn startup_phase(&self) -> String {
         self.startup_phase.clone()
+    }
+
+    fn last_lines(&self, lines: usize) -> Vec<String> {
+        match &self.log_file {
+            Some(file) => last_lines_of(file, lines),
+            None => self.relay.tail(lines),
+        }
     }
 
     async fn wait(&self) -> ExitStatus {
