@@ -69,6 +69,14 @@ fn up_shows_progress_records_uv_and_down_leaves_no_python() {
     let text = String::from_utf8_lossy(&status.stdout);
     assert!(text.contains("\"tool_version\":\"uv"), "status shows uv's version: {text}");
     assert!(text.contains("uvx:"), "status shows the uvx fingerprint: {text}");
+    // The backend's own pid is Python's (uv runs it as a child), the guard's apart.
+    let shown: Value = serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("status --json ({e}): {text}"));
+    let shown = if shown.is_array() { shown[0].clone() } else { shown };
+    let pid = shown["pid"].as_u64().and_then(|p| u32::try_from(p).ok()).unwrap_or_else(|| panic!("no pid: {shown}"));
+    let command = tether::core::procs::command_of(pid).unwrap_or_default();
+    let program = command.split(' ').next().and_then(|p| p.rsplit('/').next()).unwrap_or_default();
+    assert!(program.starts_with("python"), "status's pid {pid} is Python's, not uv's: {command}");
+    assert!(shown["guard_pid"].as_u64().is_some_and(|g| g != u64::from(pid)), "the guard apart: {shown}");
 
     // uv, the Python under it and the Python grandchild (which carries no marker: it is
     // found by the pid the backend printed) all run now…

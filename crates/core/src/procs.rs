@@ -124,8 +124,38 @@ pub fn holds_file(pid: u32, path: &Path) -> bool {
 
 /// The backend under `leader`: when `leader` is tether's guard (`… __tether-guard …`),
 /// its oldest live child (the backend it started); otherwise `leader` itself (a backend
-/// started without a guard). `None` when there is none (yet).
+/// started without a guard). A launcher that does not `exec` its program (uv and uvx run
+/// Python as their child) is looked through to its only child: the backend's own pid is
+/// Python's. `None` when there is none (yet).
 pub fn backend_of(leader: u32) -> Option<u32> {
+    let mut backend = started_by(leader)?;
+    // uvx → uv → python at most; a launcher with no child (yet) or several is shown itself.
+    for _ in 0..3 {
+        let launcher = live_stat(backend).is_some_and(|s| LAUNCHERS.contains(&s.comm.as_str()));
+        let only = match only_child(backend) {
+            Some(child) if launcher => child,
+            _ => break,
+        };
+        backend = only;
+    }
+    Some(backend)
+}
+
+/// Programs that start the backend as their child rather than `exec` it.
+const LAUNCHERS: [&str; 2] = ["uv", "uvx"];
+
+/// The one live child of `pid`, when it has exactly one.
+fn only_child(pid: u32) -> Option<u32> {
+    let children = if has_child_lists() { child_list(pid) } else { descendants_via(pid, false) };
+    let mut live = children.into_iter().filter(|c| live_stat(*c).is_some_and(|s| to_u32(s.ppid) == pid));
+    match (live.next(), live.next()) {
+        (Some(child), None) => Some(child),
+        _ => None,
+    }
+}
+
+/// The process `leader` started: its oldest child when it is a guard, else itself.
+fn started_by(leader: u32) -> Option<u32> {
     // The guard's first argument is the marker (`tether __tether-guard …`); a backend
     // that merely has the word among its own arguments is no guard.
     let is_guard = fs::read(format!("/proc/{leader}/cmdline"))
