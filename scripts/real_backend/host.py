@@ -29,7 +29,7 @@ time, and tether shares a backend only between proxies that would give it the sa
 environment (as an MCP host's windows do).
 
 Usage: python host.py [--tool T] [--task TEXT] [--deadline S] [--direct TETHER]
-                      [--expect-failure] [--server-env FILE] -- COMMAND [ARGS…]
+                      [--expect-failure] [--server-env FILE] [--hold S] -- COMMAND [ARGS…]
 """
 
 import argparse
@@ -213,6 +213,8 @@ async def run(options, command):
                         listed = await session.list_tools()
                         out["tools_after_ready"] = [t.name for t in listed.tools]
                         out["tools_after_ready_full"] = [dump(t) for t in listed.tools]
+                    if options.hold:
+                        await anyio.sleep(options.hold)
                     out["closing_s"] = rec.now()
     except TimeoutError:
         out["timeout"] = f"no answer within the {options.deadline}s deadline"
@@ -239,6 +241,7 @@ def main():
     parser.add_argument("--deadline", type=float, default=240.0, help="seconds for the whole session")
     parser.add_argument("--direct", metavar="TETHER", help="also call the recorded backend directly")
     parser.add_argument("--expect-failure", action="store_true")
+    parser.add_argument("--hold", type=float, default=0.0, help="keep the session open this many seconds at the end")
     parser.add_argument(
         "--server-env", metavar="FILE",
         help="a JSON object: the server's whole environment (default: this process's, which `uv run` changes per run)",

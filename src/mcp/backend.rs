@@ -204,6 +204,7 @@ pub(crate) async fn supervise(
 ) -> Result<()> {
     // Hosts send `initialize` as soon as they spawn us: answer it first, start right after.
     shared.initialize_answered(Duration::from_millis(20)).await;
+    let linger = ensure.shared;
     let starter = Arc::new(McpStarter {
         ensure: EnsureStarter::new(plan.clone(), ensure),
         mcp_path,
@@ -227,7 +228,7 @@ pub(crate) async fn supervise(
                 // Drain to the end: the supervisor stops the backend with its grace.
                 while let Some(event) = events.recv().await {
                     if event.is_final() {
-                        log_final(&name, &event);
+                        log_final(&name, &event, linger);
                         break;
                     }
                 }
@@ -286,7 +287,7 @@ pub(crate) async fn supervise(
                 return Ok(());
             }
             SupervisorState::Stopped { .. } => {
-                log_final(&name, &event);
+                log_final(&name, &event, linger);
                 shared.set(BackendState::Stopped);
                 return Ok(());
             }
@@ -295,11 +296,18 @@ pub(crate) async fn supervise(
     }
 }
 
-fn log_final(name: &str, state: &SupervisorState) {
+/// The last word on the backend; `linger`: it is shared, and lingers this long after
+/// the last proxy's lease.
+fn log_final(name: &str, state: &SupervisorState, linger: Option<Duration>) {
     match state {
-        SupervisorState::Stopped { left_running: true, .. } => {
-            tracing::info!(instance = %name, "left the backend running: it was running (detached) before");
-        }
+        SupervisorState::Stopped { left_running: true, .. } => match linger {
+            Some(linger) => tracing::info!(
+                instance = %name,
+                "gave back this proxy's lease on the shared backend: it stops {}s after the last one",
+                linger.as_secs()
+            ),
+            None => tracing::info!(instance = %name, "left the backend running: it was running (detached) before"),
+        },
         SupervisorState::Stopped { outcome: Some(how), .. } => {
             tracing::info!(instance = %name, killed = how.was_killed(), "stopped the backend");
         }

@@ -207,8 +207,8 @@ impl Wheel {
 }
 
 /// `--no-share` unless `args` ask for sharing (`--share`) or name no backend of ours
-/// (`--prefetch` stops its own; `--runner remote` and docker never share by default — the
-/// flag is harmless there). Sharing is `mcp-proxy`'s default for native and uvx backends,
+/// (`--prefetch` stops its own; `--runner remote` never shares — the flag is harmless
+/// there). Sharing is `mcp-proxy`'s default for native, uvx and docker backends,
 /// and a shared backend lingers after its last proxy: the tests that are not about sharing
 /// want a backend of the proxy's own, gone when it exits.
 pub fn no_share_unless_shared(args: &[String]) -> Option<&'static str> {

@@ -206,14 +206,14 @@ pub struct McpProxyArgs {
     #[arg(long)]
     pub prefetch: bool,
     /// How long a shared backend lingers after the last proxy is gone (default 60s).
-    /// Sharing is the default for the native and uvx runners: every proxy with the same
+    /// Sharing is the default for the native, uvx and docker runners: every proxy with the same
     /// configuration (an MCP host runs one per window) uses one backend, which runs
     /// detached; each proxy holds a lease on it, and it stops LINGER after the last one
     /// is gone. The instance name is the tools cache key (or `--name`).
     #[arg(long, value_name = "LINGER", value_parser = parse_dur, conflicts_with_all = ["prefetch", "no_share"])]
     pub share: Option<String>,
-    /// A backend of this proxy's own, stopped when it exits (the default for the docker
-    /// and remote runners).
+    /// A backend of this proxy's own, stopped when it exits (the default for the remote
+    /// runner, which starts nothing).
     #[arg(long)]
     pub no_share: bool,
 }

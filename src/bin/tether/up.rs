@@ -365,6 +365,13 @@ impl View {
     }
 }
 
+/// Whether `exit` is how a backend answers SIGTERM when all is well.
+fn clean_stop(exit: tether::core::ExitStatus) -> bool {
+    use tether::core::ExitStatus;
+    matches!(exit, ExitStatus::Code(0 | 143) | ExitStatus::Unknown)
+        || exit == ExitStatus::Signal(nix::sys::signal::Signal::SIGTERM as i32)
+}
+
 fn report_stopped(name: &str, how: StopOutcome, json: bool) {
     if json {
         json_line(&json!({"state": "stopped", "name": name, "killed": how.was_killed()}));
@@ -373,7 +380,25 @@ fn report_stopped(name: &str, how: StopOutcome, json: bool) {
             StopOutcome::Killed => {
                 eprintln!("stopped '{name}': it ignored SIGTERM and was killed after the grace period")
             }
-            StopOutcome::Terminated { exit } => eprintln!("stopped '{name}' ({exit})"),
+            // The usual answers to our SIGTERM (0, the signal itself, 128+15 from a shell or
+            // a runtime that re-raises it) are a clean stop; anything else is worth showing.
+            StopOutcome::Terminated { exit } if clean_stop(exit) => eprintln!("stopped '{name}'"),
+            StopOutcome::Terminated { exit } => eprintln!("stopped '{name}' (it ended on SIGTERM with {exit})"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tether::core::ExitStatus;
+
+    #[test]
+    fn the_usual_answers_to_sigterm_are_a_clean_stop_and_others_are_shown() {
+        for clean in [ExitStatus::Code(0), ExitStatus::Code(143), ExitStatus::Signal(15), ExitStatus::Unknown] {
+            assert!(super::clean_stop(clean), "{clean}");
+        }
+        for shown in [ExitStatus::Code(1), ExitStatus::Code(137), ExitStatus::Signal(6)] {
+            assert!(!super::clean_stop(shown), "{shown}");
         }
     }
 }
