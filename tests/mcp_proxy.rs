@@ -725,6 +725,12 @@ async fn proxies_started_as_hosts_do_share_one_backend_by_default() {
     let status: Value =
         serde_json::from_slice(&tether(&["status", "--name", &name, "--json"]).stdout).expect("status JSON");
     assert_eq!(status["attached"], 2, "both proxies hold a lease: {status}");
+    // The table's NAME column fits the shared (hashed) name: the columns stay aligned.
+    let table = String::from_utf8_lossy(&tether(&["status"]).stdout).into_owned();
+    let mut lines = table.lines();
+    let (header, row) = (lines.next().unwrap_or_default(), lines.next().unwrap_or_default());
+    assert!(row.starts_with(&format!("{name} ")), "{table}");
+    assert_eq!(header.find("STATE"), row.find("ready").or(row.find("running")), "aligned: {table}");
     first.stdin = None;
     assert_eq!(first.exit_code().await, Some(0));
     second.stdin = None;

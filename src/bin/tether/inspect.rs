@@ -93,9 +93,10 @@ pub async fn status(args: NameArgs) -> i32 {
     };
     if records.is_empty() && !args.json {
         println!("no instances recorded in {}", state.path().display());
-    } else if !args.json {
-        println!("{:<16} {:<14} {:<8} {:<8} {:<26} MODE", "NAME", "STATE", "PID", "GUARD", "URL");
     }
+    // The NAME column fits the longest name (a shared proxy's is its key and a digest).
+    let width = records.iter().map(|r| r.name.chars().count()).max().unwrap_or(0).max(16);
+    let mut table = Vec::new();
     // `--json`: with `--name`, that instance's object; without, one array, always
     // (`[]` when nothing is recorded).
     let mut all = Vec::new();
@@ -114,8 +115,8 @@ pub async fn status(args: NameArgs) -> i32 {
             all.push(v);
         } else {
             let pid = |key: &str| v[key].as_u64().map_or("-".to_string(), |p| p.to_string());
-            println!(
-                "{:<16} {:<14} {:<8} {:<8} {:<26} {}{}",
+            table.push(format!(
+                "{:<width$} {:<14} {:<8} {:<8} {:<26} {}{}",
                 r.name,
                 v["state"].as_str().unwrap_or("?"),
                 pid("pid"),
@@ -127,10 +128,19 @@ pub async fn status(args: NameArgs) -> i32 {
                     (true, n) => format!("shared by {n}"),
                 },
                 r.tool_version.as_ref().map(|v| format!(", {v}")).unwrap_or_default(),
-            );
+            ));
             if let Some(note) = v["note"].as_str() {
-                println!("  {note} (pids {})", orphans.iter().map(u32::to_string).collect::<Vec<_>>().join(", "));
+                table.push(format!(
+                    "  {note} (pids {})",
+                    orphans.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
+                ));
             }
+        }
+    }
+    if !table.is_empty() {
+        println!("{:<width$} {:<14} {:<8} {:<8} {:<26} MODE", "NAME", "STATE", "PID", "GUARD", "URL");
+        for line in table {
+            println!("{line}");
         }
     }
     if args.json {
