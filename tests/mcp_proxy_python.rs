@@ -299,3 +299,62 @@ async fn a_stock_mcp_server_is_ready_when_its_endpoint_answers_initialize() {
     drop(client);
     group_gone(&record).await;
 }
+
+/// Issue 20: a backend written for mcp 1.x that asks for `mcp>=1.0` (as
+/// claude-skills-mcp-backend 1.0.6 does) is broken by a fresh resolve, which takes mcp 2.x
+/// and its missing `mcp.server.fastmcp`. The host is told why in the protocol, and the
+/// start is not retried; `--with 'mcp<2'` and a constraints file saying `mcp<2` (uv's own
+/// mechanisms) each make it work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[allow(deprecated)] // MCP logging (SEP-2577 deprecates it for a future revision)
+async fn a_backend_a_fresh_resolve_breaks_is_explained_and_with_or_a_constraint_fixes_it() {
+    let Some(uv) = support::Uv::find() else { return };
+    let wheel = Wheel::build_fastmcp_only(&uv.python, FIXTURE_VERSION);
+    let sandbox = Sandbox::with_env(uv.env());
+    let pins = sandbox.path("pins.txt");
+    std::fs::write(&pins, "mcp<2\n").expect("write the constraints file");
+    let timeout = format!("{}s", READY.as_secs());
+    let proxy = |name: &str, fix: &[&str]| -> Vec<String> {
+        let mut args: Vec<String> = ["--runner", "uvx", "--package", &wheel.path.to_string_lossy()]
+            .into_iter()
+            .chain(["--python", &uv.python.to_string_lossy(), "--uvx", &uv.uvx.to_string_lossy()])
+            .chain(["--preset", "claude-skills", "--name", name, "--call-wait", &timeout, "--timeout", &timeout])
+            .map(String::from)
+            .collect();
+        args.extend(fix.iter().map(|a| a.to_string()));
+        args.extend(["--", "--port", "{port}"].map(String::from));
+        args
+    };
+
+    // Broken: the host gets an error log message with Python's last words, and a call is a
+    // tool error naming the cause — no "still starting", no restart.
+    let (client, mut events) = connect(&sandbox, &proxy("broken", &[])).await;
+    let logged = tokio::time::timeout(READY + WAIT, events.logged.recv())
+        .await
+        .expect("the failure is told in time")
+        .expect("a log message");
+    let data = logged.data.to_string();
+    assert!(data.contains("mcp.server.fastmcp"), "Python's own error reaches the host: {data}");
+    assert!(data.contains("will not be restarted"), "{data}");
+    let answer = call(&client, "list_skills", json!({})).await.expect("a tool result");
+    assert_eq!(answer.is_error, Some(true), "{answer:?}");
+    let text = text_of(&answer);
+    assert!(text.contains("mcp.server.fastmcp") && text.contains("exit code 1"), "{text}");
+    assert!(!text.contains("still starting"), "{text}");
+    let _ = tokio::time::timeout(WAIT, client.cancel()).await.expect("the client stops in time");
+
+    // Fixed, by a requirement beside the package or by a constraints file.
+    for (name, fix) in
+        [("with", vec!["--with", "mcp<2"]), ("constrained", vec!["--constraint", &pins.to_string_lossy()])]
+    {
+        let (client, _events) = connect(&sandbox, &proxy(name, &fix)).await;
+        let found = call(&client, "find_helpful_skills", json!({"task_description": "fixed", "top_k": 1}))
+            .await
+            .unwrap_or_else(|e| panic!("{fix:?}: forwarded: {e:?}"));
+        assert_ne!(found.is_error, Some(true), "{fix:?}: {found:?}");
+        assert!(text_of(&found).starts_with("top 1 skills for: fixed\n"), "{fix:?}: {}", text_of(&found));
+        let record = sandbox.record(name).unwrap_or_else(|| panic!("{fix:?}: no record"));
+        let _ = tokio::time::timeout(WAIT, client.cancel()).await.expect("the client stops in time");
+        group_gone(&record).await;
+    }
+}

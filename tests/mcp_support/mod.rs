@@ -3,12 +3,15 @@
 //! backend is gone.
 
 #![allow(dead_code)]
+// MCP logging (`notifications/message`) is deprecated for a future revision (SEP-2577), and
+// still how a host is told of a failure today.
+#![allow(deprecated)]
 
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use rmcp::model::{CallToolRequestParams, CallToolResult, ProgressNotificationParam};
+use rmcp::model::{CallToolRequestParams, CallToolResult, LoggingMessageNotificationParam, ProgressNotificationParam};
 use rmcp::service::{NotificationContext, RunningService};
 use rmcp::transport::TokioChildProcess;
 use rmcp::{ClientHandler, RoleClient, ServiceError, ServiceExt};
@@ -100,10 +103,12 @@ impl Sandbox {
     }
 }
 
-/// The host side: passes on `notifications/tools/list_changed` and progress notifications.
+/// The host side: passes on `notifications/tools/list_changed`, progress notifications and
+/// log messages (`notifications/message`).
 pub struct Host {
     changed: mpsc::UnboundedSender<()>,
     progress: mpsc::UnboundedSender<ProgressNotificationParam>,
+    logged: mpsc::UnboundedSender<LoggingMessageNotificationParam>,
 }
 
 impl ClientHandler for Host {
@@ -114,12 +119,21 @@ impl ClientHandler for Host {
     async fn on_progress(&self, params: ProgressNotificationParam, _context: NotificationContext<RoleClient>) {
         let _ = self.progress.send(params);
     }
+
+    async fn on_logging_message(
+        &self,
+        params: LoggingMessageNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        let _ = self.logged.send(params);
+    }
 }
 
 /// What the host was told.
 pub struct Events {
     pub changed: mpsc::UnboundedReceiver<()>,
     pub progress: mpsc::UnboundedReceiver<ProgressNotificationParam>,
+    pub logged: mpsc::UnboundedReceiver<LoggingMessageNotificationParam>,
 }
 
 pub type Client = RunningService<RoleClient, Host>;
@@ -132,11 +146,12 @@ pub async fn connect(sandbox: &Sandbox, args: &[String]) -> (Client, Events) {
         .expect("start tether mcp-proxy");
     let (changed, changed_rx) = mpsc::unbounded_channel();
     let (progress, progress_rx) = mpsc::unbounded_channel();
-    let client = tokio::time::timeout(WAIT, Host { changed, progress }.serve(transport))
+    let (logged, logged_rx) = mpsc::unbounded_channel();
+    let client = tokio::time::timeout(WAIT, Host { changed, progress, logged }.serve(transport))
         .await
         .expect("initialize answered in time")
         .expect("initialize succeeds");
-    (client, Events { changed: changed_rx, progress: progress_rx })
+    (client, Events { changed: changed_rx, progress: progress_rx, logged: logged_rx })
 }
 
 pub fn object(v: Value) -> serde_json::Map<String, Value> {
@@ -190,12 +205,23 @@ impl Wheel {
     /// Build the fixture at `version`, requiring `mcp==MCP`, with
     /// `python3 build_wheel.py DIR VERSION MCP` (argv, no shell).
     pub fn build(python: &std::path::Path, version: &str, mcp: &str) -> Wheel {
+        Wheel::build_with(python, &[version, mcp])
+    }
+
+    /// The fixture at `version` as a backend written for mcp 1.x: it requires `mcp>=1.0`
+    /// and imports `mcp.server.fastmcp`, so a fresh resolve (mcp 2.x) breaks it at import,
+    /// as it breaks claude-skills-mcp-backend 1.0.6.
+    pub fn build_fastmcp_only(python: &std::path::Path, version: &str) -> Wheel {
+        Wheel::build_with(python, &[version, ">=1.0", "--fastmcp-only"])
+    }
+
+    fn build_with(python: &std::path::Path, args: &[&str]) -> Wheel {
         let dir = tempfile::tempdir().expect("tempdir");
         let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mcp_python/build_wheel.py");
         let out = std::process::Command::new(python)
             .arg(&script)
             .arg(dir.path())
-            .args([version, mcp])
+            .args(args)
             .stdin(Stdio::null())
             .output()
             .expect("python3 runs build_wheel.py");
