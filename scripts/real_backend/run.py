@@ -5,7 +5,7 @@ every command an argv list, every wait bounded. Each scenario has a state direct
 (TETHER_STATE_DIR), and every process started here carries REAL_BACKEND_RUN=<id> in its
 environment, which is how leftovers are found (and, at the end, stopped by pid).
 
-Usage: python run.py --python PY --tether BIN --work DIR [--keep] [--sdk VER]... [--only 1,2,3,4,5]
+Usage: python run.py --python PY --tether BIN --work DIR [--keep] [--sdk VER]... [--only 1,2,3,4,5,6]
 """
 
 import argparse
@@ -474,6 +474,52 @@ class Run:
         ]
         return self.failure_scenario("5 bad pin 9.9.9", "s5", args)
 
+    def s6_two_configs(self):
+        """Window A (the preset's defaults) holds its backend; window B, same package and
+        arguments but another `--with` spelling (`mcp>=1.10,<2`, which resolves the same), comes
+        while A runs. Either B gets a backend (its own) or it is told why not; A is undisturbed."""
+        s = "6 two windows, other --with"
+        sdk = self.o.sdk[0]
+        env = self.state_env("s6")
+        out_a, out_b = (os.path.join(self.work, f"s6-{w}.json") for w in "ab")
+        a = self.host(sdk, ["--direct", self.tether, "--hold", "20", *self.proxy_args(self.config3)], env, out_a)
+        problems = []
+        try:
+            deadline = time.monotonic() + 240
+            while time.monotonic() < deadline and a.poll() is None:
+                if any(r.get("state") == "ready" and r.get("fingerprint") for r in self.records(env)):
+                    break
+                time.sleep(0.25)
+            else:
+                raise Failed("window A's backend never became ready")
+            before = [r.get("pid") for r in self.records(env)]
+            b_args = self.proxy_args(self.config3, "--with", "mcp>=1.10,<2")
+            b = self.host(sdk, b_args, env, out_b, deadline=120.0)
+            rb = self.host_result(b, out_b)
+            ra = self.host_result(a, out_a)
+        finally:
+            if a.poll() is None:
+                a.kill()
+            records = self.records(env)
+            names = self.down_all(env)
+        self.row(s, "window A", f"call ok={ra.get('call_ok')} at {ra.get('call_s', float('nan')):.2f} s, backend pid {(ra.get('direct') or {}).get('pid')} (recorded before B: {before})")
+        if rb.get("call_ok"):
+            self.row(s, "window B", f"call ok at {rb['call_s']:.2f} s (its own backend)")
+        elif "failure_s" in rb:
+            self.row(s, "window B told", f"{rb['failure_s']:.2f} s via {rb['failure_via']}")
+            self.row(s, "window B message (first 200 chars)", rb["failure_text"][:200].replace("\n", " ⏎ "))
+        else:
+            problems.append("window B neither worked nor was told: " + str(rb.get("exception") or rb.get("timeout")))
+        self.row(s, "instances recorded", f"{len(records)}: " + ", ".join(f"{x.get('name')} pid {x.get('pid')}" for x in records))
+        if not ra.get("ok"):
+            problems.append("window A was disturbed: " + str(ra.get("exception") or ra.get("failure_text") or ra.get("timeout")))
+        if (ra.get("direct") or {}).get("pid") not in before:
+            problems.append("window A's backend was replaced")
+        self.row(s, "tether down", ", ".join(n for n in names if n) or "nothing to stop")
+        if not self.leftovers(s):
+            problems.append("processes were left")
+        return "; ".join(problems) or None
+
     # --- report --------------------------------------------------------------------------
 
     def table(self):
@@ -505,7 +551,7 @@ def main():
     run.row("setup", "uv", run.sh(["uv", "--version"], 30).stdout.strip())
     try:
         run.scenario("setup", lambda: run.setup() or None)
-        only = set((options.only or "1,2,3,4,5").split(","))
+        only = set((options.only or "1,2,3,4,5,6").split(","))
         if run.verdicts[-1][1]:
             if "1" in only:
                 run.scenario("1 up", run.s1_up)
@@ -518,6 +564,8 @@ def main():
                 run.scenario("4 empty skills", run.s4_empty)
             if "5" in only:
                 run.scenario("5 bad pin 9.9.9", run.s5_bad_pin)
+            if "6" in only:
+                run.scenario("6 two windows, other --with", run.s6_two_configs)
     except KeyboardInterrupt:
         run.verdicts.append(("interrupted", False, "interrupted"))
     finally:
