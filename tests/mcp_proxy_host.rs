@@ -421,3 +421,47 @@ async fn default_client_calls_tools(sdk: &str, host_flags: &[&str]) {
     let protocol = answer["protocol"].as_str().unwrap_or_default();
     assert!(protocol < "2026-07-28", "an initialize-era version: {answer}");
 }
+
+#[tokio::test]
+async fn sdk_2_host_is_told_a_start_that_failed_shared_or_not() {
+    told_the_failure(MCP_2).await;
+}
+
+#[tokio::test]
+async fn sdk_1_host_is_told_a_start_that_failed_shared_or_not() {
+    told_the_failure(MCP_1).await;
+}
+
+/// Issue 20: a start that fails (here the backend rejects an argument and exits 2) reaches
+/// the SDK's host in the protocol, in the shared mode (a host's default) and with a backend
+/// of the proxy's own: an `error` log message after the host's `initialized` (never lost),
+/// the first `tools/list` answered by an error naming it, and a call answered by a tool
+/// error with the exit status and the backend's last words. Nothing is restarted, nothing
+/// is left behind.
+async fn told_the_failure(sdk: &str) {
+    let Some(py) = PyHost::find() else { return };
+    for mode in ["--share=1s", "--no-share"] {
+        let sandbox = py.sandbox();
+        let args = proxy_args(&[mode, "--name", "bad", "--preset", "claude-skills"], &["--skills", "many"]);
+        let answer = py.host(&sandbox, sdk, &["--until-failure", "--call", "list_skills"], &args).await;
+        let logged = &answer["logged"][0];
+        assert_eq!(logged["level"], "error", "{mode}: {answer}");
+        assert_eq!(logged["logger"], "tether", "{mode}: {answer}");
+        let error = logged["data"]["error"].as_str().unwrap_or_default();
+        assert!(error.contains("will not be restarted"), "{mode}: {answer}");
+        assert_eq!(logged["data"]["exit_code"], 2, "{mode}: {answer}");
+        assert!(logged["data"]["last_output"].to_string().contains("many"), "{mode}: {answer}");
+        let listed = answer["list_error"]["message"].as_str().unwrap_or_default();
+        assert!(listed.contains("exit code 2") && listed.contains("many"), "{mode}: {answer}");
+        let call = &answer["call"];
+        assert_eq!(call["isError"], true, "{mode}: {answer}");
+        let text = call["content"][0]["text"].as_str().unwrap_or_default();
+        assert!(text.contains("will not be restarted") && text.contains("exit code 2"), "{mode}: {answer}");
+        assert!(!text.contains("still starting"), "{mode}: {answer}");
+        let deadline = Instant::now() + GONE;
+        while !records(&sandbox).is_empty() {
+            assert!(Instant::now() < deadline, "{mode}: records left: {:?}", records(&sandbox));
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
