@@ -831,6 +831,68 @@ pub(crate) fn surroundings(plan: &Plan) -> Vec<String> {
 mod tests {
     use super::*;
 
+    fn preset(args: &[&str], with: &[&str], package: Option<&str>) -> Config {
+        let mut c = Config {
+            preset: Some("claude-skills".into()),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            with: with.iter().map(|a| a.to_string()).collect(),
+            package: package.map(String::from),
+            ..Config::default()
+        };
+        c.apply_preset();
+        c
+    }
+
+    #[test]
+    fn the_claude_skills_preset_alone_runs_the_known_good_backend() {
+        let c = preset(&["--config", "skills.json"], &[], None);
+        assert_eq!(c.package.as_deref(), Some(CLAUDE_SKILLS_PACKAGE));
+        assert_eq!(c.with, ["mcp<2"]);
+        assert_eq!(c.args, ["--config", "skills.json", "--port", "{port}", "--host", "{host}"]);
+        // Given ports and hosts are kept, not doubled.
+        let c = preset(&["--port={port}", "--host", "0.0.0.0"], &[], None);
+        assert_eq!(c.args, ["--port={port}", "--host", "0.0.0.0"]);
+        // A `--with` naming mcp is the user's choice.
+        let c = preset(&[], &["mcp==1.26.0"], None);
+        assert_eq!(c.with, ["mcp==1.26.0"]);
+        // Another version of the package still gets the bound, its arguments stay the user's.
+        let c = preset(&["--port", "{port}"], &[], Some("claude_skills_mcp_backend>=1.0"));
+        assert_eq!((c.with.as_slice(), c.args.len()), (["mcp<2".to_string()].as_slice(), 2));
+    }
+
+    #[test]
+    fn the_claude_skills_preset_leaves_other_backends_alone() {
+        // A program of one's own (native), another package, another runner.
+        let c = preset(&["./my-server", "--port", "{port}"], &[], None);
+        assert_eq!((c.package, c.with.len()), (None, 0));
+        let c = preset(&[], &[], Some("other-backend==2.0"));
+        assert!(c.with.is_empty(), "{:?}", c.with);
+        let mut c = Config {
+            preset: Some("claude-skills".into()),
+            runner: Some(RunnerKind::Docker),
+            image: Some("skills:1".into()),
+            ..Config::default()
+        };
+        c.apply_preset();
+        assert_eq!((c.package, c.with.len()), (None, 0));
+    }
+
+    #[test]
+    fn a_constraints_file_must_exist_and_is_made_absolute() {
+        let c =
+            Config { constraint: vec!["/no/such/pins.txt".into()], package: Some("p==1".into()), ..Config::default() };
+        let e = c.plan().expect_err("a missing file");
+        assert!(e.to_string().contains("bad --constraint `/no/such/pins.txt`"), "{e}");
+        assert_eq!(e.exit_code(), 2);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = Config { constraint: vec![dir.path().into()], package: Some("p==1".into()), ..Config::default() };
+        assert!(c.plan().expect_err("a directory").to_string().contains("not a file"));
+        let file = dir.path().join("pins.txt");
+        std::fs::write(&file, "mcp<2\n").expect("write");
+        let c = Config { constraint: vec![file.clone()], package: Some("p==1".into()), ..Config::default() };
+        assert_eq!(c.plan().expect("a file").config.constraint, [file]);
+    }
+
     #[test]
     fn durations() {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
