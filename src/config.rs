@@ -314,17 +314,16 @@ impl Config {
     /// What the `claude-skills` preset knows beyond its probe: with nothing else to run
     /// (no runner, package, image or URL; arguments, if any, are options such as
     /// `--config CFG`, not a program), it runs the package [`CLAUDE_SKILLS_PACKAGE`] through
-    /// uvx on tether's port; and that package (pinned or not) gets `mcp<2` unless `--with`
-    /// already names `mcp`: its 1.0.6 imports `mcp.server.fastmcp`, which mcp 2 removed, and
+    /// uvx on tether's port (`--port {port} --host {host}` unless given, also for another
+    /// version given with `--package`); and that package run through uvx (pinned or not,
+    /// with the preset or without) gets `mcp<2` unless `--with` already names `mcp`: its 1.0.6 imports `mcp.server.fastmcp`, which mcp 2 removed, and
     /// asks only for `mcp>=1.0.0`, so a fresh resolve crashes at import.
     pub(crate) fn apply_preset(&mut self) {
-        if self.preset.as_deref() != Some("claude-skills") {
-            return;
-        }
+        let preset = self.preset.as_deref() == Some("claude-skills");
         let options_only = self.args.first().is_none_or(|a| a.starts_with('-'));
         let nothing_to_run =
             self.runner.is_none() && self.package.is_none() && self.image.is_none() && self.url.is_none();
-        if nothing_to_run && options_only {
+        if preset && nothing_to_run && options_only {
             self.package = Some(CLAUDE_SKILLS_PACKAGE.into());
         }
         let runs_it = self.package.as_deref().is_some_and(|p| {
@@ -341,7 +340,8 @@ impl Config {
         if !self.with.iter().any(names_mcp) {
             self.with.push("mcp<2".into());
         }
-        if nothing_to_run && options_only {
+        // Its own default port (8765) is not the one tether picks and probes.
+        if preset && options_only {
             for (flag, value) in [("--port", "{port}"), ("--host", "{host}")] {
                 if !self.args.iter().any(|a| a == flag || a.starts_with(&format!("{flag}="))) {
                     self.args.extend([flag.to_string(), value.to_string()]);
@@ -855,9 +855,22 @@ mod tests {
         // A `--with` naming mcp is the user's choice.
         let c = preset(&[], &["mcp==1.26.0"], None);
         assert_eq!(c.with, ["mcp==1.26.0"]);
-        // Another version of the package still gets the bound, its arguments stay the user's.
+        // Another version of the package gets the bound and the port and host too.
         let c = preset(&["--port", "{port}"], &[], Some("claude_skills_mcp_backend>=1.0"));
-        assert_eq!((c.with.as_slice(), c.args.len()), (["mcp<2".to_string()].as_slice(), 2));
+        assert_eq!(c.with, ["mcp<2"]);
+        assert_eq!(c.args, ["--port", "{port}", "--host", "{host}"]);
+    }
+
+    #[test]
+    fn the_claude_skills_package_gets_mcp_below_2_without_the_preset_too() {
+        let mut c = Config {
+            package: Some("claude-skills-mcp-backend==1.0.6".into()),
+            args: vec!["--port".into(), "{port}".into()],
+            ..Config::default()
+        };
+        c.apply_preset();
+        assert_eq!(c.with, ["mcp<2"]);
+        assert_eq!(c.args, ["--port", "{port}"], "no preset: the arguments are the user's");
     }
 
     #[test]

@@ -285,3 +285,18 @@ fn the_readme_config_example_parses() {
         config.plan().unwrap_or_else(|e| panic!("toml block {i} is not a valid plan: {e}\n{block}"));
     }
 }
+
+/// Issue 26, item 6: a duration too long to keep (it overflowed a deadline, or the guard's
+/// own millisecond argument) is refused at parse time, naming the flag and the maximum.
+#[test]
+fn durations_past_a_year_are_refused_naming_the_flag_and_the_maximum() {
+    let case = Case::new();
+    let huge = "18446744073709551615s";
+    for flag in ["--timeout", "--liveness-period", "--grace", "--probe-timeout", "--install-timeout", "--share"] {
+        expect(&case, &["up", flag, huge, "--", "true"], 2, flag);
+        expect(&case, &["up", flag, huge, "--", "true"], 2, "the maximum is 8760h");
+    }
+    expect(&case, &["mcp-proxy", "--call-wait", "9000h", "--", "true"], 2, "--call-wait");
+    let file = case.config("timeout = \"99999h\"\n");
+    expect(&case, &["up", "--config", &file, "--", "true"], 2, "the maximum is 8760h");
+}

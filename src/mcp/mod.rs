@@ -128,11 +128,23 @@ pub fn cache_key(plan: &Plan) -> String {
 }
 
 /// The instance name that proxies share a backend under when no `--name` is given: the
-/// tools cache key, and a digest of what the backend would inherit from this proxy (its
-/// working directory and environment, see [`crate::config::surroundings`]): two windows of
-/// one project share, two projects (another directory, other API keys) do not.
+/// tools cache key, and a digest of what exactly runs (the version, `--with`, constraints,
+/// Python, index, the image's tag: what the version-less cache key leaves out) and of what
+/// the backend would inherit from this proxy (its working directory and environment, see
+/// [`crate::config::surroundings`]): two windows of one project share; two projects
+/// (another directory, other API keys), or a window with another version or `--with`,
+/// get a backend each instead of one refusing the other's.
 pub fn shared_name(plan: &Plan, cache_key: &str) -> String {
-    format!("{cache_key}-{:08x}", crate::config::fnv1a(&crate::config::surroundings(plan)) as u32)
+    let c = &plan.config;
+    let mut parts = crate::config::surroundings(plan);
+    parts.extend(
+        [c.package.clone(), c.entry.clone(), c.python.clone(), c.index_url.clone(), c.image.clone()]
+            .map(|p| p.unwrap_or_default()),
+    );
+    parts.push(c.offline.unwrap_or(false).to_string());
+    parts.extend(c.with.iter().cloned());
+    parts.extend(c.constraint.iter().map(|f| f.to_string_lossy().into_owned()));
+    format!("{cache_key}-{:08x}", crate::config::fnv1a(&parts) as u32)
 }
 
 /// A uvx package spec's distribution name, normalized (PEP 503: lower case, runs of `-_.`
@@ -377,6 +389,27 @@ mod tests {
             }),
             "skills"
         );
+    }
+
+    #[test]
+    fn a_window_with_another_version_or_with_shares_no_backend_but_the_tools_cache() {
+        let shared = |set: fn(&mut Config)| {
+            let mut c = Config::default();
+            c.package = Some("claude-skills-mcp-backend==1.0.6".into());
+            set(&mut c);
+            let (plan, options) = plan(c).expect("a plan");
+            (options.cache_key.clone(), shared_name(&plan, &options.cache_key))
+        };
+        let base = shared(|_| {});
+        assert_eq!(base, shared(|_| {}), "the same configuration shares");
+        for (what, other) in [
+            ("a version bump", shared(|c| c.package = Some("claude-skills-mcp-backend==1.0.7".into()))),
+            ("another --with", shared(|c| c.with = vec!["mcp==1.26.0".into()])),
+            ("another Python", shared(|c| c.python = Some("3.11".into()))),
+        ] {
+            assert_eq!(other.0, base.0, "{what}: the tools cache is the same");
+            assert_ne!(other.1, base.1, "{what}: the instance is another");
+        }
     }
 
     #[test]

@@ -5,10 +5,23 @@ use std::time::Duration;
 const DURATION_FORMAT: &str =
     "expected a number with an optional unit ms, s, m or h (e.g. 500ms, 2s, 1.5s, 1m); a plain number means seconds";
 
-/// Parses a duration: `500ms`, `2s`, `1.5s`, `1m`, `1h`, or a plain number of seconds (`3`, `0.25`).
+/// The longest duration accepted: a year. Longer values would overflow deadlines
+/// (`Instant + Duration`) and the guard's millisecond arguments, and mean "never" anyway.
+pub const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// Parses a duration: `500ms`, `2s`, `1.5s`, `1m`, `1h`, or a plain number of seconds (`3`, `0.25`),
+/// at most [`MAX_DURATION`].
 ///
-/// The error says which format is expected.
+/// The error says which format is expected, or the maximum.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let d = parse_unbounded(text)?;
+    if d > MAX_DURATION {
+        return Err(format!("duration {text:?} is too long: the maximum is 8760h (a year)"));
+    }
+    Ok(d)
+}
+
+fn parse_unbounded(text: &str) -> Result<Duration, String> {
     let s = text.trim();
     let bad = || format!("invalid duration {text:?}: {DURATION_FORMAT}");
     let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
@@ -49,5 +62,14 @@ mod tests {
         assert!(parse_duration("fast").is_err());
         assert!(parse_duration("3 parsecs").expect_err("unit").contains("500ms"));
         assert!(parse_duration("99999999999999999999h").is_err());
+    }
+
+    #[test]
+    fn durations_are_bounded_by_a_year() {
+        assert_eq!(parse_duration("8760h"), Ok(MAX_DURATION));
+        for huge in ["18446744073709551615s", "8761h", "1e30", "31536001"] {
+            let e = parse_duration(huge).expect_err(huge);
+            assert!(e.contains("the maximum is 8760h"), "{huge}: {e}");
+        }
     }
 }

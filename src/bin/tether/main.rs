@@ -17,6 +17,16 @@ fn main() {
         cli::Command::Port(a) => a.json,
         _ => false,
     };
+    // The commands that print and end (`status | head -1`) end quietly when their reader has
+    // gone, as other CLIs do: by the default SIGPIPE, not a panic in `println!`. They start
+    // no process that would inherit it. (`up` and `mcp-proxy` supervise a backend: their
+    // output never blocks or kills them, see `output`.)
+    if matches!(
+        cli.command,
+        cli::Command::Status(_) | cli::Command::Down(_) | cli::Command::Logs(_) | cli::Command::Port(_)
+    ) {
+        output::default_sigpipe();
+    }
     let is_demo = matches!(cli.command, cli::Command::DemoBackend(_));
     if !is_demo {
         output::init_tracing(json);

@@ -105,6 +105,16 @@ impl Write for AroundBar {
     }
 }
 
+/// Restore SIGPIPE's default action (Rust's runtime ignores it, which turns a closed pipe
+/// into an error that `println!` panics on): a write to a pipe nobody reads any more ends
+/// the process quietly.
+pub fn default_sigpipe() {
+    use nix::sys::signal::{SigHandler, Signal, signal};
+    // SAFETY: SIG_DFL installs no handler of ours; nothing else changes SIGPIPE concurrently
+    // (this runs first in `main`, before the runtime starts).
+    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+}
+
 /// Print one JSON object as a line on stdout.
 pub fn json_line(v: &Value) {
     let mut out = std::io::stdout().lock();
