@@ -394,8 +394,7 @@ mod tests {
     #[test]
     fn a_window_with_another_version_or_with_shares_no_backend_but_the_tools_cache() {
         let shared = |set: fn(&mut Config)| {
-            let mut c = Config::default();
-            c.package = Some("claude-skills-mcp-backend==1.0.6".into());
+            let mut c = Config { package: Some("claude-skills-mcp-backend==1.0.6".into()), ..Config::default() };
             set(&mut c);
             let (plan, options) = plan(c).expect("a plan");
             (options.cache_key.clone(), shared_name(&plan, &options.cache_key))
