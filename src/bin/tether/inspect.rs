@@ -206,6 +206,20 @@ pub async fn logs(args: LogsArgs) -> i32 {
         ));
         return report_error(&e, false);
     };
+    // A record is a claim, for reads too: only the log tether itself writes for this name,
+    // in the state directory, is read (never `/etc/shadow` because a record says so).
+    let ours = state.log_path(&record.name);
+    if path != ours {
+        let e = Error::config(format!(
+            "the record of '{}' names the log file {}, which is not tether's ({}); refusing to read it \
+             (a record is a claim: remove it with `tether down --name {}` if it is stale)",
+            record.name,
+            path.display(),
+            ours.display(),
+            record.name
+        ));
+        return report_error(&e, false);
+    }
     let mut file = match open_log(&path) {
         Ok(f) => f,
         Err(e) => return report_error(&Error::io(format!("cannot open log file {}", path.display()), e), false),
@@ -249,8 +263,13 @@ fn open_log(path: &std::path::Path) -> std::io::Result<std::fs::File> {
             e
         }
     })?;
-    if !file.metadata()?.is_file() {
+    let meta = file.metadata()?;
+    if !meta.is_file() {
         return Err(std::io::Error::other("it is not a regular file"));
+    }
+    use std::os::unix::fs::MetadataExt;
+    if meta.uid() != nix::unistd::geteuid().as_raw() {
+        return Err(std::io::Error::other(format!("it belongs to uid {}, not to this user", meta.uid())));
     }
     Ok(file)
 }
