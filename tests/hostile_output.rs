@@ -29,3 +29,225 @@ fn a_reader_that_went_away_ends_the_printing_commands_quietly() {
         assert!(stderr.trim().is_empty(), "{args:?}: quietly: {stderr}");
     }
 }
+
+/// Processes (not zombies) whose command line holds `marker`.
+fn processes_with(marker: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let zombie = stat.rsplit_once(") ").is_none_or(|(_, rest)| rest.starts_with('Z'));
+            (String::from_utf8_lossy(&cmdline).contains(marker) && !zombie).then_some(pid)
+        })
+        .collect()
+}
+
+/// How many bytes process `pid` has written (`wchar` of `/proc/PID/io`).
+fn written(pid: u64) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+    io.lines().find_map(|l| l.strip_prefix("wchar: ")).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
+}
+
+/// Wait (bounded) until no process carries `marker`; the ones left.
+fn gone(marker: &str) -> Vec<u32> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let left = processes_with(marker);
+        if left.is_empty() || std::time::Instant::now() > deadline {
+            return left;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+fn marker(what: &str) -> String {
+    format!(
+        "tether-hostile-{what}-{}-{}",
+        std::process::id(),
+        std::time::UNIX_EPOCH.elapsed().map_or(0, |d| d.as_nanos())
+    )
+}
+
+/// `tether up` of the demo backend printing `lines` filler lines at once, with `marker`
+/// among its arguments; stdout piped, stderr as given.
+fn up_spewing(state: &std::path::Path, marker: &str, lines: u64, stderr: impl Into<Stdio>) -> std::process::Child {
+    Command::new(EXE)
+        .args(["up", "--name", "hostile", "--port", "auto", "--timeout", "60s", "--", EXE, "demo-backend"])
+        .args([
+            "--port",
+            "{port}",
+            "--ready-after",
+            "0",
+            "--log-lines",
+            &lines.to_string(),
+            "--echo-args",
+            "--",
+            marker,
+        ])
+        .env("TETHER_STATE_DIR", state)
+        .env_remove("TETHER_LOG")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .expect("run tether up")
+}
+
+/// The `ready:` line on `up`'s stdout, within a bound (a frozen tether never prints it).
+fn ready_line(child: &mut std::process::Child) -> String {
+    use std::io::BufRead;
+    let out = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            if line.starts_with("ready: ") {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    rx.recv_timeout(std::time::Duration::from_secs(60)).unwrap_or_else(|_| {
+        let _ = child.kill();
+        panic!("tether up never said ready: it froze behind a stalled stderr")
+    })
+}
+
+/// The exit status within a bound (a frozen tether ignores SIGTERM).
+fn exit_within(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("tether up did not end on SIGTERM: frozen behind its output");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Item 1: a reader of tether's stderr that stops reading (a `less` nobody scrolls, a stuck
+/// log shipper): tether stays ready and responsive, drops (and counts) what the reader could
+/// not take, and SIGTERM still stops the backend and ends it with exit 0.
+#[test]
+fn a_stalled_reader_of_stderr_freezes_neither_tether_nor_the_backend() {
+    let state = tempfile::tempdir().expect("state dir");
+    let marker = marker("stalled");
+    // A pipe nobody reads until the end: 20 MB of backend output cannot fit in it.
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    let mut up = up_spewing(state.path(), &marker, 200_000, writer);
+    let ready = ready_line(&mut up);
+    assert!(ready.contains("http://127.0.0.1:"), "{ready}");
+    // Wait until the backend has written it all (its pipe never blocked it): past what the
+    // stalled pipe and tether's queue can hold, so lines were dropped.
+    let status = Command::new(EXE)
+        .args(["status", "--name", "hostile", "--json"])
+        .env("TETHER_STATE_DIR", state.path())
+        .output()
+        .expect("status");
+    let doc: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+    let backend = doc["pid"].as_u64().unwrap_or_else(|| panic!("no backend pid: {doc}"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while written(backend) < 200_000 * 100 {
+        assert!(std::time::Instant::now() < deadline, "the backend was blocked: it wrote {} bytes", written(backend));
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The reader comes back: the count of what was dropped reaches it.
+    let drained = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut { reader }, &mut text);
+        String::from_utf8_lossy(&text).into_owned()
+    });
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(up.id()).expect("pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    let status = exit_within(&mut up);
+    assert_eq!(status.code(), Some(0), "a clean stop");
+    let left = gone(&marker);
+    assert!(left.is_empty(), "the backend outlived tether: {left:?}");
+    let stderr = drained.join().expect("the reader");
+    assert!(
+        stderr.contains("line(s) dropped here"),
+        "the drop is counted: {}",
+        &stderr[stderr.len().saturating_sub(500)..]
+    );
+    assert!(stderr.contains("stopped 'hostile'"), "{}", &stderr[stderr.len().saturating_sub(500)..]);
+}
+
+/// Item 4 for `up`: its stderr's reader went away (`tether up 2>&1 | head -3`): no panic
+/// (exit 101) — tether takes it as a stop: the backend is stopped, exit 0.
+#[test]
+fn a_reader_of_ups_stderr_that_went_away_is_a_clean_stop() {
+    let state = tempfile::tempdir().expect("state dir");
+    let marker = marker("closed");
+    let (reader, writer) = std::io::pipe().expect("a pipe");
+    drop(reader);
+    let mut up = up_spewing(state.path(), &marker, 1000, writer);
+    let status = exit_within(&mut up);
+    assert_eq!(status.code(), Some(0), "not a panic: {status}");
+    let left = gone(&marker);
+    assert!(left.is_empty(), "the backend outlived tether: {left:?}");
+}
+
+/// Item 3: a backend's escape sequences and control characters (OSC 52 clipboard write,
+/// OSC 0 title, CSI 2J, DCS, NUL, BS, CR faking tether's own lines) never reach the reader
+/// raw — shown escaped on a pipe, as `up` relays them and as `logs` prints them; `--raw`
+/// passes the bytes.
+#[test]
+fn a_backends_escape_sequences_are_shown_escaped_unless_raw() {
+    let state = tempfile::tempdir().expect("state dir");
+    let hostile = "\x1b]52;c;ZXZpbA==\x07\x1b]0;owned\x07\x1b[2J\x1bPq#\x1b\\\x08\rhostile| INFO ready: http://evil";
+    let run = |raw: bool| {
+        let mut cmd = Command::new(EXE);
+        cmd.args(["up", "--name", "esc", "--port", "auto", "--detach"]);
+        cmd.args(["--", EXE, "demo-backend", "--port", "{port}", "--ready-after", "0", "--say", hostile]);
+        let up = cmd.env("TETHER_STATE_DIR", state.path()).stdin(Stdio::null()).output().expect("up");
+        assert_eq!(up.status.code(), Some(0), "{}", String::from_utf8_lossy(&up.stderr));
+        let mut logs = Command::new(EXE);
+        logs.args(["logs", "--name", "esc"]);
+        if raw {
+            logs.arg("--raw");
+        }
+        let logs = logs.env("TETHER_STATE_DIR", state.path()).stdin(Stdio::null()).output().expect("logs");
+        let down = Command::new(EXE)
+            .args(["down", "--name", "esc"])
+            .env("TETHER_STATE_DIR", state.path())
+            .stdin(Stdio::null())
+            .output()
+            .expect("down");
+        assert_eq!(down.status.code(), Some(0));
+        String::from_utf8_lossy(&logs.stdout).into_owned()
+    };
+    let shown = run(false);
+    let line = shown.lines().find(|l| l.contains("says")).unwrap_or_else(|| panic!("no line said: {shown:?}"));
+    assert!(!line.chars().any(|c| c.is_control() && c != '\t'), "raw control characters reach the reader: {line:?}");
+    assert!(line.contains("\\e]52;c;ZXZpbA==\\x07") && line.contains("\\r"), "shown escaped: {line:?}");
+    let raw = run(true);
+    assert!(raw.contains("\x1b]52;c;ZXZpbA==\x07"), "--raw gives the bytes: {raw:?}");
+
+    // `up` in the foreground relays the backend's lines the same way.
+    let marker = marker("esc");
+    let mut up = Command::new(EXE)
+        .args(["up", "--name", "esc-fg", "--port", "auto", "--", EXE, "demo-backend", "--port", "{port}"])
+        .args(["--ready-after", "0", "--say", hostile, "--echo-args", "--", &marker])
+        .env("TETHER_STATE_DIR", state.path())
+        .env_remove("TETHER_LOG")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("up");
+    ready_line(&mut up);
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(up.id()).expect("pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    let out = up.wait_with_output().expect("up's output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let relayed = stderr.lines().find(|l| l.contains("says")).unwrap_or_else(|| panic!("not relayed: {stderr}"));
+    assert!(!relayed.chars().any(|c| c.is_control() && c != '\t'), "{relayed:?}");
+    assert!(relayed.starts_with("esc-fg| "), "the prefix is not overwritten: {relayed:?}");
+    assert!(gone(&marker).is_empty());
+}

@@ -127,6 +127,11 @@ pub struct DemoArgs {
     #[arg(long)]
     pub echo_args: bool,
 
+    /// Print `demo-backend says: TEXT` to stdout, TEXT as it is (control characters and
+    /// escape sequences included: what a hostile backend or an echoed request prints).
+    #[arg(long, value_name = "TEXT")]
+    pub say: Option<String>,
+
     /// Trailing arguments, captured as they are (see --echo-args).
     #[arg(value_name = "ARGS", trailing_var_arg = true, allow_hyphen_values = true)]
     pub extra: Vec<String>,
@@ -159,6 +164,7 @@ impl DemoArgs {
             grandchild_idle: false,
             setsid: false,
             echo_args: false,
+            say: None,
             extra: Vec::new(),
         }
     }

@@ -129,6 +129,9 @@ impl DemoServer {
             let json = serde_json::to_string(&args.extra).map_err(io::Error::other)?;
             say(&format!("demo-backend argv: {json}"));
         }
+        if let Some(text) = &args.say {
+            say(&format!("demo-backend says: {text}"));
+        }
         output::Bulk::from_args(&args).spawn()?;
 
         let version = args.report_version.clone().unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_owned());

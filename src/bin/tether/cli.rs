@@ -119,6 +119,10 @@ pub struct LogsArgs {
     /// Keep printing new output until the instance is gone (or Ctrl-C).
     #[arg(long, short)]
     pub follow: bool,
+    /// Show the backend's output as its bytes are, control characters and escape sequences
+    /// included (by default they are shown escaped, colours kept on a terminal).
+    #[arg(long)]
+    pub raw: bool,
 }
 
 /// `port` options.
@@ -176,6 +180,10 @@ pub struct UpArgs {
     /// One JSON object per line on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Show the backend's output as its bytes are, control characters and escape sequences
+    /// included (by default they are shown escaped, colours kept on a terminal).
+    #[arg(long)]
+    pub raw: bool,
 }
 
 /// `mcp-proxy` options: the backend's (as for `up`), plus the MCP front's.
@@ -187,6 +195,11 @@ pub struct McpProxyArgs {
     /// The backend's streamable HTTP MCP endpoint path (default /mcp).
     #[arg(long, value_name = "PATH")]
     pub mcp_path: Option<String>,
+    /// Show the backend's output (on stderr) as its bytes are, control characters and escape sequences
+    /// included (by default they are shown escaped, colours kept on a terminal).
+    #[arg(long)]
+    pub raw: bool,
+
     /// A JSON file with the tools to list before the backend is ready the first time
     /// (`{"tools":[...]}` as `tools/list` answers, or a bare array).
     #[arg(long, value_name = "FILE")]

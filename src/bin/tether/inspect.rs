@@ -226,15 +226,38 @@ pub async fn logs(args: LogsArgs) -> i32 {
     };
     let mut pos = 0u64;
     let mut buf = Vec::new();
+    let mut partial = Vec::new();
     loop {
         buf.clear();
         if file.seek(SeekFrom::Start(pos)).is_ok() && file.read_to_end(&mut buf).is_ok() {
             pos += buf.len() as u64;
             let mut out = std::io::stdout().lock();
-            let _ = out.write_all(&buf);
+            if args.raw {
+                let _ = out.write_all(&buf);
+            } else {
+                // Whole lines, each shown safe for this terminal (a partial last line waits
+                // for its end, or for the end of the output).
+                partial.extend_from_slice(&buf);
+                let end = partial.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+                let done = !args.follow || !record.owner_alive();
+                let upto = if done { partial.len() } else { end };
+                for line in partial[..upto].split_inclusive(|b| *b == b'\n') {
+                    let text = String::from_utf8_lossy(line);
+                    let (body, newline) = match text.strip_suffix('\n') {
+                        Some(body) => (body, "\n"),
+                        None => (text.as_ref(), ""),
+                    };
+                    let _ = write!(out, "{}{newline}", crate::output::shown(body, crate::output::Which::Stdout));
+                }
+                partial.drain(..upto);
+            }
             let _ = out.flush();
         }
         if !args.follow || !record.owner_alive() {
+            if !partial.is_empty() {
+                let text = String::from_utf8_lossy(&partial).into_owned();
+                let _ = write!(std::io::stdout(), "{}", crate::output::shown(&text, crate::output::Which::Stdout));
+            }
             return 0;
         }
         // Rotation: the file was renamed away; reopen the new one.

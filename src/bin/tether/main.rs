@@ -1,10 +1,11 @@
 //! The `tether` binary: the only place a tracing subscriber is installed.
 
+#[macro_use]
+mod output;
 mod cli;
 mod inspect;
 #[cfg(feature = "mcp")]
 mod mcp_proxy;
-mod output;
 mod up;
 
 fn main() {
@@ -27,6 +28,13 @@ fn main() {
     ) {
         output::default_sigpipe();
     }
+    output::set_raw(match &cli.command {
+        cli::Command::Up(a) => a.raw,
+        cli::Command::Logs(a) => a.raw,
+        #[cfg(feature = "mcp")]
+        cli::Command::McpProxy(a) => a.raw,
+        _ => false,
+    });
     let is_demo = matches!(cli.command, cli::Command::DemoBackend(_));
     if !is_demo {
         output::init_tracing(json);
@@ -57,6 +65,7 @@ fn main() {
         }
     });
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    output::finish();
     std::process::exit(code);
 }
 

@@ -82,7 +82,7 @@ pub async fn run(args: McpProxyArgs) -> i32 {
         return prefetch(plan, ensure, options, signals).await;
     }
     if std::io::stdin().is_terminal() {
-        eprintln!(
+        say!(
             "note: mcp-proxy speaks MCP (JSON-RPC lines) on stdin/stdout: it is meant to be started by an \
              MCP host (see the README's host config); Ctrl-D or Ctrl-C stops it. To fill its tools cache \
              ahead of the host, run it once with --prefetch"
@@ -136,7 +136,7 @@ async fn prefetch(
             0
         }
         Err(Error::Interrupted) => {
-            eprintln!("error: stopped '{name}' while it was starting: no tools were cached");
+            say!("error: stopped '{name}' while it was starting: no tools were cached");
             1
         }
         Err(e) => report_error(&e, false),

@@ -75,7 +75,7 @@ pub async fn run(args: UpArgs) -> i32 {
     }
     // Listen before anything starts: a stop signal at any moment is a clean stop.
     let mut signals = match Signals::new() {
-        Ok(s) => s,
+        Ok(s) => s.stopping_when_output_closes(),
         Err(e) => return report_error(&e, json),
     };
     if args.detach {
@@ -134,7 +134,7 @@ async fn detach(plan: Plan, opts: EnsureOptions, json: bool, mut signals: Signal
     };
     view.ready(&tether::core::Supervised::ready_info(&handle), handle.record().restarts, started);
     if !json {
-        println!(
+        tell!(
             "detached as '{}'; `tether status --name {0}`, `tether logs --name {0}`, `tether down --name {0}`",
             handle.record().name
         );
@@ -148,6 +148,9 @@ pub struct Signals {
     term: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+    /// Also when the reader of stdout or stderr went away (`up`; not `mcp-proxy`, whose
+    /// host may close its stderr and still talk on stdio).
+    output_closes: bool,
 }
 
 impl Signals {
@@ -157,14 +160,23 @@ impl Signals {
             term: listen(SignalKind::terminate())?,
             hup: listen(SignalKind::hangup())?,
             int: listen(SignalKind::interrupt())?,
+            output_closes: false,
         })
     }
 
+    /// Also resolve when the reader of tether's output went away.
+    pub fn stopping_when_output_closes(mut self) -> Self {
+        self.output_closes = true;
+        self
+    }
+
+    /// A signal, or the reader of tether's output gone (`up 2>&1 | head -3`): a stop.
     pub async fn recv(&mut self) {
         tokio::select! {
             _ = self.int.recv() => {}
             _ = self.term.recv() => {}
             _ = self.hup.recv() => {}
+            () = crate::output::closed(), if self.output_closes => {}
         }
     }
 }
@@ -213,7 +225,7 @@ impl View {
                             json_line(&json!({"state": "reconnecting", "name": self.name, "reason": ended.to_string(),
                                 "restarts": restarts, "in_ms": wait.as_millis() as u64}));
                         } else {
-                            eprintln!(
+                            say!(
                                 "lost the remote backend '{}' ({ended}); reconnecting in {} (reconnect {restarts})",
                                 self.name,
                                 tether::core::error::humanize(wait)
@@ -226,7 +238,7 @@ impl View {
                             json_line(&json!({"state": "restarting", "name": self.name, "reason": ended.to_string(),
                                 "restarts": restarts, "in_ms": wait.as_millis() as u64}));
                         } else {
-                            eprintln!(
+                            say!(
                                 "backend '{}' {ended}; restart {restarts} in {}",
                                 self.name,
                                 tether::core::error::humanize(wait)
@@ -245,14 +257,14 @@ impl View {
                     json_line(&json!({"state": "exited", "name": self.name, "error": format!("backend {ended}"),
                         "exit_code": tether::core::supervisor::exit_code(ended), "restarts": restarts}));
                 } else {
-                    eprintln!("error: backend '{}' {ended}; not restarting (restarts so far: {restarts})", self.name);
+                    say!("error: backend '{}' {ended}; not restarting (restarts so far: {restarts})", self.name);
                 }
                 Some(1)
             }
             SupervisorState::Stopped { outcome, during_start, left_running, error } => {
                 self.clear();
                 if let Some(e) = error {
-                    eprintln!("error: stopping '{}': {e}", self.name);
+                    say!("error: stopping '{}': {e}", self.name);
                     return Some(1);
                 }
                 if *during_start {
@@ -264,11 +276,11 @@ impl View {
                         );
                     } else {
                         let linger = tether::core::error::humanize(linger);
-                        eprintln!("released '{}': it stops {linger} after the last sharer lets go", self.name);
+                        say!("released '{}': it stops {linger} after the last sharer lets go", self.name);
                     }
                 } else if *left_running {
                     if !self.json {
-                        eprintln!("left '{}' running: it was already running (detached) before this `up`", self.name);
+                        say!("left '{}' running: it was already running (detached) before this `up`", self.name);
                     }
                 } else if self.remote {
                     // Nothing was stopped: the backend is someone else's.
@@ -277,7 +289,7 @@ impl View {
                             &json!({"state": "stopped", "name": self.name, "killed": false, "detached_from": true}),
                         );
                     } else {
-                        eprintln!("detached from '{}': the remote backend keeps running", self.name);
+                        say!("detached from '{}': the remote backend keeps running", self.name);
                     }
                 } else if let Some(how) = outcome {
                     report_stopped(&self.name, *how, self.json);
@@ -292,7 +304,7 @@ impl View {
         if self.json {
             json_line(&json!({"state": "stopped", "name": self.name, "during": "start"}));
         } else {
-            eprintln!("stopped '{}' while it was starting", self.name);
+            say!("stopped '{}' while it was starting", self.name);
         }
     }
 
@@ -307,11 +319,11 @@ impl View {
         } else {
             let progress = info.progress.map(|n| format!(" ({n} loaded)")).unwrap_or_default();
             let reused = if info.reused { " (reused the running instance)" } else { "" };
-            println!("ready: {}{progress} in {}{reused}", info.url, tether::core::error::humanize(started.elapsed()));
+            tell!("ready: {}{progress} in {}{reused}", info.url, tether::core::error::humanize(started.elapsed()));
             if !info.detached && std::io::stderr().is_terminal() {
                 // Dim, on the terminal only: stdout stays the URL line scripts read.
                 let what = if self.remote { "ends tether; the remote backend keeps running" } else { "stops it" };
-                eprintln!("\x1b[2mCtrl-C {what}\x1b[0m");
+                say!("\x1b[2mCtrl-C {what}\x1b[0m");
             }
         }
     }
@@ -334,7 +346,10 @@ impl View {
             return;
         }
         if self.bar.is_none() && std::io::stderr().is_terminal() {
-            let bar = ProgressBar::new_spinner();
+            let bar = ProgressBar::with_draw_target(
+                None,
+                indicatif::ProgressDrawTarget::term_like(Box::new(crate::output::BarTerm)),
+            );
             bar.set_style(
                 ProgressStyle::with_template("{spinner} {msg} [{elapsed}]")
                     .unwrap_or_else(|_| ProgressStyle::default_spinner()),
@@ -378,12 +393,12 @@ fn report_stopped(name: &str, how: StopOutcome, json: bool) {
     } else {
         match how {
             StopOutcome::Killed => {
-                eprintln!("stopped '{name}': it ignored SIGTERM and was killed after the grace period")
+                say!("stopped '{name}': it ignored SIGTERM and was killed after the grace period")
             }
             // The usual answers to our SIGTERM (0, the signal itself, 128+15 from a shell or
             // a runtime that re-raises it) are a clean stop; anything else is worth showing.
-            StopOutcome::Terminated { exit } if clean_stop(exit) => eprintln!("stopped '{name}'"),
-            StopOutcome::Terminated { exit } => eprintln!("stopped '{name}' (it ended on SIGTERM with {exit})"),
+            StopOutcome::Terminated { exit } if clean_stop(exit) => say!("stopped '{name}'"),
+            StopOutcome::Terminated { exit } => say!("stopped '{name}' (it ended on SIGTERM with {exit})"),
         }
     }
 }
