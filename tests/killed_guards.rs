@@ -58,16 +58,18 @@ fn demo(via_child: bool) -> Vec<String> {
     a
 }
 
-/// Every live (not zombie) process whose environment carries `TETHER_INSTANCE=name`.
-/// In the test's own pid namespace, that is everything of the instance.
+/// Every live (not zombie) process of this user whose environment carries
+/// `TETHER_INSTANCE=name`. In the test's own pid namespace, that is everything of the
+/// instance.
 fn carriers(name: &str) -> Vec<u32> {
+    let me = nix::unistd::geteuid().as_raw();
     let want = format!("TETHER_INSTANCE={name}");
     let mut pids: Vec<u32> = std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .filter(|pid| ProcessIdentity::of(*pid).is_some())
+        .filter(|pid| ProcessIdentity::of(*pid).is_some() && procs::uid_of(*pid) == Some(me))
         .filter(|pid| {
             std::fs::read(format!("/proc/{pid}/environ"))
                 .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == want.as_bytes()))
@@ -177,7 +179,52 @@ fn inner_detached_setsid_grandchild() {
     assert_namespaced();
     let state = tempfile::tempdir().expect("a temporary state directory");
     let (backend, rest, port) = detached_then_kill_guard(state.path(), "k", false);
+    // Strangers pinned to the dead guard are never signalled: one without the instance's
+    // fingerprint, and (when the test may start one) one of another user with both.
+    let leader = status_json(state.path(), "k")["pgid"].as_u64().expect("the leader's pid") as u32;
+    let token = rest_token(leader, &rest);
+    let mut strangers = vec![Stranger::sleep(&[("TETHER_LEADER", &token)], None)];
+    if nix::unistd::geteuid().is_root() {
+        strangers.push(Stranger::sleep(&[("TETHER_LEADER", &token), ("TETHER_INSTANCE", "k")], Some(65534)));
+    }
     check_left_over(state.path(), "k", backend, &rest, port);
+    for s in &mut strangers {
+        assert!(matches!(s.0.try_wait(), Ok(None)), "a stranger pinned to the dead guard was signalled: {s:?}");
+    }
+}
+
+/// The `TETHER_LEADER` value the survivors carry: the dead guard's identity.
+fn rest_token(leader: u32, rest: &[ProcessIdentity]) -> String {
+    let token = rest.first().and_then(|r| procs::env_var(r.pid, "TETHER_LEADER")).expect("the survivors are pinned");
+    assert!(token.starts_with(&format!("{leader}:")), "{token} names the guard {leader}");
+    token
+}
+
+/// A `sleep` the test started, with `env`, as user `uid` when given; killed on drop.
+#[derive(Debug)]
+struct Stranger(Child);
+
+impl Stranger {
+    fn sleep(env: &[(&str, &str)], uid: Option<u32>) -> Stranger {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Command::new("sleep");
+        cmd.arg("600").stdin(Stdio::null()).envs(env.iter().copied());
+        if let Some(uid) = uid {
+            cmd.uid(uid).gid(uid);
+        }
+        let child = cmd.spawn().expect("spawn sleep");
+        let pid = child.id();
+        // Its environment is laid out once it runs `sleep` (before, it is ours).
+        assert!(wait_until(|| command_of(pid) == "sleep 600"), "the stranger runs");
+        Stranger(child)
+    }
+}
+
+impl Drop for Stranger {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[test]
