@@ -295,7 +295,13 @@ pub async fn ensure_running(plan: Plan, opts: EnsureOptions) -> Result<Handle> {
 fn forget_the_dead(state: &StateDir, starting: &str) {
     let Ok(records) = state.list() else { return };
     for r in records.iter().filter(|r| r.name != starting && !r.detached && r.container_id.is_none()) {
-        let group_gone = r.leader.is_none_or(|l| procs::group_members(l.pid).is_empty() && !l.is_alive());
+        // Gone means nothing of it at all: also nothing pinned to its dead guard (a
+        // `setsid` grandchild left when owner and guard were SIGKILLed together).
+        let group_gone = r.leader.is_none_or(|l| {
+            procs::group_members(l.pid).is_empty()
+                && !l.is_alive()
+                && tether_core::process::recorded_survivors(r).is_empty()
+        });
         if !r.owner_alive() && group_gone {
             tracing::debug!(instance = %r.name, "forgetting the record of a dead foreground instance");
             let _ = state.remove(&r.name);
@@ -588,10 +594,44 @@ fn guard_report(log: &std::path::Path) -> Option<StopOutcome> {
     })
 }
 
+/// What [`down_report`] did.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Down {
+    /// How the stop went.
+    pub outcome: StopOutcome,
+    /// Whether anything of the instance ran (its owner, its guard or any process of it):
+    /// `false` when the record described something already gone, and only the record
+    /// was removed.
+    pub was_running: bool,
+    /// What ran although the instance's owner and guard were gone (both SIGKILLed, say),
+    /// found by its fingerprint and stopped: pid and command line.
+    pub orphans: Vec<(u32, String)>,
+}
+
 /// Stop the instance `name` (detached, or the foreground one of another process).
+/// See [`down_report`] for what was stopped.
 pub async fn down(state: &StateDir, name: &str) -> Result<StopOutcome> {
+    down_report(state, name).await.map(|d| d.outcome)
+}
+
+/// Stop the instance `name` (detached, or the foreground one of another process), and
+/// tell what was stopped: an instance whose owner and guard are both gone while
+/// processes of it still run (found by the instance's fingerprint, never otherwise) is
+/// stopped too, and those processes named. Once stopped, nothing of it may be left:
+/// what still runs is [`Error::StillRunning`], and the record is kept.
+pub async fn down_report(state: &StateDir, name: &str) -> Result<Down> {
     StateDir::check_name(name)?;
     let record = state.load(name)?.ok_or_else(|| Error::NotFound { name: name.to_string() })?;
+    let before = tether_core::process::recorded_survivors(&record);
+    let keeper_alive = record.owner_alive();
+    let orphans: Vec<(u32, String)> = if keeper_alive {
+        Vec::new()
+    } else {
+        before.iter().map(|id| (id.pid, procs::command_of(id.pid).unwrap_or_else(|| "?".into()))).collect()
+    };
+    // A container's liveness is its engine's to tell: counted as running.
+    let was_running = keeper_alive || !before.is_empty() || record.leader.is_none();
     // A foreground instance: ask its owner to stop it, so it cleans up itself. The
     // owner is ours only if it holds the instance's lock file open.
     if let Some(owner) = record.owner.filter(|o| o.is_alive()) {
@@ -619,8 +659,15 @@ pub async fn down(state: &StateDir, name: &str) -> Result<StopOutcome> {
         }
         (_, o) => o,
     };
+    let left: Vec<(u32, String)> = tether_core::process::recorded_survivors(&record)
+        .into_iter()
+        .map(|id| (id.pid, procs::command_of(id.pid).unwrap_or_else(|| "?".into())))
+        .collect();
+    if !left.is_empty() {
+        return Err(Error::StillRunning { name: name.to_string(), pids: left });
+    }
     state.remove(name)?;
-    Ok(outcome)
+    Ok(Down { outcome, was_running, orphans })
 }
 
 #[cfg(test)]

@@ -32,7 +32,7 @@ pub mod mcp;
 mod supervised;
 
 pub use config::{Config, Plan, PortChoice, parse_duration};
-pub use ensure::{EnsureOptions, down, ensure_running};
+pub use ensure::{Down, EnsureOptions, down, down_report, ensure_running};
 pub use handle::Handle;
 pub use kind::{RunnerKind, build_runner, recorded_runner};
 pub use supervised::{EnsureStarter, supervisor_options};

@@ -194,6 +194,18 @@ pub enum Error {
         /// Which rule refused it.
         why: String,
     },
+    /// Processes of an instance still run after `down` stopped it (they survived SIGKILL,
+    /// or appeared meanwhile): named, and the record kept so a later `down` finds them.
+    #[error(
+        "instance '{name}' still runs after the stop: {}; its record is kept, `tether down --name {name}` tries again",
+        pids.iter().map(|(p, c)| format!("pid {p} (`{c}`)")).collect::<Vec<_>>().join(", ")
+    )]
+    StillRunning {
+        /// The instance name.
+        name: String,
+        /// What still runs: pid and command line.
+        pids: Vec<(u32, String)>,
+    },
     /// No instance of this name is recorded.
     #[error("no instance named '{name}' is recorded; `tether status` lists them")]
     NotFound {

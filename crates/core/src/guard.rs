@@ -9,7 +9,11 @@
 //!    `setsid` — become its children instead of escaping to init;
 //! 3. starts the backend in its own process group (the guard's), stdin null, with the
 //!    parent-death signal (SIGKILL) set on it: should the guard itself be SIGKILLed
-//!    (a `kill -9` of the whole tree), the backend does not run on under init;
+//!    (a `kill -9` of the whole tree), the backend does not run on under init. What the
+//!    backend started is out of the kernel's reach then (a `setsid` grandchild, uv's
+//!    Python), so the backend's environment also gets [`LEADER_ENV`](crate::port::LEADER_ENV)
+//!    = this guard's identity: the next `status`, `down` or `up` finds what is left by it
+//!    and stops it (see `process::survivors`);
 //! 4. waits for a signal: SIGTERM/SIGINT/SIGHUP (a stop), SIGUSR2 whose parent is
 //!    really gone (the owner died; a mere thread exit is ignored), or SIGCHLD;
 //! 5. on a stop or the owner's death: SIGTERM to the group and every descendant,
@@ -296,6 +300,9 @@ fn run(args: GuardArgs) -> i32 {
 
     let mut command = Command::new(&args.program);
     command.args(&args.args).stdin(Stdio::null());
+    // Pins everything the backend starts to this run: should the guard die with the
+    // owner (both SIGKILLed), what escaped the group is still found by it.
+    command.env(crate::port::LEADER_ENV, procs::ProcessIdentity::current().token());
     if args.log_file.is_some() {
         command.stdout(Stdio::piped()).stderr(Stdio::piped());
     }

@@ -52,6 +52,12 @@ impl ProcessIdentity {
         ProcessIdentity { pid, start_time }
     }
 
+    /// `PID:START_TIME`: this identity as one string, the value of
+    /// [`LEADER_ENV`](crate::port::LEADER_ENV).
+    pub fn token(&self) -> String {
+        format!("{}:{}", self.pid, self.start_time)
+    }
+
     /// True when `pid` exists, is not a zombie, and started at `start_time` — that
     /// is, it is still the very process this identity was taken from. A start
     /// time of 0 (unknown, see [`current`](Self::current)) is never alive.
@@ -263,6 +269,19 @@ pub fn group_members(pgid: u32) -> Vec<u32> {
     pids
 }
 
+/// Every live process of this user whose environment (as it was started with, see
+/// [`env_var`]) holds `key=value`, sorted. One scan of the whole table: for the rare
+/// look for what a dead guard left behind, not for polling a live tree.
+pub fn with_env(key: &str, value: &str) -> Vec<u32> {
+    let me = nix::unistd::geteuid().as_raw();
+    let mut pids: Vec<u32> = live_table()
+        .map(|(pid, _)| pid)
+        .filter(|pid| uid_of(*pid) == Some(me) && env_var(*pid, key).is_some_and(|v| v == value))
+        .collect();
+    pids.sort_unstable();
+    pids
+}
+
 /// The value of environment variable `key` of process `pid`, if readable.
 ///
 /// This is the environment the process was started with (`/proc/PID/environ`),
@@ -439,5 +458,14 @@ mod tests {
         assert_eq!(env_var(child.pid(), "TETHER_TEST"), None);
         assert_eq!(env_var(child.pid(), "TETHER_TEST_VAR_NOPE"), None);
         assert_eq!(info(child.pid()).map(|i| i.command).as_deref(), Some("cat"));
+        // The table scan by environment finds it, and only by the exact value.
+        assert_eq!(with_env("TETHER_TEST_VAR", "a=b c"), vec![child.pid()]);
+        assert!(with_env("TETHER_TEST_VAR", "a=b").is_empty());
+    }
+
+    #[test]
+    fn a_token_is_pid_and_start_time() {
+        let id = ProcessIdentity { pid: 12, start_time: 345 };
+        assert_eq!(id.token(), "12:345");
     }
 }

@@ -119,9 +119,30 @@ pub struct DemoArgs {
     #[arg(long, hide = true)]
     pub grandchild_idle: bool,
 
+    /// With --spawn-grandchild: the grandchild accepts connections on this backend's
+    /// listening socket too (it inherits it), so the port answers as long as it lives —
+    /// a forking server's worker.
+    #[arg(long, requires = "spawn_grandchild")]
+    pub grandchild_serves: bool,
+
+    /// With --spawn-grandchild: start the grandchild through a child of its own, which
+    /// stays in the process group and waits (as uv runs Python): backend → child →
+    /// grandchild. The child's pid is printed as `demo-backend child pid C`.
+    #[arg(long, requires = "spawn_grandchild")]
+    pub grandchild_via_child: bool,
+
     /// Internal, with --grandchild-idle: call setsid() first.
     #[arg(long, hide = true, requires = "grandchild_idle")]
     pub setsid: bool,
+
+    /// Internal, with --grandchild-idle: serve on this inherited listening socket.
+    #[arg(long, hide = true, value_name = "FD", requires = "grandchild_idle")]
+    pub listen_fd: Option<i32>,
+
+    /// Internal, with --grandchild-idle: be the launcher in between — start the idle
+    /// grandchild (with --setsid and --listen-fd as given), print its pid, and wait.
+    #[arg(long, hide = true, requires = "grandchild_idle")]
+    pub launcher: bool,
 
     /// Print `demo-backend argv: [...]` (the trailing arguments, as JSON) to stdout.
     #[arg(long)]
@@ -161,8 +182,12 @@ impl DemoArgs {
             close_stdout: false,
             spawn_grandchild: false,
             grandchild_setsid: false,
+            grandchild_serves: false,
+            grandchild_via_child: false,
             grandchild_idle: false,
             setsid: false,
+            listen_fd: None,
+            launcher: false,
             echo_args: false,
             say: None,
             extra: Vec::new(),

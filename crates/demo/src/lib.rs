@@ -41,7 +41,11 @@
 //!   /dev/null) so its reader sees EOF (unless a grandchild still holds it), and serving goes on
 //! - `--spawn-grandchild` (+ `--grandchild-setsid`): spawn an idle grandchild (the same
 //!   executable with the hidden `--grandchild-idle`), optionally in its own session; print
-//!   `demo-backend grandchild pid P`; it is not killed on exit — tether has to find it
+//!   `demo-backend grandchild pid P`; it is not killed on exit — tether has to find it.
+//!   `--grandchild-serves`: the grandchild accepts on the backend's listening socket too
+//!   (the port answers while it lives); `--grandchild-via-child`: a launcher child in
+//!   between starts it and waits (backend → child → grandchild, as uv → python → worker),
+//!   printing `demo-backend child pid C` (the backend) and the grandchild line (the launcher)
 //! - `--echo-args`: print `demo-backend argv: [...]`, the trailing arguments as JSON
 //!
 //! Start-up output order: listening line, grandchild pid, argv; then, on the output thread,
@@ -74,7 +78,7 @@ use output::{say, warn};
 /// "demo-backend"]`); it is used only by `--spawn-grandchild`.
 pub async fn run(args: DemoArgs, self_cmd: Vec<OsString>) -> io::Result<i32> {
     if args.grandchild_idle {
-        return output::grandchild_idle(args.setsid).await;
+        return output::grandchild_idle(&args, &self_cmd).await;
     }
     DemoServer::bind(args, self_cmd).await?.serve().await
 }
@@ -107,7 +111,13 @@ impl DemoServer {
 
         // Before SIGTERM is ignored, so that the grandchild does not inherit SIG_IGN.
         let grandchild = if args.spawn_grandchild {
-            Some(output::spawn_grandchild(&self_cmd, args.grandchild_setsid)?)
+            use std::os::fd::AsRawFd;
+            let plan = output::GrandchildPlan {
+                setsid: args.grandchild_setsid,
+                listener: args.grandchild_serves.then(|| listener.as_raw_fd()),
+                via_child: args.grandchild_via_child,
+            };
+            Some(output::spawn_grandchild(&self_cmd, plan)?)
         } else {
             None
         };
@@ -122,8 +132,11 @@ impl DemoServer {
 
         let url_host = if host.contains(':') { format!("[{host}]") } else { host };
         say(&format!("demo-backend listening on http://{url_host}:{}", local_addr.port()));
-        if let Some(pid) = grandchild {
-            say(&format!("demo-backend grandchild pid {pid}"));
+        match grandchild {
+            // The launcher in between prints the grandchild's pid itself.
+            Some(pid) if args.grandchild_via_child => say(&format!("demo-backend child pid {pid}")),
+            Some(pid) => say(&format!("demo-backend grandchild pid {pid}")),
+            None => {}
         }
         if args.echo_args {
             let json = serde_json::to_string(&args.extra).map_err(io::Error::other)?;

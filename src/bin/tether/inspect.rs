@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tether::core::port;
-use tether::core::procs::{self, ProcessIdentity};
-use tether::core::safety::{Claim, Gate};
+use tether::core::procs::ProcessIdentity;
 use tether::core::state::{Record, StateDir};
 use tether::{Error, StopOutcome};
 
@@ -22,26 +21,17 @@ async fn answering(r: &Record) -> bool {
     matches!(tokio::time::timeout(Duration::from_secs(1), connect).await, Ok(Ok(_)))
 }
 
-/// The live processes of a record whose owner (or detached leader) is gone but whose
-/// process group lives on: what a `kill -9` of the whole tether tree leaves behind
-/// (a grandchild that stayed in the group, say). The group is the recorded leader's
-/// pid, not the record's `pgid` (a record is a claim); it is still ours only while
-/// no other process holds that pid, and a member counts only if the safety gate
-/// finds the instance's fingerprint on it or an ancestor.
+/// The live processes of a record whose owner (or detached leader) is gone: what a
+/// `kill -9` of the whole tether tree leaves behind — a grandchild that stayed in the
+/// group, and what left it (a `setsid` grandchild, uv's Python's worker), found by the
+/// dead guard's identity in its environment (`TETHER_LEADER`). The group is the
+/// recorded leader's pid, not the record's `pgid` (a record is a claim), still ours
+/// only while no other process holds that pid; and a process counts only if the safety
+/// gate finds the instance's fingerprint on it or an ancestor.
 fn orphans(r: &Record) -> Vec<u32> {
-    let Some(leader) = r.leader else { return Vec::new() };
-    if ProcessIdentity::of(leader.pid).is_some_and(|now| now != leader) {
-        // The number now names another process: the group we created is gone.
-        return Vec::new();
-    }
-    let gate = Gate::new();
-    let claim = Claim::instance(r.name.clone());
-    procs::group_members(leader.pid)
-        .into_iter()
-        .filter_map(ProcessIdentity::of)
-        .filter(|id| gate.check(*id, &claim).is_ok())
-        .map(|id| id.pid)
-        .collect()
+    let mut pids: Vec<u32> = tether::core::process::recorded_survivors(r).into_iter().map(|id| id.pid).collect();
+    pids.sort_unstable();
+    pids
 }
 
 /// How a record stands: `alive` (its owner, leader or container runs), `answering`
@@ -161,14 +151,27 @@ pub async fn down(args: NameArgs) -> i32 {
         Err(code) => return code,
     };
     let name = args.name.unwrap_or_else(|| "default".into());
-    match tether::down(&state, &name).await {
-        Ok(how) => {
+    match tether::down_report(&state, &name).await {
+        Ok(done) => {
+            let how = done.outcome;
             if args.json {
-                json_line(&json!({"state": "stopped", "name": name, "killed": how.was_killed()}));
+                json_line(&json!({
+                    "state": "stopped", "name": name, "killed": how.was_killed(),
+                    "was_running": done.was_running,
+                    "orphans": done.orphans.iter().map(|(p, _)| *p).collect::<Vec<_>>(),
+                }));
+            } else if !done.was_running {
+                println!("'{name}' was not running (nothing to stop); its record is removed");
             } else {
                 match how {
                     StopOutcome::Killed => println!("stopped '{name}' (killed after the grace period)"),
                     StopOutcome::Terminated { .. } => println!("stopped '{name}'"),
+                }
+                if !done.orphans.is_empty() {
+                    println!("  its owner and guard were gone; stopped what they left:");
+                    for (pid, command) in &done.orphans {
+                        println!("  pid {pid} `{command}`");
+                    }
                 }
             }
             0

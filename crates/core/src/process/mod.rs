@@ -17,7 +17,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tokio::sync::watch;
 
-pub use stop::{GroupTarget, kill_now, stop_group};
+pub use stop::{GroupTarget, kill_now, stop_group, survivors};
 
 use crate::error::{Error, ExitStatus, Result};
 use crate::guard;
@@ -25,7 +25,7 @@ use crate::procs::ProcessIdentity;
 use crate::relay::{LogRelay, Stream};
 use crate::runner::{Endpoint, Identity, LaunchSpec, RunningBackend, StopOutcome, Tethering};
 
-pub use crate::port::INSTANCE_ENV;
+pub use crate::port::{INSTANCE_ENV, LEADER_ENV};
 
 /// A program to run: argv, never a shell string.
 #[derive(Debug, Clone)]
@@ -223,6 +223,18 @@ pub async fn stop_recorded(record: &crate::state::Record, grace: Duration) -> Re
     };
     let target = GroupTarget::group(leader, crate::safety::Claim::instance(record.name.clone()));
     stop_group(target, grace, || None).await
+}
+
+/// What of a recorded process instance still lives and is provably ours (see
+/// [`survivors`]): its leader, its group, their descendants, and — once the leader is
+/// dead — every process pinned to it by [`LEADER_ENV`] (what a guard SIGKILLed with its
+/// owner left outside the group). Empty for a record without a leader (a container).
+/// Nothing is signalled.
+pub fn recorded_survivors(record: &crate::state::Record) -> Vec<ProcessIdentity> {
+    match record.leader {
+        Some(leader) => survivors(&GroupTarget::group(leader, crate::safety::Claim::instance(record.name.clone()))),
+        None => Vec::new(),
+    }
 }
 
 /// The last `lines` non-empty lines of a log file (its last 64 KiB), opened without

@@ -9,6 +9,7 @@ use tokio::time::Instant;
 
 use crate::backoff::Backoff;
 use crate::error::{Error, ExitStatus, Result};
+use crate::port::LEADER_ENV;
 use crate::procs::{self, ProcessIdentity};
 use crate::runner::StopOutcome;
 use crate::safety::{Claim, Gate, Refusal};
@@ -67,12 +68,19 @@ impl<'a> Stopping<'a> {
     }
 
     /// Every process still belonging to the target that the gate admits: the leader
-    /// (when alive and still itself), members of its group, and its descendants.
+    /// (when alive and still itself), members of its group, and its descendants — and,
+    /// once the leader is dead, every process pinned to it by [`LEADER_ENV`]: what a
+    /// guard killed with its owner left outside the group (a `setsid` grandchild that
+    /// init adopted), which no longer descends from anything recorded.
     fn survivors(&mut self) -> Vec<ProcessIdentity> {
         let t = self.target;
         if t.leader.is_alive() {
             self.remember(vec![t.leader]);
             self.remember(identities(procs::descendants(t.leader.pid)));
+        } else {
+            // A live guard is a subreaper: everything it started stays below it, so the
+            // whole-table scan is needed only once it is gone.
+            self.remember(identities(procs::with_env(LEADER_ENV, &t.leader.token())));
         }
         if let Some(pgid) = t.live_group() {
             self.remember(identities(procs::group_members(pgid)));
@@ -169,6 +177,14 @@ async fn wait_gone(stop: &mut Stopping<'_>, deadline: Instant) -> bool {
         tokio::time::sleep(wait.min(deadline - now)).await;
     }
     false
+}
+
+/// What of `target` still lives, as a stop would find it (the leader, its descendants,
+/// its group, and what is pinned to a dead leader by [`LEADER_ENV`]), keeping only
+/// what the [`Gate`] admits as ours: a process it refuses is never counted, so never
+/// signalled. Nothing is signalled here.
+pub fn survivors(target: &GroupTarget) -> Vec<ProcessIdentity> {
+    Stopping::new(target).survivors()
 }
 
 /// Kill at once, synchronously: the `Drop` backstop. The gate still decides.
