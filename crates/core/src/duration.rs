@@ -67,7 +67,7 @@ mod tests {
     #[test]
     fn durations_are_bounded_by_a_year() {
         assert_eq!(parse_duration("8760h"), Ok(MAX_DURATION));
-        for huge in ["18446744073709551615s", "8761h", "1e30", "31536001"] {
+        for huge in ["18446744073709551615s", "8761h", "100000000000", "31536001", "525601m"] {
             let e = parse_duration(huge).expect_err(huge);
             assert!(e.contains("the maximum is 8760h"), "{huge}: {e}");
         }
