@@ -277,7 +277,23 @@ pub async fn ensure_running(plan: Plan, opts: EnsureOptions) -> Result<Handle> {
         Ok(instance) => {
             record.fingerprint = fingerprint(&instance.runner_info().fingerprint, &plan);
             record.tool_version = instance.runner_info().tool_version.clone();
-            state.save(&record)?;
+            if let Err(e) = state.save(&record) {
+                // Unrecorded, it would run on invisible to `status` and `down` (a detached
+                // one is not stopped by dropping its handle): what we launched, we stop.
+                let stopped = match instance.stop().await {
+                    Ok(_) => "it is stopped".to_string(),
+                    Err(stop) => format!("stopping it failed too: {}", stop.chain()),
+                };
+                let _ = state.remove(&plan.name);
+                return Err(Error::State {
+                    path: state.path().join(format!("{}.json", plan.name)),
+                    source: std::io::Error::other(format!(
+                        "cannot record the ready backend ({}); {stopped}: free the space or fix the state \
+                         directory, then start it again",
+                        e.chain()
+                    )),
+                });
+            }
             Ok(Handle::owned(instance, state, record, lock).with_lease(lease))
         }
         Err(e) => {

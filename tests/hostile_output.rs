@@ -251,3 +251,31 @@ fn a_backends_escape_sequences_are_shown_escaped_unless_raw() {
     assert!(relayed.starts_with("esc-fg| "), "the prefix is not overwritten: {relayed:?}");
     assert!(gone(&marker).is_empty());
 }
+
+/// Item 5: `up --detach` whose record cannot be written once the backend is ready (here
+/// `NAME.json` is a directory; a full disk does the same) fails — and stops what it
+/// launched: an unrecorded backend would run on, invisible to `status` and `down`.
+#[test]
+fn an_up_whose_record_cannot_be_written_leaves_no_backend() {
+    for detach in [true, false] {
+        let state = tempfile::tempdir().expect("state dir");
+        std::fs::create_dir(state.path().join("unrecorded.json")).expect("a directory where the record goes");
+        let marker = marker("unrecorded");
+        let mut cmd = Command::new(EXE);
+        cmd.args(["up", "--name", "unrecorded", "--port", "auto"]);
+        if detach {
+            cmd.arg("--detach");
+        }
+        let out = cmd
+            .args(["--", EXE, "demo-backend", "--port", "{port}", "--ready-after", "0", "--echo-args", "--", &marker])
+            .env("TETHER_STATE_DIR", state.path())
+            .stdin(Stdio::null())
+            .output()
+            .expect("run tether up");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "detach {detach}: {stderr}");
+        assert!(stderr.contains("unrecorded.json"), "detach {detach}: names the file: {stderr}");
+        let left = gone(&marker);
+        assert!(left.is_empty(), "detach {detach}: the unrecorded backend runs on: {left:?}");
+    }
+}
