@@ -18,7 +18,18 @@ fn state_dir(json: bool) -> Result<StateDir, i32> {
 
 async fn answering(r: &Record) -> bool {
     let connect = tokio::net::TcpStream::connect((r.host.as_str(), r.port));
-    matches!(tokio::time::timeout(Duration::from_secs(1), connect).await, Ok(Ok(_)))
+    if !matches!(tokio::time::timeout(Duration::from_secs(1), connect).await, Ok(Ok(_))) {
+        return false;
+    }
+    // A process instance answers only through its own listener (as `up` decides "ready"):
+    // a record is a claim, and its port may be any neighbour's, another user's among them.
+    // A container's port is the engine's proxy, a remote backend someone else's: the
+    // connection is all there is to see.
+    if r.container_id.is_none() && r.leader.is_some() {
+        return tether::core::port::holders(r.port)
+            .is_ok_and(|holders| holders.iter().any(|h| h.ours && h.instance.as_deref() == Some(r.name.as_str())));
+    }
+    true
 }
 
 /// The live processes of a record whose owner (or detached leader) is gone: what a

@@ -1,12 +1,14 @@
-//! Issue 26, item 7: `tether logs` reads only the log tether writes for that name in its
-//! state directory — a record naming another file (`/etc/shadow`, a link to it) is a
-//! claim, refused for reads as for signals. Records are planted, so the test runs inside
-//! its own pid namespace (see `tether_testkit::forged`).
+//! Issue 26, items 7 and 8: a record is a claim for reads too. `tether logs` reads only the
+//! log tether writes for that name in its state directory — never another file
+//! (`/etc/shadow`, a link to it); `tether status` calls a record `ready` only when the
+//! listener on its port is the instance's own — never a neighbour's. Records are planted,
+//! so the tests run inside their own pid namespace (see `tether_testkit::forged`).
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use serde_json::json;
+use serde_json::{Value, json};
+use tether::core::procs::ProcessIdentity;
 use tether_testkit::forged::{assert_namespaced, in_pid_namespace, plant_record};
 
 fn logs(state: &Path, name: &str) -> Output {
@@ -55,4 +57,43 @@ fn inner_logs_reads_only_tethers_own_log() {
     let out = logs(state.path(), "link");
     assert!(!String::from_utf8_lossy(&out.stdout).contains("secret"));
     assert!(String::from_utf8_lossy(&out.stderr).contains("symbolic link"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn status_calls_ready_only_an_instances_own_listener() {
+    in_pid_namespace("inner_status_calls_ready_only_an_instances_own_listener");
+}
+
+#[test]
+#[ignore = "runs only as pid 1 of its own pid namespace; status_calls_ready_only_an_instances_own_listener starts it"]
+fn inner_status_calls_ready_only_an_instances_own_listener() {
+    assert_namespaced();
+    let state = tempfile::tempdir().expect("state dir");
+    // A neighbour listening (no fingerprint of ours), and a record claiming its port, with
+    // a live owner (this test) and leader (a sleeper of ours by pid, not by fingerprint).
+    let neighbour = std::net::TcpListener::bind("127.0.0.1:0").expect("a neighbour's listener");
+    let port = neighbour.local_addr().expect("its address").port();
+    let mut sleeper = Command::new("sleep").arg("600").stdin(Stdio::null()).spawn().expect("sleep");
+    let leader = ProcessIdentity::of(sleeper.id()).expect("the sleeper's identity");
+    let me = ProcessIdentity::current();
+    let id = |p: ProcessIdentity| json!({"pid": p.pid, "start_time": p.start_time});
+    plant_record(
+        state.path(),
+        "claim",
+        "native",
+        json!({"detached": false, "owner": id(me), "leader": id(leader), "port": port,
+               "url": format!("http://127.0.0.1:{port}")}),
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_tether"))
+        .args(["status", "--name", "claim", "--json"])
+        .env("TETHER_STATE_DIR", state.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run tether status");
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("status --json ({e}): {out:?}"));
+    assert_ne!(doc["state"], "ready", "a neighbour's listener is not the instance's: {doc}");
+    assert_eq!(doc["health"], "not answering", "{doc}");
+    drop(neighbour);
 }
