@@ -590,16 +590,38 @@ pub fn open_private(path: &Path, append: bool) -> std::io::Result<File> {
     Ok(file)
 }
 
+/// The longest line the log keeps whole; a longer one is cut into lines of this size.
+const LOG_LINE_MAX: usize = 1 << 20;
+
+/// Copy one stream (stdout or stderr) to the log in whole lines: two streams never splice
+/// a line of one into a line of the other, and a rotation falls between lines.
 fn copy_to_log(mut from: impl Read + Send + 'static, log: Arc<Mutex<RotatingLog>>) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let mut buf = vec![0u8; 64 * 1024];
+        let mut lines = crate::relay::LineSplitter::new(LOG_LINE_MAX);
+        let mut batch = Vec::with_capacity(buf.len() + 1024);
+        let whole = |line: &[u8], batch: &mut Vec<u8>| {
+            batch.extend_from_slice(line);
+            batch.push(b'\n');
+        };
         loop {
             match from.read(&mut buf) {
                 Ok(0) => break,
-                Ok(n) => log.lock().unwrap_or_else(|p| p.into_inner()).write(&buf[..n]),
+                Ok(n) => {
+                    batch.clear();
+                    lines.feed(&buf[..n], &mut |line| whole(line, &mut batch));
+                    if !batch.is_empty() {
+                        log.lock().unwrap_or_else(|p| p.into_inner()).write(&batch);
+                    }
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(_) => break,
             }
+        }
+        batch.clear();
+        lines.finish(&mut |line| whole(line, &mut batch));
+        if !batch.is_empty() {
+            log.lock().unwrap_or_else(|p| p.into_inner()).write(&batch);
         }
     })
 }

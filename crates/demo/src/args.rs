@@ -87,6 +87,10 @@ pub struct DemoArgs {
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub log_lines: u64,
 
+    /// Start the --log-lines output only once this file exists (a test's gate).
+    #[arg(long, value_name = "PATH")]
+    pub log_after_file: Option<std::path::PathBuf>,
+
     /// Size of each --log-lines line in bytes, newline included.
     #[arg(long, value_name = "B", default_value_t = 100)]
     pub line_bytes: usize,
@@ -175,6 +179,7 @@ impl DemoArgs {
             exit_code: 1,
             ignore_sigterm: false,
             log_lines: 0,
+            log_after_file: None,
             line_bytes: 100,
             long_line: None,
             no_newline: false,

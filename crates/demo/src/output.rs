@@ -33,6 +33,7 @@ pub(crate) fn warn(line: &str) {
 #[derive(Debug, Clone)]
 pub(crate) struct Bulk {
     pub(crate) log_lines: u64,
+    pub(crate) log_after_file: Option<std::path::PathBuf>,
     pub(crate) line_bytes: usize,
     pub(crate) invalid_utf8: bool,
     pub(crate) long_line: Option<usize>,
@@ -47,6 +48,7 @@ impl Bulk {
     pub(crate) fn from_args(args: &DemoArgs) -> Self {
         Bulk {
             log_lines: args.log_lines,
+            log_after_file: args.log_after_file.clone(),
             line_bytes: args.line_bytes,
             invalid_utf8: args.invalid_utf8,
             long_line: args.long_line,
@@ -69,6 +71,11 @@ impl Bulk {
     }
 
     fn write_all(self) {
+        if let Some(gate) = &self.log_after_file {
+            while !gate.exists() {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
         if self.log_lines > 0 {
             let started = Instant::now();
             let written = write_log_lines(self.log_lines, self.line_bytes);

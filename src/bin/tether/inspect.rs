@@ -1,6 +1,6 @@
 //! `status`, `down`, `logs`, `port`: looking at and stopping recorded instances.
 
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Write};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -238,53 +238,112 @@ pub async fn logs(args: LogsArgs) -> i32 {
         Ok(f) => f,
         Err(e) => return report_error(&Error::io(format!("cannot open log file {}", path.display()), e), false),
     };
-    let mut pos = 0u64;
-    let mut buf = Vec::new();
-    let mut partial = Vec::new();
+    let mut lines = LogLines { raw: args.raw, partial: Vec::new() };
     loop {
-        buf.clear();
-        if file.seek(SeekFrom::Start(pos)).is_ok() && file.read_to_end(&mut buf).is_ok() {
-            pos += buf.len() as u64;
-            let mut out = std::io::stdout().lock();
-            if args.raw {
-                let _ = out.write_all(&buf);
-            } else {
-                // Whole lines, each shown safe for this terminal (a partial last line waits
-                // for its end, or for the end of the output).
-                partial.extend_from_slice(&buf);
-                let end = partial.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
-                let done = !args.follow || !record.owner_alive();
-                let upto = if done { partial.len() } else { end };
-                for line in partial[..upto].split_inclusive(|b| *b == b'\n') {
-                    let text = String::from_utf8_lossy(line);
-                    let (body, newline) = match text.strip_suffix('\n') {
-                        Some(body) => (body, "\n"),
-                        None => (text.as_ref(), ""),
-                    };
-                    let _ = write!(out, "{}{newline}", crate::output::shown(body, crate::output::Which::Stdout));
-                }
-                partial.drain(..upto);
-            }
-            let _ = out.flush();
-        }
+        let read = lines.copy(&mut file);
         if !args.follow || !record.owner_alive() {
-            if !partial.is_empty() {
-                let text = String::from_utf8_lossy(&partial).into_owned();
-                let _ = write!(std::io::stdout(), "{}", crate::output::shown(&text, crate::output::Which::Stdout));
-            }
+            lines.end();
             return 0;
         }
-        // Rotation: the file was renamed away; reopen the new one.
-        if std::fs::symlink_metadata(&path).map(|m| m.len() < pos).unwrap_or(false)
-            && let Ok(f) = open_log(&path)
-        {
-            file = f;
-            pos = 0;
+        // Rotation (`NAME.log` renamed to `NAME.log.1`, a new one begun): the file we hold
+        // is still the old one; read what was written to it up to the rename, then the
+        // rotated file if it is another (it rotated twice since), then the new file.
+        if let Some((new, middle)) = rotated(&path, &file) {
+            lines.copy(&mut file);
+            lines.end();
+            if let Some(mut middle) = middle {
+                lines.note("the log rotated more than once since the last read: lines may be missing here");
+                lines.copy(&mut middle);
+                lines.end();
+            }
+            file = new;
+            continue;
+        }
+        // Busy: read again at once; idle: wait a little.
+        if read > 0 {
+            tokio::task::yield_now().await;
+            continue;
         }
         tokio::select! {
             _ = tokio::signal::ctrl_c() => return 0,
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
         }
+    }
+}
+
+/// `logs` output: whole lines, each shown safe for this terminal unless `--raw`; a line
+/// never continues from one file into another.
+struct LogLines {
+    raw: bool,
+    partial: Vec<u8>,
+}
+
+impl LogLines {
+    /// Print what `file` holds past its position; the number of bytes read.
+    fn copy(&mut self, file: &mut std::fs::File) -> usize {
+        let mut buf = Vec::new();
+        if file.read_to_end(&mut buf).is_err() || buf.is_empty() {
+            return 0;
+        }
+        let mut out = std::io::stdout().lock();
+        // Printable ASCII, tabs and newlines only (the common case): nothing to neutralise.
+        let plain = |b: &u8| matches!(*b, b' '..=b'~' | b'\n' | b'\t');
+        if self.raw || (self.partial.is_empty() && buf.ends_with(b"\n") && buf.iter().all(plain)) {
+            let _ = out.write_all(&buf);
+        } else {
+            self.partial.extend_from_slice(&buf);
+            let upto = self.partial.iter().rposition(|b| *b == b'\n').map_or(0, |i| i + 1);
+            // One write for all of it (stdout is line-buffered: a write per line is a
+            // system call per line, too slow to follow a fast backend).
+            let mut shown = Vec::with_capacity(upto + upto / 8);
+            for line in self.partial[..upto].split_inclusive(|b| *b == b'\n') {
+                let text = String::from_utf8_lossy(line.strip_suffix(b"\n").unwrap_or(line));
+                shown.extend_from_slice(crate::output::shown(&text, crate::output::Which::Stdout).as_bytes());
+                shown.push(b'\n');
+            }
+            let _ = out.write_all(&shown);
+            self.partial.drain(..upto);
+        }
+        let _ = out.flush();
+        buf.len()
+    }
+
+    /// The end of a file: its last line, unfinished, is printed as one.
+    fn end(&mut self) {
+        if !self.partial.is_empty() {
+            let text = String::from_utf8_lossy(&self.partial).into_owned();
+            let _ = writeln!(std::io::stdout(), "{}", crate::output::shown(&text, crate::output::Which::Stdout));
+            self.partial.clear();
+        }
+    }
+
+    /// A line of tether's own among the output.
+    fn note(&mut self, text: &str) {
+        let _ = writeln!(std::io::stdout(), "[tether: {text}]");
+    }
+}
+
+/// The log file now at `path`, when it is another than `held` (it was rotated), and the
+/// rotated file `path.1` when it is neither (the log rotated more than once since): the
+/// files to read after `held`, in order. `.1` is opened first, so that it is older than
+/// the current file.
+fn rotated(path: &std::path::Path, held: &std::fs::File) -> Option<(std::fs::File, Option<std::fs::File>)> {
+    let mut previous = path.as_os_str().to_owned();
+    previous.push(".1");
+    let middle = open_log(std::path::Path::new(&previous)).ok();
+    let now = open_log(path).ok()?;
+    if same_file(&now, held) {
+        return None;
+    }
+    let middle = middle.filter(|m| !same_file(m, held) && !same_file(m, &now));
+    Some((now, middle))
+}
+
+fn same_file(a: &std::fs::File, b: &std::fs::File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (a.metadata(), b.metadata()) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
     }
 }
 
