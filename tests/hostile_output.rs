@@ -342,3 +342,35 @@ fn logs_follow_keeps_up_across_rotations_and_never_splices_lines() {
         .expect("down");
     assert_eq!(down.status.code(), Some(0));
 }
+
+/// Item 1 on a terminal: tether's stderr is a pty whose output is stopped (XOFF, Ctrl-S):
+/// tether still becomes ready with its progress bar and backend lines queued, and SIGTERM
+/// still stops the backend and ends it (exit 0).
+#[test]
+fn a_terminal_stopped_with_ctrl_s_freezes_neither_tether_nor_the_backend() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use nix::libc;
+    let (mut master, mut slave) = (0, 0);
+    // SAFETY: openpty writes two descriptors into the ints we pass; no name, termios or size.
+    let opened = unsafe {
+        libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null())
+    };
+    assert_eq!(opened, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors were just opened and are owned here alone.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let mut master = std::fs::File::from(master);
+    // Ctrl-S: the terminal stops output (IXON is on by default); nothing more is shown.
+    std::io::Write::write_all(&mut master, b"\x13").expect("XOFF");
+    let state = tempfile::tempdir().expect("state dir");
+    let marker = marker("xoff");
+    let mut up = up_spewing(state.path(), &marker, 100_000, Stdio::from(slave));
+    let ready = ready_line(&mut up);
+    assert!(ready.contains("http://127.0.0.1:"), "{ready}");
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(up.id()).expect("pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    let status = exit_within(&mut up);
+    assert_eq!(status.code(), Some(0), "a clean stop");
+    assert!(gone(&marker).is_empty(), "the backend outlived tether");
+    // Ctrl-Q: the terminal may go on (nothing waits for it any more).
+    let _ = std::io::Write::write_all(&mut master, b"\x11");
+}
