@@ -358,3 +358,109 @@ async fn a_backend_a_fresh_resolve_breaks_is_explained_and_with_or_a_constraint_
         group_gone(&record).await;
     }
 }
+
+/// A proxy in front of the fixture with `--catalog` (logging with levels, `_meta` echoing,
+/// a prompt, resources, a template, completions, subscriptions), requiring `mcp==MCP`,
+/// ready once the file `ready` exists. Returns the client, its events, the sandbox and the
+/// wheel (both kept as long as the test runs) and the ready file.
+async fn catalog_proxy(
+    mcp: &str,
+    name: &str,
+) -> Option<(Client, mcp_support::Events, Sandbox, Wheel, std::path::PathBuf)> {
+    let uv = support::Uv::find()?;
+    let wheel = build_wheel(&uv.python, mcp);
+    let sandbox = Sandbox::with_env(uv.env());
+    let ready = sandbox.path("ready");
+    let timeout = format!("{}s", READY.as_secs());
+    let args: Vec<String> = [
+        "--runner",
+        "uvx",
+        "--package",
+        &wheel.path.to_string_lossy(),
+        "--python",
+        &uv.python.to_string_lossy(),
+        "--uvx",
+        &uv.uvx.to_string_lossy(),
+        "--preset",
+        "claude-skills",
+        "--name",
+        name,
+        "--call-wait",
+        &timeout,
+        "--timeout",
+        &timeout,
+        "--",
+        "--port",
+        "{port}",
+        "--ready-file",
+        &ready.to_string_lossy(),
+        "--catalog",
+    ]
+    .map(String::from)
+    .to_vec();
+    let (client, events) = connect(&sandbox, &args).await;
+    Some((client, events, sandbox, wheel, ready))
+}
+
+/// The fixture's log messages (logger `fixture`) the host got, until `until` is among them.
+#[allow(deprecated)] // MCP logging (SEP-2577 deprecates it), still what hosts show
+async fn fixture_logs_until(events: &mut mcp_support::Events, seen: &mut Vec<String>, until: &str) {
+    let deadline = tokio::time::sleep(WAIT);
+    tokio::pin!(deadline);
+    while !seen.iter().any(|s| s == until) {
+        tokio::select! {
+            got = events.logged.recv() => {
+                let got = got.expect("a log message");
+                if got.logger.as_deref() == Some("fixture") {
+                    seen.push(got.data.as_str().unwrap_or_default().to_string());
+                }
+            }
+            _ = &mut deadline => panic!("no log message `{until}` reached the host; got {seen:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_2_backend_logging_and_the_hosts_level_pass_through() {
+    logging_passes_through(MCP_2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_1_backend_logging_and_the_hosts_level_pass_through() {
+    logging_passes_through(MCP_1).await;
+}
+
+/// Issue 22, item 2: the host's `logging/setLevel`, sent before the backend is ready, is
+/// answered, remembered and applied once the backend connects; sent to a ready backend it is
+/// forwarded; the backend's `notifications/message` reach the host.
+#[allow(deprecated)] // MCP logging (SEP-2577 deprecates it), still what hosts show
+async fn logging_passes_through(mcp: &str) {
+    use rmcp::model::{LoggingLevel, SetLevelRequestParams};
+    let Some((client, mut events, sandbox, _wheel, ready)) = catalog_proxy(mcp, "logs").await else { return };
+    let info = client.peer_info().expect("server info");
+    assert!(info.capabilities.logging.is_some(), "the proxy advertises logging: {info:?}");
+    // Before ready: remembered, answered at once.
+    tokio::time::timeout(WAIT, client.set_level(SetLevelRequestParams::new(LoggingLevel::Info)))
+        .await
+        .expect("setLevel answered in time")
+        .expect("setLevel before ready");
+    std::fs::write(&ready, "").expect("create the ready file");
+    // The call waits for the backend; the backend then logs at info and above only.
+    let said = call(&client, "say", json!({"message": "first"})).await.expect("forwarded");
+    assert_eq!(text_of(&said), "sent info", "the host's level reached the backend: {said:?}");
+    let mut seen = Vec::new();
+    fixture_logs_until(&mut events, &mut seen, "info: first").await;
+    // Ready: forwarded at once.
+    tokio::time::timeout(WAIT, client.set_level(SetLevelRequestParams::new(LoggingLevel::Debug)))
+        .await
+        .expect("setLevel answered in time")
+        .expect("setLevel once ready");
+    let said = call(&client, "say", json!({"message": "second"})).await.expect("forwarded");
+    assert_eq!(text_of(&said), "sent debug,info", "{said:?}");
+    fixture_logs_until(&mut events, &mut seen, "debug: second").await;
+    fixture_logs_until(&mut events, &mut seen, "info: second").await;
+    assert!(!seen.iter().any(|s| s == "debug: first"), "{seen:?}");
+    let record = sandbox.record("logs").expect("a record while it runs");
+    let _ = tokio::time::timeout(WAIT, client.cancel()).await.expect("the client stops in time");
+    group_gone(&record).await;
+}

@@ -74,7 +74,7 @@ impl BackendState {
 }
 
 /// The MCP client the proxy runs against the backend: relays the backend's
-/// `tools/list_changed` to the host.
+/// `tools/list_changed`, progress and log messages to the host.
 #[derive(Clone)]
 struct BackendClient {
     shared: Shared,
@@ -83,6 +83,16 @@ struct BackendClient {
 impl ClientHandler for BackendClient {
     async fn on_progress(&self, params: ProgressNotificationParam, _context: NotificationContext<RoleClient>) {
         self.shared.progress(params).await;
+    }
+
+    // MCP logging (SEP-2577 deprecates it), still what hosts show.
+    #[allow(deprecated)]
+    async fn on_logging_message(
+        &self,
+        params: rmcp::model::LoggingMessageNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        self.shared.log_message(params).await;
     }
 
     async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
@@ -258,6 +268,7 @@ pub(crate) async fn supervise(
                     tracing::info!(instance = %name, %url, "ready: forwarding MCP calls to the backend");
                     let process = info.pid.and_then(tether_core::procs::ProcessIdentity::of);
                     shared.set(BackendState::Ready { peer: peer.clone(), url, process });
+                    shared.apply_log_level(&peer).await;
                     shared.backend_ready(&peer).await;
                 }
             }

@@ -9,12 +9,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rmcp::model::{
-    CallToolRequest, CallToolRequestParams, CallToolResponse, CallToolResult, CancelledNotificationParam,
-    ClientRequest, ContentBlock, Implementation, InitializeRequestParams, InitializeResult, ListToolsResult,
-    PaginatedRequestParams, ProgressNotificationParam, ProgressToken, ProtocolVersion, ServerCapabilities,
-    ServerConfig, ServerResult, Tool,
+    CallToolRequest, CallToolRequestParams, CallToolResponse, CallToolResult, ClientRequest, ContentBlock,
+    Implementation, InitializeRequestParams, InitializeResult, ListToolsResult, PaginatedRequestParams,
+    ProgressNotificationParam, ProgressToken, ProtocolVersion, ServerCapabilities, ServerConfig, ServerResult, Tool,
 };
-use rmcp::service::{NotificationContext, PeerRequestOptions, RequestContext};
+#[allow(deprecated)] // MCP logging (SEP-2577), still what hosts show
+use rmcp::model::{LoggingLevel, LoggingMessageNotificationParam, SetLevelRequest, SetLevelRequestParams};
+use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::{ErrorData, Peer, RoleClient, RoleServer, ServerHandler, ServiceError};
 use tether_core::error::humanize;
 use tokio::sync::watch;
@@ -42,6 +43,9 @@ struct Inner {
     live_tools: Mutex<Vec<Tool>>,
     /// Calls in flight that want progress: the backend's token → the host's.
     progress: Mutex<HashMap<ProgressToken, ProgressToken>>,
+    /// The host's last `logging/setLevel`: applied to each backend connection.
+    #[allow(deprecated)] // MCP logging (SEP-2577), still what hosts show
+    log_level: Mutex<Option<LoggingLevel>>,
     /// Set once `initialize` is answered.
     initialized: watch::Sender<bool>,
     /// The host was sent the backend's failure as a log message (once, after its `initialized`).
@@ -68,6 +72,7 @@ impl Shared {
             served: Mutex::new(None),
             live_tools: Mutex::new(Vec::new()),
             progress: Mutex::new(HashMap::new()),
+            log_level: Mutex::new(None),
             initialized: watch::channel(false).0,
             failure_told: std::sync::atomic::AtomicBool::new(false),
             failure_listed: std::sync::atomic::AtomicBool::new(false),
@@ -133,11 +138,7 @@ impl Shared {
         }
     }
 
-    /// Forward a call to the backend, cancellable: a cancel by the host (its
-    /// `notifications/cancelled` naming the call's request id, with or without a progress
-    /// token) cancels the backend's request with its own id. When the host asked for
-    /// progress (`host_token`), the backend's progress notifications for the call go to the
-    /// host under the host's token.
+    /// Forward a call to the backend (see [`Shared::forward`]).
     async fn forward_call(
         &self,
         peer: &Peer<RoleClient>,
@@ -146,32 +147,48 @@ impl Shared {
         context: &RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ServiceError> {
         let request = ClientRequest::CallToolRequest(CallToolRequest::new(request));
-        let handle = peer.send_request_with_option(request, PeerRequestOptions::no_options()).await?;
-        let id = handle.id.clone();
-        // The route goes when the call ends, however it ends (this future may be dropped).
-        let _route = host_token.map(|host_token| {
-            let token = handle.progress_token.clone();
-            self.0.progress.lock().unwrap_or_else(|p| p.into_inner()).insert(token.clone(), host_token);
-            ProgressRoute { shared: self, token }
-        });
-        let answer = tokio::select! {
-            answer = handle.await_response() => Some(answer),
-            _ = context.ct.cancelled() => None,
-        };
-        match answer {
-            Some(Ok(ServerResult::CallToolResult(r))) => Ok(CallToolResponse::Complete(r)),
-            Some(Ok(ServerResult::InputRequiredResult(r))) => Ok(CallToolResponse::InputRequired(r)),
-            Some(Ok(ServerResult::CreateTaskResult(r))) => Ok(CallToolResponse::Task(r)),
-            Some(Ok(_)) => Err(ServiceError::UnexpectedResponse),
-            Some(Err(e)) => Err(e),
-            None => {
-                tracing::info!(host_request = %context.id, backend_request = %id, "the host cancelled a call: cancelling it on the backend");
-                let cancel = CancelledNotificationParam::new(Some(id), Some("cancelled by the MCP host".into()));
-                if let Err(e) = peer.notify_cancelled(cancel).await {
-                    tracing::debug!(error = %e, "cannot pass the cancel on to the backend");
-                }
-                Err(ServiceError::Cancelled { reason: Some("cancelled by the MCP host".into()) })
-            }
+        match self.forward(peer, request, None, host_token, context).await? {
+            ServerResult::CallToolResult(r) => Ok(CallToolResponse::Complete(r)),
+            ServerResult::InputRequiredResult(r) => Ok(CallToolResponse::InputRequired(r)),
+            ServerResult::CreateTaskResult(r) => Ok(CallToolResponse::Task(r)),
+            _ => Err(ServiceError::UnexpectedResponse),
+        }
+    }
+
+    /// Route the backend's progress notifications under `token` to the host under
+    /// `host_token` until the returned route is dropped.
+    pub(crate) fn route_progress(&self, token: ProgressToken, host_token: ProgressToken) -> ProgressRoute<'_> {
+        self.0.progress.lock().unwrap_or_else(|p| p.into_inner()).insert(token.clone(), host_token);
+        ProgressRoute { shared: self, token }
+    }
+
+    /// The level the host last asked for with `logging/setLevel`, if it did.
+    #[allow(deprecated)] // MCP logging (SEP-2577), still what hosts show
+    fn log_level(&self) -> Option<LoggingLevel> {
+        *self.0.log_level.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A newly connected backend gets the host's log level (its last `logging/setLevel`),
+    /// when the host set one and the backend has `logging`: a restarted backend, or one
+    /// that was not ready when the host set it, logs at the level the host chose.
+    #[allow(deprecated)] // MCP logging (SEP-2577), still what hosts show
+    pub(crate) async fn apply_log_level(&self, peer: &Peer<RoleClient>) {
+        let Some(level) = self.log_level() else { return };
+        if !backend_logs(peer) {
+            return;
+        }
+        match peer.set_level(SetLevelRequestParams::new(level)).await {
+            Ok(()) => tracing::debug!(?level, "applied the host's log level to the backend"),
+            Err(e) => tracing::warn!(error = %e, "the backend did not take the host's log level"),
+        }
+    }
+
+    /// Pass a log message of the backend (`notifications/message`) on to the host as it is.
+    #[allow(deprecated)] // MCP logging (SEP-2577), still what hosts show
+    pub(crate) async fn log_message(&self, params: LoggingMessageNotificationParam) {
+        let Some(host) = self.host() else { return };
+        if let Err(e) = host.notify_logging_message(params).await {
+            tracing::debug!(error = %e, "cannot pass a log message of the backend on to the host");
         }
     }
 
@@ -319,8 +336,13 @@ impl Shared {
     }
 }
 
+/// Whether the connected backend said it has `logging` (in its `initialize` answer).
+fn backend_logs(peer: &Peer<RoleClient>) -> bool {
+    peer.peer_info().is_some_and(|info| info.capabilities.logging.is_some())
+}
+
 /// A forwarded call's progress route (backend token → host token), removed on drop.
-struct ProgressRoute<'a> {
+pub(crate) struct ProgressRoute<'a> {
     shared: &'a Shared,
     token: ProgressToken,
 }
@@ -411,6 +433,31 @@ impl ServerHandler for Front {
         // runs inside the session's loop, which must be free to send it).
         let shared = self.shared.clone();
         tokio::spawn(async move { shared.tell_host_failed().await });
+    }
+
+    /// Remembered for every backend connection to come, and forwarded to a ready backend
+    /// that has `logging`; the proxy's own messages (logger `tether`) are errors only.
+    #[allow(deprecated)] // MCP logging (SEP-2577), still what hosts show
+    async fn set_level(
+        &self,
+        request: SetLevelRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        *self.shared.0.log_level.lock().unwrap_or_else(|p| p.into_inner()) = Some(request.level);
+        let BackendState::Ready { peer, .. } = self.shared.current() else { return Ok(()) };
+        if !backend_logs(&peer) {
+            return Ok(());
+        }
+        let request = ClientRequest::SetLevelRequest(SetLevelRequest::new(request));
+        match self.shared.forward(&peer, request, Some(context.meta.clone()), None, &context).await {
+            Ok(_) => Ok(()),
+            Err(ServiceError::McpError(e)) => Err(e),
+            Err(e) => {
+                // Applied again when the backend is connected anew.
+                tracing::warn!(error = %e, "cannot pass the host's log level on to the backend");
+                Ok(())
+            }
+        }
     }
 
     async fn list_tools(

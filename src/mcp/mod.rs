@@ -21,6 +21,7 @@
 //! ```
 
 mod backend;
+mod forward;
 mod front;
 mod lines;
 mod tools;
