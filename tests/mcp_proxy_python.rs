@@ -464,3 +464,51 @@ async fn logging_passes_through(mcp: &str) {
     let _ = tokio::time::timeout(WAIT, client.cancel()).await.expect("the client stops in time");
     group_gone(&record).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_2_a_requests_meta_reaches_the_backend_and_a_results_meta_the_host() {
+    meta_passes_through(MCP_2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_1_a_requests_meta_reaches_the_backend_and_a_results_meta_the_host() {
+    meta_passes_through(MCP_1).await;
+}
+
+/// Issue 22, item 3: a `tools/call`'s `_meta` (Claude Code's `claudecode/toolUseId`, W3C trace
+/// context, an `io.modelcontextprotocol/*` key) reaches the backend untouched, and the
+/// backend's result `_meta` reaches the host.
+async fn meta_passes_through(mcp: &str) {
+    use rmcp::model::{CallToolRequest, ClientRequest, RequestMetaObject, ServerResult};
+    use rmcp::service::PeerRequestOptions;
+    let Some((client, _events, sandbox, _wheel, ready)) = catalog_proxy(mcp, "meta").await else { return };
+    std::fs::write(&ready, "").expect("create the ready file");
+    let sent = json!({
+        "claudecode/toolUseId": "toolu_01ABC",
+        "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "tracestate": "vendor=opaque",
+        "io.modelcontextprotocol/example": {"nested": [1, 2]},
+    });
+    let meta: RequestMetaObject = serde_json::from_value(sent.clone()).expect("a request _meta");
+    let request = ClientRequest::CallToolRequest(CallToolRequest::new(CallToolRequestParams::new("echo_meta")));
+    let handle = client
+        .peer()
+        .send_request_with_option(request, PeerRequestOptions::no_options().with_meta(meta))
+        .await
+        .expect("sent");
+    let answer = tokio::time::timeout(READY + WAIT, handle.await_response())
+        .await
+        .expect("answered in time")
+        .expect("forwarded");
+    let ServerResult::CallToolResult(result) = answer else { panic!("not a tool result: {answer:?}") };
+    assert_ne!(result.is_error, Some(true), "{result:?}");
+    let echoed: Value = serde_json::from_str(&text_of(&result)).expect("the backend's JSON");
+    for (key, value) in object(sent.clone()) {
+        assert_eq!(echoed[&key], value, "`{key}` reached the backend untouched: {echoed}");
+    }
+    let result_meta = serde_json::to_value(&result.meta).expect("the result's _meta");
+    assert_eq!(result_meta["fixture/echo"], echoed, "the result's _meta reached the host: {result:?}");
+    let record = sandbox.record("meta").expect("a record while it runs");
+    let _ = tokio::time::timeout(WAIT, client.cancel()).await.expect("the client stops in time");
+    group_gone(&record).await;
+}

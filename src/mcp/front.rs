@@ -147,7 +147,10 @@ impl Shared {
         context: &RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ServiceError> {
         let request = ClientRequest::CallToolRequest(CallToolRequest::new(request));
-        match self.forward(peer, request, None, host_token, context).await? {
+        // The host's `_meta` as it is: a host's own keys (Claude Code's `claudecode/toolUseId`),
+        // trace context (`traceparent`, `tracestate`), `io.modelcontextprotocol/*`.
+        let meta = Some(context.meta.clone());
+        match self.forward(peer, request, meta, host_token, context).await? {
             ServerResult::CallToolResult(r) => Ok(CallToolResponse::Complete(r)),
             ServerResult::InputRequiredResult(r) => Ok(CallToolResponse::InputRequired(r)),
             ServerResult::CreateTaskResult(r) => Ok(CallToolResponse::Task(r)),
@@ -371,10 +374,21 @@ impl Front {
     async fn list_from_backend(
         &self,
         request: Option<PaginatedRequestParams>,
+        context: &RequestContext<RoleServer>,
     ) -> Option<Result<ListToolsResult, ErrorData>> {
         let BackendState::Ready { peer, .. } = self.shared.current() else { return None };
         let first_page = request.as_ref().is_none_or(|r| r.cursor.is_none());
-        match peer.list_tools(request).await {
+        let list = ClientRequest::ListToolsRequest(rmcp::model::ListToolsRequest {
+            method: Default::default(),
+            params: request,
+            extensions: Default::default(),
+        });
+        let answer = match self.shared.forward(&peer, list, Some(context.meta.clone()), None, context).await {
+            Ok(ServerResult::ListToolsResult(result)) => Ok(result),
+            Ok(_) => Err(ServiceError::UnexpectedResponse),
+            Err(e) => Err(e),
+        };
+        match answer {
             Ok(result) => {
                 if first_page && result.next_cursor.is_none() {
                     self.shared.0.cache.store(&result.tools);
@@ -465,7 +479,7 @@ impl ServerHandler for Front {
         request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        if let Some(answer) = self.list_from_backend(request.clone()).await {
+        if let Some(answer) = self.list_from_backend(request.clone(), &context).await {
             return answer;
         }
         if let Some(failure) = self.shared.failure_for_list() {
@@ -483,7 +497,7 @@ impl ServerHandler for Front {
                     _ = context.ct.cancelled() => return Err(ErrorData::internal_error("cancelled by the host", None)),
                 };
                 if matches!(state, BackendState::Ready { .. })
-                    && let Some(answer) = self.list_from_backend(request).await
+                    && let Some(answer) = self.list_from_backend(request, &context).await
                 {
                     return answer;
                 }
