@@ -1,11 +1,12 @@
-//! Forwarding one request of the host to the backend: with the host's `_meta` when asked,
+//! Forwarding one request of the host to the backend: with the host's `_meta`,
 //! its progress routed back under the host's own token, and a cancel by the host passed
 //! on as a cancel of the backend's request.
 
 use rmcp::model::{CancelledNotificationParam, ClientRequest, ProgressToken, RequestMetaObject, ServerResult};
 use rmcp::service::{PeerRequestOptions, RequestContext};
-use rmcp::{Peer, RoleClient, RoleServer, ServiceError};
+use rmcp::{ErrorData, Peer, RoleClient, RoleServer, ServiceError};
 
+use super::backend::BackendState;
 use super::front::Shared;
 
 impl Shared {
@@ -45,6 +46,60 @@ impl Shared {
                     tracing::debug!(error = %e, "cannot pass the cancel on to the backend");
                 }
                 Err(ServiceError::Cancelled { reason: Some("cancelled by the MCP host".into()) })
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// Forward a request that needs the backend (a prompt, a resource, a completion, a
+    /// subscription), with the host's `_meta`: it waits for a loading backend like a
+    /// `tools/call` (up to `--call-wait`); a backend that is not ready then, or whose
+    /// connection failed, is a JSON-RPC error saying why; the backend's own errors reach
+    /// the host as they are.
+    pub(crate) async fn forward_when_ready(
+        &self,
+        request: ClientRequest,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<ServerResult, ErrorData> {
+        let state = tokio::select! {
+            state = self.settled() => state,
+            _ = context.ct.cancelled() => return Err(ErrorData::internal_error("cancelled by the host", None)),
+        };
+        let BackendState::Ready { peer, .. } = &state else {
+            return Err(ErrorData::internal_error(self.unavailable_text(&state), None));
+        };
+        let method = request.method().to_string();
+        let host_token = context.meta.get_progress_token();
+        match self.forward(peer, request, Some(context.meta.clone()), host_token, context).await {
+            Ok(result) => Ok(result),
+            Err(ServiceError::McpError(e)) => Err(e),
+            Err(e) => {
+                tracing::warn!(%method, error = %e, "forwarding a request to the backend failed");
+                let text = match self.current() {
+                    BackendState::Ready { url, .. } => format!("`{method}` on the backend at {url} failed: {e}"),
+                    other => self.unavailable_text(&other),
+                };
+                Err(ErrorData::internal_error(text, None))
+            }
+        }
+    }
+
+    /// Forward a list to a ready backend, with the host's `_meta`; `None` when the backend
+    /// is not ready or did not answer (the proxy then lists what it knows).
+    pub(crate) async fn forward_list(
+        &self,
+        request: ClientRequest,
+        context: &RequestContext<RoleServer>,
+    ) -> Option<Result<ServerResult, ErrorData>> {
+        let BackendState::Ready { peer, .. } = self.current() else { return None };
+        let method = request.method().to_string();
+        match self.forward(&peer, request, Some(context.meta.clone()), None, context).await {
+            Ok(result) => Some(Ok(result)),
+            Err(ServiceError::McpError(e)) => Some(Err(e)),
+            Err(e) => {
+                tracing::warn!(%method, error = %e, "the backend did not answer a list; listing the cached one");
+                None
             }
         }
     }

@@ -1,7 +1,8 @@
 //! The proxy's host side: an rmcp stdio server that answers `initialize` from its own
 //! configuration at once, lists tools from the backend, else the cache, tools file or
 //! preset (with none of them, after waiting up to the list wait for the backend), and
-//! forwards `tools/call` to the backend once it is ready.
+//! forwards `tools/call` to the backend once it is ready; prompts, resources, completions
+//! and `logging/setLevel` likewise (their lists and capabilities cached like the tools).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -13,8 +14,18 @@ use rmcp::model::{
     Implementation, InitializeRequestParams, InitializeResult, ListToolsResult, PaginatedRequestParams,
     ProgressNotificationParam, ProgressToken, ProtocolVersion, ServerCapabilities, ServerConfig, ServerResult, Tool,
 };
+use rmcp::model::{
+    CompleteRequest, CompleteRequestParams, CompleteResult, GetPromptRequest, GetPromptRequestParams,
+    GetPromptResponse, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult, ReadResourceRequest,
+    ReadResourceRequestParams, ReadResourceResponse, RequestOptionalParam, SubscribeRequestParams,
+    UnsubscribeRequestParams,
+};
 #[allow(deprecated)] // MCP logging (SEP-2577), still what hosts show
 use rmcp::model::{LoggingLevel, LoggingMessageNotificationParam, SetLevelRequest, SetLevelRequestParams};
+// Legacy-only in rmcp (2026-07-28 has `subscriptions/listen`); the proxy speaks the
+// `initialize` era, where hosts subscribe with these.
+#[allow(deprecated)]
+use rmcp::model::{SubscribeRequest, UnsubscribeRequest};
 use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::{ErrorData, Peer, RoleClient, RoleServer, ServerHandler, ServiceError};
 use tether_core::error::humanize;
@@ -92,7 +103,7 @@ impl Shared {
         self.0.state.send_replace(state);
     }
 
-    fn current(&self) -> BackendState {
+    pub(crate) fn current(&self) -> BackendState {
         self.0.state.borrow().clone()
     }
 
@@ -117,6 +128,8 @@ impl Shared {
         self.0.cache.store(&tools);
         *self.0.live_tools.lock().unwrap_or_else(|p| p.into_inner()) = tools.clone();
         self.0.cache.store_instructions(peer.peer_info().and_then(|info| info.instructions.clone()));
+        let catalog = super::backend::fetch_catalog(peer).await;
+        self.0.cache.update_catalog(|c| *c = catalog);
         let differs = {
             let served = self.0.served.lock().unwrap_or_else(|p| p.into_inner());
             served.as_deref().is_some_and(|s| s != tools.as_slice())
@@ -237,6 +250,15 @@ impl Shared {
         Some(ErrorData::internal_error(text, Some(data)))
     }
 
+    /// Pass a notification of the backend (resources updated or changed, prompts changed)
+    /// on to the host.
+    pub(crate) async fn notify_host(&self, notification: rmcp::model::ServerNotification) {
+        let Some(host) = self.host() else { return };
+        if let Err(e) = host.send_notification(notification).await {
+            tracing::debug!(error = %e, "cannot pass a notification of the backend on to the host");
+        }
+    }
+
     /// Tell the host to list the tools again.
     pub(crate) async fn tools_changed(&self) {
         *self.0.served.lock().unwrap_or_else(|p| p.into_inner()) = None;
@@ -249,7 +271,7 @@ impl Shared {
     }
 
     /// Wait, up to the call wait, until the backend is ready, failed or stopping.
-    async fn settled(&self) -> BackendState {
+    pub(crate) async fn settled(&self) -> BackendState {
         self.settled_within(self.0.call_wait).await
     }
 
@@ -296,6 +318,11 @@ impl Shared {
 
     /// The tool error a host sees when the backend cannot take the call.
     fn unavailable(&self, state: &BackendState) -> CallToolResult {
+        CallToolResult::error(vec![ContentBlock::text(self.unavailable_text(state))])
+    }
+
+    /// Why the backend cannot take a request now: its state, the progress, its last output.
+    pub(crate) fn unavailable_text(&self, state: &BackendState) -> String {
         let name = &self.0.name;
         let mut text = match state {
             BackendState::Starting { phase, progress, since, restarts } => {
@@ -335,8 +362,23 @@ impl Shared {
                 let _ = write!(text, "\n  {line}");
             }
         }
-        CallToolResult::error(vec![ContentBlock::text(text)])
+        text
     }
+}
+
+/// A paginated list request of the host, as the backend's request.
+fn paginated<M: Default>(params: Option<PaginatedRequestParams>) -> RequestOptionalParam<M, PaginatedRequestParams> {
+    RequestOptionalParam { method: M::default(), params, extensions: Default::default() }
+}
+
+/// Whether a list request asks for the first page (a whole list, if it has no next cursor).
+fn is_first_page(request: &Option<PaginatedRequestParams>) -> bool {
+    request.as_ref().is_none_or(|r| r.cursor.is_none())
+}
+
+/// The backend answered a request with a result of another kind.
+fn unexpected(method: &str) -> ErrorData {
+    ErrorData::internal_error(format!("the backend answered `{method}` with a result of another kind"), None)
 }
 
 /// Whether the connected backend said it has `logging` (in its `initialize` answer).
@@ -417,10 +459,17 @@ impl ServerHandler for Front {
     // `logging`: deprecated by SEP-2577, still what hosts show (see `tell_host_failed`).
     #[allow(deprecated)]
     fn get_info(&self) -> ServerConfig {
-        let config = ServerConfig::new(
-            ServerCapabilities::builder().enable_logging().enable_tools().enable_tool_list_changed().build(),
-        )
-        .with_server_info(Implementation::new("tether-mcp-proxy", env!("CARGO_PKG_VERSION")));
+        let mut capabilities =
+            ServerCapabilities::builder().enable_logging().enable_tools().enable_tool_list_changed().build();
+        // Prompts, resources and completions as the backend said last time (the cache):
+        // what a host asks for, it asks for at `initialize`, before the backend is ready.
+        if let Some(backend) = self.shared.0.cache.catalog().capabilities {
+            capabilities.prompts = backend.prompts;
+            capabilities.resources = backend.resources;
+            capabilities.completions = backend.completions;
+        }
+        let config = ServerConfig::new(capabilities)
+            .with_server_info(Implementation::new("tether-mcp-proxy", env!("CARGO_PKG_VERSION")));
         // The backend's own instructions, as it gave them last time (the cache), if any.
         match self.shared.0.cache.instructions() {
             Some(text) => config.with_instructions(text),
@@ -447,6 +496,135 @@ impl ServerHandler for Front {
         // runs inside the session's loop, which must be free to send it).
         let shared = self.shared.clone();
         tokio::spawn(async move { shared.tell_host_failed().await });
+    }
+
+    async fn list_prompts(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        let whole = is_first_page(&request);
+        match self.shared.forward_list(ClientRequest::ListPromptsRequest(paginated(request)), &context).await {
+            Some(Ok(ServerResult::ListPromptsResult(result))) => {
+                if whole && result.next_cursor.is_none() {
+                    self.shared.0.cache.update_catalog(|c| c.prompts = Some(result.prompts.clone()));
+                }
+                Ok(result)
+            }
+            Some(Ok(_)) => Err(unexpected("prompts/list")),
+            Some(Err(e)) => Err(e),
+            None => Ok(ListPromptsResult::with_all_items(self.shared.0.cache.catalog().prompts.unwrap_or_default())),
+        }
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        match self
+            .shared
+            .forward_when_ready(ClientRequest::GetPromptRequest(GetPromptRequest::new(request)), &context)
+            .await?
+        {
+            ServerResult::GetPromptResult(r) => Ok(GetPromptResponse::Complete(r)),
+            ServerResult::InputRequiredResult(r) => Ok(GetPromptResponse::InputRequired(r)),
+            _ => Err(unexpected("prompts/get")),
+        }
+    }
+
+    async fn list_resources(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        let whole = is_first_page(&request);
+        match self.shared.forward_list(ClientRequest::ListResourcesRequest(paginated(request)), &context).await {
+            Some(Ok(ServerResult::ListResourcesResult(result))) => {
+                if whole && result.next_cursor.is_none() {
+                    self.shared.0.cache.update_catalog(|c| c.resources = Some(result.resources.clone()));
+                }
+                Ok(result)
+            }
+            Some(Ok(_)) => Err(unexpected("resources/list")),
+            Some(Err(e)) => Err(e),
+            None => {
+                Ok(ListResourcesResult::with_all_items(self.shared.0.cache.catalog().resources.unwrap_or_default()))
+            }
+        }
+    }
+
+    async fn list_resource_templates(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        let whole = is_first_page(&request);
+        let list = ClientRequest::ListResourceTemplatesRequest(paginated(request));
+        match self.shared.forward_list(list, &context).await {
+            Some(Ok(ServerResult::ListResourceTemplatesResult(result))) => {
+                if whole && result.next_cursor.is_none() {
+                    let templates = result.resource_templates.clone();
+                    self.shared.0.cache.update_catalog(|c| c.resource_templates = Some(templates));
+                }
+                Ok(result)
+            }
+            Some(Ok(_)) => Err(unexpected("resources/templates/list")),
+            Some(Err(e)) => Err(e),
+            None => Ok(ListResourceTemplatesResult::with_all_items(
+                self.shared.0.cache.catalog().resource_templates.unwrap_or_default(),
+            )),
+        }
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        let read = ClientRequest::ReadResourceRequest(ReadResourceRequest::new(request));
+        match self.shared.forward_when_ready(read, &context).await? {
+            ServerResult::ReadResourceResult(r) => Ok(ReadResourceResponse::Complete(r)),
+            ServerResult::InputRequiredResult(r) => Ok(ReadResourceResponse::InputRequired(r)),
+            _ => Err(unexpected("resources/read")),
+        }
+    }
+
+    // Legacy-only in rmcp (2026-07-28 has `subscriptions/listen`); the proxy speaks the
+    // `initialize` era, where hosts subscribe with these.
+    #[allow(deprecated)]
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let subscribe = ClientRequest::SubscribeRequest(SubscribeRequest::new(request));
+        self.shared.forward_when_ready(subscribe, &context).await.map(|_| ())
+    }
+
+    #[allow(deprecated)]
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let unsubscribe = ClientRequest::UnsubscribeRequest(UnsubscribeRequest::new(request));
+        self.shared.forward_when_ready(unsubscribe, &context).await.map(|_| ())
+    }
+
+    async fn complete(
+        &self,
+        request: CompleteRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, ErrorData> {
+        match self
+            .shared
+            .forward_when_ready(ClientRequest::CompleteRequest(CompleteRequest::new(request)), &context)
+            .await?
+        {
+            ServerResult::CompleteResult(r) => Ok(r),
+            _ => Err(unexpected("completion/complete")),
+        }
     }
 
     /// Remembered for every backend connection to come, and forwarded to a ready backend
