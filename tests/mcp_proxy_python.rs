@@ -358,3 +358,285 @@ async fn a_backend_a_fresh_resolve_breaks_is_explained_and_with_or_a_constraint_
         group_gone(&record).await;
     }
 }
+
+/// A proxy in front of the fixture with `--catalog` (logging with levels, `_meta` echoing,
+/// a prompt, resources, a template, completions, subscriptions), requiring `mcp==MCP`,
+/// ready once the file `ready` exists. Returns the client, its events, the sandbox and the
+/// wheel (both kept as long as the test runs) and the ready file.
+async fn catalog_proxy(
+    mcp: &str,
+    name: &str,
+) -> Option<(Client, mcp_support::Events, Sandbox, Wheel, std::path::PathBuf)> {
+    let uv = support::Uv::find()?;
+    let wheel = build_wheel(&uv.python, mcp);
+    let sandbox = Sandbox::with_env(uv.env());
+    let ready = sandbox.path("ready");
+    let (client, events) = connect(&sandbox, &catalog_args(&uv, &wheel, &ready, name)).await;
+    Some((client, events, sandbox, wheel, ready))
+}
+
+/// The proxy's arguments for the fixture with `--catalog` (see [`catalog_proxy`]).
+fn catalog_args(uv: &support::Uv, wheel: &Wheel, ready: &Path, name: &str) -> Vec<String> {
+    let timeout = format!("{}s", READY.as_secs());
+    [
+        "--runner",
+        "uvx",
+        "--package",
+        &wheel.path.to_string_lossy(),
+        "--python",
+        &uv.python.to_string_lossy(),
+        "--uvx",
+        &uv.uvx.to_string_lossy(),
+        "--preset",
+        "claude-skills",
+        "--name",
+        name,
+        "--call-wait",
+        &timeout,
+        "--timeout",
+        &timeout,
+        "--",
+        "--port",
+        "{port}",
+        "--ready-file",
+        &ready.to_string_lossy(),
+        "--catalog",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// The fixture's log messages (logger `fixture`) the host got, until `until` is among them.
+#[allow(deprecated)] // MCP logging (SEP-2577 deprecates it), still what hosts show
+async fn fixture_logs_until(events: &mut mcp_support::Events, seen: &mut Vec<String>, until: &str) {
+    let deadline = tokio::time::sleep(WAIT);
+    tokio::pin!(deadline);
+    while !seen.iter().any(|s| s == until) {
+        tokio::select! {
+            got = events.logged.recv() => {
+                let got = got.expect("a log message");
+                if got.logger.as_deref() == Some("fixture") {
+                    seen.push(got.data.as_str().unwrap_or_default().to_string());
+                }
+            }
+            _ = &mut deadline => panic!("no log message `{until}` reached the host; got {seen:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_2_backend_logging_and_the_hosts_level_pass_through() {
+    logging_passes_through(MCP_2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_1_backend_logging_and_the_hosts_level_pass_through() {
+    logging_passes_through(MCP_1).await;
+}
+
+/// Issue 22, item 2: the host's `logging/setLevel`, sent before the backend is ready, is
+/// answered, remembered and applied once the backend connects; sent to a ready backend it is
+/// forwarded; the backend's `notifications/message` reach the host.
+#[allow(deprecated)] // MCP logging (SEP-2577 deprecates it), still what hosts show
+async fn logging_passes_through(mcp: &str) {
+    use rmcp::model::{LoggingLevel, SetLevelRequestParams};
+    let Some((client, mut events, sandbox, _wheel, ready)) = catalog_proxy(mcp, "logs").await else { return };
+    let info = client.peer_info().expect("server info");
+    assert!(info.capabilities.logging.is_some(), "the proxy advertises logging: {info:?}");
+    // Before ready: remembered, answered at once.
+    tokio::time::timeout(WAIT, client.set_level(SetLevelRequestParams::new(LoggingLevel::Info)))
+        .await
+        .expect("setLevel answered in time")
+        .expect("setLevel before ready");
+    std::fs::write(&ready, "").expect("create the ready file");
+    // The call waits for the backend; the backend then logs at info and above only.
+    let said = call(&client, "say", json!({"message": "first"})).await.expect("forwarded");
+    assert_eq!(text_of(&said), "sent info", "the host's level reached the backend: {said:?}");
+    let mut seen = Vec::new();
+    fixture_logs_until(&mut events, &mut seen, "info: first").await;
+    // Ready: forwarded at once.
+    tokio::time::timeout(WAIT, client.set_level(SetLevelRequestParams::new(LoggingLevel::Debug)))
+        .await
+        .expect("setLevel answered in time")
+        .expect("setLevel once ready");
+    let said = call(&client, "say", json!({"message": "second"})).await.expect("forwarded");
+    assert_eq!(text_of(&said), "sent debug,info", "{said:?}");
+    fixture_logs_until(&mut events, &mut seen, "debug: second").await;
+    fixture_logs_until(&mut events, &mut seen, "info: second").await;
+    assert!(!seen.iter().any(|s| s == "debug: first"), "{seen:?}");
+    let record = sandbox.record("logs").expect("a record while it runs");
+    let _ = tokio::time::timeout(WAIT, client.cancel()).await.expect("the client stops in time");
+    group_gone(&record).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_2_a_requests_meta_reaches_the_backend_and_a_results_meta_the_host() {
+    meta_passes_through(MCP_2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_1_a_requests_meta_reaches_the_backend_and_a_results_meta_the_host() {
+    meta_passes_through(MCP_1).await;
+}
+
+/// Issue 22, item 3: a `tools/call`'s `_meta` (Claude Code's `claudecode/toolUseId`, W3C trace
+/// context, an `io.modelcontextprotocol/*` key) reaches the backend untouched, and the
+/// backend's result `_meta` reaches the host.
+async fn meta_passes_through(mcp: &str) {
+    use rmcp::model::{CallToolRequest, ClientRequest, RequestMetaObject, ServerResult};
+    use rmcp::service::PeerRequestOptions;
+    let Some((client, _events, sandbox, _wheel, ready)) = catalog_proxy(mcp, "meta").await else { return };
+    std::fs::write(&ready, "").expect("create the ready file");
+    let sent = json!({
+        "claudecode/toolUseId": "toolu_01ABC",
+        "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "tracestate": "vendor=opaque",
+        "io.modelcontextprotocol/example": {"nested": [1, 2]},
+    });
+    let meta: RequestMetaObject = serde_json::from_value(sent.clone()).expect("a request _meta");
+    let request = ClientRequest::CallToolRequest(CallToolRequest::new(CallToolRequestParams::new("echo_meta")));
+    let handle = client
+        .peer()
+        .send_request_with_option(request, PeerRequestOptions::no_options().with_meta(meta))
+        .await
+        .expect("sent");
+    let answer = tokio::time::timeout(READY + WAIT, handle.await_response())
+        .await
+        .expect("answered in time")
+        .expect("forwarded");
+    let ServerResult::CallToolResult(result) = answer else { panic!("not a tool result: {answer:?}") };
+    assert_ne!(result.is_error, Some(true), "{result:?}");
+    let echoed: Value = serde_json::from_str(&text_of(&result)).expect("the backend's JSON");
+    for (key, value) in object(sent.clone()) {
+        assert_eq!(echoed[&key], value, "`{key}` reached the backend untouched: {echoed}");
+    }
+    let result_meta = serde_json::to_value(&result.meta).expect("the result's _meta");
+    assert_eq!(result_meta["fixture/echo"], echoed, "the result's _meta reached the host: {result:?}");
+    let record = sandbox.record("meta").expect("a record while it runs");
+    let _ = tokio::time::timeout(WAIT, client.cancel()).await.expect("the client stops in time");
+    group_gone(&record).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_2_prompts_resources_and_completions_are_forwarded_and_cached() {
+    catalog_is_forwarded(MCP_2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_1_prompts_resources_and_completions_are_forwarded_and_cached() {
+    catalog_is_forwarded(MCP_1).await;
+}
+
+/// The answer of `request` (named `what`), which must come in time.
+async fn answered<T>(what: &str, request: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, request).await.unwrap_or_else(|_| panic!("{what} not answered in time"))
+}
+
+/// The backend's notes (resources and prompts notifications) the host got, until `until`.
+async fn notes_until(events: &mut mcp_support::Events, seen: &mut Vec<String>, until: &str) {
+    let deadline = tokio::time::sleep(WAIT);
+    tokio::pin!(deadline);
+    while !seen.iter().any(|s| s == until) {
+        tokio::select! {
+            got = events.notes.recv() => seen.push(got.expect("a notification")),
+            _ = &mut deadline => panic!("no `{until}` reached the host; got {seen:?}"),
+        }
+    }
+}
+
+/// Issue 22, item 4: a stock server's prompts, resources, resource templates and completions
+/// reach the host through the proxy (with subscriptions and the backend's notifications); the
+/// next proxy advertises them at `initialize` and lists them from its cache before the backend
+/// is ready, and a `prompts/get` made before ready waits for the backend.
+#[allow(deprecated)] // resources/subscribe: legacy-only in rmcp, what initialize-era hosts use
+async fn catalog_is_forwarded(mcp: &str) {
+    use rmcp::model::{
+        ArgumentInfo, CompleteRequestParams, GetPromptRequestParams, ReadResourceRequestParams, Reference,
+        SubscribeRequestParams, UnsubscribeRequestParams,
+    };
+    let Some(uv) = support::Uv::find() else { return };
+    let wheel = build_wheel(&uv.python, mcp);
+    let sandbox = Sandbox::with_env(uv.env());
+    let ready = sandbox.path("ready");
+    let args = catalog_args(&uv, &wheel, &ready, "catalog");
+    std::fs::write(&ready, "").expect("create the ready file");
+    let (client, mut events) = connect(&sandbox, &args).await;
+    // Ready once a call is answered.
+    call(&client, "list_skills", json!({})).await.expect("forwarded");
+
+    let prompts = answered("prompts/list", client.list_all_prompts()).await;
+    let prompts = prompts.expect("prompts/list");
+    assert_eq!(prompts.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["greet"], "{prompts:?}");
+    let params = GetPromptRequestParams::new("greet").with_arguments(object(json!({"name": "Ada"})));
+    let got = answered("prompts/get", client.get_prompt(params)).await;
+    let got = serde_json::to_value(got.expect("prompts/get")).expect("JSON");
+    assert_eq!(got["messages"][0]["content"]["text"], "Hello, Ada! Pick a skill.", "{got}");
+
+    let resources = answered("resources/list", client.list_all_resources()).await;
+    let resources = resources.expect("resources/list");
+    assert_eq!(resources.iter().map(|r| r.uri.as_str()).collect::<Vec<_>>(), ["fixture://readme"], "{resources:?}");
+    let templates = answered("resources/templates/list", client.list_all_resource_templates()).await;
+    let templates = templates.expect("resources/templates/list");
+    let uris: Vec<&str> = templates.iter().map(|t| t.uri_template.as_str()).collect();
+    assert_eq!(uris, ["fixture://skills/{name}"], "{templates:?}");
+    for (uri, text) in
+        [("fixture://readme", "tether's Python MCP fixture"), ("fixture://skills/skill-2", "the document of skill-2")]
+    {
+        let read = answered("resources/read", client.read_resource(ReadResourceRequestParams::new(uri))).await;
+        let read = serde_json::to_value(read.expect("resources/read")).expect("JSON");
+        assert_eq!(read["contents"][0]["text"], text, "{read}");
+    }
+    let complete = CompleteRequestParams::new(
+        Reference::for_resource("fixture://skills/{name}"),
+        ArgumentInfo::new("name", "skill-"),
+    );
+    let completed = answered("completion/complete", client.complete(complete)).await;
+    let completed = completed.expect("completion/complete");
+    assert_eq!(completed.completion.values, ["skill-1", "skill-2", "skill-3"], "{completed:?}");
+
+    // Subscribed: the backend's notifications reach the host.
+    answered("resources/subscribe", client.subscribe(SubscribeRequestParams::new("fixture://readme")))
+        .await
+        .expect("resources/subscribe");
+    let touched = call(&client, "touch", json!({"uri": "fixture://readme"})).await.expect("forwarded");
+    assert_eq!(text_of(&touched), "told updated,resources,prompts", "the subscription reached the backend");
+    let mut seen = Vec::new();
+    for note in ["resources/updated fixture://readme", "resources/list_changed", "prompts/list_changed"] {
+        notes_until(&mut events, &mut seen, note).await;
+    }
+    answered("resources/unsubscribe", client.unsubscribe(UnsubscribeRequestParams::new("fixture://readme")))
+        .await
+        .expect("resources/unsubscribe");
+    let touched = call(&client, "touch", json!({"uri": "fixture://readme"})).await.expect("forwarded");
+    assert_eq!(text_of(&touched), "told resources,prompts", "the unsubscribe reached the backend");
+    let record = sandbox.record("catalog").expect("a record while it runs");
+    let _ = tokio::time::timeout(WAIT, client.cancel()).await.expect("the client stops in time");
+    group_gone(&record).await;
+
+    // The next proxy, its backend not ready: what the first one learnt, at once.
+    std::fs::remove_file(&ready).expect("remove the ready file");
+    let (client, _events) = connect(&sandbox, &args).await;
+    let info = client.peer_info().expect("server info");
+    assert!(info.capabilities.prompts.is_some(), "prompts advertised from the cache: {info:?}");
+    assert!(info.capabilities.resources.is_some(), "resources advertised from the cache: {info:?}");
+    assert!(info.capabilities.completions.is_some(), "completions advertised from the cache: {info:?}");
+    let prompts = answered("prompts/list", client.list_all_prompts()).await;
+    assert_eq!(prompts.expect("prompts/list").len(), 1, "the cached prompts before ready");
+    let resources = answered("resources/list", client.list_all_resources()).await;
+    assert_eq!(resources.expect("resources/list").len(), 1, "the cached resources before ready");
+    let templates = answered("resources/templates/list", client.list_all_resource_templates()).await;
+    assert_eq!(templates.expect("resources/templates/list").len(), 1, "the cached templates before ready");
+    // A get before ready waits for the backend (up to --call-wait), then is forwarded.
+    let early = {
+        let peer = client.peer().clone();
+        let params = GetPromptRequestParams::new("greet").with_arguments(object(json!({"name": "Bo"})));
+        tokio::spawn(async move { tokio::time::timeout(READY + WAIT, peer.get_prompt(params)).await })
+    };
+    std::fs::write(&ready, "").expect("create the ready file");
+    let got = early.await.expect("the early get's task").expect("answered in time").expect("forwarded once ready");
+    let got = serde_json::to_value(got).expect("JSON");
+    assert_eq!(got["messages"][0]["content"]["text"], "Hello, Bo! Pick a skill.", "{got}");
+    let record = sandbox.record("catalog").expect("a record while it runs");
+    let _ = tokio::time::timeout(WAIT, client.cancel()).await.expect("the client stops in time");
+    group_gone(&record).await;
+}

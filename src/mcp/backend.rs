@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rmcp::model::{ProgressNotificationParam, Tool};
+use rmcp::model::{ProgressNotificationParam, ServerNotification, Tool};
 use rmcp::service::{NotificationContext, RunningService};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
@@ -17,6 +17,7 @@ use tether_core::{
 use tokio::sync::watch;
 
 use super::front::Shared;
+use super::tools::Catalog;
 use crate::{EnsureOptions, EnsureStarter, Plan};
 
 /// Where the backend is, as the front sees it.
@@ -74,7 +75,7 @@ impl BackendState {
 }
 
 /// The MCP client the proxy runs against the backend: relays the backend's
-/// `tools/list_changed` to the host.
+/// `tools/list_changed`, progress and log messages to the host.
 #[derive(Clone)]
 struct BackendClient {
     shared: Shared,
@@ -83,6 +84,35 @@ struct BackendClient {
 impl ClientHandler for BackendClient {
     async fn on_progress(&self, params: ProgressNotificationParam, _context: NotificationContext<RoleClient>) {
         self.shared.progress(params).await;
+    }
+
+    // MCP logging (SEP-2577 deprecates it), still what hosts show.
+    #[allow(deprecated)]
+    async fn on_logging_message(
+        &self,
+        params: rmcp::model::LoggingMessageNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        self.shared.log_message(params).await;
+    }
+
+    async fn on_resource_updated(
+        &self,
+        params: rmcp::model::ResourceUpdatedNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        let note = rmcp::model::ResourceUpdatedNotification::new(params);
+        self.shared.notify_host(ServerNotification::ResourceUpdatedNotification(note)).await;
+    }
+
+    async fn on_resource_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        let note = ServerNotification::ResourceListChangedNotification(Default::default());
+        self.shared.notify_host(note).await;
+    }
+
+    async fn on_prompt_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        let note = ServerNotification::PromptListChangedNotification(Default::default());
+        self.shared.notify_host(note).await;
     }
 
     async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
@@ -258,6 +288,7 @@ pub(crate) async fn supervise(
                     tracing::info!(instance = %name, %url, "ready: forwarding MCP calls to the backend");
                     let process = info.pid.and_then(tether_core::procs::ProcessIdentity::of);
                     shared.set(BackendState::Ready { peer: peer.clone(), url, process });
+                    shared.apply_log_level(&peer).await;
                     shared.backend_ready(&peer).await;
                 }
             }
@@ -335,23 +366,49 @@ fn unanswered(url: &str, patience: Duration, why: &str) -> Error {
     }
 }
 
+/// What the backend has beyond tools: its capabilities, and its prompts, resources and
+/// resource templates when it says it has them (a list it fails to give stays unknown).
+pub(crate) async fn fetch_catalog(peer: &Peer<RoleClient>) -> Catalog {
+    let capabilities = peer.peer_info().map(|info| info.capabilities.clone());
+    let has = |what: fn(&rmcp::model::ServerCapabilities) -> bool| capabilities.as_ref().is_some_and(what);
+    let mut catalog = Catalog { capabilities: capabilities.clone(), ..Catalog::default() };
+    if has(|c| c.prompts.is_some()) {
+        catalog.prompts = listed("prompts", peer.list_all_prompts().await);
+    }
+    if has(|c| c.resources.is_some()) {
+        catalog.resources = listed("resources", peer.list_all_resources().await);
+        catalog.resource_templates = listed("resource templates", peer.list_all_resource_templates().await);
+    }
+    catalog
+}
+
+/// A list the backend gave, or `None` (logged) when it did not.
+fn listed<T>(what: &str, list: std::result::Result<Vec<T>, rmcp::ServiceError>) -> Option<Vec<T>> {
+    list.map_err(|e| tracing::warn!(error = %e, "the backend did not list its {what}")).ok()
+}
+
 /// For `--prefetch`: connect to the ready backend's MCP endpoint at `url` (as a start of
 /// the proxy does, with its patience), list all its tools and take its instructions, then
-/// disconnect. `cancel` (a stop signal) ends the wait.
+/// disconnect (with its prompts and resources: see [`fetch_catalog`]). `cancel` (a stop
+/// signal) ends the wait.
 pub(crate) async fn fetch_tools(
     url: &str,
     timeout: Duration,
     cancel: Option<watch::Receiver<bool>>,
-) -> Result<(Vec<Tool>, Option<String>)> {
+) -> Result<(Vec<Tool>, Option<String>, Catalog)> {
     let patience = timeout.min(CONNECT_PATIENCE);
     let mut cancel = cancel.unwrap_or_else(|| watch::channel(false).1);
     let fetch = async {
         let client = connect_patiently(url, (), patience).await.map_err(|why| unanswered(url, patience, &why))?;
         let instructions = client.peer_info().and_then(|info| info.instructions.clone());
-        let listed = tokio::time::timeout(timeout, client.list_all_tools()).await;
+        let listed = tokio::time::timeout(timeout, async {
+            let tools = client.list_all_tools().await?;
+            Ok::<_, rmcp::ServiceError>((tools, fetch_catalog(client.peer()).await))
+        })
+        .await;
         let _ = client.cancel().await;
         match listed {
-            Ok(Ok(tools)) => Ok((tools, instructions)),
+            Ok(Ok((tools, catalog))) => Ok((tools, instructions, catalog)),
             Ok(Err(e)) => Err(Error::runner(
                 format!("the backend at {url} did not list its tools: {}", plain(&e.to_string())),
                 None,

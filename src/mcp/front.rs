@@ -1,7 +1,8 @@
 //! The proxy's host side: an rmcp stdio server that answers `initialize` from its own
 //! configuration at once, lists tools from the backend, else the cache, tools file or
 //! preset (with none of them, after waiting up to the list wait for the backend), and
-//! forwards `tools/call` to the backend once it is ready.
+//! forwards `tools/call` to the backend once it is ready; prompts, resources, completions
+//! and `logging/setLevel` likewise (their lists and capabilities cached like the tools).
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -9,12 +10,23 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rmcp::model::{
-    CallToolRequest, CallToolRequestParams, CallToolResponse, CallToolResult, CancelledNotificationParam,
-    ClientRequest, ContentBlock, Implementation, InitializeRequestParams, InitializeResult, ListToolsResult,
-    PaginatedRequestParams, ProgressNotificationParam, ProgressToken, ProtocolVersion, ServerCapabilities,
-    ServerConfig, ServerResult, Tool,
+    CallToolRequest, CallToolRequestParams, CallToolResponse, CallToolResult, ClientRequest, ContentBlock,
+    Implementation, InitializeRequestParams, InitializeResult, ListToolsResult, PaginatedRequestParams,
+    ProgressNotificationParam, ProgressToken, ProtocolVersion, ServerCapabilities, ServerConfig, ServerResult, Tool,
 };
-use rmcp::service::{NotificationContext, PeerRequestOptions, RequestContext};
+use rmcp::model::{
+    CompleteRequest, CompleteRequestParams, CompleteResult, GetPromptRequest, GetPromptRequestParams,
+    GetPromptResponse, ListPromptsResult, ListResourceTemplatesResult, ListResourcesResult, ReadResourceRequest,
+    ReadResourceRequestParams, ReadResourceResponse, RequestOptionalParam, SubscribeRequestParams,
+    UnsubscribeRequestParams,
+};
+#[allow(deprecated)] // MCP logging (SEP-2577), still what hosts show
+use rmcp::model::{LoggingLevel, LoggingMessageNotificationParam, SetLevelRequest, SetLevelRequestParams};
+// Legacy-only in rmcp (2026-07-28 has `subscriptions/listen`); the proxy speaks the
+// `initialize` era, where hosts subscribe with these.
+#[allow(deprecated)]
+use rmcp::model::{SubscribeRequest, UnsubscribeRequest};
+use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::{ErrorData, Peer, RoleClient, RoleServer, ServerHandler, ServiceError};
 use tether_core::error::humanize;
 use tokio::sync::watch;
@@ -42,6 +54,9 @@ struct Inner {
     live_tools: Mutex<Vec<Tool>>,
     /// Calls in flight that want progress: the backend's token → the host's.
     progress: Mutex<HashMap<ProgressToken, ProgressToken>>,
+    /// The host's last `logging/setLevel`: applied to each backend connection.
+    #[allow(deprecated)] // MCP logging (SEP-2577), still what hosts show
+    log_level: Mutex<Option<LoggingLevel>>,
     /// Set once `initialize` is answered.
     initialized: watch::Sender<bool>,
     /// The host was sent the backend's failure as a log message (once, after its `initialized`).
@@ -68,6 +83,7 @@ impl Shared {
             served: Mutex::new(None),
             live_tools: Mutex::new(Vec::new()),
             progress: Mutex::new(HashMap::new()),
+            log_level: Mutex::new(None),
             initialized: watch::channel(false).0,
             failure_told: std::sync::atomic::AtomicBool::new(false),
             failure_listed: std::sync::atomic::AtomicBool::new(false),
@@ -87,7 +103,7 @@ impl Shared {
         self.0.state.send_replace(state);
     }
 
-    fn current(&self) -> BackendState {
+    pub(crate) fn current(&self) -> BackendState {
         self.0.state.borrow().clone()
     }
 
@@ -112,6 +128,8 @@ impl Shared {
         self.0.cache.store(&tools);
         *self.0.live_tools.lock().unwrap_or_else(|p| p.into_inner()) = tools.clone();
         self.0.cache.store_instructions(peer.peer_info().and_then(|info| info.instructions.clone()));
+        let catalog = super::backend::fetch_catalog(peer).await;
+        self.0.cache.update_catalog(|c| *c = catalog);
         let differs = {
             let served = self.0.served.lock().unwrap_or_else(|p| p.into_inner());
             served.as_deref().is_some_and(|s| s != tools.as_slice())
@@ -133,11 +151,7 @@ impl Shared {
         }
     }
 
-    /// Forward a call to the backend, cancellable: a cancel by the host (its
-    /// `notifications/cancelled` naming the call's request id, with or without a progress
-    /// token) cancels the backend's request with its own id. When the host asked for
-    /// progress (`host_token`), the backend's progress notifications for the call go to the
-    /// host under the host's token.
+    /// Forward a call to the backend (see [`Shared::forward`]).
     async fn forward_call(
         &self,
         peer: &Peer<RoleClient>,
@@ -146,32 +160,51 @@ impl Shared {
         context: &RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ServiceError> {
         let request = ClientRequest::CallToolRequest(CallToolRequest::new(request));
-        let handle = peer.send_request_with_option(request, PeerRequestOptions::no_options()).await?;
-        let id = handle.id.clone();
-        // The route goes when the call ends, however it ends (this future may be dropped).
-        let _route = host_token.map(|host_token| {
-            let token = handle.progress_token.clone();
-            self.0.progress.lock().unwrap_or_else(|p| p.into_inner()).insert(token.clone(), host_token);
-            ProgressRoute { shared: self, token }
-        });
-        let answer = tokio::select! {
-            answer = handle.await_response() => Some(answer),
-            _ = context.ct.cancelled() => None,
-        };
-        match answer {
-            Some(Ok(ServerResult::CallToolResult(r))) => Ok(CallToolResponse::Complete(r)),
-            Some(Ok(ServerResult::InputRequiredResult(r))) => Ok(CallToolResponse::InputRequired(r)),
-            Some(Ok(ServerResult::CreateTaskResult(r))) => Ok(CallToolResponse::Task(r)),
-            Some(Ok(_)) => Err(ServiceError::UnexpectedResponse),
-            Some(Err(e)) => Err(e),
-            None => {
-                tracing::info!(host_request = %context.id, backend_request = %id, "the host cancelled a call: cancelling it on the backend");
-                let cancel = CancelledNotificationParam::new(Some(id), Some("cancelled by the MCP host".into()));
-                if let Err(e) = peer.notify_cancelled(cancel).await {
-                    tracing::debug!(error = %e, "cannot pass the cancel on to the backend");
-                }
-                Err(ServiceError::Cancelled { reason: Some("cancelled by the MCP host".into()) })
-            }
+        // The host's `_meta` as it is: a host's own keys (Claude Code's `claudecode/toolUseId`),
+        // trace context (`traceparent`, `tracestate`), `io.modelcontextprotocol/*`.
+        let meta = Some(context.meta.clone());
+        match self.forward(peer, request, meta, host_token, context).await? {
+            ServerResult::CallToolResult(r) => Ok(CallToolResponse::Complete(r)),
+            ServerResult::InputRequiredResult(r) => Ok(CallToolResponse::InputRequired(r)),
+            ServerResult::CreateTaskResult(r) => Ok(CallToolResponse::Task(r)),
+            _ => Err(ServiceError::UnexpectedResponse),
+        }
+    }
+
+    /// Route the backend's progress notifications under `token` to the host under
+    /// `host_token` until the returned route is dropped.
+    pub(crate) fn route_progress(&self, token: ProgressToken, host_token: ProgressToken) -> ProgressRoute<'_> {
+        self.0.progress.lock().unwrap_or_else(|p| p.into_inner()).insert(token.clone(), host_token);
+        ProgressRoute { shared: self, token }
+    }
+
+    /// The level the host last asked for with `logging/setLevel`, if it did.
+    #[allow(deprecated)] // MCP logging (SEP-2577), still what hosts show
+    fn log_level(&self) -> Option<LoggingLevel> {
+        *self.0.log_level.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A newly connected backend gets the host's log level (its last `logging/setLevel`),
+    /// when the host set one and the backend has `logging`: a restarted backend, or one
+    /// that was not ready when the host set it, logs at the level the host chose.
+    #[allow(deprecated)] // MCP logging (SEP-2577), still what hosts show
+    pub(crate) async fn apply_log_level(&self, peer: &Peer<RoleClient>) {
+        let Some(level) = self.log_level() else { return };
+        if !backend_logs(peer) {
+            return;
+        }
+        match peer.set_level(SetLevelRequestParams::new(level)).await {
+            Ok(()) => tracing::debug!(?level, "applied the host's log level to the backend"),
+            Err(e) => tracing::warn!(error = %e, "the backend did not take the host's log level"),
+        }
+    }
+
+    /// Pass a log message of the backend (`notifications/message`) on to the host as it is.
+    #[allow(deprecated)] // MCP logging (SEP-2577), still what hosts show
+    pub(crate) async fn log_message(&self, params: LoggingMessageNotificationParam) {
+        let Some(host) = self.host() else { return };
+        if let Err(e) = host.notify_logging_message(params).await {
+            tracing::debug!(error = %e, "cannot pass a log message of the backend on to the host");
         }
     }
 
@@ -217,6 +250,15 @@ impl Shared {
         Some(ErrorData::internal_error(text, Some(data)))
     }
 
+    /// Pass a notification of the backend (resources updated or changed, prompts changed)
+    /// on to the host.
+    pub(crate) async fn notify_host(&self, notification: rmcp::model::ServerNotification) {
+        let Some(host) = self.host() else { return };
+        if let Err(e) = host.send_notification(notification).await {
+            tracing::debug!(error = %e, "cannot pass a notification of the backend on to the host");
+        }
+    }
+
     /// Tell the host to list the tools again.
     pub(crate) async fn tools_changed(&self) {
         *self.0.served.lock().unwrap_or_else(|p| p.into_inner()) = None;
@@ -229,7 +271,7 @@ impl Shared {
     }
 
     /// Wait, up to the call wait, until the backend is ready, failed or stopping.
-    async fn settled(&self) -> BackendState {
+    pub(crate) async fn settled(&self) -> BackendState {
         self.settled_within(self.0.call_wait).await
     }
 
@@ -276,6 +318,11 @@ impl Shared {
 
     /// The tool error a host sees when the backend cannot take the call.
     fn unavailable(&self, state: &BackendState) -> CallToolResult {
+        CallToolResult::error(vec![ContentBlock::text(self.unavailable_text(state))])
+    }
+
+    /// Why the backend cannot take a request now: its state, the progress, its last output.
+    pub(crate) fn unavailable_text(&self, state: &BackendState) -> String {
         let name = &self.0.name;
         let mut text = match state {
             BackendState::Starting { phase, progress, since, restarts } => {
@@ -315,12 +362,32 @@ impl Shared {
                 let _ = write!(text, "\n  {line}");
             }
         }
-        CallToolResult::error(vec![ContentBlock::text(text)])
+        text
     }
 }
 
+/// A paginated list request of the host, as the backend's request.
+fn paginated<M: Default>(params: Option<PaginatedRequestParams>) -> RequestOptionalParam<M, PaginatedRequestParams> {
+    RequestOptionalParam { method: M::default(), params, extensions: Default::default() }
+}
+
+/// Whether a list request asks for the first page (a whole list, if it has no next cursor).
+fn is_first_page(request: &Option<PaginatedRequestParams>) -> bool {
+    request.as_ref().is_none_or(|r| r.cursor.is_none())
+}
+
+/// The backend answered a request with a result of another kind.
+fn unexpected(method: &str) -> ErrorData {
+    ErrorData::internal_error(format!("the backend answered `{method}` with a result of another kind"), None)
+}
+
+/// Whether the connected backend said it has `logging` (in its `initialize` answer).
+fn backend_logs(peer: &Peer<RoleClient>) -> bool {
+    peer.peer_info().is_some_and(|info| info.capabilities.logging.is_some())
+}
+
 /// A forwarded call's progress route (backend token → host token), removed on drop.
-struct ProgressRoute<'a> {
+pub(crate) struct ProgressRoute<'a> {
     shared: &'a Shared,
     token: ProgressToken,
 }
@@ -349,10 +416,21 @@ impl Front {
     async fn list_from_backend(
         &self,
         request: Option<PaginatedRequestParams>,
+        context: &RequestContext<RoleServer>,
     ) -> Option<Result<ListToolsResult, ErrorData>> {
         let BackendState::Ready { peer, .. } = self.shared.current() else { return None };
         let first_page = request.as_ref().is_none_or(|r| r.cursor.is_none());
-        match peer.list_tools(request).await {
+        let list = ClientRequest::ListToolsRequest(rmcp::model::ListToolsRequest {
+            method: Default::default(),
+            params: request,
+            extensions: Default::default(),
+        });
+        let answer = match self.shared.forward(&peer, list, Some(context.meta.clone()), None, context).await {
+            Ok(ServerResult::ListToolsResult(result)) => Ok(result),
+            Ok(_) => Err(ServiceError::UnexpectedResponse),
+            Err(e) => Err(e),
+        };
+        match answer {
             Ok(result) => {
                 if first_page && result.next_cursor.is_none() {
                     self.shared.0.cache.store(&result.tools);
@@ -381,10 +459,17 @@ impl ServerHandler for Front {
     // `logging`: deprecated by SEP-2577, still what hosts show (see `tell_host_failed`).
     #[allow(deprecated)]
     fn get_info(&self) -> ServerConfig {
-        let config = ServerConfig::new(
-            ServerCapabilities::builder().enable_logging().enable_tools().enable_tool_list_changed().build(),
-        )
-        .with_server_info(Implementation::new("tether-mcp-proxy", env!("CARGO_PKG_VERSION")));
+        let mut capabilities =
+            ServerCapabilities::builder().enable_logging().enable_tools().enable_tool_list_changed().build();
+        // Prompts, resources and completions as the backend said last time (the cache):
+        // what a host asks for, it asks for at `initialize`, before the backend is ready.
+        if let Some(backend) = self.shared.0.cache.catalog().capabilities {
+            capabilities.prompts = backend.prompts;
+            capabilities.resources = backend.resources;
+            capabilities.completions = backend.completions;
+        }
+        let config = ServerConfig::new(capabilities)
+            .with_server_info(Implementation::new("tether-mcp-proxy", env!("CARGO_PKG_VERSION")));
         // The backend's own instructions, as it gave them last time (the cache), if any.
         match self.shared.0.cache.instructions() {
             Some(text) => config.with_instructions(text),
@@ -413,12 +498,166 @@ impl ServerHandler for Front {
         tokio::spawn(async move { shared.tell_host_failed().await });
     }
 
+    async fn list_prompts(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        let whole = is_first_page(&request);
+        match self.shared.forward_list(ClientRequest::ListPromptsRequest(paginated(request)), &context).await {
+            Some(Ok(ServerResult::ListPromptsResult(result))) => {
+                if whole && result.next_cursor.is_none() {
+                    self.shared.0.cache.update_catalog(|c| c.prompts = Some(result.prompts.clone()));
+                }
+                Ok(result)
+            }
+            Some(Ok(_)) => Err(unexpected("prompts/list")),
+            Some(Err(e)) => Err(e),
+            None => Ok(ListPromptsResult::with_all_items(self.shared.0.cache.catalog().prompts.unwrap_or_default())),
+        }
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        match self
+            .shared
+            .forward_when_ready(ClientRequest::GetPromptRequest(GetPromptRequest::new(request)), &context)
+            .await?
+        {
+            ServerResult::GetPromptResult(r) => Ok(GetPromptResponse::Complete(r)),
+            ServerResult::InputRequiredResult(r) => Ok(GetPromptResponse::InputRequired(r)),
+            _ => Err(unexpected("prompts/get")),
+        }
+    }
+
+    async fn list_resources(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        let whole = is_first_page(&request);
+        match self.shared.forward_list(ClientRequest::ListResourcesRequest(paginated(request)), &context).await {
+            Some(Ok(ServerResult::ListResourcesResult(result))) => {
+                if whole && result.next_cursor.is_none() {
+                    self.shared.0.cache.update_catalog(|c| c.resources = Some(result.resources.clone()));
+                }
+                Ok(result)
+            }
+            Some(Ok(_)) => Err(unexpected("resources/list")),
+            Some(Err(e)) => Err(e),
+            None => {
+                Ok(ListResourcesResult::with_all_items(self.shared.0.cache.catalog().resources.unwrap_or_default()))
+            }
+        }
+    }
+
+    async fn list_resource_templates(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        let whole = is_first_page(&request);
+        let list = ClientRequest::ListResourceTemplatesRequest(paginated(request));
+        match self.shared.forward_list(list, &context).await {
+            Some(Ok(ServerResult::ListResourceTemplatesResult(result))) => {
+                if whole && result.next_cursor.is_none() {
+                    let templates = result.resource_templates.clone();
+                    self.shared.0.cache.update_catalog(|c| c.resource_templates = Some(templates));
+                }
+                Ok(result)
+            }
+            Some(Ok(_)) => Err(unexpected("resources/templates/list")),
+            Some(Err(e)) => Err(e),
+            None => Ok(ListResourceTemplatesResult::with_all_items(
+                self.shared.0.cache.catalog().resource_templates.unwrap_or_default(),
+            )),
+        }
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        let read = ClientRequest::ReadResourceRequest(ReadResourceRequest::new(request));
+        match self.shared.forward_when_ready(read, &context).await? {
+            ServerResult::ReadResourceResult(r) => Ok(ReadResourceResponse::Complete(r)),
+            ServerResult::InputRequiredResult(r) => Ok(ReadResourceResponse::InputRequired(r)),
+            _ => Err(unexpected("resources/read")),
+        }
+    }
+
+    // Legacy-only in rmcp (2026-07-28 has `subscriptions/listen`); the proxy speaks the
+    // `initialize` era, where hosts subscribe with these.
+    #[allow(deprecated)]
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let subscribe = ClientRequest::SubscribeRequest(SubscribeRequest::new(request));
+        self.shared.forward_when_ready(subscribe, &context).await.map(|_| ())
+    }
+
+    #[allow(deprecated)]
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let unsubscribe = ClientRequest::UnsubscribeRequest(UnsubscribeRequest::new(request));
+        self.shared.forward_when_ready(unsubscribe, &context).await.map(|_| ())
+    }
+
+    async fn complete(
+        &self,
+        request: CompleteRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, ErrorData> {
+        match self
+            .shared
+            .forward_when_ready(ClientRequest::CompleteRequest(CompleteRequest::new(request)), &context)
+            .await?
+        {
+            ServerResult::CompleteResult(r) => Ok(r),
+            _ => Err(unexpected("completion/complete")),
+        }
+    }
+
+    /// Remembered for every backend connection to come, and forwarded to a ready backend
+    /// that has `logging`; the proxy's own messages (logger `tether`) are errors only.
+    #[allow(deprecated)] // MCP logging (SEP-2577), still what hosts show
+    async fn set_level(
+        &self,
+        request: SetLevelRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        *self.shared.0.log_level.lock().unwrap_or_else(|p| p.into_inner()) = Some(request.level);
+        let BackendState::Ready { peer, .. } = self.shared.current() else { return Ok(()) };
+        if !backend_logs(&peer) {
+            return Ok(());
+        }
+        let request = ClientRequest::SetLevelRequest(SetLevelRequest::new(request));
+        match self.shared.forward(&peer, request, Some(context.meta.clone()), None, &context).await {
+            Ok(_) => Ok(()),
+            Err(ServiceError::McpError(e)) => Err(e),
+            Err(e) => {
+                // Applied again when the backend is connected anew.
+                tracing::warn!(error = %e, "cannot pass the host's log level on to the backend");
+                Ok(())
+            }
+        }
+    }
+
     async fn list_tools(
         &self,
         request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        if let Some(answer) = self.list_from_backend(request.clone()).await {
+        if let Some(answer) = self.list_from_backend(request.clone(), &context).await {
             return answer;
         }
         if let Some(failure) = self.shared.failure_for_list() {
@@ -436,7 +675,7 @@ impl ServerHandler for Front {
                     _ = context.ct.cancelled() => return Err(ErrorData::internal_error("cancelled by the host", None)),
                 };
                 if matches!(state, BackendState::Ready { .. })
-                    && let Some(answer) = self.list_from_backend(request).await
+                    && let Some(answer) = self.list_from_backend(request, &context).await
                 {
                     return answer;
                 }

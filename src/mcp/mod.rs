@@ -7,7 +7,9 @@
 //! the backend gave, kept in the state directory under a key that survives a version
 //! bump), else a `--tools` file, else the `--preset`'s list until the backend is ready
 //! (with none of them the first `tools/list` waits for the backend, up to `--list-wait`),
-//! then forwards `tools/list` and `tools/call` to it with rmcp's streamable HTTP client,
+//! then forwards `tools/list` and `tools/call` to it with rmcp's streamable HTTP client
+//! (and logging, prompts, resources and completions, with the host's `_meta`, the lists
+//! and capabilities of those cached like the tools),
 //! and tells the host with `notifications/tools/list_changed` when the real list differs
 //! from what it served. [`prefetch`] fills the cache ahead of the host's first start.
 //!
@@ -21,6 +23,7 @@
 //! ```
 
 mod backend;
+mod forward;
 mod front;
 mod lines;
 mod tools;
@@ -328,10 +331,11 @@ pub async fn prefetch(plan: Plan, ensure: EnsureOptions, options: ProxyOptions) 
         handle.stop().await.map(|_| ())
     };
     forget_dead_proxy_locks(&state);
-    let (tools, instructions) = fetched?;
+    let (tools, instructions, catalog) = fetched?;
     stopped?;
     cache.store(&tools);
     cache.store_instructions(instructions);
+    cache.update_catalog(|c| *c = catalog);
     tracing::info!(file = %cache.path().display(), tools = tools.len(), "cached the backend's tools");
     Ok(tools.into_iter().map(|t| t.name.into_owned()).collect())
 }

@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use rmcp::model::Tool;
-use serde::Deserialize;
+use rmcp::model::{Prompt, Resource, ResourceTemplate, ServerCapabilities, Tool};
+use serde::{Deserialize, Serialize};
 use tether_core::state::StateDir;
 use tether_core::{Error, Result};
 
@@ -21,6 +21,28 @@ pub struct ToolCache {
     cached: Mutex<Option<Vec<Tool>>>,
     /// The backend's `instructions` from its last `initialize`, kept with the tools.
     instructions: Mutex<Option<String>>,
+    /// The backend's capabilities, prompts and resources, kept with the tools.
+    catalog: Mutex<Catalog>,
+}
+
+/// What the proxy knows of the backend beyond its tools (from its last `initialize` and
+/// lists): advertised and listed before the backend is ready, as the tools are.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Catalog {
+    /// The backend's capabilities (of which the proxy advertises prompts, resources and
+    /// completions as the backend did).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capabilities: Option<ServerCapabilities>,
+    /// Its last whole `prompts/list`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompts: Option<Vec<Prompt>>,
+    /// Its last whole `resources/list`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Vec<Resource>>,
+    /// Its last whole `resources/templates/list`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_templates: Option<Vec<ResourceTemplate>>,
 }
 
 #[derive(Deserialize)]
@@ -94,20 +116,28 @@ impl ToolCache {
             None => preset.map(preset_tools).transpose()?.flatten(),
         };
         let path = state.path().join("mcp-tools").join(format!("{key}.json"));
-        let (cached, instructions) = match std::fs::read_to_string(&path) {
+        let (cached, instructions, catalog) = match std::fs::read_to_string(&path) {
             Ok(text) => match parse_tools(&text) {
                 Ok(tools) => {
                     let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-                    (Some(tools), v["instructions"].as_str().map(str::to_string))
+                    // A cache written before the catalog was kept (or a bad part of it): none.
+                    let catalog = serde_json::from_value(v.clone()).unwrap_or_default();
+                    (Some(tools), v["instructions"].as_str().map(str::to_string), catalog)
                 }
                 Err(why) => {
                     tracing::warn!(file = %path.display(), %why, "ignoring the unreadable tools cache");
-                    (None, None)
+                    (None, None, Catalog::default())
                 }
             },
-            Err(_) => (None, None),
+            Err(_) => (None, None, Catalog::default()),
         };
-        Ok(ToolCache { path, fallback, cached: Mutex::new(cached), instructions: Mutex::new(instructions) })
+        Ok(ToolCache {
+            path,
+            fallback,
+            cached: Mutex::new(cached),
+            instructions: Mutex::new(instructions),
+            catalog: Mutex::new(catalog),
+        })
     }
 
     /// What to list while the backend is not ready: the cache, else the tools file, else
@@ -149,11 +179,30 @@ impl ToolCache {
         self.save();
     }
 
+    /// What is known of the backend beyond its tools.
+    pub fn catalog(&self) -> Catalog {
+        self.catalog.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Change what is known of the backend beyond its tools (kept on disk when it changed).
+    pub fn update_catalog(&self, change: impl FnOnce(&mut Catalog)) {
+        let mut kept = self.catalog.lock().unwrap_or_else(|p| p.into_inner());
+        let before = kept.clone();
+        change(&mut kept);
+        if *kept == before {
+            return;
+        }
+        drop(kept);
+        self.save();
+    }
+
     fn save(&self) {
         let tools = self.cached.lock().unwrap_or_else(|p| p.into_inner()).clone().unwrap_or_default();
         let instructions = self.instructions();
+        let catalog = self.catalog();
         let write = || -> std::io::Result<()> {
-            let mut doc = serde_json::json!({ "tools": tools });
+            let mut doc = serde_json::to_value(&catalog)?;
+            doc["tools"] = serde_json::to_value(&tools)?;
             if let Some(text) = &instructions {
                 doc["instructions"] = serde_json::Value::String(text.clone());
             }
@@ -208,6 +257,28 @@ mod tests {
         assert_eq!(again.instructions().as_deref(), Some("use other"));
         let e = ToolCache::new(&state, "x", Some(&dir.path().join("missing.json")), None).expect_err("missing file");
         assert!(e.to_string().contains("cannot read the --tools file"), "{e}");
+    }
+
+    #[test]
+    fn the_catalog_is_kept_with_the_tools_and_an_old_cache_has_none() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = StateDir::at(dir.path()).expect("state dir");
+        let old = dir.path().join("mcp-tools");
+        std::fs::create_dir_all(&old).expect("mkdir");
+        std::fs::write(old.join("c.json"), format!("{{\"tools\":[{TOOL}]}}")).expect("write");
+        let cache = ToolCache::new(&state, "c", None, None).expect("cache");
+        assert_eq!(cache.catalog(), Catalog::default(), "a cache from before the catalog");
+        let prompt: Prompt = serde_json::from_str(r#"{"name":"greet"}"#).expect("prompt");
+        let capabilities: ServerCapabilities = serde_json::from_str(r#"{"prompts":{}}"#).expect("capabilities");
+        cache.update_catalog(|c| {
+            c.capabilities = Some(capabilities.clone());
+            c.prompts = Some(vec![prompt.clone()]);
+        });
+        let again = ToolCache::new(&state, "c", None, None).expect("cache");
+        assert_eq!(again.before_ready().expect("the tools").len(), 1, "the tools stay");
+        assert_eq!(again.catalog().prompts, Some(vec![prompt]));
+        assert_eq!(again.catalog().capabilities, Some(capabilities));
+        assert_eq!(again.catalog().resources, None);
     }
 
     #[test]

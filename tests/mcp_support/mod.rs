@@ -103,12 +103,14 @@ impl Sandbox {
     }
 }
 
-/// The host side: passes on `notifications/tools/list_changed`, progress notifications and
-/// log messages (`notifications/message`).
+/// The host side: passes on `notifications/tools/list_changed`, progress notifications,
+/// log messages (`notifications/message`) and the resource and prompt notifications (as
+/// `resources/updated URI`, `resources/list_changed`, `prompts/list_changed`).
 pub struct Host {
     changed: mpsc::UnboundedSender<()>,
     progress: mpsc::UnboundedSender<ProgressNotificationParam>,
     logged: mpsc::UnboundedSender<LoggingMessageNotificationParam>,
+    notes: mpsc::UnboundedSender<String>,
 }
 
 impl ClientHandler for Host {
@@ -118,6 +120,22 @@ impl ClientHandler for Host {
 
     async fn on_progress(&self, params: ProgressNotificationParam, _context: NotificationContext<RoleClient>) {
         let _ = self.progress.send(params);
+    }
+
+    async fn on_resource_updated(
+        &self,
+        params: rmcp::model::ResourceUpdatedNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        let _ = self.notes.send(format!("resources/updated {}", params.uri));
+    }
+
+    async fn on_resource_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        let _ = self.notes.send("resources/list_changed".into());
+    }
+
+    async fn on_prompt_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        let _ = self.notes.send("prompts/list_changed".into());
     }
 
     async fn on_logging_message(
@@ -134,6 +152,7 @@ pub struct Events {
     pub changed: mpsc::UnboundedReceiver<()>,
     pub progress: mpsc::UnboundedReceiver<ProgressNotificationParam>,
     pub logged: mpsc::UnboundedReceiver<LoggingMessageNotificationParam>,
+    pub notes: mpsc::UnboundedReceiver<String>,
 }
 
 pub type Client = RunningService<RoleClient, Host>;
@@ -147,11 +166,12 @@ pub async fn connect(sandbox: &Sandbox, args: &[String]) -> (Client, Events) {
     let (changed, changed_rx) = mpsc::unbounded_channel();
     let (progress, progress_rx) = mpsc::unbounded_channel();
     let (logged, logged_rx) = mpsc::unbounded_channel();
-    let client = tokio::time::timeout(WAIT, Host { changed, progress, logged }.serve(transport))
+    let (notes, notes_rx) = mpsc::unbounded_channel();
+    let client = tokio::time::timeout(WAIT, Host { changed, progress, logged, notes }.serve(transport))
         .await
         .expect("initialize answered in time")
         .expect("initialize succeeds");
-    (client, Events { changed: changed_rx, progress: progress_rx, logged: logged_rx })
+    (client, Events { changed: changed_rx, progress: progress_rx, logged: logged_rx, notes: notes_rx })
 }
 
 pub fn object(v: Value) -> serde_json::Map<String, Value> {
