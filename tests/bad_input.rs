@@ -300,3 +300,21 @@ fn durations_past_a_year_are_refused_naming_the_flag_and_the_maximum() {
     let file = case.config("timeout = \"99999h\"\n");
     expect(&case, &["up", "--config", &file, "--", "true"], 2, "the maximum is 8760h");
 }
+
+#[test]
+fn config_that_is_not_a_regular_file_is_refused_without_blocking() {
+    // /dev/zero never ends (memory grew ~1 GB/s); a FIFO with no writer never opens.
+    let c = Case::new();
+    expect(&c, &["up", "--config", "/dev/zero"], 2, "config file /dev/zero is not a regular file");
+    let fifo = c.cwd.path().join("fifo.toml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    let fifo = fifo.to_string_lossy().into_owned();
+    expect(&c, &["up", "--config", &fifo], 2, &format!("config file {fifo} is not a regular file"));
+}
+
+#[test]
+fn config_file_too_large_is_refused_naming_the_file() {
+    let c = Case::new();
+    let f = c.config(&"# padding\n".repeat(200_000));
+    expect(&c, &["up", "--config", &f], 2, &format!("config file {f} is larger than 1 MiB"));
+}
