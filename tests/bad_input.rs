@@ -318,3 +318,24 @@ fn config_file_too_large_is_refused_naming_the_file() {
     let f = c.config(&"# padding\n".repeat(200_000));
     expect(&c, &["up", "--config", &f], 2, &format!("config file {f} is larger than 1 MiB"));
 }
+
+#[test]
+fn junk_in_the_state_dir_is_one_warning_with_the_count() {
+    // 10,000 junk files gave 10,000 warnings; now one line for them all.
+    let c = Case::new();
+    for i in 0..200 {
+        std::fs::write(c.state.path().join(format!("junk{i:03}.json")), "not json").expect("junk");
+    }
+    // Names that cannot be records are not opened (nor counted).
+    std::fs::write(c.state.path().join("..hidden.json"), "x").expect("junk");
+    std::fs::write(c.state.path().join("notes.txt"), "x").expect("junk");
+    let out = c.run(&["status"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let warnings: Vec<_> = stderr.lines().filter(|l| l.contains("junk")).collect();
+    assert_eq!(warnings.len(), 1, "one summary line: {stderr}");
+    let line = warnings[0];
+    assert!(line.contains("skipping 200 state files"), "the count: {line}");
+    assert!(line.contains("junk000.json, junk001.json, …"), "a couple of names: {line}");
+    assert!(line.contains("not a valid record"), "why: {line}");
+}
