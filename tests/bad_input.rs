@@ -339,3 +339,42 @@ fn junk_in_the_state_dir_is_one_warning_with_the_count() {
     assert!(line.contains("junk000.json, junk001.json, …"), "a couple of names: {line}");
     assert!(line.contains("not a valid record"), "why: {line}");
 }
+
+#[test]
+fn two_ups_racing_for_one_port_one_wins_the_other_is_told_the_truth() {
+    // About 1 round in 30, both lost, the loser told "pid 0 … another user" about ours.
+    const ROUNDS: usize = 30;
+    let c = Case::new();
+    for round in 0..ROUNDS {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+        let port = port.to_string();
+        let names = [format!("a{round}"), format!("b{round}")];
+        let start = |name: &str| {
+            Command::new(EXE)
+                .args(["up", "--detach", "--name", name, "--port", &port, "--timeout", "30s", "--"])
+                .args([EXE, "demo-backend", "--port", "{port}"])
+                .env("TETHER_STATE_DIR", c.state.path())
+                .current_dir(c.cwd.path())
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn tether up")
+        };
+        let racers = [start(&names[0]), start(&names[1])];
+        let outs: Vec<Output> = racers.into_iter().map(|r| r.wait_with_output().expect("wait for tether up")).collect();
+        let stderr: Vec<String> = outs.iter().map(|o| String::from_utf8_lossy(&o.stderr).into_owned()).collect();
+        let won: Vec<usize> = (0..2).filter(|&i| outs[i].status.success()).collect();
+        for (name, _) in names.iter().zip(&outs) {
+            let _ = c.run(&["down", "--name", name]);
+        }
+        assert_eq!(won.len(), 1, "round {round}: exactly one wins: {stderr:?}");
+        let (winner, loser) = (won[0], 1 - won[0]);
+        let told = &stderr[loser];
+        assert!(!told.contains("pid 0"), "round {round}: the loser was told pid 0: {told}");
+        assert!(
+            told.contains(&format!("instance '{}'", names[winner])),
+            "round {round}: the loser is told the port is the winner's: {told}"
+        );
+    }
+}

@@ -126,6 +126,22 @@ impl Drop for InstanceLock {
     }
 }
 
+/// The start lock of a fixed port (see [`StateDir::lock_port`]): held from the port guard
+/// until the backend is ready or has failed, released on drop.
+#[derive(Debug)]
+pub struct PortLock {
+    file: File,
+}
+
+impl Drop for PortLock {
+    fn drop(&mut self) {
+        // As for InstanceLock: clear our name, then unlock explicitly (a child forked
+        // meanwhile shares the open file until its exec closes it).
+        let _ = self.file.set_len(0);
+        let _ = self.file.unlock();
+    }
+}
+
 /// Distinguishes temporary files of concurrent saves within one process.
 static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
@@ -373,6 +389,61 @@ impl StateDir {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(state_err(&path)(e)),
             _ => Ok(()),
         }
+    }
+
+    /// Take the start lock of fixed port `port` for instance `name`: two starts of this
+    /// state directory on one port take turns, so the second's port guard sees the first's
+    /// backend (and names it) instead of both passing the guard and one backend failing to
+    /// bind. While another start holds it, waits up to `timeout` (that start's readiness
+    /// is bounded too), then: `Error::PortUsedByInstance` naming the instance starting.
+    pub async fn lock_port(&self, port: u16, name: &str, timeout: Duration) -> Result<PortLock> {
+        // A leading dot: no instance name can start with one, so no instance's lock is this.
+        let path = self.dir.join(format!(".port-{port}.lock"));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(OFlag::O_NOFOLLOW.bits())
+            .open(&path)
+            .map_err(state_err(&path))?;
+        let deadline = Instant::now() + timeout;
+        let mut delay = Duration::from_millis(1);
+        let mut told = false;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) => {}
+                Err(TryLockError::Error(e)) => return Err(state_err(&path)(e)),
+            }
+            // The holder writes "PID NAME" once it has the lock.
+            let mut buf = [0u8; 128];
+            let read = file.read_at(&mut buf, 0).unwrap_or(0);
+            let text = String::from_utf8_lossy(&buf[..read]);
+            let (pid, holder) = text.trim().split_once(' ').unwrap_or(("", "another instance"));
+            let holder = if holder.is_empty() { "another instance" } else { holder };
+            if !told {
+                tracing::info!("port {port} is being taken by instance '{holder}' (starting); waiting for it");
+                told = true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(match pid.parse() {
+                    Ok(pid) => Error::PortUsedByInstance { port, name: holder.to_string(), pid },
+                    Err(_) => Error::config(format!(
+                        "port {port} is being taken by another start in this state directory, for longer than \
+                         {}; choose another port (--port auto), or try again once it is up",
+                        crate::error::humanize(timeout)
+                    )),
+                });
+            }
+            tokio::time::sleep(delay.min(deadline - now)).await;
+            delay = (delay * 2).min(Duration::from_millis(50));
+        }
+        let mine = format!("{} {name}", std::process::id());
+        file.set_len(0).and_then(|()| file.write_all_at(mine.as_bytes(), 0)).map_err(state_err(&path))?;
+        Ok(PortLock { file })
     }
 
     /// Every record, sorted by name. Unreadable, corrupt or foreign ones are skipped,
