@@ -200,9 +200,11 @@ macro_rules! overlay {
 
 impl Config {
     /// Read `tether.toml` (or another file). Errors name the file and the key.
+    ///
+    /// Only a regular file of at most [`MAX_CONFIG_BYTES`] is read: a device (`/dev/zero`)
+    /// or a FIFO is refused without blocking, a larger file is refused, each naming it.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| Error::config(format!("cannot read config file {}: {e}", path.display())))?;
+        let text = read_config_file(path)?;
         Self::from_toml(&text).map_err(|e| Error::config(format!("config file {}: {e}", path.display())))
     }
 
@@ -521,6 +523,51 @@ pub const CLAUDE_SKILLS_PACKAGE: &str = "claude-skills-mcp-backend==1.0.6";
 
 /// A `--constraint` file, made absolute (uv runs in the backend's `--cwd`) and checked to
 /// be a readable file, so that a typo is this error and not uv's after a start.
+/// The largest config file tether reads (a tether.toml is a few hundred bytes).
+pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// The text of the config file at `path`: a regular file of at most [`MAX_CONFIG_BYTES`].
+/// It is opened non-blocking, so a FIFO with no writer is refused, not waited on.
+fn read_config_file(path: &Path) -> Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let cannot = |e: std::io::Error| Error::config(format!("cannot read config file {}: {e}", path.display()));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+        .open(path)
+        .map_err(cannot)?;
+    let meta = file.metadata().map_err(cannot)?;
+    if !meta.is_file() {
+        return Err(Error::config(format!(
+            "config file {} is not a regular file (a device, FIFO or directory); give the path of a TOML file",
+            path.display()
+        )));
+    }
+    let too_large = || {
+        Error::config(format!(
+            "config file {} is larger than 1 MiB; a tether config is a few keys — check the path",
+            path.display()
+        ))
+    };
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(too_large());
+    }
+    // The file may grow after the check: read one byte past the cap at most.
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes).map_err(cannot)?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(too_large());
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        Error::config(format!(
+            "config file {} is not UTF-8 text (at byte {})",
+            path.display(),
+            e.utf8_error().valid_up_to()
+        ))
+    })
+}
+
 fn constraints_file(file: &Path) -> Result<PathBuf> {
     let bad = |why: String| {
         Error::config(format!(

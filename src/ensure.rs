@@ -185,6 +185,7 @@ pub async fn ensure_running(plan: Plan, opts: EnsureOptions) -> Result<Handle> {
     // them. The engine picks an automatic port (read back by the runner) and refuses
     // a taken fixed one; tether's own containers on it were swept just above.
     let remote_engine = crate::config::remote_docker(plan.runner);
+    let mut port_lock = None;
     let port = match plan.port {
         // Not ours and maybe not on this machine: the port guard must never touch its holder.
         PortChoice::Fixed(p) if attached => p,
@@ -195,6 +196,9 @@ pub async fn ensure_running(plan: Plan, opts: EnsureOptions) -> Result<Handle> {
         PortChoice::Auto => port::free_port(&plan.host)?,
         PortChoice::Fixed(p) if remote_engine => p,
         PortChoice::Fixed(p) => {
+            // Starts on one port take turns (see `StateDir::lock_port`), for as long as
+            // the other's readiness may take.
+            port_lock = Some(state.lock_port(p, &plan.name, plan.timeout + PORT_LOCK_SLACK).await?);
             clear_port(&state, &plan, p).await?;
             p
         }
@@ -272,6 +276,8 @@ pub async fn ensure_running(plan: Plan, opts: EnsureOptions) -> Result<Handle> {
     launch_opts.checked = Some(info.clone());
     launch_opts.swept = true;
     let result = launch(runner, spec, Arc::clone(&plan.probe), launch_opts).await;
+    // Ready (its listener now names it to the next start's port guard), or failed.
+    drop(port_lock);
     let mut record = record.lock().unwrap_or_else(|p| p.into_inner()).clone();
     match result {
         Ok(instance) => {
@@ -516,6 +522,10 @@ async fn sweep(state: &StateDir, record: &Record) -> Result<Option<StopOutcome>>
     Ok(outcome)
 }
 
+/// How much longer than its own readiness deadline a start waits for another start on
+/// its port (the other's stop of a failed backend, its record).
+const PORT_LOCK_SLACK: Duration = Duration::from_secs(10);
+
 /// Make `port` free: our own holders are stopped gracefully; a foreign one is an
 /// error naming it, unless `force_port`.
 async fn clear_port(state: &StateDir, plan: &Plan, port: u16) -> Result<()> {
@@ -525,16 +535,16 @@ async fn clear_port(state: &StateDir, plan: &Plan, port: u16) -> Result<()> {
         if port::can_bind(&plan.host, port) {
             return Ok(());
         }
-        // Held by a process we cannot see (another user's): never ours to touch.
+        // Held by a process we cannot see: another user's (without root), or a socket whose
+        // owner is not yet or no longer visible. Never ours to touch, never "pid 0".
+        let command = if nix::unistd::geteuid().is_root() {
+            "a socket no process of this machine shows (another network namespace's, or one just opening or closing)"
+        } else {
+            "a process of another user (not visible without root)"
+        };
         return Err(Error::PortTaken {
             port,
-            holders: vec![PortHolder {
-                pid: 0,
-                user: None,
-                command: "a process of another user (not visible without root)".into(),
-                ours: false,
-                instance: None,
-            }],
+            holders: vec![PortHolder { pid: 0, user: None, command: command.into(), ours: false, instance: None }],
         });
     }
     // Another instance whose owner is alive is not a leftover: never steal it.

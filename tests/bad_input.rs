@@ -300,3 +300,81 @@ fn durations_past_a_year_are_refused_naming_the_flag_and_the_maximum() {
     let file = case.config("timeout = \"99999h\"\n");
     expect(&case, &["up", "--config", &file, "--", "true"], 2, "the maximum is 8760h");
 }
+
+#[test]
+fn config_that_is_not_a_regular_file_is_refused_without_blocking() {
+    // /dev/zero never ends (memory grew ~1 GB/s); a FIFO with no writer never opens.
+    let c = Case::new();
+    expect(&c, &["up", "--config", "/dev/zero"], 2, "config file /dev/zero is not a regular file");
+    let fifo = c.cwd.path().join("fifo.toml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).expect("mkfifo");
+    let fifo = fifo.to_string_lossy().into_owned();
+    expect(&c, &["up", "--config", &fifo], 2, &format!("config file {fifo} is not a regular file"));
+}
+
+#[test]
+fn config_file_too_large_is_refused_naming_the_file() {
+    let c = Case::new();
+    let f = c.config(&"# padding\n".repeat(200_000));
+    expect(&c, &["up", "--config", &f], 2, &format!("config file {f} is larger than 1 MiB"));
+}
+
+#[test]
+fn junk_in_the_state_dir_is_one_warning_with_the_count() {
+    // 10,000 junk files gave 10,000 warnings; now one line for them all.
+    let c = Case::new();
+    for i in 0..200 {
+        std::fs::write(c.state.path().join(format!("junk{i:03}.json")), "not json").expect("junk");
+    }
+    // Names that cannot be records are not opened (nor counted).
+    std::fs::write(c.state.path().join("..hidden.json"), "x").expect("junk");
+    std::fs::write(c.state.path().join("notes.txt"), "x").expect("junk");
+    let out = c.run(&["status"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let warnings: Vec<_> = stderr.lines().filter(|l| l.contains("junk")).collect();
+    assert_eq!(warnings.len(), 1, "one summary line: {stderr}");
+    let line = warnings[0];
+    assert!(line.contains("skipping 200 state files"), "the count: {line}");
+    assert!(line.contains("junk000.json, junk001.json, …"), "a couple of names: {line}");
+    assert!(line.contains("not a valid record"), "why: {line}");
+}
+
+#[test]
+fn two_ups_racing_for_one_port_one_wins_the_other_is_told_the_truth() {
+    // About 1 round in 30, both lost, the loser told "pid 0 … another user" about ours.
+    const ROUNDS: usize = 30;
+    let c = Case::new();
+    for round in 0..ROUNDS {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port();
+        let port = port.to_string();
+        let names = [format!("a{round}"), format!("b{round}")];
+        let start = |name: &str| {
+            Command::new(EXE)
+                .args(["up", "--detach", "--name", name, "--port", &port, "--timeout", "30s", "--"])
+                .args([EXE, "demo-backend", "--port", "{port}"])
+                .env("TETHER_STATE_DIR", c.state.path())
+                .current_dir(c.cwd.path())
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn tether up")
+        };
+        let racers = [start(&names[0]), start(&names[1])];
+        let outs: Vec<Output> = racers.into_iter().map(|r| r.wait_with_output().expect("wait for tether up")).collect();
+        let stderr: Vec<String> = outs.iter().map(|o| String::from_utf8_lossy(&o.stderr).into_owned()).collect();
+        let won: Vec<usize> = (0..2).filter(|&i| outs[i].status.success()).collect();
+        for (name, _) in names.iter().zip(&outs) {
+            let _ = c.run(&["down", "--name", name]);
+        }
+        assert_eq!(won.len(), 1, "round {round}: exactly one wins: {stderr:?}");
+        let (winner, loser) = (won[0], 1 - won[0]);
+        let told = &stderr[loser];
+        assert!(!told.contains("pid 0"), "round {round}: the loser was told pid 0: {told}");
+        assert!(
+            told.contains(&format!("instance '{}'", names[winner])),
+            "round {round}: the loser is told the port is the winner's: {told}"
+        );
+    }
+}

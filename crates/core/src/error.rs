@@ -319,7 +319,11 @@ fn last_words(tail: &[String]) -> String {
 fn describe_holders(holders: &[PortHolder]) -> String {
     holders
         .iter()
-        .map(|h| format!("pid {} (user {}, command `{}`)", h.pid, h.user.as_deref().unwrap_or("?"), h.command))
+        .map(|h| match h.pid {
+            // No process known (see the port guard): what is known, never "pid 0".
+            0 => h.command.clone(),
+            pid => format!("pid {pid} (user {}, command `{}`)", h.user.as_deref().unwrap_or("?"), h.command),
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }

@@ -107,18 +107,57 @@ fn timeout(started: Instant, last: String, logs: &crate::relay::LogRelay, port: 
     Error::Timeout { waited: started.elapsed(), last_probe, stderr_tail: tail }
 }
 
-/// A port the backend says it listens on, other than `ours`: `http://HOST:PORT`,
-/// `HOST:PORT` after "listening"/"running"/"serving", or "port PORT".
+/// A port the backend says it listens on, other than `ours`, from its latest line that
+/// announces one (see [`announced_port`]).
 fn other_port(tail: &[String], ours: u16) -> Option<u16> {
-    let pattern = regex::Regex::new(
-        r"(?i)(?:https?://[^\s/:]+:(\d{2,5})|(?:listening|running|serving|started)\b.*?[:\s](\d{2,5})\b|\bport\s+(\d{2,5})\b)",
-    )
-    .ok()?;
-    tail.iter().rev().find_map(|line| {
-        let caps = pattern.captures(line)?;
-        let port: u16 = caps.iter().skip(1).flatten().next()?.as_str().parse().ok()?;
-        (port != ours && port != 0).then_some(port)
-    })
+    let patterns = Announcements::new()?;
+    tail.iter().rev().find_map(|line| patterns.port(line).filter(|&port| port != ours))
+}
+
+/// The forms in which a line of output announces a listening port.
+struct Announcements {
+    /// `http://HOST:PORT` anywhere in the line (HOST a name, an IPv4 or a `[v6]`).
+    url: regex::Regex,
+    /// A word that announces a listener; an address after it is one.
+    keyword: regex::Regex,
+    /// `a.b.c.d:PORT`, `[v6]:PORT`, `localhost:PORT`, `*:PORT` or `:PORT`, standing alone.
+    address: regex::Regex,
+    /// `port PORT` (or `port=PORT`, `port: PORT`).
+    word: regex::Regex,
+}
+
+impl Announcements {
+    fn new() -> Option<Self> {
+        Some(Announcements {
+            url: regex::Regex::new(r"(?i)\bhttps?://(?:\[[0-9a-z:.%]+\]|[a-z0-9._-]+):(\d+)").ok()?,
+            keyword: regex::Regex::new(r"(?i)\b(?:listening|running|serving|started|bound|available)\b").ok()?,
+            address: regex::Regex::new(
+                r#"(?i)(?:^|[\s(=@,'"])(?:(\d{1,3}(?:\.\d{1,3}){3})|\[[0-9a-z:.%]+\]|localhost|\*)?:(\d+)"#,
+            )
+            .ok()?,
+            word: regex::Regex::new(r"(?i)\bport\s*[=:]?\s*(\d+)").ok()?,
+        })
+    }
+
+    /// The port `line` announces: a URL's, an address's after a listening word, or
+    /// `port N`'s — never an octet of an address, never a number out of range.
+    fn port(&self, line: &str) -> Option<u16> {
+        let from_url = self.url.captures_iter(line).find_map(|c| valid_port(c.get(1)?.as_str()));
+        from_url
+            .or_else(|| {
+                let after = self.keyword.find(line)?.end();
+                self.address.captures_iter(&line[after..]).find_map(|c| {
+                    let octets_fit = c.get(1).is_none_or(|ip| ip.as_str().parse::<std::net::Ipv4Addr>().is_ok());
+                    octets_fit.then(|| valid_port(c.get(2)?.as_str())).flatten()
+                })
+            })
+            .or_else(|| self.word.captures_iter(line).find_map(|c| valid_port(c.get(1)?.as_str())))
+    }
+}
+
+/// `digits` as a port: 1–65535.
+fn valid_port(digits: &str) -> Option<u16> {
+    digits.parse::<u16>().ok().filter(|&port| port != 0)
 }
 
 /// Probe `backend` until `probe` says ready. Progress goes to `lifecycle` as
@@ -234,6 +273,24 @@ mod tests {
         // An access line names the client's ephemeral port, not a listening one.
         let access = tail(&["INFO:     127.0.0.1:54321 - \"GET /health HTTP/1.1\" 200 OK"]);
         assert_eq!(other_port(&access, 1), None);
+    }
+
+    #[test]
+    fn an_address_in_the_output_is_read_as_host_and_port_never_an_octet() {
+        let tail = |l: &str| vec![l.to_string()];
+        assert_eq!(other_port(&tail("server listening on 127.0.0.1:9090"), 1), Some(9090));
+        assert_eq!(other_port(&tail("Listening at 10.1.2.3:8123 (pid 7)"), 1), Some(8123));
+        assert_eq!(other_port(&tail("serving on [::1]:8443"), 1), Some(8443));
+        assert_eq!(other_port(&tail("running at [fe80::1%eth0]:8444"), 1), Some(8444));
+        assert_eq!(other_port(&tail("started on localhost:5005"), 1), Some(5005));
+        assert_eq!(other_port(&tail("listening on :7070"), 1), Some(7070));
+        assert_eq!(other_port(&tail("see http://[::1]:8001/docs"), 1), Some(8001));
+        assert_eq!(other_port(&tail("bound to port 6006"), 1), Some(6006));
+        // An address alone, with no port, or a port out of range, names none.
+        assert_eq!(other_port(&tail("listening on 127.0.0.1"), 1), None);
+        assert_eq!(other_port(&tail("listening on 127.0.0.1:99999"), 1), None);
+        assert_eq!(other_port(&tail("started 12 workers"), 1), None);
+        assert_eq!(other_port(&tail("listening on 127.0.0.1:9090"), 9090), None, "ours");
     }
 
     #[test]

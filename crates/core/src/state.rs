@@ -126,6 +126,22 @@ impl Drop for InstanceLock {
     }
 }
 
+/// The start lock of a fixed port (see [`StateDir::lock_port`]): held from the port guard
+/// until the backend is ready or has failed, released on drop.
+#[derive(Debug)]
+pub struct PortLock {
+    file: File,
+}
+
+impl Drop for PortLock {
+    fn drop(&mut self) {
+        // As for InstanceLock: clear our name, then unlock explicitly (a child forked
+        // meanwhile shares the open file until its exec closes it).
+        let _ = self.file.set_len(0);
+        let _ = self.file.unlock();
+    }
+}
+
 /// Distinguishes temporary files of concurrent saves within one process.
 static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
@@ -283,41 +299,54 @@ impl StateDir {
     }
 
     fn load_path(&self, path: &Path) -> Result<Option<Record>> {
+        match self.read_record(path)? {
+            Loaded::Record(record) => Ok(Some(*record)),
+            Loaded::Gone => Ok(None),
+            Loaded::NotOurs(why) => {
+                tracing::warn!("ignoring state file {}: {why}; delete it", path.display());
+                Ok(None)
+            }
+        }
+    }
+
+    /// Read the record at `path` without a word: what it holds, or why it is not ours
+    /// to trust; a file that does not parse is an error naming the file.
+    fn read_record(&self, path: &Path) -> Result<Loaded> {
         // No symlink is followed, and a FIFO planted here cannot block the open.
         let opened =
             OpenOptions::new().read(true).custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits()).open(path);
-        let mut file = match opened {
+        let file = match opened {
             Ok(file) => file,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Loaded::Gone),
             Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ELOOP as i32) => {
-                tracing::warn!("ignoring state file {}: it is a symbolic link, not a record of yours", path.display());
-                return Ok(None);
+                return Ok(Loaded::NotOurs("it is a symbolic link, not a record of yours".into()));
             }
             Err(e) => return Err(state_err(path)(e)),
         };
         let meta = file.metadata().map_err(state_err(path))?;
         let me = nix::unistd::geteuid().as_raw();
         if !meta.is_file() || meta.uid() != me {
-            tracing::warn!(
-                "ignoring state file {}: it is {}, not a record of yours (uid {me}); delete it",
-                path.display(),
-                if meta.is_file() { format!("owned by uid {}", meta.uid()) } else { "not a regular file".into() },
-            );
-            return Ok(None);
+            let what =
+                if meta.is_file() { format!("owned by uid {}", meta.uid()) } else { "not a regular file".into() };
+            return Ok(Loaded::NotOurs(format!("it is {what}, not a record of yours (uid {me})")));
         }
-        let mut text = String::new();
-        file.read_to_string(&mut text).map_err(state_err(path))?;
         let corrupt = |why: String| {
             let hint = format!("delete {} if no such instance runs", path.display());
             state_err(path)(io::Error::new(io::ErrorKind::InvalidData, format!("{why}; {hint}")))
         };
+        // A record is a few hundred bytes: a huge file is not one, and is not read.
+        if meta.len() > MAX_RECORD_BYTES {
+            return Err(corrupt(format!("not a record ({} bytes; a record is at most 1 MiB)", meta.len())));
+        }
+        let mut text = String::new();
+        file.take(MAX_RECORD_BYTES + 1).read_to_string(&mut text).map_err(state_err(path))?;
         let record: Record = serde_json::from_str(&text).map_err(|e| corrupt(format!("not a valid record ({e})")))?;
         // The file name is the key: a record naming someone else was copied or
         // tampered with, and must not steer `down` at another instance.
         if path.file_stem().and_then(|s| s.to_str()) != Some(record.name.as_str()) {
             return Err(corrupt(format!("the record is for '{}', not this file's name", record.name)));
         }
-        Ok(Some(record))
+        Ok(Loaded::Record(Box::new(record)))
     }
 
     /// Save `record` atomically: write `NAME.json.tmp-PID-N` with mode 0600,
@@ -362,11 +391,69 @@ impl StateDir {
         }
     }
 
-    /// Every record, sorted by name. Unreadable or corrupt ones are skipped
-    /// with a warning, so one bad file cannot hide the others.
+    /// Take the start lock of fixed port `port` for instance `name`: two starts of this
+    /// state directory on one port take turns, so the second's port guard sees the first's
+    /// backend (and names it) instead of both passing the guard and one backend failing to
+    /// bind. While another start holds it, waits up to `timeout` (that start's readiness
+    /// is bounded too), then: `Error::PortUsedByInstance` naming the instance starting.
+    pub async fn lock_port(&self, port: u16, name: &str, timeout: Duration) -> Result<PortLock> {
+        // A leading dot: no instance name can start with one, so no instance's lock is this.
+        let path = self.dir.join(format!(".port-{port}.lock"));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(OFlag::O_NOFOLLOW.bits())
+            .open(&path)
+            .map_err(state_err(&path))?;
+        let deadline = Instant::now() + timeout;
+        let mut delay = Duration::from_millis(1);
+        let mut told = false;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) => {}
+                Err(TryLockError::Error(e)) => return Err(state_err(&path)(e)),
+            }
+            // The holder writes "PID NAME" once it has the lock.
+            let mut buf = [0u8; 128];
+            let read = file.read_at(&mut buf, 0).unwrap_or(0);
+            let text = String::from_utf8_lossy(&buf[..read]);
+            let (pid, holder) = text.trim().split_once(' ').unwrap_or(("", "another instance"));
+            let holder = if holder.is_empty() { "another instance" } else { holder };
+            if !told {
+                tracing::info!("port {port} is being taken by instance '{holder}' (starting); waiting for it");
+                told = true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(match pid.parse() {
+                    Ok(pid) => Error::PortUsedByInstance { port, name: holder.to_string(), pid },
+                    Err(_) => Error::config(format!(
+                        "port {port} is being taken by another start in this state directory, for longer than \
+                         {}; choose another port (--port auto), or try again once it is up",
+                        crate::error::humanize(timeout)
+                    )),
+                });
+            }
+            tokio::time::sleep(delay.min(deadline - now)).await;
+            delay = (delay * 2).min(Duration::from_millis(50));
+        }
+        let mine = format!("{} {name}", std::process::id());
+        file.set_len(0).and_then(|()| file.write_all_at(mine.as_bytes(), 0)).map_err(state_err(&path))?;
+        Ok(PortLock { file })
+    }
+
+    /// Every record, sorted by name. Unreadable, corrupt or foreign ones are skipped,
+    /// so one bad file cannot hide the others, with one warning for them all (how many,
+    /// a couple of names, the first reason). Files whose names cannot be records are
+    /// not opened.
     pub fn list(&self) -> Result<Vec<Record>> {
         let entries = fs::read_dir(&self.dir).map_err(state_err(&self.dir))?;
         let mut records = Vec::new();
+        let mut skipped: Vec<(String, String)> = Vec::new();
         for entry in entries.flatten() {
             let path = entry.path();
             let valid = path.extension().is_some_and(|e| e == "json")
@@ -374,11 +461,16 @@ impl StateDir {
             if !valid {
                 continue;
             }
-            match self.load_path(&path) {
-                Ok(Some(record)) => records.push(record),
-                Ok(None) => {} // removed while we listed
-                Err(e) => tracing::warn!("skipping state file: {}", e.chain()),
+            let file_name = || entry.file_name().to_string_lossy().into_owned();
+            match self.read_record(&path) {
+                Ok(Loaded::Record(record)) => records.push(*record),
+                Ok(Loaded::Gone) => {} // removed while we listed
+                Ok(Loaded::NotOurs(why)) => skipped.push((file_name(), why)),
+                Err(e) => skipped.push((file_name(), e.chain())),
             }
+        }
+        if !skipped.is_empty() {
+            tracing::warn!("{}", skipped_summary(&self.dir, &mut skipped));
         }
         records.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(records)
@@ -398,6 +490,36 @@ impl StateDir {
     fn file(&self, name: &str, ext: &str) -> PathBuf {
         self.dir.join(format!("{name}.{ext}"))
     }
+}
+
+/// The largest file read as a record.
+const MAX_RECORD_BYTES: u64 = 1024 * 1024;
+
+/// What reading one record file found.
+enum Loaded {
+    /// A record of ours.
+    Record(Box<Record>),
+    /// The file was removed meanwhile.
+    Gone,
+    /// Not ours to trust (a link, another user's file, not a regular file): why.
+    NotOurs(String),
+}
+
+/// The one warning for the files [`StateDir::list`] skipped (`(file name, why)`):
+/// how many, the first two names, the first one's reason, what to do.
+fn skipped_summary(dir: &Path, skipped: &mut [(String, String)]) -> String {
+    skipped.sort();
+    let names: Vec<&str> = skipped.iter().take(2).map(|(name, _)| name.as_str()).collect();
+    let more = if skipped.len() > names.len() { ", …" } else { "" };
+    let (first, why) = &skipped[0];
+    let files = if skipped.len() == 1 { "file" } else { "files" };
+    format!(
+        "skipping {} state {files} in {} that are not records of yours ({}{more}; {first}: {why}); delete them if \
+         no such instances run",
+        skipped.len(),
+        dir.display(),
+        names.join(", "),
+    )
 }
 
 /// Refuse a state directory others could tamper with: a symlink, not a directory,
