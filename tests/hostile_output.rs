@@ -348,13 +348,12 @@ fn logs_follow_keeps_up_across_rotations_and_never_splices_lines() {
 /// still stops the backend and ends it (exit 0).
 #[test]
 fn a_terminal_stopped_with_ctrl_s_freezes_neither_tether_nor_the_backend() {
-    use std::os::fd::{FromRawFd, OwnedFd};
     use nix::libc;
+    use std::os::fd::{FromRawFd, OwnedFd};
     let (mut master, mut slave) = (0, 0);
     // SAFETY: openpty writes two descriptors into the ints we pass; no name, termios or size.
-    let opened = unsafe {
-        libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null())
-    };
+    let opened =
+        unsafe { libc::openpty(&mut master, &mut slave, std::ptr::null_mut(), std::ptr::null(), std::ptr::null()) };
     assert_eq!(opened, 0, "openpty: {}", std::io::Error::last_os_error());
     // SAFETY: both descriptors were just opened and are owned here alone.
     let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
