@@ -270,20 +270,30 @@ impl Config {
         let restart = RestartOptions::default()
             .with_policy(self.restart.as_deref().unwrap_or(default_policy).parse()?)
             .with_max_restarts(self.max_restarts.or(default_max));
+        let liveness_failures = match self.liveness_failures {
+            Some(0) => {
+                return Err(Error::config(
+                    "bad --liveness-failures `0`: give 1 or more (how many failed checks in a row mean the backend \
+                     is dead; the default is 3)",
+                ));
+            }
+            n => n.unwrap_or(3),
+        };
+        check_env_keys(self.env.keys())?;
         let liveness = match &self.liveness {
             // No process to exit: without a probe a lost remote backend would go unnoticed,
             // so its liveness probe is its readiness probe.
             None if remote.is_some() => Some(Liveness {
                 probe: Arc::clone(&probe),
                 period: liveness_period,
-                failures: self.liveness_failures.unwrap_or(3).max(1),
+                failures: liveness_failures,
                 timeout: probe_timeout,
             }),
             None => None,
             Some(text) => Some(Liveness {
                 probe: liveness_probe(text)?,
                 period: liveness_period,
-                failures: self.liveness_failures.unwrap_or(3).max(1),
+                failures: liveness_failures,
                 timeout: probe_timeout,
             }),
         };
@@ -470,6 +480,12 @@ impl Config {
                 probe = probe.with_condition(c);
             }
             if let Some(f) = &self.progress_field {
+                if f.trim().is_empty() {
+                    return Err(Error::config(format!(
+                        "bad --progress-field `{f}`: give the JSON field of the health answer that counts progress, \
+                         e.g. --progress-field skills_loaded"
+                    )));
+                }
                 probe = probe.with_progress_field(f);
             }
             if let Some(v) = self.expected_version(runner) {
@@ -494,6 +510,12 @@ impl Config {
                 return Err(Error::config(format!(
                     "bad probe `{probe_text}`: a log probe reads the backend's output, and a remote backend's output \
                      stays on its own machine; use http[:PATH], tcp or mcp[:PATH]"
+                )));
+            }
+            if re.is_empty() {
+                return Err(Error::config(format!(
+                    "bad probe `{probe_text}`: the regular expression is empty (it would match any line); give the \
+                     text of the line that says ready, e.g. log:listening"
                 )));
             }
             let re = regex::Regex::new(re).map_err(|e| {
@@ -660,6 +682,29 @@ pub(crate) fn check_host(host: &str) -> Result<()> {
         Ok(_) => Ok(()),
         Err(e) => Err(refuse(format!("not an address of this machine: binding it fails with {e}"))),
     }
+}
+
+/// Every `--env` key (or `env` key of the config file) must be one an environment can
+/// hold: not empty, without `=` or NUL (they would cut it), without a line break.
+fn check_env_keys<'a>(keys: impl IntoIterator<Item = &'a String>) -> Result<()> {
+    for key in keys {
+        let why = if key.is_empty() {
+            "it is empty"
+        } else if key.contains('=') {
+            "it contains `=`, which ends a key"
+        } else if key.contains('\0') {
+            "it contains a NUL byte"
+        } else if key.contains(['\n', '\r']) {
+            "it contains a line break"
+        } else {
+            continue;
+        };
+        return Err(Error::config(format!(
+            "bad --env key `{}`: {why}; write KEY=VALUE with a KEY of letters, digits and `_` (e.g. LOG_LEVEL=debug)",
+            key.escape_debug()
+        )));
+    }
+    Ok(())
 }
 
 /// `--cwd` must be a directory the backend can be started in: checked here, so the
