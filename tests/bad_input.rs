@@ -423,3 +423,19 @@ fn relative_state_dir_is_refused() {
     assert!(stderr.contains("TETHER_STATE_DIR must be an absolute path"), "{stderr}");
     assert!(!c.cwd.path().join("relative").exists(), "nothing created relative to the cwd");
 }
+
+#[test]
+fn durations_in_the_config_file_may_be_numbers_of_seconds() {
+    let c = Case::new();
+    // An integer is accepted (the start then stops at the next bad key, so nothing runs)…
+    let f = c.config("timeout = 5\ngrace = 2\nliveness = \"tcp\"\nliveness-failures = 0\n");
+    expect(&c, &["up", "--config", &f], 2, "bad --liveness-failures `0`");
+    // …a float is seconds too, checked like the string…
+    let f = c.config("timeout = 0.05\n");
+    expect(&c, &["up", "--config", &f], 2, "bad --timeout `0.05`: too short; the minimum is 100ms");
+    // …and a negative number or another type says what is expected.
+    let f = c.config("grace = -1\n");
+    expect(&c, &["up", "--config", &f], 2, "a duration");
+    let f = c.config("probe-timeout = true\n");
+    expect(&c, &["up", "--config", &f], 2, "a duration");
+}
