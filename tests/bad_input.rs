@@ -439,3 +439,13 @@ fn durations_in_the_config_file_may_be_numbers_of_seconds() {
     let f = c.config("probe-timeout = true\n");
     expect(&c, &["up", "--config", &f], 2, "a duration");
 }
+
+#[test]
+fn bad_mcp_path_names_the_flag_not_a_probe() {
+    let c = Case::new();
+    let out = c.run(&["mcp-proxy", "--mcp-path", "x", "--", "true"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("bad --mcp-path `x`: the path must start with `/`"), "{stderr}");
+    assert!(!stderr.contains("probe"), "no probe was given: {stderr}");
+}
