@@ -118,13 +118,17 @@ pub struct Config {
     /// Require `version` in the health answer to equal this.
     pub expect_version: Option<String>,
     /// Overall readiness deadline (default `120s`; at least 100ms).
+    #[serde(default, deserialize_with = "duration_text")]
     pub timeout: Option<String>,
     /// Per-probe timeout (default `2s`; at least 10ms).
+    #[serde(default, deserialize_with = "duration_text")]
     pub probe_timeout: Option<String>,
     /// uvx: how long installing the backend's environment may take, before the readiness
     /// `timeout` starts (default `15m`; at least 1s).
+    #[serde(default, deserialize_with = "duration_text")]
     pub install_timeout: Option<String>,
     /// Grace between SIGTERM and SIGKILL (`5s`).
+    #[serde(default, deserialize_with = "duration_text")]
     pub grace: Option<String>,
     /// Stop our own holder of the port, and refuse foreign ones unless this is set.
     pub force_port: Option<bool>,
@@ -177,6 +181,7 @@ pub struct Config {
     /// Liveness probe after ready: `http[:PATH]` or `tcp` (default: none, only the exit counts).
     pub liveness: Option<String>,
     /// How often the liveness probe runs (default 5s; at least 100ms).
+    #[serde(default, deserialize_with = "duration_text")]
     pub liveness_period: Option<String>,
     /// Failed liveness probes in a row that end the backend (default 3).
     pub liveness_failures: Option<u32>,
@@ -185,10 +190,45 @@ pub struct Config {
     /// mcp-proxy: a JSON file with the tools to list before the backend is first ready.
     pub tools: Option<PathBuf>,
     /// mcp-proxy: how long a `tools/call` waits for a loading backend (default `30s`).
+    #[serde(default, deserialize_with = "duration_text")]
     pub call_wait: Option<String>,
     /// mcp-proxy: how long the first `tools/list` waits for the backend when there is no
     /// cached, file or preset list to answer (default `8s`).
+    #[serde(default, deserialize_with = "duration_text")]
     pub list_wait: Option<String>,
+}
+
+/// A duration key of the config file: a string (`"500ms"`, `"2s"`, `"1m"`), or a number
+/// of seconds (`5`, `0.5`), kept as the text the flags would give, so one parser checks
+/// both.
+fn duration_text<'de, D: serde::Deserializer<'de>>(de: D) -> std::result::Result<Option<String>, D::Error> {
+    struct Text;
+    impl serde::de::Visitor<'_> for Text {
+        type Value = String;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a duration: a string such as \"500ms\", \"2s\" or \"1m\", or a number of seconds (5, 0.5)")
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<String, E> {
+            Ok(v.to_string())
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<String, E> {
+            u64::try_from(v)
+                .map(|v| v.to_string())
+                .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> std::result::Result<String, E> {
+            // Display of an f64 never uses an exponent: `0.05`, not `5e-2`.
+            if v.is_finite() && v >= 0.0 {
+                Ok(v.to_string())
+            } else {
+                Err(E::invalid_value(serde::de::Unexpected::Float(v), &self))
+            }
+        }
+    }
+    de.deserialize_any(Text).map(Some)
 }
 
 macro_rules! overlay {
@@ -270,20 +310,30 @@ impl Config {
         let restart = RestartOptions::default()
             .with_policy(self.restart.as_deref().unwrap_or(default_policy).parse()?)
             .with_max_restarts(self.max_restarts.or(default_max));
+        let liveness_failures = match self.liveness_failures {
+            Some(0) => {
+                return Err(Error::config(
+                    "bad --liveness-failures `0`: give 1 or more (how many failed checks in a row mean the backend \
+                     is dead; the default is 3)",
+                ));
+            }
+            n => n.unwrap_or(3),
+        };
+        check_env_keys(self.env.keys())?;
         let liveness = match &self.liveness {
             // No process to exit: without a probe a lost remote backend would go unnoticed,
             // so its liveness probe is its readiness probe.
             None if remote.is_some() => Some(Liveness {
                 probe: Arc::clone(&probe),
                 period: liveness_period,
-                failures: self.liveness_failures.unwrap_or(3).max(1),
+                failures: liveness_failures,
                 timeout: probe_timeout,
             }),
             None => None,
             Some(text) => Some(Liveness {
                 probe: liveness_probe(text)?,
                 period: liveness_period,
-                failures: self.liveness_failures.unwrap_or(3).max(1),
+                failures: liveness_failures,
                 timeout: probe_timeout,
             }),
         };
@@ -470,6 +520,12 @@ impl Config {
                 probe = probe.with_condition(c);
             }
             if let Some(f) = &self.progress_field {
+                if f.trim().is_empty() {
+                    return Err(Error::config(format!(
+                        "bad --progress-field `{f}`: give the JSON field of the health answer that counts progress, \
+                         e.g. --progress-field skills_loaded"
+                    )));
+                }
                 probe = probe.with_progress_field(f);
             }
             if let Some(v) = self.expected_version(runner) {
@@ -494,6 +550,12 @@ impl Config {
                 return Err(Error::config(format!(
                     "bad probe `{probe_text}`: a log probe reads the backend's output, and a remote backend's output \
                      stays on its own machine; use http[:PATH], tcp or mcp[:PATH]"
+                )));
+            }
+            if re.is_empty() {
+                return Err(Error::config(format!(
+                    "bad probe `{probe_text}`: the regular expression is empty (it would match any line); give the \
+                     text of the line that says ready, e.g. log:listening"
                 )));
             }
             let re = regex::Regex::new(re).map_err(|e| {
@@ -660,6 +722,29 @@ pub(crate) fn check_host(host: &str) -> Result<()> {
         Ok(_) => Ok(()),
         Err(e) => Err(refuse(format!("not an address of this machine: binding it fails with {e}"))),
     }
+}
+
+/// Every `--env` key (or `env` key of the config file) must be one an environment can
+/// hold: not empty, without `=` or NUL (they would cut it), without a line break.
+fn check_env_keys<'a>(keys: impl IntoIterator<Item = &'a String>) -> Result<()> {
+    for key in keys {
+        let why = if key.is_empty() {
+            "it is empty"
+        } else if key.contains('=') {
+            "it contains `=`, which ends a key"
+        } else if key.contains('\0') {
+            "it contains a NUL byte"
+        } else if key.contains(['\n', '\r']) {
+            "it contains a line break"
+        } else {
+            continue;
+        };
+        return Err(Error::config(format!(
+            "bad --env key `{}`: {why}; write KEY=VALUE with a KEY of letters, digits and `_` (e.g. LOG_LEVEL=debug)",
+            key.escape_debug()
+        )));
+    }
+    Ok(())
 }
 
 /// `--cwd` must be a directory the backend can be started in: checked here, so the

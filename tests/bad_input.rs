@@ -378,3 +378,74 @@ fn two_ups_racing_for_one_port_one_wins_the_other_is_told_the_truth() {
         );
     }
 }
+
+#[test]
+fn zero_liveness_failures_is_refused() {
+    expect(&Case::new(), &["up", "--liveness", "tcp", "--liveness-failures", "0"], 2, "bad --liveness-failures `0`");
+}
+
+#[test]
+fn empty_log_probe_regex_is_refused() {
+    expect(&Case::new(), &["up", "--probe", "log:"], 2, "bad probe `log:`: the regular expression is empty");
+}
+
+#[test]
+fn empty_progress_field_is_refused() {
+    expect(&Case::new(), &["up", "--progress-field", ""], 2, "bad --progress-field ``: give the JSON field");
+}
+
+#[test]
+fn env_keys_that_no_environment_can_hold_are_refused() {
+    let c = Case::new();
+    expect(&c, &["up", "--env", "A\nB=1"], 2, "bad --env key `A\\nB`");
+    for (toml, shown) in [
+        ("env = { \"A=B\" = \"1\" }\n", "`A=B`"),
+        ("env = { \"A\\u0000B\" = \"1\" }\n", "`A\\0B`"),
+        ("env = { \"\" = \"1\" }\n", "``"),
+    ] {
+        let f = c.config(toml);
+        expect(&c, &["up", "--config", &f], 2, &format!("bad --env key {shown}"));
+    }
+}
+
+#[test]
+fn relative_state_dir_is_refused() {
+    let c = Case::new();
+    let out = Command::new(EXE)
+        .args(["status"])
+        .env("TETHER_STATE_DIR", "relative/state")
+        .current_dir(c.cwd.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run tether");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("TETHER_STATE_DIR must be an absolute path"), "{stderr}");
+    assert!(!c.cwd.path().join("relative").exists(), "nothing created relative to the cwd");
+}
+
+#[test]
+fn durations_in_the_config_file_may_be_numbers_of_seconds() {
+    let c = Case::new();
+    // An integer is accepted (the start then stops at the next bad key, so nothing runs)…
+    let f = c.config("timeout = 5\ngrace = 2\nliveness = \"tcp\"\nliveness-failures = 0\n");
+    expect(&c, &["up", "--config", &f], 2, "bad --liveness-failures `0`");
+    // …a float is seconds too, checked like the string…
+    let f = c.config("timeout = 0.05\n");
+    expect(&c, &["up", "--config", &f], 2, "bad --timeout `0.05`: too short; the minimum is 100ms");
+    // …and a negative number or another type says what is expected.
+    let f = c.config("grace = -1\n");
+    expect(&c, &["up", "--config", &f], 2, "a duration");
+    let f = c.config("probe-timeout = true\n");
+    expect(&c, &["up", "--config", &f], 2, "a duration");
+}
+
+#[test]
+fn bad_mcp_path_names_the_flag_not_a_probe() {
+    let c = Case::new();
+    let out = c.run(&["mcp-proxy", "--mcp-path", "x", "--", "true"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("bad --mcp-path `x`: the path must start with `/`"), "{stderr}");
+    assert!(!stderr.contains("probe"), "no probe was given: {stderr}");
+}

@@ -88,6 +88,10 @@ pub fn plan(mut config: Config) -> Result<(Plan, ProxyOptions)> {
     if remote && config.mcp_path.is_none() {
         config.mcp_path = config.url_path();
     }
+    // Checked before it becomes the probe's path, so the error names the flag given.
+    if let Some(path) = &config.mcp_path {
+        check_mcp_path(path)?;
+    }
     let named = config.name.is_some();
     if !named {
         config.name = Some(format!("mcp-{}", std::process::id()));
@@ -188,6 +192,15 @@ fn image_name(image: &str) -> &str {
     }
 }
 
+/// `--mcp-path` (or `mcp-path` in the config file) must be an absolute URL path.
+fn check_mcp_path(path: &str) -> Result<()> {
+    if path.starts_with('/') {
+        Ok(())
+    } else {
+        Err(Error::config(format!("bad --mcp-path `{path}`: the path must start with `/`, e.g. --mcp-path /mcp")))
+    }
+}
+
 impl ProxyOptions {
     /// The options from the plan's `mcp-path`, `tools`, `call-wait`, `list-wait` and
     /// `preset` (flags or `--config FILE`), with the defaults `/mcp`, `30s` and
@@ -195,9 +208,7 @@ impl ProxyOptions {
     /// proxy's own defaults).
     pub fn from_plan(plan: &Plan) -> Result<Self> {
         let mcp_path = plan.config.mcp_path.clone().unwrap_or_else(|| "/mcp".into());
-        if !mcp_path.starts_with('/') {
-            return Err(Error::config(format!("bad --mcp-path `{mcp_path}`: the path must start with `/`, e.g. /mcp")));
-        }
+        check_mcp_path(&mcp_path)?;
         let call_wait =
             crate::config::duration("call-wait", plan.config.call_wait.as_deref(), Duration::from_secs(30))?;
         let list_wait = crate::config::duration("list-wait", plan.config.list_wait.as_deref(), DEFAULT_LIST_WAIT)?;

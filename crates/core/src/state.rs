@@ -152,6 +152,14 @@ impl StateDir {
     pub fn from_env() -> Result<Self> {
         let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
         let dir = if let Some(dir) = var("TETHER_STATE_DIR") {
+            // A relative one would be another directory in every working directory.
+            if !dir.is_absolute() {
+                return Err(Error::config(format!(
+                    "TETHER_STATE_DIR must be an absolute path, not `{}`: e.g. TETHER_STATE_DIR=$PWD/{}",
+                    dir.display(),
+                    dir.display()
+                )));
+            }
             dir
         } else if let Some(xdg) = var("XDG_STATE_HOME").filter(|p| p.is_absolute()) {
             // The XDG spec says a relative value is invalid and must be ignored.
