@@ -373,3 +373,30 @@ fn a_terminal_stopped_with_ctrl_s_freezes_neither_tether_nor_the_backend() {
     // Ctrl-Q: the terminal may go on (nothing waits for it any more).
     let _ = std::io::Write::write_all(&mut master, b"\x11");
 }
+
+/// Item 10: a limit of 6 open files (`ulimit -n 6`) is a clear error, not a panic in the
+/// runtime's signal setup.
+#[test]
+fn too_few_file_descriptors_is_a_clear_error() {
+    use std::os::unix::process::CommandExt;
+    let state = tempfile::tempdir().expect("state dir");
+    for args in [&["status"][..], &["up", "--", "true"]] {
+        let mut cmd = Command::new(EXE);
+        cmd.args(args).env("TETHER_STATE_DIR", state.path()).stdin(Stdio::null());
+        // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                let six = nix::libc::rlimit { rlim_cur: 6, rlim_max: 6 };
+                match nix::libc::setrlimit(nix::libc::RLIMIT_NOFILE, &six) {
+                    0 => Ok(()),
+                    _ => Err(std::io::Error::last_os_error()),
+                }
+            });
+        }
+        let out = cmd.output().expect("run tether");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains("too many open files") && stderr.contains("ulimit -n"), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}

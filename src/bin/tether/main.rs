@@ -12,6 +12,15 @@ fn main() {
     // First: this binary is also every backend's guard.
     tether::install_guard();
     let cli = cli::Cli::parse_args();
+    // Before the runtime: tokio's signal setup panics when it cannot open its descriptors.
+    if let Some(limit) = output::too_few_descriptors() {
+        eprintln!(
+            "error: too many open files: tether needs at least {} file descriptors and the limit \
+             is {limit}; raise it with `ulimit -n 1024`",
+            output::MIN_DESCRIPTORS
+        );
+        std::process::exit(1);
+    }
     let json = match &cli.command {
         cli::Command::Up(a) => a.json,
         cli::Command::Status(a) | cli::Command::Down(a) => a.json,

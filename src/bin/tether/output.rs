@@ -477,6 +477,21 @@ pub fn default_sigpipe() {
     let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
 }
 
+/// The fewest open-file descriptors tether runs with: its runtime (event poll, signal
+/// pipe), the backend's pipes, the state directory's locks and a few sockets.
+pub const MIN_DESCRIPTORS: u64 = 32;
+
+/// The open-file limit (`RLIMIT_NOFILE`, soft) when it is below [`MIN_DESCRIPTORS`].
+pub fn too_few_descriptors() -> Option<u64> {
+    use nix::libc;
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct we pass, nothing else.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return None;
+    }
+    (limit.rlim_cur < MIN_DESCRIPTORS).then_some(limit.rlim_cur)
+}
+
 #[cfg(test)]
 mod tests {
     use super::neutralise;
