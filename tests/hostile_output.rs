@@ -400,3 +400,41 @@ fn too_few_file_descriptors_is_a_clear_error() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
 }
+
+/// Item 10: a second Ctrl-C while `up` waits out the grace period of a backend that ignores
+/// SIGTERM kills it at once: tether ends long before the grace (60 s) and leaves nothing.
+#[test]
+fn a_second_interrupt_kills_at_once() {
+    use std::io::BufRead;
+    let state = tempfile::tempdir().expect("state dir");
+    let marker = marker("second");
+    let mut up = Command::new(EXE)
+        .args(["up", "--name", "stubborn", "--port", "auto", "--grace", "60s", "--", EXE, "demo-backend"])
+        .args(["--port", "{port}", "--ready-after", "0", "--ignore-sigterm", "--echo-args", "--", &marker])
+        .env("TETHER_STATE_DIR", state.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("up");
+    ready_line(&mut up);
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(up.id()).expect("pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("the first Ctrl-C");
+    // The stop has begun (tether says so) before the second one comes.
+    let mut err = std::io::BufReader::new(up.stderr.take().expect("stderr"));
+    let mut seen = String::new();
+    while !seen.contains("stopping") {
+        let mut line = String::new();
+        if err.read_line(&mut line).expect("stderr") == 0 {
+            panic!("tether ended before the second interrupt: {seen}");
+        }
+        seen.push_str(&line);
+    }
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("the second Ctrl-C");
+    let status = exit_within(&mut up);
+    let mut rest = String::new();
+    let _ = std::io::Read::read_to_string(&mut err, &mut rest);
+    assert_eq!(status.code(), Some(0), "{seen}{rest}");
+    assert!(rest.contains("second interrupt: killing 'stubborn' now"), "{seen}{rest}");
+    assert!(gone(&marker).is_empty(), "the backend outlived the second interrupt");
+}

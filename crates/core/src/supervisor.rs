@@ -251,6 +251,14 @@ impl Supervisor {
         let _ = self.stop.send(true);
     }
 
+    /// Stop at once, skipping what is left of the grace period (a second Ctrl-C): the task
+    /// is aborted, and the backend it held is killed by its own backstop (`Drop`: SIGKILL
+    /// to its group and descendants, through the safety gate). Resolves once that is done.
+    pub async fn kill(mut self) {
+        self.task.abort();
+        let _ = (&mut self.task).await;
+    }
+
     /// Ask it to stop the running backend and start it again (counts as a restart).
     pub fn restart(&self) {
         self.restart.notify_one();

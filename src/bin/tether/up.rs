@@ -89,9 +89,23 @@ pub async fn run(args: UpArgs) -> i32 {
     let mut view = View::new(json, &plan.name);
     view.linger = linger;
     view.remote = plan.runner == tether::RunnerKind::Remote;
+    let mut stopping = false;
     loop {
         tokio::select! {
-            _ = signals.recv() => supervisor.stop(),
+            _ = signals.recv() => {
+                if !stopping {
+                    stopping = true;
+                    view.clear();
+                    say!("stopping '{}' (Ctrl-C again to kill it now)", plan.name);
+                    supervisor.stop();
+                    continue;
+                }
+                // A second interrupt: no more grace.
+                view.clear();
+                say!("second interrupt: killing '{}' now", plan.name);
+                supervisor.kill().await;
+                return 0;
+            }
             event = events.recv() => {
                 let Some(event) = event else { return 1 };
                 if let Some(code) = view.show(&event) {
