@@ -115,6 +115,12 @@ fn ready_line(child: &mut std::process::Child) -> String {
     })
 }
 
+/// Send `sig` to the tether `child`.
+fn signal(child: &std::process::Child, sig: nix::sys::signal::Signal) {
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id()).expect("pid"));
+    nix::sys::signal::kill(pid, sig).unwrap_or_else(|e| panic!("{sig}: {e}"));
+}
+
 /// The exit status within a bound (a frozen tether ignores SIGTERM).
 fn exit_within(child: &mut std::process::Child) -> std::process::ExitStatus {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -162,8 +168,7 @@ fn a_stalled_reader_of_stderr_freezes_neither_tether_nor_the_backend() {
         let _ = std::io::Read::read_to_end(&mut { reader }, &mut text);
         String::from_utf8_lossy(&text).into_owned()
     });
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(up.id()).expect("pid"));
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    signal(&up, nix::sys::signal::Signal::SIGTERM);
     let status = exit_within(&mut up);
     assert_eq!(status.code(), Some(0), "a clean stop");
     let left = gone(&marker);
@@ -242,8 +247,7 @@ fn a_backends_escape_sequences_are_shown_escaped_unless_raw() {
         .spawn()
         .expect("up");
     ready_line(&mut up);
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(up.id()).expect("pid"));
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    signal(&up, nix::sys::signal::Signal::SIGTERM);
     let out = up.wait_with_output().expect("up's output");
     let stderr = String::from_utf8_lossy(&out.stderr);
     let relayed = stderr.lines().find(|l| l.contains("says")).unwrap_or_else(|| panic!("not relayed: {stderr}"));
@@ -365,8 +369,7 @@ fn a_terminal_stopped_with_ctrl_s_freezes_neither_tether_nor_the_backend() {
     let mut up = up_spewing(state.path(), &marker, 100_000, Stdio::from(slave));
     let ready = ready_line(&mut up);
     assert!(ready.contains("http://127.0.0.1:"), "{ready}");
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(up.id()).expect("pid"));
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("SIGTERM");
+    signal(&up, nix::sys::signal::Signal::SIGTERM);
     let status = exit_within(&mut up);
     assert_eq!(status.code(), Some(0), "a clean stop");
     assert!(gone(&marker).is_empty(), "the backend outlived tether");
@@ -418,8 +421,7 @@ fn a_second_interrupt_kills_at_once() {
         .spawn()
         .expect("up");
     ready_line(&mut up);
-    let pid = nix::unistd::Pid::from_raw(i32::try_from(up.id()).expect("pid"));
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("the first Ctrl-C");
+    signal(&up, nix::sys::signal::Signal::SIGINT);
     // The stop has begun (tether says so) before the second one comes.
     let mut err = std::io::BufReader::new(up.stderr.take().expect("stderr"));
     let mut seen = String::new();
@@ -430,7 +432,7 @@ fn a_second_interrupt_kills_at_once() {
         }
         seen.push_str(&line);
     }
-    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).expect("the second Ctrl-C");
+    signal(&up, nix::sys::signal::Signal::SIGINT);
     let status = exit_within(&mut up);
     let mut rest = String::new();
     let _ = std::io::Read::read_to_string(&mut err, &mut rest);

@@ -249,15 +249,7 @@ impl StateDir {
     fn try_lock_file(&self, name: &str, path: &Path) -> Result<InstanceLock> {
         let path = path.to_path_buf();
         // No truncate on open: the current holder's pid must stay readable.
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(OFlag::O_NOFOLLOW.bits())
-            .open(&path)
-            .map_err(state_err(&path))?;
+        let file = open_lock_file(&path)?;
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
@@ -407,15 +399,7 @@ impl StateDir {
     pub async fn lock_port(&self, port: u16, name: &str, timeout: Duration) -> Result<PortLock> {
         // A leading dot: no instance name can start with one, so no instance's lock is this.
         let path = self.dir.join(format!(".port-{port}.lock"));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .custom_flags(OFlag::O_NOFOLLOW.bits())
-            .open(&path)
-            .map_err(state_err(&path))?;
+        let file = open_lock_file(&path)?;
         let deadline = Instant::now() + timeout;
         let mut delay = Duration::from_millis(1);
         let mut told = false;
@@ -564,6 +548,20 @@ fn check_private_dir(dir: &Path, meta: &fs::Metadata, euid: u32) -> Result<()> {
 /// Wraps an I/O error on `path` as a state error.
 fn state_err(path: &Path) -> impl Fn(io::Error) -> Error + '_ {
     move |source| Error::State { path: path.to_path_buf(), source }
+}
+
+/// A lock file of the state directory, opened for reading and writing without truncating
+/// (its holder's pid stays readable) or following a link, created 0600.
+fn open_lock_file(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(OFlag::O_NOFOLLOW.bits())
+        .open(path)
+        .map_err(state_err(path))
 }
 
 #[cfg(test)]
