@@ -26,8 +26,7 @@ impl ExitStatus {
 
     /// From a std exit status.
     pub fn from_std(status: std::process::ExitStatus) -> Self {
-        use std::os::unix::process::ExitStatusExt;
-        match (status.code(), status.signal()) {
+        match (status.code(), crate::sys::exit_signal(&status)) {
             (Some(c), _) => ExitStatus::Code(c),
             (None, Some(s)) => ExitStatus::Signal(s),
             _ => ExitStatus::Unknown,

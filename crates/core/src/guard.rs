@@ -42,20 +42,16 @@
 use std::ffi::OsString;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-use nix::errno::Errno;
-use nix::fcntl::OFlag;
-use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
-use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
-use nix::unistd::{Pid, getpid, getppid};
+use std::time::Duration;
 
 use crate::procs;
+use crate::sys::{self, Signal};
+
+pub use crate::sys::guard::{OwnerWatch, Wake};
 
 /// The first argument that turns a program into the guard.
 pub const GUARD_ARG: &str = "__tether-guard";
@@ -121,7 +117,7 @@ pub fn guard_program(exe: &Path) -> PathBuf {
     };
     // A regular file (symlinks followed) that someone may execute.
     match std::fs::metadata(&small) {
-        Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => small,
+        Ok(m) if sys::is_executable(&m) => small,
         _ => exe.to_path_buf(),
     }
 }
@@ -131,86 +127,12 @@ pub fn installed() -> bool {
     INSTALLED.load(Ordering::Acquire)
 }
 
-/// What woke a guard watching its owner with [`OwnerWatch::wait`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Wake {
-    /// The owner died (even by SIGKILL), or was already gone when the watch began.
-    OwnerDied,
-    /// A stop signal came: SIGTERM, SIGINT or SIGHUP.
-    Stop(Signal),
-}
-
-/// The owner-death watch of a guard that starts no process of its own (the docker
-/// runner's container guard): the parent-death signal (SIGUSR2), checked against
-/// the owner's pid so that the exit of a mere thread of the owner — the one that
-/// spawned the guard — is not taken for its death.
-///
-/// [`arm`](Self::arm) blocks the signals it waits for, so it must run before any
-/// other thread of the process starts (first thing in `main`); threads started
-/// later inherit the mask, which is what [`wait`](Self::wait) needs.
-#[derive(Debug)]
-pub struct OwnerWatch {
-    set: SigSet,
-    parent: i32,
-    gone_at_start: bool,
-}
-
-impl OwnerWatch {
-    /// Block SIGTERM, SIGINT, SIGHUP and SIGUSR2, ask for SIGUSR2 when the parent
-    /// dies, and look whether `parent` (the owner's pid) is still the parent: if it
-    /// died before the signal was armed, [`wait`](Self::wait) returns at once.
-    pub fn arm(parent: i32) -> std::io::Result<Self> {
-        let mut set = SigSet::empty();
-        for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGUSR2] {
-            set.add(s);
-        }
-        sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None).map_err(std::io::Error::from)?;
-        nix::sys::prctl::set_pdeathsig(Signal::SIGUSR2).map_err(std::io::Error::from)?;
-        let gone_at_start = getppid().as_raw() != parent;
-        Ok(OwnerWatch { set, parent, gone_at_start })
-    }
-
-    /// Wait until the owner dies or a stop signal comes.
-    pub fn wait(&self) -> Wake {
-        if self.gone_at_start {
-            return Wake::OwnerDied;
-        }
-        loop {
-            match self.set.wait() {
-                Ok(Signal::SIGUSR2) if owner_still_there(Some(self.parent)) => continue,
-                Ok(Signal::SIGUSR2) => return Wake::OwnerDied,
-                Ok(sig) => return Wake::Stop(sig),
-                Err(_) => continue,
-            }
-        }
-    }
-}
-
-/// After a SIGUSR2 (the parent-death signal): whether the owner is in fact still our
-/// parent — only the thread that spawned us ended, and the kernel handed us to
-/// another thread of the owner. Then the signal is armed again, for that thread.
-fn owner_still_there(parent: Option<i32>) -> bool {
-    if parent.is_some_and(|p| getppid().as_raw() == p) {
-        let _ = nix::sys::prctl::set_pdeathsig(Signal::SIGUSR2);
-        return true;
-    }
-    false
-}
-
 /// Make `command` give the program it starts file descriptors 0, 1 and 2 only: every
 /// other descriptor this process inherited or opened is marked close-on-exec between
 /// fork and exec. For spawning a guard: it must not hold a caller's pipe open (a
 /// script waiting for EOF) nor an instance's lock file.
 pub fn close_inherited_fds_on_exec(command: &mut Command) {
-    // SAFETY: close_range and fcntl are async-signal-safe; this runs between fork
-    // and exec only, and allocates nothing.
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        command.pre_exec(|| {
-            crate::process::cloexec_inherited_fds();
-            Ok(())
-        });
-    }
+    sys::only_stdio(command);
 }
 
 #[derive(Debug)]
@@ -275,28 +197,18 @@ impl GuardArgs {
     }
 }
 
-fn watched_signals() -> SigSet {
-    let mut set = SigSet::empty();
-    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGUSR2, Signal::SIGCHLD] {
-        set.add(s);
-    }
-    set
-}
-
 fn run(args: GuardArgs) -> i32 {
-    let set = watched_signals();
-    // Blocked before anything else so no signal is lost; the backend gets a clean mask.
-    if let Err(e) = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None) {
-        eprintln!("tether guard: cannot block signals: {e}");
-        return 1;
-    }
-    if let Some(parent) = args.parent
-        && (nix::sys::prctl::set_pdeathsig(Signal::SIGUSR2).is_err() || getppid().as_raw() != parent)
-    {
+    // Signals blocked before anything else so that none is lost; the backend gets a
+    // clean mask.
+    let armed = match sys::guard::arm(args.parent) {
+        Ok(a) => a,
+        Err(sys::guard::NotArmed::Signals(e)) => {
+            eprintln!("tether guard: cannot block signals: {e}");
+            return 1;
+        }
         // The owner is already gone: start nothing.
-        return 1;
-    }
-    let _ = nix::sys::prctl::set_child_subreaper(true);
+        Err(sys::guard::NotArmed::OwnerGone) => return 1,
+    };
 
     let mut command = Command::new(&args.program);
     command.args(&args.args).stdin(Stdio::null());
@@ -306,33 +218,13 @@ fn run(args: GuardArgs) -> i32 {
     if args.log_file.is_some() {
         command.stdout(Stdio::piped()).stderr(Stdio::piped());
     }
-    let guard_pid = getpid();
-    // SAFETY: sigprocmask, prctl, getppid, close_range and fcntl are async-signal-safe;
-    // this runs between fork and exec only.
-    unsafe {
-        use std::os::unix::process::CommandExt;
-        command.pre_exec(move || {
-            sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None).map_err(std::io::Error::from)?;
-            // Should the guard be SIGKILLed too (a `kill -9` of the whole tree), the
-            // backend dies with it instead of running on under init. The signal
-            // follows the thread that forks, and the guard has only this one (its
-            // log threads start later). A guard gone before this point is seen here.
-            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
-            if getppid() != guard_pid {
-                return Err(std::io::Error::other("the guard ended before the backend started"));
-            }
-            crate::process::cloexec_inherited_fds();
-            Ok(())
-        });
-    }
-    let mut child = match command.spawn() {
+    let mut child = match armed.spawn(&mut command) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("tether guard: cannot start {}: {e}", args.program.to_string_lossy());
             return 127;
         }
     };
-    let main_pid = Pid::from_raw(child.id() as i32);
     let mut log_threads = Vec::new();
     if let Some(path) = &args.log_file {
         let log = Arc::new(Mutex::new(RotatingLog::open(path.clone(), args.log_max)));
@@ -351,41 +243,12 @@ fn run(args: GuardArgs) -> i32 {
         std::thread::spawn(move || match crate::lease::wait_unleased(&file, linger) {
             Ok(_unleased) => {
                 LEASES_GONE.store(true, Ordering::Release);
-                let _ = nix::sys::signal::kill(getpid(), Signal::SIGTERM);
+                sys::kill_self(Signal::SIGTERM);
             }
             Err(e) => eprintln!("tether guard: leases are not watched ({e}); the backend runs until `down`"),
         });
     }
-    let mut main_status: Option<WaitStatus> = None;
-    let mut killed = false;
-    loop {
-        let sig = match set.wait() {
-            Ok(s) => s,
-            Err(_) => continue,
-        };
-        match sig {
-            Signal::SIGCHLD => {
-                reap(main_pid, &mut main_status);
-                if main_status.is_some() {
-                    // The backend ended by itself: take down what it left.
-                    terminate(main_pid, &mut main_status, args.grace);
-                    break;
-                }
-            }
-            Signal::SIGUSR2 => {
-                if owner_still_there(args.parent) {
-                    // Only the spawning thread of the owner ended: watch again.
-                    continue;
-                }
-                killed = terminate(main_pid, &mut main_status, args.grace);
-                break;
-            }
-            _ => {
-                killed = terminate(main_pid, &mut main_status, args.grace);
-                break;
-            }
-        }
-    }
+    let ended = armed.run_to_end(&child, args.grace, signal_all);
     for t in log_threads {
         let _ = t.join();
     }
@@ -396,13 +259,13 @@ fn run(args: GuardArgs) -> i32 {
     }
     if let Some(log) = &args.log_file {
         // A detached guard has no parent to tell how the stop went: leave it next to the log.
-        let how = if killed { "killed".to_string() } else { describe(main_status) };
+        let how = if ended.killed { "killed".to_string() } else { ended.describe() };
         let status = status_path(log);
         if let Err(e) = open_private(&status, false).and_then(|mut f| f.write_all(how.as_bytes())) {
             eprintln!("tether guard: not writing {}: {e}", status.display());
         }
     }
-    exit_like(main_status)
+    ended.exit_like()
 }
 
 /// Set by the lease watcher once the last lease is gone and the linger passed.
@@ -411,9 +274,7 @@ static LEASES_GONE: AtomicBool = AtomicBool::new(false);
 /// Remove the record at `path` if it names this guard as its leader (never through a
 /// symlink; a record of a later instance of the same name is left alone).
 fn forget_record(path: &std::path::Path) {
-    use std::os::unix::fs::OpenOptionsExt;
-    let nofollow = nix::fcntl::OFlag::O_NOFOLLOW.bits();
-    let Ok(mut file) = OpenOptions::new().read(true).custom_flags(nofollow).open(path) else { return };
+    let Ok(mut file) = sys::private::no_follow(OpenOptions::new().read(true)).open(path) else { return };
     let mut text = String::new();
     if file.read_to_string(&mut text).is_err() {
         return;
@@ -427,26 +288,9 @@ fn forget_record(path: &std::path::Path) {
     }
 }
 
-/// Reap every child that has exited, remembering the backend's status.
-fn reap(main_pid: Pid, main_status: &mut Option<WaitStatus>) -> bool {
-    loop {
-        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::StillAlive) => return false,
-            Ok(status) => {
-                if status.pid() == Some(main_pid) {
-                    *main_status = Some(status);
-                }
-            }
-            Err(Errno::EINTR) => continue,
-            // No children at all: everything is gone.
-            Err(_) => return true,
-        }
-    }
-}
-
+/// `sig` to every member of the guard's group and every descendant, through the gate.
 fn signal_all(sig: Signal) {
-    let me = getpid();
-    let mine = me.as_raw() as u32;
+    let mine = std::process::id();
     // Every member of our group and every descendant, but never ourselves: SIGKILL
     // cannot be blocked, and the guard must outlive the backend to reap and report.
     let mut targets = procs::group_members(mine);
@@ -462,59 +306,11 @@ fn signal_all(sig: Signal) {
     }
 }
 
-/// SIGTERM everything below the guard, reap until nothing is left or the grace
-/// period passed, then SIGKILL and reap the rest. Returns whether SIGKILL was needed.
-fn terminate(main_pid: Pid, main_status: &mut Option<WaitStatus>, grace: Duration) -> bool {
-    signal_all(Signal::SIGTERM);
-    let deadline = Instant::now() + grace;
-    while Instant::now() < deadline {
-        if reap(main_pid, main_status) {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    signal_all(Signal::SIGKILL);
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        if reap(main_pid, main_status) {
-            return true;
-        }
-        signal_all(Signal::SIGKILL);
-        std::thread::sleep(Duration::from_millis(2));
-    }
-    true
-}
-
 /// Where a detached guard leaves how the backend ended: `NAME.log.exit`.
 pub fn status_path(log_file: &std::path::Path) -> PathBuf {
     let mut p = log_file.as_os_str().to_owned();
     p.push(".exit");
     PathBuf::from(p)
-}
-
-fn describe(status: Option<WaitStatus>) -> String {
-    match status {
-        Some(WaitStatus::Exited(_, code)) => format!("exit {code}"),
-        Some(WaitStatus::Signaled(_, sig, _)) => format!("signal {}", sig as i32),
-        _ => "unknown".into(),
-    }
-}
-
-fn exit_like(status: Option<WaitStatus>) -> i32 {
-    match status {
-        Some(WaitStatus::Exited(_, code)) => code,
-        Some(WaitStatus::Signaled(_, sig, _)) => {
-            // Die of the same signal so the owner sees what the backend saw.
-            // SAFETY: restoring the default disposition of a signal is always sound.
-            let _ = unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigDfl) };
-            let mut only = SigSet::empty();
-            only.add(sig);
-            let _ = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&only), None);
-            let _ = nix::sys::signal::raise(sig);
-            128 + sig as i32
-        }
-        _ => 1,
-    }
 }
 
 /// The detached instance's log: bounded, with one rotated file (`NAME.log.1`).
@@ -567,26 +363,25 @@ impl RotatingLog {
 /// Created with mode 0600; an existing file is set to 0600.
 pub fn open_private(path: &Path, append: bool) -> std::io::Result<File> {
     let mut options = OpenOptions::new();
-    options.write(true).create(true).mode(0o600).custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits());
+    options.write(true).create(true);
+    sys::private::no_follow(sys::private::only_mine(&mut options));
     if append {
         options.append(true);
     } else {
         options.truncate(true);
     }
     let file = options.open(path).map_err(|e| {
-        if e.raw_os_error() == Some(Errno::ELOOP as i32) {
+        if sys::private::is_link(&e) {
             std::io::Error::other("it is a symbolic link; refusing to follow it")
         } else {
             e
         }
     })?;
     let meta = file.metadata()?;
-    if !meta.is_file() || meta.uid() != nix::unistd::geteuid().as_raw() || meta.nlink() != 1 {
+    if !meta.is_file() || sys::private::owner(&meta) != sys::current_uid() || !sys::private::single_link(&meta) {
         return Err(std::io::Error::other("it is not a regular file of this user with a single link"));
     }
-    if meta.mode() & 0o777 != 0o600 {
-        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-    }
+    sys::private::restrict(&file)?;
     Ok(file)
 }
 
@@ -629,6 +424,7 @@ fn copy_to_log(mut from: impl Read + Send + 'static, log: Arc<Mutex<RotatingLog>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     #[test]
     fn parses_guard_arguments() {

@@ -6,15 +6,15 @@
 //! by SIGKILL), so a count can never leak. The backend's guard waits for an exclusive
 //! lock on the same file — it is granted only once no lease is held — then lingers
 //! (a window reopened within the linger does not reload the backend) and stops the
-//! backend if still no lease was taken meanwhile. `/proc/locks` tells how many fronts
-//! are attached, for `status`.
+//! backend if still no lease was taken meanwhile. The kernel's lock table tells how many
+//! fronts are attached, for `status`.
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+use crate::sys;
 
 /// A held lease: the backend keeps running at least while this lives.
 #[derive(Debug)]
@@ -39,49 +39,17 @@ impl Lease {
 }
 
 fn open(path: &Path) -> Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(nix::fcntl::OFlag::O_NOFOLLOW.bits())
+    let mut options = OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    sys::private::no_follow(sys::private::only_mine(&mut options))
         .open(path)
         .map_err(|e| Error::io(format!("cannot open the lease file {}", path.display()), e))
 }
 
-/// How many processes hold a lease on `path` now (distinct pids with a shared
-/// `flock` on it, from `/proc/locks`). 0 when the file does not exist.
+/// How many processes hold a lease on `path` now (distinct pids with a shared lock on
+/// it). 0 when the file does not exist.
 pub fn holders(path: &Path) -> usize {
-    let Ok(meta) = std::fs::metadata(path) else { return 0 };
-    let Ok(locks) = std::fs::read_to_string("/proc/locks") else { return 0 };
-    let want = (meta.dev(), meta.ino());
-    let mut pids: Vec<&str> = locks
-        .lines()
-        .filter(|l| !l.contains("->")) // waiters, not holders
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            // "N: FLOCK  ADVISORY  READ PID MAJ:MIN:INODE START END"
-            (f.get(1) == Some(&"FLOCK") && f.get(3) == Some(&"READ") && lock_names(f.get(5)?, want))
-                .then_some(*f.get(4)?)
-        })
-        .collect();
-    pids.sort_unstable();
-    pids.dedup();
-    pids.len()
-}
-
-/// Whether `/proc/locks`' `MAJ:MIN:INODE` (hex device numbers) names `(dev, ino)`.
-fn lock_names(field: &str, (dev, ino): (u64, u64)) -> bool {
-    let mut parts = field.split(':');
-    let (Some(maj), Some(min), Some(inode)) = (parts.next(), parts.next(), parts.next()) else { return false };
-    let (Ok(maj), Ok(min), Ok(inode)) =
-        (u64::from_str_radix(maj, 16), u64::from_str_radix(min, 16), inode.parse::<u64>())
-    else {
-        return false;
-    };
-    let (dev_major, dev_minor) = (nix::sys::stat::major(dev), nix::sys::stat::minor(dev));
-    inode == ino && maj == dev_major && min == dev_minor
+    sys::lock_holders(path)
 }
 
 /// The lease file locked exclusively, as [`wait_unleased`] returns it: while this

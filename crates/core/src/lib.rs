@@ -86,6 +86,7 @@ pub mod safety;
 pub mod state;
 pub mod supervise;
 pub mod supervisor;
+pub mod sys;
 
 pub use duration::parse_duration;
 pub use error::{Error, ExitStatus, PortHolder, Result};

@@ -1,4 +1,4 @@
-//! Facts about processes, read from `/proc`.
+//! Facts about processes, as the operating system tells them ([`sys`](crate::sys)).
 //!
 //! A pid alone is not an identity: the kernel reuses pids, so a recorded pid may
 //! name a stranger by the time we look again. Everything here that decides whether
@@ -6,22 +6,20 @@
 //! (state `Z`) and dead tasks (`X`) count as gone everywhere: they hold no
 //! resources but a table slot, and cannot be signalled into doing anything.
 //!
-//! Process-table walks read `/proc` directly instead of going through `sysinfo`:
+//! Process-table walks ask the kernel directly instead of going through `sysinfo`:
 //! they need only the parent pid, process group and state, and the kernel's
 //! child lists let `descendants` visit just the tree it asks about (see there for
 //! measurements). User names are resolved with `getpwuid_r` (NSS).
 
 use std::collections::{HashMap, HashSet};
-use std::fs;
 use std::path::Path;
-use std::sync::OnceLock;
 
-use procfs::FromRead;
-use procfs::process::Stat;
 use serde::{Deserialize, Serialize};
 
+use crate::sys::{self, Stat};
+
 /// A process as identified safely: pid + its start time (clock ticks since boot,
-/// `/proc/PID/stat` field 22). A pid alone can be reused; pid + start time cannot.
+/// on Linux `/proc/PID/stat` field 22). A pid alone can be reused; pid + start time cannot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ProcessIdentity {
     /// Process id.
@@ -35,7 +33,7 @@ impl ProcessIdentity {
     /// or it is a zombie.
     pub fn of(pid: u32) -> Option<Self> {
         let stat = live_stat(pid)?;
-        Some(ProcessIdentity { pid, start_time: stat.starttime })
+        Some(ProcessIdentity { pid, start_time: stat.start_time })
     }
 
     /// This process.
@@ -45,11 +43,7 @@ impl ProcessIdentity {
     /// the safe failure: a record carrying it is treated as stale rather than
     /// letting a bare pid vouch for a process.
     pub fn current() -> Self {
-        let pid = std::process::id();
-        // Read through /proc/self rather than /proc/PID: it is the same file, and
-        // still correct inside a pid namespace whose /proc belongs to the parent's.
-        let start_time = Stat::from_file("/proc/self/stat").map(|s| s.starttime).unwrap_or(0);
-        ProcessIdentity { pid, start_time }
+        ProcessIdentity { pid: std::process::id(), start_time: sys::own_start_time() }
     }
 
     /// `PID:START_TIME`: this identity as one string, the value of
@@ -62,11 +56,11 @@ impl ProcessIdentity {
     /// is, it is still the very process this identity was taken from. A start
     /// time of 0 (unknown, see [`current`](Self::current)) is never alive.
     pub fn is_alive(&self) -> bool {
-        self.start_time != 0 && live_stat(self.pid).is_some_and(|s| s.starttime == self.start_time)
+        self.start_time != 0 && live_stat(self.pid).is_some_and(|s| s.start_time == self.start_time)
     }
 }
 
-/// What `/proc` tells about one process.
+/// What the operating system tells about one process.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProcessInfo {
     /// Process id.
@@ -91,24 +85,17 @@ impl ProcessInfo {
     }
 }
 
-/// What `/proc` tells about `pid`; `None` if it does not exist or is a zombie.
+/// What the operating system tells about `pid`; `None` if it does not exist or is a zombie.
 pub fn info(pid: u32) -> Option<ProcessInfo> {
     let stat = live_stat(pid)?;
-    let user = uid_of(pid).and_then(user_name);
+    let user = uid_of(pid).and_then(sys::user_name);
     let command = command_line(pid).unwrap_or_else(|| format!("[{}]", stat.comm));
-    Some(ProcessInfo {
-        pid,
-        ppid: to_u32(stat.ppid),
-        pgid: to_u32(stat.pgrp),
-        start_time: stat.starttime,
-        user,
-        command,
-    })
+    Some(ProcessInfo { pid, ppid: stat.ppid, pgid: stat.pgid, start_time: stat.start_time, user, command })
 }
 
 /// The parent of `pid`; `None` if it does not exist or is a zombie.
 pub fn parent_of(pid: u32) -> Option<u32> {
-    live_stat(pid).map(|s| to_u32(s.ppid))
+    live_stat(pid).map(|s| s.ppid)
 }
 
 /// The command line of `pid` joined by spaces, or `[comm]` when it has none;
@@ -118,14 +105,10 @@ pub fn command_of(pid: u32) -> Option<String> {
     Some(command_line(pid).unwrap_or_else(|| format!("[{}]", stat.comm)))
 }
 
-/// Whether `pid` holds `path` open (one of its `/proc/PID/fd` links names the
-/// same file, by device and inode). Needs the same user, or privilege.
+/// Whether `pid` holds `path` open (by device and inode). Needs the same user, or
+/// privilege.
 pub fn holds_file(pid: u32, path: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(want) = fs::metadata(path) else { return false };
-    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
-    // `metadata` of an fd link follows it to the open file itself.
-    fds.flatten().filter_map(|fd| fs::metadata(fd.path()).ok()).any(|m| m.dev() == want.dev() && m.ino() == want.ino())
+    sys::holds_file(pid, path)
 }
 
 /// The backend under `leader`: when `leader` is tether's guard (`… __tether-guard …`),
@@ -152,8 +135,8 @@ const LAUNCHERS: [&str; 2] = ["uv", "uvx"];
 
 /// The one live child of `pid`, when it has exactly one.
 fn only_child(pid: u32) -> Option<u32> {
-    let children = if has_child_lists() { child_list(pid) } else { descendants_via(pid, false) };
-    let mut live = children.into_iter().filter(|c| live_stat(*c).is_some_and(|s| to_u32(s.ppid) == pid));
+    let children = sys::children(pid).unwrap_or_else(|| descendants_via(pid, false));
+    let mut live = children.into_iter().filter(|c| live_stat(*c).is_some_and(|s| s.ppid == pid));
     match (live.next(), live.next()) {
         (Some(child), None) => Some(child),
         _ => None,
@@ -164,15 +147,15 @@ fn only_child(pid: u32) -> Option<u32> {
 fn started_by(leader: u32) -> Option<u32> {
     // The guard's first argument is the marker (`tether __tether-guard …`); a backend
     // that merely has the word among its own arguments is no guard.
-    let is_guard = fs::read(format!("/proc/{leader}/cmdline"))
-        .is_ok_and(|c| c.split(|b| *b == 0).nth(1) == Some(crate::guard::GUARD_ARG.as_bytes()));
+    let is_guard = sys::cmdline(leader)
+        .is_some_and(|args| args.get(1).map(Vec::as_slice) == Some(crate::guard::GUARD_ARG.as_bytes()));
     if !is_guard {
         return live_stat(leader).map(|_| leader);
     }
-    let children = if has_child_lists() { child_list(leader) } else { descendants_via(leader, false) };
+    let children = sys::children(leader).unwrap_or_else(|| descendants_via(leader, false));
     children
         .into_iter()
-        .filter_map(|c| live_stat(c).filter(|s| to_u32(s.ppid) == leader).map(|s| (s.starttime, c)))
+        .filter_map(|c| live_stat(c).filter(|s| s.ppid == leader).map(|s| (s.start_time, c)))
         .min()
         .map(|(_, c)| c)
 }
@@ -188,16 +171,16 @@ pub fn backend_and_guard(leader: u32) -> (Option<u32>, Option<u32>) {
 
 /// The process group of `pid`; `None` if it does not exist or is a zombie.
 pub fn pgid_of(pid: u32) -> Option<u32> {
-    live_stat(pid).map(|s| to_u32(s.pgrp))
+    live_stat(pid).map(|s| s.pgid)
 }
 
 /// All live descendants of `root` (children, grandchildren...) found by parent
 /// pid, excluding `root` itself. A parent comes before its children.
 ///
-/// The walk follows the kernel's own child lists (`/proc/PID/task/TID/children`),
-/// touching only the tree under `root`; where the kernel lacks them
-/// (`CONFIG_PROC_CHILDREN` off) it falls back to one scan of the whole table by
-/// parent pid. Measured with a 5-process tree on a ~75-process table: ~60 µs for
+/// The walk follows the kernel's own child lists ([`sys::children`]: on Linux
+/// `/proc/PID/task/TID/children`), touching only the tree under `root`; where the
+/// kernel lacks them (`CONFIG_PROC_CHILDREN` off) it falls back to one scan of the
+/// whole table by parent pid. Measured with a 5-process tree on a ~75-process table: ~60 µs for
 /// the walk, ~0.7 ms for the full scan, ~0.75 ms for a `sysinfo` refresh with
 /// `ProcessRefreshKind::nothing()`; the full scan and `sysinfo` grow with the
 /// table, the walk only with the tree.
@@ -207,22 +190,25 @@ pub fn pgid_of(pid: u32) -> Option<u32> {
 /// survivor repeat the walk after signalling, as they do anyway while waiting
 /// for the tree to drain.
 pub fn descendants(root: u32) -> Vec<u32> {
-    descendants_via(root, has_child_lists())
+    descendants_via(root, true)
 }
 
 fn descendants_via(root: u32, child_lists: bool) -> Vec<u32> {
     if root == 0 {
         return Vec::new();
     }
-    if child_lists {
+    // The kernel's lists, unless the caller wants the scan or the kernel has none.
+    if child_lists && let Some(top) = sys::children(root) {
+        let mut top = Some(top);
+        let children = |p: u32| if p == root { top.take().unwrap_or_default() } else { sys::children(p).unwrap_or_default() };
         // Descend even into a zombie-looking child: a process whose main thread
         // exited shows `Z` while its other threads (and their children) live on.
         // A true zombie simply has no children.
-        return walk(root, child_list, |pid| live_stat(pid).is_some());
+        return walk(root, children, |pid| live_stat(pid).is_some());
     }
     let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
-    for (pid, stat) in live_table() {
-        children.entry(to_u32(stat.ppid)).or_default().push(pid);
+    for (pid, stat) in sys::table() {
+        children.entry(stat.ppid).or_default().push(pid);
     }
     walk(root, |p| children.remove(&p).unwrap_or_default(), |_| true)
 }
@@ -246,25 +232,9 @@ fn walk(root: u32, mut children_of: impl FnMut(u32) -> Vec<u32>, keep: impl Fn(u
     out
 }
 
-/// Whether the kernel exposes per-thread child lists (`CONFIG_PROC_CHILDREN`).
-fn has_child_lists() -> bool {
-    static HAS: OnceLock<bool> = OnceLock::new();
-    *HAS.get_or_init(|| Path::new("/proc/thread-self/children").exists())
-}
-
-/// The children of `pid`, gathered from every one of its threads (a child is
-/// listed under the thread that forked it). Empty if `pid` is gone.
-fn child_list(pid: u32) -> Vec<u32> {
-    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
-        return Vec::new();
-    };
-    let lists = tasks.flatten().filter_map(|t| fs::read_to_string(t.path().join("children")).ok());
-    lists.flat_map(|l| l.split_ascii_whitespace().filter_map(|c| c.parse().ok()).collect::<Vec<_>>()).collect()
-}
-
 /// All live (non-zombie) processes whose process group is `pgid`, sorted.
 pub fn group_members(pgid: u32) -> Vec<u32> {
-    let mut pids: Vec<u32> = live_table().filter(|(_, s)| to_u32(s.pgrp) == pgid).map(|(pid, _)| pid).collect();
+    let mut pids: Vec<u32> = sys::table().into_iter().filter(|(_, s)| s.pgid == pgid).map(|(pid, _)| pid).collect();
     pids.sort_unstable();
     pids
 }
@@ -273,8 +243,9 @@ pub fn group_members(pgid: u32) -> Vec<u32> {
 /// [`env_var`]) holds `key=value`, sorted. One scan of the whole table: for the rare
 /// look for what a dead guard left behind, not for polling a live tree.
 pub fn with_env(key: &str, value: &str) -> Vec<u32> {
-    let me = nix::unistd::geteuid().as_raw();
-    let mut pids: Vec<u32> = live_table()
+    let me = sys::current_uid();
+    let mut pids: Vec<u32> = sys::table()
+        .into_iter()
         .map(|(pid, _)| pid)
         .filter(|pid| uid_of(*pid) == Some(me) && env_var(*pid, key).is_some_and(|v| v == value))
         .collect();
@@ -284,71 +255,36 @@ pub fn with_env(key: &str, value: &str) -> Vec<u32> {
 
 /// The value of environment variable `key` of process `pid`, if readable.
 ///
-/// This is the environment the process was started with (`/proc/PID/environ`),
-/// not later `setenv` changes — which is what a fingerprint set at spawn needs.
-/// Reading it needs the same user (or `CAP_SYS_PTRACE`); otherwise `None`.
-/// A value that is not UTF-8 is converted lossily.
+/// This is the environment the process was started with ([`sys::environ`]), not
+/// later `setenv` changes — which is what a fingerprint set at spawn needs. Reading
+/// it needs the same user (or privilege); otherwise `None`. A value that is not UTF-8
+/// is converted lossily.
 pub fn env_var(pid: u32, key: &str) -> Option<String> {
-    let raw = fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let environ = sys::environ(pid)?;
     let key = key.as_bytes();
-    raw.split(|&b| b == 0).find_map(|entry| {
+    environ.iter().find_map(|entry| {
         let value = entry.strip_prefix(key)?.strip_prefix(b"=")?;
         Some(String::from_utf8_lossy(value).into_owned())
     })
 }
 
-/// The `stat` of `pid` unless it is missing, unreadable or a zombie.
+/// The facts of `pid` unless it is missing, unreadable or a zombie.
 fn live_stat(pid: u32) -> Option<Stat> {
-    // pid 0 is not a process (and `kill(0, ..)` means "my group"): never report it.
-    if pid == 0 {
-        return None;
-    }
-    let stat = Stat::from_file(format!("/proc/{pid}/stat")).ok()?;
-    is_live(&stat).then_some(stat)
-}
-
-fn is_live(stat: &Stat) -> bool {
-    stat.state != 'Z' && stat.state != 'X'
-}
-
-/// Every live process in the table, as (pid, stat). Processes that vanish while
-/// we walk are simply skipped: they are gone, which is what we would report.
-fn live_table() -> impl Iterator<Item = (u32, Stat)> {
-    let entries = fs::read_dir("/proc").into_iter().flatten().flatten();
-    entries.filter_map(|entry| {
-        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-        let stat = Stat::from_file(entry.path().join("stat")).ok()?;
-        is_live(&stat).then_some((pid, stat))
-    })
+    sys::stat(pid)
 }
 
 /// The command line of `pid` joined by spaces; `None` when it is empty or unreadable.
 fn command_line(pid: u32) -> Option<String> {
-    let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let raw = sys::cmdline(pid)?;
     let args: Vec<String> =
-        raw.split(|&b| b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        raw.iter().filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
     (!args.is_empty()).then(|| args.join(" "))
 }
 
-/// The uid owning `pid` (the owner of its `/proc/PID` directory: its effective
-/// uid, or root for a process that made itself non-dumpable).
+/// The uid owning `pid` (on Linux the owner of its `/proc/PID` directory: its
+/// effective uid, or root for a process that made itself non-dumpable).
 pub fn uid_of(pid: u32) -> Option<u32> {
-    use std::os::unix::fs::MetadataExt;
-    fs::metadata(format!("/proc/{pid}")).ok().map(|m| m.uid())
-}
-
-/// The user name for `uid`, through the system's user database (NSS, so LDAP
-/// users resolve too).
-///
-/// One `getpwuid_r` for this uid (`sysinfo`'s user list, used before, listed every
-/// user on each call).
-fn user_name(uid: u32) -> Option<String> {
-    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok().flatten().map(|u| u.name)
-}
-
-/// Kernel pids are non-negative; a negative value never names a process.
-fn to_u32(v: i32) -> u32 {
-    u32::try_from(v).unwrap_or(0)
+    sys::uid_of(pid)
 }
 
 #[cfg(test)]

@@ -8,30 +8,30 @@
 //! 1. never pid 0 or 1, never a process group ≤ 1, never this process, any of its
 //!    ancestors, or its own process group (nor an ancestor's);
 //! 2. a backend is ours only if it, or an ancestor by parent pid, carries the
-//!    instance's fingerprint — `TETHER_INSTANCE=<name>` in `/proc/PID/environ`,
+//!    instance's fingerprint — `TETHER_INSTANCE=<name>` in the environment it started with,
 //!    which tether sets on every backend it starts — and that carrier runs as our
 //!    user (or is our own direct child, whose environment may not be laid out yet).
 //!    A process of another user is thus signalled only when it descends from our
 //!    own verified backend (a backend that drops privileges keeps its workers
 //!    stoppable);
 //! 3. the owner of a foreground instance is ours only if it runs as our user and
-//!    holds the instance's lock file open (`/proc/PID/fd`);
+//!    holds the instance's lock file open;
 //! 4. with `--force-port` the user names the holder of a port: no fingerprint is
 //!    needed, but 1. holds and it must run as our user;
 //! 5. a process that fails these checks is named in the error, never signalled.
 //!
-//! A signal to one process goes through a pidfd opened *before* its identity is
-//! verified, so a pid reused between the check and the signal is never hit. A
+//! A signal to one process goes through a handle ([`sys::ProcessHandle`], a pidfd on
+//! Linux) opened *before* its identity is verified, so a pid reused between the check and the signal is never hit. A
 //! signal to a group is sent only when every live member passes the gate.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
 
-use nix::sys::signal::Signal;
 
 use crate::error::Error;
 use crate::port::INSTANCE_ENV;
 use crate::procs::{self, ProcessIdentity};
+use crate::sys::{self, Signal};
 
 /// How many parents a walk up the process tree visits at most (a cycle made of
 /// reused pids, or a pathological tree, cannot make it loop).
@@ -120,7 +120,7 @@ impl Gate {
             }
             pid = procs::parent_of(p);
         }
-        Gate { me, euid: nix::unistd::geteuid().as_raw(), ancestors, groups }
+        Gate { me, euid: sys::current_uid(), ancestors, groups }
     }
 
     /// Whether `target` may be signalled on behalf of `claim`. A process that is
@@ -210,17 +210,14 @@ impl Gate {
 
     /// Send `sig` to `target` if the gate lets it through.
     pub fn signal(&self, target: ProcessIdentity, sig: Signal, claim: &Claim) -> Result<Sent, Refusal> {
-        // The pidfd pins the process before it is verified: if the pid is reused
-        // after this point, the pidfd still names the old (now dead) process.
-        let pidfd = Pidfd::open(target.pid);
+        // The handle pins the process before it is verified: if the pid is reused
+        // after this point, the handle still names the old (now dead) process.
+        let handle = sys::ProcessHandle::open(target.pid);
         self.check(target, claim)?;
         if !target.is_alive() {
             return Ok(Sent::Gone);
         }
-        let delivered = match &pidfd {
-            Some(fd) => fd.send(sig),
-            None => nix::sys::signal::kill(nix::unistd::Pid::from_raw(target.pid as i32), sig).is_ok(),
-        };
+        let delivered = handle.signal(target.pid, sig);
         Ok(if delivered { Sent::Delivered } else { Sent::Gone })
     }
 
@@ -245,7 +242,7 @@ impl Gate {
     /// lets it through. An empty group is [`Sent::Gone`].
     pub fn signal_group(&self, pgid: u32, sig: Signal, claim: &Claim) -> Result<Sent, Refusal> {
         self.check_group(pgid, claim)?;
-        let sent = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pgid as i32), sig).is_ok();
+        let sent = sys::kill_group(pgid, sig);
         Ok(if sent { Sent::Delivered } else { Sent::Gone })
     }
 }
@@ -259,35 +256,6 @@ impl Default for Gate {
 fn refusal(pid: u32, why: String) -> Refusal {
     let command = procs::command_of(pid).unwrap_or_else(|| "?".into());
     Refusal { pid, command, why }
-}
-
-/// A pidfd (Linux ≥ 5.3), closed on drop; `None` where the kernel has none.
-struct Pidfd(std::os::fd::OwnedFd);
-
-impl Pidfd {
-    fn open(pid: u32) -> Option<Self> {
-        use std::os::fd::FromRawFd;
-        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0 as libc::c_uint) };
-        let fd = i32::try_from(fd).ok().filter(|&fd| fd >= 0)?;
-        // SAFETY: the kernel just gave us this fd; we own it.
-        Some(Pidfd(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }))
-    }
-
-    fn send(&self, sig: Signal) -> bool {
-        use std::os::fd::AsRawFd;
-        // SAFETY: pidfd_send_signal(fd, sig, NULL, 0) reads nothing from our memory.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                self.0.as_raw_fd(),
-                sig as libc::c_int,
-                std::ptr::null::<libc::siginfo_t>(),
-                0 as libc::c_uint,
-            )
-        };
-        r == 0
-    }
 }
 
 #[cfg(test)]

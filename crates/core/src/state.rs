@@ -11,18 +11,17 @@
 //! file while another process waits on it would let two processes each lock a
 //! different file of the same name.
 
-use std::fs::{self, DirBuilder, File, OpenOptions, TryLockError};
+use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use nix::fcntl::OFlag;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::procs::ProcessIdentity;
+use crate::sys;
 
 /// One recorded instance (one JSON file per name: `NAME.json`).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -185,9 +184,9 @@ impl StateDir {
         // Without a trailing `/`: `lstat("link/")` would follow the link.
         let dir: PathBuf = if dir.as_os_str().is_empty() { dir } else { dir.components().collect() };
         match fs::symlink_metadata(&dir) {
-            Ok(meta) => check_private_dir(&dir, &meta, nix::unistd::geteuid().as_raw())?,
+            Ok(meta) => check_private_dir(&dir, &meta, sys::current_uid())?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                match DirBuilder::new().recursive(true).mode(0o700).create(&dir) {
+                match sys::private::create_dir(&dir) {
                     Ok(()) => {}
                     // Created meanwhile by someone else: checked below like any other.
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -198,7 +197,7 @@ impl StateDir {
         }
         // Checked (again) after any creation: what counts is what is there now.
         let meta = fs::symlink_metadata(&dir).map_err(state_err(&dir))?;
-        check_private_dir(&dir, &meta, nix::unistd::geteuid().as_raw())?;
+        check_private_dir(&dir, &meta, sys::current_uid())?;
         Ok(StateDir { dir })
     }
 
@@ -234,7 +233,7 @@ impl StateDir {
             let lock = self.try_lock_file(name, &path)?;
             let held = lock.file.metadata().map_err(state_err(&path))?;
             match std::fs::symlink_metadata(&path) {
-                Ok(now) if (now.dev(), now.ino()) == (held.dev(), held.ino()) => return Ok(lock),
+                Ok(now) if sys::private::same_file(&now, &held) => return Ok(lock),
                 Ok(_) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(state_err(&path)(e)),
@@ -260,7 +259,7 @@ impl StateDir {
             Err(TryLockError::Error(e)) => return Err(state_err(&path)(e)),
         }
         let pid = std::process::id().to_string();
-        file.set_len(0).and_then(|()| file.write_all_at(pid.as_bytes(), 0)).map_err(state_err(&path))?;
+        file.set_len(0).and_then(|()| sys::private::write_all_at(&file, pid.as_bytes(), 0)).map_err(state_err(&path))?;
         Ok(InstanceLock { file, name: name.to_string() })
     }
 
@@ -313,21 +312,20 @@ impl StateDir {
     /// to trust; a file that does not parse is an error naming the file.
     fn read_record(&self, path: &Path) -> Result<Loaded> {
         // No symlink is followed, and a FIFO planted here cannot block the open.
-        let opened =
-            OpenOptions::new().read(true).custom_flags((OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK).bits()).open(path);
+        let opened = sys::private::no_follow(OpenOptions::new().read(true)).open(path);
         let file = match opened {
             Ok(file) => file,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Loaded::Gone),
-            Err(e) if e.raw_os_error() == Some(nix::errno::Errno::ELOOP as i32) => {
+            Err(e) if sys::private::is_link(&e) => {
                 return Ok(Loaded::NotOurs("it is a symbolic link, not a record of yours".into()));
             }
             Err(e) => return Err(state_err(path)(e)),
         };
         let meta = file.metadata().map_err(state_err(path))?;
-        let me = nix::unistd::geteuid().as_raw();
-        if !meta.is_file() || meta.uid() != me {
-            let what =
-                if meta.is_file() { format!("owned by uid {}", meta.uid()) } else { "not a regular file".into() };
+        let me = sys::current_uid();
+        let owner = sys::private::owner(&meta);
+        if !meta.is_file() || owner != me {
+            let what = if meta.is_file() { format!("owned by uid {owner}") } else { "not a regular file".into() };
             return Ok(Loaded::NotOurs(format!("it is {what}, not a record of yours (uid {me})")));
         }
         let corrupt = |why: String| {
@@ -359,16 +357,12 @@ impl StateDir {
         let tmp = self.dir.join(format!("{}.json.tmp-{}-{seq}", record.name, std::process::id()));
         let json = serde_json::to_vec_pretty(record).map_err(|e| state_err(&target)(io::Error::other(e)))?;
         let written = (|| {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .custom_flags(OFlag::O_NOFOLLOW.bits())
-                .open(&tmp)?;
+            let mut options = OpenOptions::new();
+            options.write(true).create(true).truncate(true);
+            let mut file = sys::private::no_follow(sys::private::only_mine(&mut options)).open(&tmp)?;
             // The mode above is filtered by the umask and ignored for a file left
             // by a crash; set it explicitly.
-            file.set_permissions(fs::Permissions::from_mode(0o600))?;
+            sys::private::restrict(&file)?;
             file.write_all(&json)?;
             file.sync_all()?;
             fs::rename(&tmp, &target)?;
@@ -411,7 +405,7 @@ impl StateDir {
             }
             // The holder writes "PID NAME" once it has the lock.
             let mut buf = [0u8; 128];
-            let read = file.read_at(&mut buf, 0).unwrap_or(0);
+            let read = sys::private::read_at(&file, &mut buf, 0).unwrap_or(0);
             let text = String::from_utf8_lossy(&buf[..read]);
             let (pid, holder) = text.trim().split_once(' ').unwrap_or(("", "another instance"));
             let holder = if holder.is_empty() { "another instance" } else { holder };
@@ -434,7 +428,7 @@ impl StateDir {
             delay = (delay * 2).min(Duration::from_millis(50));
         }
         let mine = format!("{} {name}", std::process::id());
-        file.set_len(0).and_then(|()| file.write_all_at(mine.as_bytes(), 0)).map_err(state_err(&path))?;
+        file.set_len(0).and_then(|()| sys::private::write_all_at(&file, mine.as_bytes(), 0)).map_err(state_err(&path))?;
         Ok(PortLock { file })
     }
 
@@ -527,17 +521,17 @@ fn check_private_dir(dir: &Path, meta: &fs::Metadata, euid: u32) -> Result<()> {
         )
     } else if !meta.is_dir() {
         format!("is not a directory; remove it, {elsewhere}")
-    } else if meta.uid() != euid {
+    } else if sys::private::owner(meta) != euid {
         format!(
             "is owned by uid {}, not by you (uid {euid}); use a directory of your own: `chown {euid} {shown}`, \
              {elsewhere}",
-            meta.uid()
+            sys::private::owner(meta)
         )
-    } else if meta.mode() & 0o022 != 0 {
+    } else if sys::private::writable_by_others(meta) {
         format!(
             "is writable by other users (mode {:04o}); use a directory only you can write: `chmod 700 {shown}`, \
              {elsewhere}",
-            meta.mode() & 0o7777
+            sys::private::mode(meta)
         )
     } else {
         return Ok(());
@@ -553,20 +547,15 @@ fn state_err(path: &Path) -> impl Fn(io::Error) -> Error + '_ {
 /// A lock file of the state directory, opened for reading and writing without truncating
 /// (its holder's pid stays readable) or following a link, created 0600.
 fn open_lock_file(path: &Path) -> Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .mode(0o600)
-        .custom_flags(OFlag::O_NOFOLLOW.bits())
-        .open(path)
-        .map_err(state_err(path))
+    let mut options = OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    sys::private::no_follow(sys::private::only_mine(&mut options)).open(path).map_err(state_err(path))
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     /// A plausible record, for this and other modules' tests.
     pub(crate) fn sample(name: &str) -> Record {
@@ -762,7 +751,7 @@ pub(crate) mod tests {
         let dir = StateDir::at(tmp.path().join("a/b/state")).expect("created with its parents");
         let meta = fs::symlink_metadata(dir.path()).expect("stat");
         assert_eq!(meta.mode() & 0o777, 0o700);
-        assert_eq!(meta.uid(), nix::unistd::geteuid().as_raw());
+        assert_eq!(meta.uid(), sys::current_uid());
         StateDir::at(dir.path()).expect("and accepted once it exists");
     }
 
@@ -775,7 +764,7 @@ pub(crate) mod tests {
         fs::write(&outside, serde_json::to_vec(&sample("linked")).expect("json")).expect("write");
         std::os::unix::fs::symlink(&outside, dir.path().join("linked.json")).expect("symlink");
         assert_eq!(dir.load("linked").expect("load"), None);
-        if nix::unistd::geteuid().is_root() {
+        if sys::current_uid() == 0 {
             dir.save(&sample("theirs")).expect("save");
             let path = dir.path().join("theirs.json");
             std::os::unix::fs::chown(&path, Some(65534), Some(65534)).expect("chown");

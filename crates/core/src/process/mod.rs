@@ -23,6 +23,7 @@ use crate::error::{Error, ExitStatus, Result};
 use crate::guard;
 use crate::procs::ProcessIdentity;
 use crate::relay::{LogRelay, Stream};
+use crate::sys;
 use crate::runner::{Endpoint, Identity, LaunchSpec, RunningBackend, StopOutcome, Tethering};
 
 pub use crate::port::{INSTANCE_ENV, LEADER_ENV};
@@ -77,7 +78,7 @@ pub async fn spawn(cmd: ProcessCommand, spec: &LaunchSpec) -> Result<ProcessBack
     let mut command = match &exe {
         Some(exe) => {
             // `tether`'s small guard executable when it sits beside it; `exe` otherwise.
-            let mut c = tokio::process::Command::new(guard::guard_program(exe));
+            let mut c = std::process::Command::new(guard::guard_program(exe));
             c.arg(guard::GUARD_ARG);
             c.arg("--grace-ms").arg(spec.grace.as_millis().to_string());
             match &spec.tethering {
@@ -95,35 +96,21 @@ pub async fn spawn(cmd: ProcessCommand, spec: &LaunchSpec) -> Result<ProcessBack
             c
         }
         None => {
-            let mut c = tokio::process::Command::new(&cmd.program);
+            let mut c = std::process::Command::new(&cmd.program);
             c.args(&cmd.args);
             c
         }
     };
-    command.stdin(Stdio::null()).kill_on_drop(false);
-    // SAFETY: close_range, getrlimit and fcntl are async-signal-safe; this runs
-    // between fork and exec only.
-    unsafe {
-        command.pre_exec(|| {
-            cloexec_inherited_fds();
-            Ok(())
-        });
-    }
+    command.stdin(Stdio::null());
+    sys::only_stdio(&mut command);
     if detached {
         command.stdout(Stdio::null()).stderr(Stdio::null());
-        // SAFETY: setsid is async-signal-safe; nothing else runs between fork and exec.
-        unsafe {
-            command.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
-        }
+        sys::new_session(&mut command);
     } else {
-        command.stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        sys::own_group(&mut command);
         if exe.is_none() {
-            // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
-            unsafe {
-                command.pre_exec(|| {
-                    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(std::io::Error::from)
-                });
-            }
+            sys::die_with_parent_on_exec(&mut command, sys::Signal::SIGKILL);
         }
     }
     for (k, v) in spec.env.iter().chain(cmd.env.iter()) {
@@ -134,6 +121,8 @@ pub async fn spawn(cmd: ProcessCommand, spec: &LaunchSpec) -> Result<ProcessBack
         command.current_dir(cwd);
     }
     let program = cmd.program.display().to_string();
+    let mut command = tokio::process::Command::from(command);
+    command.kill_on_drop(false);
     let mut child = command.spawn().map_err(|source| Error::Spawn { program: program.clone(), source })?;
     let pid = child.id().ok_or_else(|| Error::Spawn {
         program: program.clone(),
@@ -141,11 +130,11 @@ pub async fn spawn(cmd: ProcessCommand, spec: &LaunchSpec) -> Result<ProcessBack
     })?;
     let leader = ProcessIdentity::of(pid).unwrap_or(ProcessIdentity { pid, start_time: 0 });
     if let Some(out) = child.stdout.take() {
-        widen_pipe(&out);
+        sys::widen_pipe(&out);
         relay.attach(Stream::Stdout, out);
     }
     if let Some(err) = child.stderr.take() {
-        widen_pipe(&err);
+        sys::widen_pipe(&err);
         relay.attach(Stream::Stderr, err);
     }
     let (tx, rx) = watch::channel(None);
@@ -169,48 +158,6 @@ pub async fn spawn(cmd: ProcessCommand, spec: &LaunchSpec) -> Result<ProcessBack
             _ => None,
         },
     })
-}
-
-/// Mark every file descriptor from 3 up close-on-exec, so that the program exec'd
-/// next gets only 0, 1 and 2. Meant for `pre_exec` (between fork and exec): it makes
-/// async-signal-safe system calls only, and allocates nothing.
-///
-/// `close_range(3, ~0, CLOSE_RANGE_CLOEXEC)` (Linux 5.11); on an older kernel
-/// (`ENOSYS`, or `EINVAL` for the flag) each descriptor up to the `RLIMIT_NOFILE`
-/// soft limit, at most 65536, gets `FD_CLOEXEC` by `fcntl`. Best effort: there is
-/// nothing useful to do about a failure at this point.
-pub(crate) fn cloexec_inherited_fds() {
-    use nix::libc;
-    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on this process's
-    // descriptors; it closes nothing.
-    let done = unsafe {
-        libc::syscall(libc::SYS_close_range, 3 as libc::c_uint, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC)
-    } == 0;
-    if !done {
-        cloexec_by_fcntl();
-    }
-}
-
-/// The fallback of [`cloexec_inherited_fds`] for kernels before 5.11.
-fn cloexec_by_fcntl() {
-    use nix::libc;
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit writes into the struct we pass, nothing else.
-    let max = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
-        limit.rlim_cur.min(65536)
-    } else {
-        65536
-    };
-    for fd in 3..max as libc::c_int {
-        // SAFETY: F_GETFD/F_SETFD change only the close-on-exec flag; a closed
-        // descriptor just fails with EBADF.
-        unsafe {
-            let flags = libc::fcntl(fd, libc::F_GETFD);
-            if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
-                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
-            }
-        }
-    }
 }
 
 /// Stop a recorded process instance: its leader (which tether always starts as the
@@ -241,9 +188,8 @@ pub fn recorded_survivors(record: &crate::state::Record) -> Vec<ProcessIdentity>
 /// following a link; none when it cannot be read.
 fn last_lines_of(file: &std::path::Path, lines: usize) -> Vec<String> {
     use std::io::{Read, Seek, SeekFrom};
-    use std::os::unix::fs::OpenOptionsExt;
     const WINDOW: u64 = 64 * 1024;
-    let Ok(mut f) = std::fs::OpenOptions::new().read(true).custom_flags(nix::libc::O_NOFOLLOW).open(file) else {
+    let Ok(mut f) = sys::private::no_follow(std::fs::OpenOptions::new().read(true)).open(file) else {
         return Vec::new();
     };
     let len = f.metadata().map_or(0, |m| m.len());
@@ -262,12 +208,6 @@ fn last_lines_of(file: &std::path::Path, lines: usize) -> Vec<String> {
     }
     let skip = all.len().saturating_sub(lines);
     all.split_off(skip)
-}
-
-/// A 1 MiB pipe (the usual unprivileged maximum) instead of 64 KiB: a backend that
-/// writes in bursts keeps writing while the relay catches up. Best effort.
-fn widen_pipe(pipe: &impl std::os::fd::AsFd) {
-    let _ = nix::fcntl::fcntl(pipe, nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20));
 }
 
 /// A backend running as a process group.
@@ -343,7 +283,7 @@ impl RunningBackend for ProcessBackend {
         self.released.store(true, Ordering::Release);
         Ok(match (outcome, status) {
             (StopOutcome::Terminated { exit: ExitStatus::Unknown }, Some(s)) => {
-                if s == ExitStatus::Signal(nix::sys::signal::Signal::SIGKILL as i32) {
+                if s == ExitStatus::Signal(sys::Signal::SIGKILL as i32) {
                     StopOutcome::Killed
                 } else {
                     StopOutcome::Terminated { exit: s }
@@ -358,56 +298,6 @@ impl Drop for ProcessBackend {
     fn drop(&mut self) {
         if !self.released.load(Ordering::Acquire) {
             kill_now(&self.target);
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::os::fd::{AsRawFd, OwnedFd};
-    use std::os::unix::process::CommandExt;
-
-    use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
-
-    use super::*;
-
-    fn inheritable_pipe() -> (OwnedFd, OwnedFd) {
-        let (r, w) = nix::unistd::pipe2(OFlag::empty()).expect("pipe");
-        let flags = FdFlag::from_bits_truncate(fcntl(&w, FcntlArg::F_GETFD).expect("F_GETFD"));
-        assert!(!flags.contains(FdFlag::FD_CLOEXEC), "the test needs an inheritable fd");
-        (r, w)
-    }
-
-    #[test]
-    fn a_spawned_program_gets_only_stdio() {
-        let (_r, w) = inheritable_pipe();
-        let mut cmd = std::process::Command::new("sleep");
-        cmd.arg("300").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).process_group(0);
-        // SAFETY: as in `spawn`.
-        unsafe {
-            cmd.pre_exec(|| {
-                cloexec_inherited_fds();
-                Ok(())
-            });
-        }
-        let mut child = cmd.spawn().expect("spawn sleep");
-        let fds: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", child.id()))
-            .map(|d| d.flatten().filter_map(|e| e.file_name().into_string().ok()).collect())
-            .unwrap_or_default();
-        let _ = child.kill();
-        let _ = child.wait();
-        let mut fds = fds;
-        fds.sort();
-        assert_eq!(fds, ["0", "1", "2"], "the pipe's write end {} was inherited", w.as_raw_fd());
-    }
-
-    #[test]
-    fn the_fcntl_fallback_marks_every_fd() {
-        let (r, w) = inheritable_pipe();
-        cloexec_by_fcntl();
-        for fd in [&r, &w] {
-            let flags = FdFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFD).expect("F_GETFD"));
-            assert!(flags.contains(FdFlag::FD_CLOEXEC), "fd {} is still inheritable", fd.as_raw_fd());
         }
     }
 }

@@ -1,0 +1,42 @@
+//! The only place in tether that talks to the operating system.
+//!
+//! Everything outside this module is portable: it asks the questions below and decides
+//! what is ours, what to stop and in which order. A platform answers them in a module
+//! of its own (`linux`, with the Unix-common part in `unix`); on a platform without one
+//! tether does not build, with one error naming it.
+//!
+//! The interface, by topic:
+//! - **Processes**: a process's facts ([`Stat`]: parent, group, start time — pid + start
+//!   time is a process's identity — and name), every live process ([`table`]), the
+//!   children of one ([`children`], when the kernel lists them), its arguments
+//!   ([`cmdline`]) and the environment it started with ([`environ`]: "carries this
+//!   instance's fingerprint"), its owner ([`uid_of`], [`user_name`]), whether it holds a
+//!   file open ([`holds_file`]).
+//! - **Signals**: [`Signal`], [`kill`], [`kill_group`], and a [`ProcessHandle`] taken
+//!   before the safety check, so a signal sent through it never reaches a reused pid.
+//! - **Starting**: what a spawned backend or guard gets between fork and exec
+//!   ([`own_group`], [`new_session`], [`die_with_parent`], [`cloexec_inherited_fds`]),
+//!   a wider pipe for its output ([`widen_pipe`]), how it ended ([`exit_signal`]).
+//! - **The guard**: owner-death arming and the wait for a stop ([`guard`]).
+//! - **Ports**: the listeners of a port and their holders ([`Listeners`]), and closing a
+//!   probe listener at once ([`shutdown_listener`]).
+//! - **Files**: the state directory's private files and directories (this user's only,
+//!   never through a link: [`private`]), file-lock holders ([`lock_holders`]).
+//! - **This process**: [`current_uid`], [`is_root`], [`own_start_time`], and facts that
+//!   tell this machine and pid namespace apart ([`boot_id`], [`pid_namespace`]).
+
+#[cfg(unix)]
+mod unix;
+#[cfg(unix)]
+pub use unix::*;
+
+#[cfg(target_os = "linux")]
+mod linux;
+#[cfg(target_os = "linux")]
+pub use linux::*;
+
+#[cfg(not(target_os = "linux"))]
+compile_error!(
+    "tether does not support this platform yet: it runs on Linux (crates/core/src/sys/linux); \
+     Windows and macOS are planned (a sys/ module each)"
+);

@@ -1,0 +1,184 @@
+//! What every Unix answers alike: signals by pid and process group, users, the
+//! close-on-exec fallback, the exit status, private files (mode bits and `O_NOFOLLOW`),
+//! and the guard's signal loop.
+
+pub mod guard;
+pub mod private;
+
+use std::process::Command;
+
+/// A signal, by its Unix name (`Signal::SIGTERM`).
+pub use nix::sys::signal::Signal;
+
+/// Send `sig` to `pid`; whether it was delivered (a pid that does not exist is not).
+/// Only the safety gate calls this, for a pid it checked.
+pub fn kill(pid: u32, sig: Signal) -> bool {
+    i32::try_from(pid).is_ok_and(|p| p > 0 && nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), sig).is_ok())
+}
+
+/// Send `sig` to every member of process group `pgid`; whether any got it. Only the
+/// safety gate calls this, for a group it checked.
+pub fn kill_group(pgid: u32, sig: Signal) -> bool {
+    i32::try_from(pgid).is_ok_and(|g| g > 1 && nix::sys::signal::killpg(nix::unistd::Pid::from_raw(g), sig).is_ok())
+}
+
+/// Send `sig` to this process itself.
+pub fn kill_self(sig: Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::getpid(), sig);
+}
+
+/// Restore the default action of `SIGPIPE` (a write to a closed pipe ends the process
+/// quietly, as for any Unix filter): for commands whose output is piped to `head`.
+pub fn default_sigpipe() {
+    // SAFETY: restoring a signal's default disposition is always sound.
+    let _ = unsafe { nix::sys::signal::signal(Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl) };
+}
+
+/// This process's effective uid.
+pub fn current_uid() -> u32 {
+    nix::unistd::geteuid().as_raw()
+}
+
+/// Whether this process runs as root (real and effective uid 0).
+pub fn is_root() -> bool {
+    nix::unistd::getuid().is_root() && nix::unistd::geteuid().is_root()
+}
+
+/// The user name for `uid`, through the system's user database (NSS, so LDAP users
+/// resolve too): one `getpwuid_r`.
+pub fn user_name(uid: u32) -> Option<String> {
+    nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)).ok().flatten().map(|u| u.name)
+}
+
+/// The soft limit on open file descriptors (`RLIMIT_NOFILE`); `None` when unknown.
+pub fn fd_limit() -> Option<u64> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct we pass, nothing else.
+    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0).then_some(limit.rlim_cur)
+}
+
+/// The width of the terminal on stderr, in columns; `None` when stderr is no terminal.
+pub fn terminal_columns() -> Option<u16> {
+    let mut size = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCGWINSZ writes a winsize into the struct we pass, nothing else.
+    let ok = unsafe { libc::ioctl(libc::STDERR_FILENO, libc::TIOCGWINSZ, &mut size) } == 0;
+    (ok && size.ws_col > 0).then_some(size.ws_col)
+}
+
+/// Close a probe listener so that it stops listening at once (`shutdown` acts on the
+/// socket itself, whoever else holds it).
+pub fn shutdown_listener(listener: &std::net::TcpListener) {
+    use std::os::fd::AsRawFd;
+    let _ = nix::sys::socket::shutdown(listener.as_raw_fd(), nix::sys::socket::Shutdown::Both);
+}
+
+/// The signal that ended a process, if one did.
+pub fn exit_signal(status: &std::process::ExitStatus) -> Option<i32> {
+    use std::os::unix::process::ExitStatusExt;
+    status.signal()
+}
+
+/// Start `command`'s program as the leader of a process group of its own.
+pub fn own_group(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    command.process_group(0);
+}
+
+/// Start `command`'s program in a session of its own (`setsid`): no terminal, no group
+/// of anyone else's, not the child of a window's process group.
+pub fn new_session(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: setsid is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
+    }
+}
+
+/// Make `command` give the program it starts file descriptors 0, 1 and 2 only: every
+/// other descriptor this process inherited or opened is marked close-on-exec between
+/// fork and exec (a caller's pipe a script waits on for EOF, an instance's lock file).
+pub fn only_stdio(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: close_range, getrlimit and fcntl are async-signal-safe; this runs between
+    // fork and exec only, and allocates nothing.
+    unsafe {
+        command.pre_exec(|| {
+            super::cloexec_inherited_fds();
+            Ok(())
+        });
+    }
+}
+
+/// Whether a file may be executed by someone (any execute bit).
+pub fn is_executable(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    meta.is_file() && meta.permissions().mode() & 0o111 != 0
+}
+
+/// The fallback of `cloexec_inherited_fds` where `close_range` is missing: each
+/// descriptor up to the `RLIMIT_NOFILE` soft limit, at most 65536, gets `FD_CLOEXEC`.
+/// Async-signal-safe (for `pre_exec`).
+pub(crate) fn cloexec_by_fcntl() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct we pass, nothing else.
+    let max = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+        limit.rlim_cur.min(65536)
+    } else {
+        65536
+    };
+    for fd in 3..max as libc::c_int {
+        // SAFETY: F_GETFD/F_SETFD change only the close-on-exec flag; a closed
+        // descriptor just fails with EBADF.
+        unsafe {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+                libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::{AsRawFd, OwnedFd};
+    use std::process::Stdio;
+
+    use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
+
+    use super::*;
+
+    fn inheritable_pipe() -> (OwnedFd, OwnedFd) {
+        let (r, w) = nix::unistd::pipe2(OFlag::empty()).expect("pipe");
+        let flags = FdFlag::from_bits_truncate(fcntl(&w, FcntlArg::F_GETFD).expect("F_GETFD"));
+        assert!(!flags.contains(FdFlag::FD_CLOEXEC), "the test needs an inheritable fd");
+        (r, w)
+    }
+
+    #[test]
+    fn a_spawned_program_gets_only_stdio() {
+        let (_r, w) = inheritable_pipe();
+        let mut cmd = std::process::Command::new("sleep");
+        cmd.arg("300").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        own_group(&mut cmd);
+        only_stdio(&mut cmd);
+        let mut child = cmd.spawn().expect("spawn sleep");
+        let fds: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", child.id()))
+            .map(|d| d.flatten().filter_map(|e| e.file_name().into_string().ok()).collect())
+            .unwrap_or_default();
+        let _ = child.kill();
+        let _ = child.wait();
+        let mut fds = fds;
+        fds.sort();
+        assert_eq!(fds, ["0", "1", "2"], "the pipe's write end {} was inherited", w.as_raw_fd());
+    }
+
+    #[test]
+    fn the_fcntl_fallback_marks_every_fd() {
+        let (r, w) = inheritable_pipe();
+        cloexec_by_fcntl();
+        for fd in [&r, &w] {
+            let flags = FdFlag::from_bits_truncate(fcntl(fd, FcntlArg::F_GETFD).expect("F_GETFD"));
+            assert!(flags.contains(FdFlag::FD_CLOEXEC), "fd {} is still inheritable", fd.as_raw_fd());
+        }
+    }
+}
