@@ -592,13 +592,9 @@ pub const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 /// It is opened non-blocking, so a FIFO with no writer is refused, not waited on.
 fn read_config_file(path: &Path) -> Result<String> {
     use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
     let cannot = |e: std::io::Error| Error::config(format!("cannot read config file {}: {e}", path.display()));
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
-        .open(path)
-        .map_err(cannot)?;
+    let file =
+        tether_core::sys::private::never_blocks(std::fs::OpenOptions::new().read(true)).open(path).map_err(cannot)?;
     let meta = file.metadata().map_err(cannot)?;
     if !meta.is_file() {
         return Err(Error::config(format!(

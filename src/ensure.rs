@@ -537,7 +537,7 @@ async fn clear_port(state: &StateDir, plan: &Plan, port: u16) -> Result<()> {
         }
         // Held by a process we cannot see: another user's (without root), or a socket whose
         // owner is not yet or no longer visible. Never ours to touch, never "pid 0".
-        let command = if nix::unistd::geteuid().is_root() {
+        let command = if tether_core::sys::current_uid() == 0 {
             "a socket no process of this machine shows (another network namespace's, or one just opening or closing)"
         } else {
             "a process of another user (not visible without root)"
@@ -600,9 +600,7 @@ fn guard_report(log: &std::path::Path) -> Option<StopOutcome> {
     // Never through a link planted in the state directory.
     let text = {
         use std::io::Read;
-        use std::os::unix::fs::OpenOptionsExt;
-        let nofollow = nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK;
-        let mut file = std::fs::OpenOptions::new().read(true).custom_flags(nofollow.bits()).open(&path).ok()?;
+        let mut file = tether_core::sys::private::no_follow(std::fs::OpenOptions::new().read(true)).open(&path).ok()?;
         let mut text = String::new();
         file.read_to_string(&mut text).ok()?;
         text
@@ -662,7 +660,7 @@ pub async fn down_report(state: &StateDir, name: &str) -> Result<Down> {
     // owner is ours only if it holds the instance's lock file open.
     if let Some(owner) = record.owner.filter(|o| o.is_alive()) {
         let lock = Claim::LockHolder(state.path().join(format!("{name}.lock")));
-        if let Err(refusal) = Gate::new().signal(owner, nix::sys::signal::Signal::SIGTERM, &lock) {
+        if let Err(refusal) = Gate::new().signal(owner, tether_core::sys::Signal::SIGTERM, &lock) {
             return Err(refused_record(state, &record, refusal.into()));
         }
         let grace = Duration::from_millis(record.grace_ms.max(100)) + Duration::from_secs(2);

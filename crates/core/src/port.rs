@@ -35,7 +35,8 @@ pub const LEADER_ENV: &str = "TETHER_LEADER";
 /// skipped (see the module notes). A client connected to the port is never a
 /// holder.
 pub fn listening_pids(port: u16) -> Result<Vec<u32>> {
-    let listeners = sys::Listeners::of(port).map_err(|e| Error::io(format!("cannot list the listeners of port {port}"), e))?;
+    let listeners =
+        sys::Listeners::of(port).map_err(|e| Error::io(format!("cannot list the listeners of port {port}"), e))?;
     listeners.holders().map_err(|e| Error::io(format!("cannot find who holds port {port}"), e))
 }
 

@@ -200,7 +200,8 @@ fn descendants_via(root: u32, child_lists: bool) -> Vec<u32> {
     // The kernel's lists, unless the caller wants the scan or the kernel has none.
     if child_lists && let Some(top) = sys::children(root) {
         let mut top = Some(top);
-        let children = |p: u32| if p == root { top.take().unwrap_or_default() } else { sys::children(p).unwrap_or_default() };
+        let children =
+            |p: u32| if p == root { top.take().unwrap_or_default() } else { sys::children(p).unwrap_or_default() };
         // Descend even into a zombie-looking child: a process whose main thread
         // exited shows `Z` while its other threads (and their children) live on.
         // A true zombie simply has no children.

@@ -27,7 +27,6 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 
-
 use crate::error::Error;
 use crate::port::INSTANCE_ENV;
 use crate::procs::{self, ProcessIdentity};

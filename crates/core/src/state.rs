@@ -259,7 +259,9 @@ impl StateDir {
             Err(TryLockError::Error(e)) => return Err(state_err(&path)(e)),
         }
         let pid = std::process::id().to_string();
-        file.set_len(0).and_then(|()| sys::private::write_all_at(&file, pid.as_bytes(), 0)).map_err(state_err(&path))?;
+        file.set_len(0)
+            .and_then(|()| sys::private::write_all_at(&file, pid.as_bytes(), 0))
+            .map_err(state_err(&path))?;
         Ok(InstanceLock { file, name: name.to_string() })
     }
 
@@ -428,7 +430,9 @@ impl StateDir {
             delay = (delay * 2).min(Duration::from_millis(50));
         }
         let mine = format!("{} {name}", std::process::id());
-        file.set_len(0).and_then(|()| sys::private::write_all_at(&file, mine.as_bytes(), 0)).map_err(state_err(&path))?;
+        file.set_len(0)
+            .and_then(|()| sys::private::write_all_at(&file, mine.as_bytes(), 0))
+            .map_err(state_err(&path))?;
         Ok(PortLock { file })
     }
 

@@ -46,7 +46,6 @@
 //! program did so (so the guard executable is known to answer to the argument).
 
 use std::ffi::OsString;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -56,11 +55,11 @@ use bollard::Docker;
 use bollard::errors::Error as DockerError;
 use bollard::query_parameters::WaitContainerOptions;
 use futures_util::StreamExt;
-use nix::sys::signal::Signal;
 use tether_core::guard::{OwnerWatch, Wake};
 use tether_core::procs::ProcessIdentity;
 use tether_core::safety::{Claim, Gate};
 use tether_core::state::StateDir;
+use tether_core::sys::{self, Signal};
 use tether_core::{Error, LaunchSpec, Result};
 
 use crate::container::{short, stop_and_remove, watch_exit};
@@ -470,7 +469,8 @@ impl ContainerGuard {
     pub(crate) fn spawn(exe: &Path, id: &str, spec: &LaunchSpec) -> Result<Self> {
         let mode = ["--parent".into(), std::process::id().to_string().into()];
         let mut command = guard_command(exe, id, spec, &mode);
-        command.stderr(Stdio::inherit()).process_group(0);
+        command.stderr(Stdio::inherit());
+        sys::own_group(&mut command);
         let guard = Self::start(command, exe, spec, false)?;
         tracing::debug!(pid = guard.identity.pid, container = short(id), "container guard spawned");
         Ok(guard)
@@ -510,10 +510,7 @@ impl ContainerGuard {
         let mode = ["--lease".into(), lease.into(), "--linger-ms".into(), linger.as_millis().to_string().into()];
         let mut command = guard_command(exe, id, spec, &mode);
         command.stderr(stderr);
-        // SAFETY: setsid is async-signal-safe; this runs between fork and exec only.
-        unsafe {
-            command.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
-        }
+        sys::new_session(&mut command);
         let guard = Self::start(command, exe, spec, true)?;
         tracing::debug!(pid = guard.identity.pid, container = short(id), lease = %lease.display(), "lease-mode container guard spawned");
         Ok(guard)

@@ -51,17 +51,9 @@ fn is_proxy_command(command: &str, port: u16) -> bool {
     }
 }
 
-/// Whether process `pid` runs as root (real and effective uid 0, from `/proc`); any
-/// doubt is `false`.
+/// Whether process `pid` runs as root (real and effective uid 0); any doubt is `false`.
 fn runs_as_root(pid: u32) -> bool {
-    if pid == 0 {
-        return false;
-    }
-    let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { return false };
-    status.lines().find_map(|l| l.strip_prefix("Uid:")).is_some_and(|uids| {
-        let ids: Vec<&str> = uids.split_whitespace().take(2).collect();
-        ids.len() == 2 && ids.iter().all(|u| *u == "0")
-    })
+    tether_core::sys::runs_as_root(pid)
 }
 
 /// Whether this machine's engine (the default socket) has the container `id`: then
@@ -155,7 +147,7 @@ mod tests {
     #[test]
     fn a_proxy_named_program_of_a_user_is_a_stranger() {
         let me = std::process::id();
-        let root = nix::unistd::getuid().is_root() && nix::unistd::geteuid().is_root();
+        let root = tether_core::sys::is_root();
         assert_eq!(runs_as_root(me), root);
         assert!(!runs_as_root(0));
         assert!(!runs_as_root(u32::MAX), "no such process");

@@ -50,16 +50,12 @@ pub(crate) fn labelled_as(labels: Option<&HashMap<String, String>>, instance: &s
 
 /// This machine's boot id, when readable.
 pub(crate) fn boot_id() -> Option<String> {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
+    tether_core::sys::boot_id()
 }
 
-/// This process's pid namespace: the inode of `/proc/self/ns/pid`, when readable.
+/// This process's pid namespace, when readable.
 pub(crate) fn pid_ns() -> Option<String> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self/ns/pid").ok().map(|m| m.ino().to_string())
+    tether_core::sys::pid_namespace()
 }
 
 /// The labels for a container of instance `name`.

@@ -340,9 +340,8 @@ fn rotated(path: &std::path::Path, held: &std::fs::File) -> Option<(std::fs::Fil
 }
 
 fn same_file(a: &std::fs::File, b: &std::fs::File) -> bool {
-    use std::os::unix::fs::MetadataExt;
     match (a.metadata(), b.metadata()) {
-        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        (Ok(a), Ok(b)) => tether_core::sys::private::same_file(&a, &b),
         _ => false,
     }
 }
@@ -350,22 +349,16 @@ fn same_file(a: &std::fs::File, b: &std::fs::File) -> bool {
 /// Open a detached instance's log for reading without following a symlink planted
 /// in its place (nor blocking on a FIFO): only a regular file is read.
 fn open_log(path: &std::path::Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let flags = nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_NONBLOCK;
-    let file = std::fs::OpenOptions::new().read(true).custom_flags(flags.bits()).open(path).map_err(|e| {
-        if e.raw_os_error() == Some(nix::errno::Errno::ELOOP as i32) {
-            std::io::Error::other("it is a symbolic link; refusing to follow it")
-        } else {
-            e
-        }
+    use tether_core::sys::{self, private};
+    let file = private::no_follow(std::fs::OpenOptions::new().read(true)).open(path).map_err(|e| {
+        if private::is_link(&e) { std::io::Error::other("it is a symbolic link; refusing to follow it") } else { e }
     })?;
     let meta = file.metadata()?;
     if !meta.is_file() {
         return Err(std::io::Error::other("it is not a regular file"));
     }
-    use std::os::unix::fs::MetadataExt;
-    if meta.uid() != nix::unistd::geteuid().as_raw() {
-        return Err(std::io::Error::other(format!("it belongs to uid {}, not to this user", meta.uid())));
+    if private::owner(&meta) != sys::current_uid() {
+        return Err(std::io::Error::other(format!("it belongs to uid {}, not to this user", private::owner(&meta))));
     }
     Ok(file)
 }

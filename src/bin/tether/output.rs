@@ -379,11 +379,7 @@ impl indicatif::TermLike for BarTerm {
 
 /// The terminal's width in columns, when stderr is one.
 fn terminal_width() -> Option<u16> {
-    use nix::libc;
-    let mut size = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
-    // SAFETY: TIOCGWINSZ writes a winsize into the struct we pass, nothing else.
-    let ok = unsafe { libc::ioctl(libc::STDERR_FILENO, libc::TIOCGWINSZ, &mut size) } == 0;
-    (ok && size.ws_col > 0).then_some(size.ws_col)
+    tether_core::sys::terminal_columns()
 }
 
 /// `--raw`: a backend's bytes as they are.
@@ -471,10 +467,9 @@ pub fn report_error(e: &Error, json: bool) -> i32 {
 /// into an error that `println!` panics on): a write to a pipe nobody reads any more ends
 /// the process quietly.
 pub fn default_sigpipe() {
-    use nix::sys::signal::{SigHandler, Signal, signal};
-    // SAFETY: SIG_DFL installs no handler of ours; nothing else changes SIGPIPE concurrently
-    // (this runs first in `main`, before the runtime starts).
-    let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+    // Nothing else changes SIGPIPE concurrently (this runs first in `main`, before the
+    // runtime starts).
+    tether_core::sys::default_sigpipe();
 }
 
 /// The fewest open-file descriptors tether runs with: its runtime (event poll, signal
@@ -483,13 +478,7 @@ pub const MIN_DESCRIPTORS: u64 = 32;
 
 /// The open-file limit (`RLIMIT_NOFILE`, soft) when it is below [`MIN_DESCRIPTORS`].
 pub fn too_few_descriptors() -> Option<u64> {
-    use nix::libc;
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit writes into the struct we pass, nothing else.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        return None;
-    }
-    (limit.rlim_cur < MIN_DESCRIPTORS).then_some(limit.rlim_cur)
+    tether_core::sys::fd_limit().filter(|limit| *limit < MIN_DESCRIPTORS)
 }
 
 #[cfg(test)]

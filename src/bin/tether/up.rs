@@ -11,7 +11,6 @@ use serde_json::json;
 use tether::{
     Config, EnsureOptions, EnsureStarter, Error, Lifecycle, Plan, State, StopOutcome, Supervisor, SupervisorState,
 };
-use tokio::signal::unix::{SignalKind, signal};
 
 use crate::cli::{BackendArgs, UpArgs};
 use crate::output::{json_line, report_error};
@@ -159,9 +158,7 @@ async fn detach(plan: Plan, opts: EnsureOptions, json: bool, mut signals: Signal
 
 /// Resolves on Ctrl-C, SIGTERM or SIGHUP.
 pub struct Signals {
-    term: tokio::signal::unix::Signal,
-    hup: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
+    stop: tether_core::sys::StopSignals,
     /// Also when the reader of stdout or stderr went away (`up`; not `mcp-proxy`, whose
     /// host may close its stderr and still talk on stdio).
     output_closes: bool,
@@ -169,13 +166,8 @@ pub struct Signals {
 
 impl Signals {
     pub fn new() -> tether::Result<Self> {
-        let listen = |kind| signal(kind).map_err(|e| Error::io("cannot listen for signals", e));
-        Ok(Signals {
-            term: listen(SignalKind::terminate())?,
-            hup: listen(SignalKind::hangup())?,
-            int: listen(SignalKind::interrupt())?,
-            output_closes: false,
-        })
+        let stop = tether_core::sys::StopSignals::new().map_err(|e| Error::io("cannot listen for signals", e))?;
+        Ok(Signals { stop, output_closes: false })
     }
 
     /// Also resolve when the reader of tether's output went away.
@@ -187,9 +179,7 @@ impl Signals {
     /// A signal, or the reader of tether's output gone (`up 2>&1 | head -3`): a stop.
     pub async fn recv(&mut self) {
         tokio::select! {
-            _ = self.int.recv() => {}
-            _ = self.term.recv() => {}
-            _ = self.hup.recv() => {}
+            () = self.stop.recv() => {}
             () = crate::output::closed(), if self.output_closes => {}
         }
     }
@@ -398,7 +388,7 @@ impl View {
 fn clean_stop(exit: tether::core::ExitStatus) -> bool {
     use tether::core::ExitStatus;
     matches!(exit, ExitStatus::Code(0 | 143) | ExitStatus::Unknown)
-        || exit == ExitStatus::Signal(nix::sys::signal::Signal::SIGTERM as i32)
+        || exit == ExitStatus::Signal(tether_core::sys::Signal::SIGTERM as i32)
 }
 
 fn report_stopped(name: &str, how: StopOutcome, json: bool) {

@@ -23,8 +23,8 @@ use crate::error::{Error, ExitStatus, Result};
 use crate::guard;
 use crate::procs::ProcessIdentity;
 use crate::relay::{LogRelay, Stream};
-use crate::sys;
 use crate::runner::{Endpoint, Identity, LaunchSpec, RunningBackend, StopOutcome, Tethering};
+use crate::sys;
 
 pub use crate::port::{INSTANCE_ENV, LEADER_ENV};
 

@@ -25,9 +25,11 @@
 //! - **This process**: [`current_uid`], [`is_root`], [`own_start_time`], and facts that
 //!   tell this machine and pid namespace apart ([`boot_id`], [`pid_namespace`]).
 
-#[cfg(unix)]
+// The Unix-common part, for the Unix platforms that have a module of their own (it
+// calls into theirs).
+#[cfg(target_os = "linux")]
 mod unix;
-#[cfg(unix)]
+#[cfg(target_os = "linux")]
 pub use unix::*;
 
 #[cfg(target_os = "linux")]

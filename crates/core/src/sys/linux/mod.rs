@@ -246,10 +246,7 @@ fn lock_names(field: &str, (dev, ino): (u64, u64)) -> bool {
 
 /// This boot of this machine (`/proc/sys/kernel/random/boot_id`); `None` when unreadable.
 pub fn boot_id() -> Option<String> {
-    fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
+    fs::read_to_string("/proc/sys/kernel/random/boot_id").ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
 }
 
 /// This process's pid namespace (its inode); `None` when unreadable.

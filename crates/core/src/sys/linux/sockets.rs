@@ -48,7 +48,8 @@ impl Listeners {
         // Every process's fd links are read (a socket can be shared with any process, by
         // fork or by fd passing), a few syscalls each: on a large table the work is split
         // over the cores, each thread reading a contiguous share of the pids.
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(all.len() / PIDS_PER_THREAD).max(1);
+        let threads =
+            std::thread::available_parallelism().map_or(1, |n| n.get()).min(all.len() / PIDS_PER_THREAD).max(1);
         let mut pids: Vec<u32> = if threads == 1 {
             all.iter().copied().filter(|p| holds(p)).collect()
         } else {
