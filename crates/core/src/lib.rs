@@ -32,7 +32,7 @@
 //! - never pid 0 or 1, never a process group ≤ 1, never this process, any of its
 //!   ancestors, or its own (or an ancestor's) process group;
 //! - a backend process is ours only if it, or an ancestor by parent pid, carries the
-//!   instance's fingerprint (`TETHER_INSTANCE=<name>` in `/proc/PID/environ`, set on
+//!   instance's fingerprint (`TETHER_INSTANCE=<name>` in the environment it started with, set on
 //!   every backend) and runs as this user, or is this process's own child; a state
 //!   record's pid + start time alone is a claim, not proof. Another user's process is
 //!   thus reached only when it descends from our own verified backend;

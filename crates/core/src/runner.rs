@@ -303,11 +303,11 @@ pub trait RunningBackend: Send + Sync + std::fmt::Debug {
     ///
     /// A process backend checks that the port's listening socket is held by a process
     /// of its group or a descendant; a container backend, whose published port is held
-    /// by the engine's proxy, checks that its container is still running. Default:
-    /// `true` (a runner that cannot tell, such as a test double).
-    async fn owns_endpoint(&self) -> bool {
-        true
-    }
+    /// by the engine's proxy, checks that its container is still running; an attached
+    /// remote backend, which is nobody's process here, owns what its URL names. No
+    /// default: a new runner must say how it tells (an unchecked `true` would let a
+    /// neighbour's answer count as ready).
+    async fn owns_endpoint(&self) -> bool;
     /// The detached process that stops this backend once no front holds a lease (a
     /// shared container's lease-mode guard), recorded so that a later front can tell
     /// whether anyone still watches the leases. Default: `None` (no such process).

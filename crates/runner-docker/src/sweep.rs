@@ -36,7 +36,7 @@ pub const LABEL_OWNER_PID: &str = "tether.owner.pid";
 pub const LABEL_OWNER_START: &str = "tether.owner.start_time";
 /// The owner machine's boot id: pids only mean something on the same machine and boot.
 pub const LABEL_OWNER_BOOT: &str = "tether.owner.boot_id";
-/// The owner's pid namespace (the inode of its `/proc/self/ns/pid`): its pid and
+/// The owner's pid namespace (see `tether_core::sys::pid_namespace`): its pid and
 /// start time only mean something to a sweep in the same namespace.
 pub const LABEL_OWNER_PID_NS: &str = "tether.owner.pid_ns";
 /// `1` on a container deliberately left running (`up --detach`).

@@ -121,6 +121,11 @@ impl RunningBackend for FakeBackend {
         Arc::clone(&self.control.relay)
     }
 
+    /// A test double serves on no real port: what it answers is its own by construction.
+    async fn owns_endpoint(&self) -> bool {
+        true
+    }
+
     async fn wait(&self) -> ExitStatus {
         tether_core::runner::wait_exit(&self.control.exit.subscribe()).await
     }

@@ -270,7 +270,7 @@ impl RunningBackend for ProcessBackend {
 
     async fn owns_endpoint(&self) -> bool {
         // Descendants suffice: the guard is a subreaper, so even a grandchild that left
-        // the group stays below it; the group's full `/proc` scan would cost ~1 ms on
+        // the group stays below it; the group's full process-table scan would cost ~1 ms on
         // the path to "ready".
         crate::port::listeners_held_by(self.endpoint.port, self.target.leader, None)
     }

@@ -259,3 +259,27 @@ pub fn pid_namespace() -> Option<String> {
 fn to_u32(v: i32) -> u32 {
     u32::try_from(v).unwrap_or(0)
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::procs::{ProcessIdentity, descendants};
+
+    #[test]
+    fn reaped_child_is_gone() {
+        let mut child = std::process::Command::new("sleep");
+        let mut child = child.arg("30").stdin(std::process::Stdio::null()).spawn().expect("spawn sleep");
+        let id = ProcessIdentity::of(child.id()).expect("child identity");
+        assert!(id.is_alive());
+        let _ = child.kill();
+        // Wait until it has exited but leave it unreaped (WNOWAIT): a zombie,
+        // which must already count as gone.
+        use nix::sys::wait::{Id, WaitPidFlag, waitid};
+        waitid(Id::Pid(nix::unistd::Pid::from_raw(id.pid as i32)), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT)
+            .expect("waitid");
+        assert!(!id.is_alive());
+        assert_eq!(ProcessIdentity::of(id.pid), None);
+        assert_eq!(super::stat(id.pid), None, "a zombie has no live facts");
+        assert!(!descendants(std::process::id()).contains(&id.pid));
+        let _ = child.wait();
+    }
+}
