@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use tether_core::probe::{Condition, HttpProbe, LogProbe, TcpProbe};
-use tether_core::supervise::{Liveness, RestartOptions};
+use tether_core::restart::{Liveness, RestartOptions};
 use tether_core::{Error, HealthProbe, Result};
 
 use crate::RunnerKind;
@@ -1192,7 +1192,7 @@ mod tests {
         let plan = c.plan().expect("a remote plan");
         assert_eq!(plan.runner, RunnerKind::Remote);
         assert_eq!((plan.host.as_str(), plan.port), ("search.example", PortChoice::Fixed(9000)));
-        assert_eq!(plan.restart.policy, tether_core::supervise::RestartPolicy::Always);
+        assert_eq!(plan.restart.policy, tether_core::restart::RestartPolicy::Always);
         assert_eq!(plan.restart.max_restarts, None, "reconnects without a limit");
         assert!(plan.liveness.is_some(), "a lost remote backend must be noticed");
         let limited = Config {
@@ -1202,7 +1202,7 @@ mod tests {
             ..Config::default()
         };
         let limited = limited.plan().expect("a remote plan");
-        assert_eq!(limited.restart.policy, tether_core::supervise::RestartPolicy::No);
+        assert_eq!(limited.restart.policy, tether_core::restart::RestartPolicy::No);
         assert_eq!(limited.restart.max_restarts, Some(2));
     }
 

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use tether_core::restart::{Ended, Liveness};
 use tether_core::state::{InstanceLock, Record, StateDir};
-use tether_core::supervise::{Ended, Liveness};
 use tether_core::{ExitStatus, Identity, Instance, Result, StopOutcome};
 
 #[derive(Debug)]

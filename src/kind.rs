@@ -216,6 +216,15 @@ impl Runner for RecordedProcess {
     async fn start(&self, _spec: &tether_core::LaunchSpec) -> Result<Box<dyn tether_core::RunningBackend>> {
         Err(Error::config("a recorded instance's runner starts nothing"))
     }
+
+    /// A recorded process instance: its leader's group and descendants, through the gate.
+    async fn stop_recorded(
+        &self,
+        record: &tether_core::state::Record,
+        grace: std::time::Duration,
+    ) -> Result<tether_core::StopOutcome> {
+        tether_core::process::stop_recorded(record, grace).await
+    }
 }
 
 #[cfg(not(feature = "docker"))]

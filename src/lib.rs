@@ -29,13 +29,13 @@ mod handle;
 mod kind;
 #[cfg(feature = "mcp")]
 pub mod mcp;
-mod supervised;
+mod starter;
 
 pub use config::{Config, Plan, PortChoice, parse_duration};
 pub use ensure::{Down, EnsureOptions, down, down_report, ensure_running};
 pub use handle::Handle;
 pub use kind::{RunnerKind, build_runner, recorded_runner};
-pub use supervised::{EnsureStarter, supervisor_options};
+pub use starter::{EnsureStarter, supervisor_options};
 /// The core crate, for runner and probe implementers.
 pub use tether_core as core;
 pub use tether_core::{

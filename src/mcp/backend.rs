@@ -10,7 +10,7 @@ use rmcp::service::{NotificationContext, RunningService};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::{ClientHandler, Peer, RoleClient, ServiceExt};
-use tether_core::supervise::{Ended, Liveness};
+use tether_core::restart::{Ended, Liveness};
 use tether_core::{
     Attempt, Error, ReadyInfo, Result, Starter, State, StopOutcome, Supervised, Supervisor, SupervisorState,
 };

@@ -11,7 +11,7 @@
 //!    parent-death signal (SIGKILL) set on it: should the guard itself be SIGKILLed
 //!    (a `kill -9` of the whole tree), the backend does not run on under init. What the
 //!    backend started is out of the kernel's reach then (a `setsid` grandchild, uv's
-//!    Python), so the backend's environment also gets [`LEADER_ENV`](crate::port::LEADER_ENV)
+//!    Python), so the backend's environment also gets [`LEADER_ENV`](crate::marks::LEADER_ENV)
 //!    = this guard's identity: the next `status`, `down` or `up` finds what is left by it
 //!    and stops it (see `process::survivors`);
 //! 4. waits for a signal: SIGTERM/SIGINT/SIGHUP (a stop), SIGUSR2 whose parent is
@@ -53,8 +53,7 @@ use crate::sys::{self, Signal};
 
 pub use crate::sys::guard::{OwnerWatch, Wake};
 
-/// The first argument that turns a program into the guard.
-pub const GUARD_ARG: &str = "__tether-guard";
+pub use crate::marks::GUARD_ARG;
 
 /// The file name of the small dedicated guard executable (`src/bin/tether-guard.rs`),
 /// installed next to `tether`. It runs this module only, so each guard process maps and
@@ -214,7 +213,7 @@ fn run(args: GuardArgs) -> i32 {
     command.args(&args.args).stdin(Stdio::null());
     // Pins everything the backend starts to this run: should the guard die with the
     // owner (both SIGKILLed), what escaped the group is still found by it.
-    command.env(crate::port::LEADER_ENV, procs::ProcessIdentity::current().token());
+    command.env(crate::marks::LEADER_ENV, procs::ProcessIdentity::current().token());
     if args.log_file.is_some() {
         command.stdout(Stdio::piped()).stderr(Stdio::piped());
     }
@@ -300,7 +299,7 @@ fn signal_all(sig: Signal) {
     // The gate decides here too: the backend is our direct child, so it and its
     // descendants pass; a stranger that joined the group does not.
     let gate = crate::safety::Gate::new();
-    let claim = crate::safety::Claim::instance(std::env::var(crate::port::INSTANCE_ENV).unwrap_or_default());
+    let claim = crate::safety::Claim::instance(std::env::var(crate::marks::INSTANCE_ENV).unwrap_or_default());
     for id in targets.into_iter().filter(|p| *p != mine).filter_map(procs::ProcessIdentity::of) {
         let _ = gate.signal(id, sig, &claim);
     }

@@ -186,9 +186,9 @@ impl Instance {
 
     /// Resolves when the backend exits by itself or fails its liveness probe; the
     /// lifecycle follows (`Stopped` or `Failed`).
-    pub async fn watch(&self, liveness: Option<&crate::supervise::Liveness>) -> Result<crate::supervise::Ended> {
-        use crate::supervise::Ended;
-        let ended = crate::supervise::watch(self.backend.as_ref(), liveness).await?;
+    pub async fn watch(&self, liveness: Option<&crate::restart::Liveness>) -> Result<crate::restart::Ended> {
+        use crate::restart::Ended;
+        let ended = crate::restart::watch(self.backend.as_ref(), liveness).await?;
         self.lifecycle.advance(match &ended {
             Ended::Exited(status) => State::Stopped { exit: Some(*status), killed: false },
             other => State::Failed { error: other.to_string() },

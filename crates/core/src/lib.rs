@@ -70,6 +70,7 @@ pub mod launch;
 pub mod lease;
 #[doc(hidden)]
 pub mod lifecycle;
+pub mod marks;
 #[doc(hidden)]
 pub mod port;
 pub mod probe;
@@ -80,11 +81,11 @@ pub mod procs;
 pub mod readiness;
 #[doc(hidden)]
 pub mod relay;
+pub mod restart;
 pub mod runner;
 pub mod safety;
 #[doc(hidden)]
 pub mod state;
-pub mod supervise;
 pub mod supervisor;
 pub mod sys;
 

@@ -17,18 +17,7 @@ use crate::error::{Error, PortHolder, Result, humanize};
 use crate::procs;
 use crate::sys;
 
-/// The environment variable tether sets on every backend it starts, naming its
-/// instance: a fingerprint that survives even when the state file is gone.
-pub const INSTANCE_ENV: &str = "TETHER_INSTANCE";
-
-/// The environment variable the guard sets on the backend it starts: the guard's own
-/// identity (`PID:START_TIME`, see [`ProcessIdentity::token`](crate::procs::ProcessIdentity::token)),
-/// which is the record's `leader`. Inherited like [`INSTANCE_ENV`], it pins every process
-/// of one run of an instance to that run: once the guard is dead (SIGKILLed together with
-/// the owner), what it started that left the process group — a `setsid` grandchild,
-/// re-parented to init — is still found by it, and told apart from a run of the same name
-/// in another state directory. It narrows what [`INSTANCE_ENV`] proves, never widens it.
-pub const LEADER_ENV: &str = "TETHER_LEADER";
+pub use crate::marks::{INSTANCE_ENV, LEADER_ENV};
 
 /// Pids of processes holding a TCP socket in LISTEN state on `port` (IPv4 and
 /// IPv6), sorted and deduplicated. A process whose fds we may not read is

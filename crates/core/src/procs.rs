@@ -47,7 +47,7 @@ impl ProcessIdentity {
     }
 
     /// `PID:START_TIME`: this identity as one string, the value of
-    /// [`LEADER_ENV`](crate::port::LEADER_ENV).
+    /// [`LEADER_ENV`](crate::marks::LEADER_ENV).
     pub fn token(&self) -> String {
         format!("{}:{}", self.pid, self.start_time)
     }
@@ -148,7 +148,7 @@ fn started_by(leader: u32) -> Option<u32> {
     // The guard's first argument is the marker (`tether __tether-guard …`); a backend
     // that merely has the word among its own arguments is no guard.
     let is_guard = sys::cmdline(leader)
-        .is_some_and(|args| args.get(1).map(Vec::as_slice) == Some(crate::guard::GUARD_ARG.as_bytes()));
+        .is_some_and(|args| args.get(1).map(Vec::as_slice) == Some(crate::marks::GUARD_ARG.as_bytes()));
     if !is_guard {
         return live_stat(leader).map(|_| leader);
     }

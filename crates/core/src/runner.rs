@@ -239,11 +239,10 @@ pub trait Runner: Send + Sync + std::fmt::Debug {
     }
 
     /// Stop (and remove) an instance this runner started and recorded: `down`, the
-    /// stale sweep. Default: a process instance — its recorded leader's group and
-    /// descendants, through the safety gate (a record is a claim, not proof).
-    async fn stop_recorded(&self, record: &crate::state::Record, grace: Duration) -> Result<StopOutcome> {
-        crate::process::stop_recorded(record, grace).await
-    }
+    /// stale sweep. A process runner stops the recorded leader's group and descendants
+    /// through the safety gate (`tether_core::process::stop_recorded`: a record is a
+    /// claim, not proof); a container runner its container.
+    async fn stop_recorded(&self, record: &crate::state::Record, grace: Duration) -> Result<StopOutcome>;
 
     /// Whether a recorded instance runs, when the runner can tell better than the
     /// recorded processes (a container: its engine). Default: `None`.

@@ -28,7 +28,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 
 use crate::error::Error;
-use crate::port::INSTANCE_ENV;
+use crate::marks::INSTANCE_ENV;
 use crate::procs::{self, ProcessIdentity};
 use crate::sys::{self, Signal};
 

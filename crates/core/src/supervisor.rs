@@ -16,8 +16,8 @@ use tokio::time::Instant;
 
 use crate::error::{Error, ExitStatus, Result};
 use crate::lifecycle::{Lifecycle, State};
+use crate::restart::{Ended, Liveness, RestartOptions, RestartTracker};
 use crate::runner::StopOutcome;
-use crate::supervise::{Ended, Liveness, RestartOptions, RestartTracker};
 
 /// What a front knows of a ready backend, for its ready line.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]

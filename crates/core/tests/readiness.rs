@@ -180,6 +180,6 @@ async fn an_exit_after_ready_is_watched_and_the_lifecycle_follows() {
     .expect("ready");
     runner.started()[0].exit(ExitStatus::Code(7));
     let ended = instance.watch(None).await.expect("watched");
-    assert_eq!(ended, tether_core::supervise::Ended::Exited(ExitStatus::Code(7)));
+    assert_eq!(ended, tether_core::restart::Ended::Exited(ExitStatus::Code(7)));
     assert_eq!(lifecycle.current(), State::Stopped { exit: Some(ExitStatus::Code(7)), killed: false });
 }

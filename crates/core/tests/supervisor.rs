@@ -7,7 +7,7 @@ use std::time::Duration;
 use regex::Regex;
 use tether_core::probe::LogProbe;
 use tether_core::readiness::ReadinessOptions;
-use tether_core::supervise::{Ended, RestartOptions, RestartPolicy};
+use tether_core::restart::{Ended, RestartOptions, RestartPolicy};
 use tether_core::{
     Error, ExitStatus, LaunchOptions, LaunchSpec, LaunchStarter, Progress, State, Stream, Supervisor,
     SupervisorOptions, SupervisorState,

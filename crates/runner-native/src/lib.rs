@@ -88,6 +88,15 @@ impl Runner for NativeRunner {
         let backend = process::spawn(ProcessCommand::new(path, args), spec).await?;
         Ok(Box::new(backend))
     }
+
+    /// A process instance: its recorded leader's group and descendants, through the gate.
+    async fn stop_recorded(
+        &self,
+        record: &tether_core::state::Record,
+        grace: std::time::Duration,
+    ) -> Result<tether_core::StopOutcome> {
+        tether_core::process::stop_recorded(record, grace).await
+    }
 }
 
 #[cfg(test)]

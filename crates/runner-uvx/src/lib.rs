@@ -385,6 +385,15 @@ impl Runner for UvxRunner {
         let backend = process::spawn(self.command(&uvx, spec), spec).await?;
         Ok(Box::new(backend))
     }
+
+    /// uv's instance is a process instance: its leader's group and descendants, through the gate.
+    async fn stop_recorded(
+        &self,
+        record: &tether_core::state::Record,
+        grace: std::time::Duration,
+    ) -> Result<tether_core::StopOutcome> {
+        tether_core::process::stop_recorded(record, grace).await
+    }
 }
 
 /// What an install line of uv's says, as a phase: `Resolved 85 packages in 1.2s`,

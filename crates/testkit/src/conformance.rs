@@ -7,8 +7,8 @@ use std::time::Duration;
 use tether_core::probe::HttpProbe;
 use tether_core::procs::ProcessIdentity;
 use tether_core::readiness::ReadinessOptions;
+use tether_core::restart::{Ended, RestartOptions, RestartPolicy};
 use tether_core::runner::Tethering;
-use tether_core::supervise::{Ended, RestartOptions, RestartPolicy};
 use tether_core::{
     Error, ExitStatus, Instance, LaunchOptions, LaunchSpec, LaunchStarter, LogRelay, Runner, StopOutcome, Supervisor,
     SupervisorOptions, SupervisorState, launch,

@@ -99,6 +99,15 @@ impl Runner for FakeRunner {
         self.started.lock().unwrap_or_else(|p| p.into_inner()).push(control.clone());
         Ok(Box::new(FakeBackend { endpoint: spec.endpoint(), control }))
     }
+
+    /// As a process runner: the recorded leader's group and descendants, through the gate.
+    async fn stop_recorded(
+        &self,
+        record: &tether_core::state::Record,
+        grace: std::time::Duration,
+    ) -> Result<StopOutcome> {
+        tether_core::process::stop_recorded(record, grace).await
+    }
 }
 
 #[derive(Debug)]

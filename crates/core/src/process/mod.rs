@@ -26,7 +26,7 @@ use crate::relay::{LogRelay, Stream};
 use crate::runner::{Endpoint, Identity, LaunchSpec, RunningBackend, StopOutcome, Tethering};
 use crate::sys;
 
-pub use crate::port::{INSTANCE_ENV, LEADER_ENV};
+pub use crate::marks::{INSTANCE_ENV, LEADER_ENV};
 
 /// A program to run: argv, never a shell string.
 #[derive(Debug, Clone)]

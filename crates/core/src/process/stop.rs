@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use crate::backoff::Backoff;
 use crate::error::{Error, ExitStatus, Result};
-use crate::port::LEADER_ENV;
+use crate::marks::LEADER_ENV;
 use crate::procs::{self, ProcessIdentity};
 use crate::runner::StopOutcome;
 use crate::safety::{Claim, Gate, Refusal};

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use tether_core::supervise::{Ended, Liveness};
+use tether_core::restart::{Ended, Liveness};
 use tether_core::{Attempt, ReadyInfo, Result, Starter, StopOutcome, Supervised, SupervisorOptions};
 
 use crate::{EnsureOptions, Handle, Plan, PortChoice};

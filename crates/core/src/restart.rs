@@ -1,4 +1,4 @@
-//! Supervision after ready: a liveness probe, and the restart policy with
+//! After ready: the liveness probe, and the restart policy with
 //! exponential backoff, a cap, and a reset after a healthy period.
 
 use std::sync::Arc;
