@@ -17,62 +17,10 @@ use tether_core::{
 use tokio::sync::watch;
 
 use super::front::Shared;
+use super::state::BackendState;
 use super::tools::Catalog;
+use super::tools::fetch_catalog;
 use crate::{EnsureOptions, EnsureStarter, Plan};
-
-/// Where the backend is, as the front sees it.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub enum BackendState {
-    /// Being started (or installed, or loading).
-    Starting {
-        /// What is being done: `starting`, `installing via uv`, `loading`…
-        phase: String,
-        /// The progress count the health answer reports (e.g. skills loaded).
-        progress: Option<u64>,
-        /// When this start began.
-        since: Instant,
-        /// Restarts so far.
-        restarts: u32,
-    },
-    /// Ready: calls are forwarded to it.
-    Ready {
-        /// The connected MCP client.
-        peer: Peer<RoleClient>,
-        /// The MCP endpoint.
-        url: String,
-        /// The backend's process, when it is one: whether it still lives tells a call
-        /// sent after its end (never delivered) from one it ended under.
-        process: Option<tether_core::procs::ProcessIdentity>,
-    },
-    /// It ended or failed to start, and will be restarted.
-    Down {
-        /// Why it is down.
-        reason: String,
-        /// Its last lines of output.
-        stderr_tail: Vec<String>,
-        /// When the restart begins.
-        restart_at: Instant,
-    },
-    /// It failed and will not be restarted.
-    Failed {
-        /// What the host is told: the instance, the reason, that it will not be retried.
-        message: String,
-        /// Its exit code, when it exited.
-        exit_code: Option<i32>,
-        /// Its last lines of output.
-        stderr_tail: Vec<String>,
-    },
-    /// The proxy is stopping.
-    Stopped,
-}
-
-impl BackendState {
-    /// Whether a call should wait for a change rather than answer now.
-    pub fn is_transient(&self) -> bool {
-        matches!(self, BackendState::Starting { .. } | BackendState::Down { .. })
-    }
-}
 
 /// The MCP client the proxy runs against the backend: relays the backend's
 /// `tools/list_changed`, progress and log messages to the host.
@@ -364,27 +312,6 @@ fn unanswered(url: &str, patience: Duration, why: &str) -> Error {
         stderr_tail: Vec::new(),
         source: None,
     }
-}
-
-/// What the backend has beyond tools: its capabilities, and its prompts, resources and
-/// resource templates when it says it has them (a list it fails to give stays unknown).
-pub(crate) async fn fetch_catalog(peer: &Peer<RoleClient>) -> Catalog {
-    let capabilities = peer.peer_info().map(|info| info.capabilities.clone());
-    let has = |what: fn(&rmcp::model::ServerCapabilities) -> bool| capabilities.as_ref().is_some_and(what);
-    let mut catalog = Catalog { capabilities: capabilities.clone(), ..Catalog::default() };
-    if has(|c| c.prompts.is_some()) {
-        catalog.prompts = listed("prompts", peer.list_all_prompts().await);
-    }
-    if has(|c| c.resources.is_some()) {
-        catalog.resources = listed("resources", peer.list_all_resources().await);
-        catalog.resource_templates = listed("resource templates", peer.list_all_resource_templates().await);
-    }
-    catalog
-}
-
-/// A list the backend gave, or `None` (logged) when it did not.
-fn listed<T>(what: &str, list: std::result::Result<Vec<T>, rmcp::ServiceError>) -> Option<Vec<T>> {
-    list.map_err(|e| tracing::warn!(error = %e, "the backend did not list its {what}")).ok()
 }
 
 /// For `--prefetch`: connect to the ready backend's MCP endpoint at `url` (as a start of

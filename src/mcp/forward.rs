@@ -6,8 +6,8 @@ use rmcp::model::{CancelledNotificationParam, ClientRequest, ProgressToken, Requ
 use rmcp::service::{PeerRequestOptions, RequestContext};
 use rmcp::{ErrorData, Peer, RoleClient, RoleServer, ServiceError};
 
-use super::backend::BackendState;
 use super::front::Shared;
+use super::state::BackendState;
 
 impl Shared {
     /// Send `request` to the backend and wait for its answer, cancellable: a cancel by

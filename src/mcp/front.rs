@@ -31,7 +31,7 @@ use rmcp::{ErrorData, Peer, RoleClient, RoleServer, ServerHandler, ServiceError}
 use tether_core::error::humanize;
 use tokio::sync::watch;
 
-use super::backend::BackendState;
+use super::state::BackendState;
 use super::tools::ToolCache;
 
 /// What the front and the backend supervisor share.
@@ -128,7 +128,7 @@ impl Shared {
         self.0.cache.store(&tools);
         *self.0.live_tools.lock().unwrap_or_else(|p| p.into_inner()) = tools.clone();
         self.0.cache.store_instructions(peer.peer_info().and_then(|info| info.instructions.clone()));
-        let catalog = super::backend::fetch_catalog(peer).await;
+        let catalog = super::tools::fetch_catalog(peer).await;
         self.0.cache.update_catalog(|c| *c = catalog);
         let differs = {
             let served = self.0.served.lock().unwrap_or_else(|p| p.into_inner());

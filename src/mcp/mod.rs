@@ -26,6 +26,7 @@ mod backend;
 mod forward;
 mod front;
 mod lines;
+mod state;
 mod tools;
 
 use std::future::Future;

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use rmcp::model::{Prompt, Resource, ResourceTemplate, ServerCapabilities, Tool};
+use rmcp::{Peer, RoleClient};
 use serde::{Deserialize, Serialize};
 use tether_core::state::StateDir;
 use tether_core::{Error, Result};
@@ -218,6 +219,27 @@ impl ToolCache {
             tracing::warn!(file = %self.path.display(), error = %e, "cannot save the tools cache");
         }
     }
+}
+
+/// What the backend has beyond tools: its capabilities, and its prompts, resources and
+/// resource templates when it says it has them (a list it fails to give stays unknown).
+pub(crate) async fn fetch_catalog(peer: &Peer<RoleClient>) -> Catalog {
+    let capabilities = peer.peer_info().map(|info| info.capabilities.clone());
+    let has = |what: fn(&rmcp::model::ServerCapabilities) -> bool| capabilities.as_ref().is_some_and(what);
+    let mut catalog = Catalog { capabilities: capabilities.clone(), ..Catalog::default() };
+    if has(|c| c.prompts.is_some()) {
+        catalog.prompts = listed("prompts", peer.list_all_prompts().await);
+    }
+    if has(|c| c.resources.is_some()) {
+        catalog.resources = listed("resources", peer.list_all_resources().await);
+        catalog.resource_templates = listed("resource templates", peer.list_all_resource_templates().await);
+    }
+    catalog
+}
+
+/// A list the backend gave, or `None` (logged) when it did not.
+fn listed<T>(what: &str, list: std::result::Result<Vec<T>, rmcp::ServiceError>) -> Option<Vec<T>> {
+    list.map_err(|e| tracing::warn!(error = %e, "the backend did not list its {what}")).ok()
 }
 
 #[cfg(test)]

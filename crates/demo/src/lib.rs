@@ -52,6 +52,7 @@
 //! log lines, the invalid-UTF-8 line, the long line, and the closing of stdout.
 
 mod args;
+mod grandchild;
 mod http;
 mod output;
 #[cfg(test)]
@@ -78,7 +79,7 @@ use output::{say, warn};
 /// "demo-backend"]`); it is used only by `--spawn-grandchild`.
 pub async fn run(args: DemoArgs, self_cmd: Vec<OsString>) -> io::Result<i32> {
     if args.grandchild_idle {
-        return output::grandchild_idle(&args, &self_cmd).await;
+        return grandchild::grandchild_idle(&args, &self_cmd).await;
     }
     DemoServer::bind(args, self_cmd).await?.serve().await
 }
@@ -112,12 +113,12 @@ impl DemoServer {
         // Before SIGTERM is ignored, so that the grandchild does not inherit SIG_IGN.
         let grandchild = if args.spawn_grandchild {
             use std::os::fd::AsRawFd;
-            let plan = output::GrandchildPlan {
+            let plan = grandchild::GrandchildPlan {
                 setsid: args.grandchild_setsid,
                 listener: args.grandchild_serves.then(|| listener.as_raw_fd()),
                 via_child: args.grandchild_via_child,
             };
-            Some(output::spawn_grandchild(&self_cmd, plan)?)
+            Some(grandchild::spawn_grandchild(&self_cmd, plan)?)
         } else {
             None
         };

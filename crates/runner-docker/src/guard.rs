@@ -62,7 +62,7 @@ use tether_core::state::StateDir;
 use tether_core::sys::{self, Signal};
 use tether_core::{Error, LaunchSpec, Result};
 
-use crate::container::{short, stop_and_remove, watch_exit};
+use crate::control::{short, stop_and_remove, watch_exit};
 use crate::engine::{self, is_not_found, runner_error};
 use crate::sweep::{LABEL_DETACHED, LABEL_INSTANCE, LABEL_OWNER_PID, LABEL_TETHER};
 

@@ -71,6 +71,7 @@
 #![warn(missing_docs)]
 
 mod container;
+mod control;
 mod engine;
 mod guard;
 mod image;
@@ -343,7 +344,7 @@ impl Runner for DockerRunner {
         let guard = match guard.transpose() {
             Ok(g) => g,
             Err(e) => {
-                if let Err(re) = container::remove(&docker, &id).await {
+                if let Err(re) = control::remove(&docker, &id).await {
                     tracing::warn!(error = %re.chain(), "removing the container whose guard did not start");
                 }
                 return Err(e);
@@ -351,12 +352,12 @@ impl Runner for DockerRunner {
         };
         match run(&docker, &id, spec, &exposed, probe_local).await {
             Ok(mut backend) => {
-                tracing::debug!(container = container::short(&id), name = %name, "container started");
+                tracing::debug!(container = control::short(&id), name = %name, "container started");
                 backend.guard = std::sync::Mutex::new(guard);
                 Ok(Box::new(backend))
             }
             Err(e) => {
-                match container::remove(&docker, &id).await {
+                match control::remove(&docker, &id).await {
                     Ok(()) => {
                         if let Some(g) = guard {
                             g.dismiss_async().await;
@@ -399,7 +400,7 @@ async fn run(
         };
         engine::runner_error(&what, e)
     })?;
-    let exit = container::watch_exit(docker.clone(), id.to_string(), Some(logs));
+    let exit = control::watch_exit(docker.clone(), id.to_string(), Some(logs));
     let inspected = docker
         .inspect_container(id, None)
         .await
@@ -467,7 +468,7 @@ pub async fn stop_container(id: &str, instance: &str, grace: Duration) -> Result
 /// it is tether's (`tether=1`) and of this very instance (`tether.instance`);
 /// otherwise nothing is signalled nor removed and the answer is `Error::Refused`
 /// naming it.
-#[instrument(skip_all, fields(container = container::short(id), instance))]
+#[instrument(skip_all, fields(container = control::short(id), instance))]
 pub async fn stop_container_on(docker: &Docker, id: &str, instance: &str, grace: Duration) -> Result<StopOutcome> {
     let inspected = match docker.inspect_container(id, None).await {
         Ok(c) => c,
@@ -483,7 +484,7 @@ pub async fn stop_container_on(docker: &Docker, id: &str, instance: &str, grace:
         let image = config.image.as_deref().unwrap_or("?");
         return Err(Error::Refused {
             pid,
-            command: format!("container {} ({name}, image {image})", container::short(id)),
+            command: format!("container {} ({name}, image {image})", control::short(id)),
             why: format!(
                 "its labels do not say it is tether's instance '{instance}' ({LABEL_TETHER}=1, \
                  {LABEL_INSTANCE}={instance}): it is not ours, so it was neither stopped nor removed"
@@ -491,8 +492,8 @@ pub async fn stop_container_on(docker: &Docker, id: &str, instance: &str, grace:
         });
     }
     let signal = config.stop_signal.filter(|s| !s.is_empty());
-    let exit = container::watch_exit(docker.clone(), id.to_string(), None);
-    container::stop_and_remove(docker, id, signal.as_deref().unwrap_or("SIGTERM"), grace, exit).await
+    let exit = control::watch_exit(docker.clone(), id.to_string(), None);
+    control::stop_and_remove(docker, id, signal.as_deref().unwrap_or("SIGTERM"), grace, exit).await
 }
 
 /// Whether the container `id` exists and runs on the engine `DOCKER_HOST` names (for
@@ -530,7 +531,7 @@ async fn logs_on(docker: &Docker, id: &str, follow: bool, out: &mut (dyn std::io
     let mut stream = docker.logs(id, Some(opts));
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
-            engine::runner_error(&format!("cannot read the output of container {}", container::short(id)), e)
+            engine::runner_error(&format!("cannot read the output of container {}", control::short(id)), e)
         })?;
         out.write_all(chunk.as_ref())
             .and_then(|()| out.flush())

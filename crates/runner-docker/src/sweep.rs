@@ -23,7 +23,7 @@ use bollard::query_parameters::ListContainersOptions;
 use tether_core::procs::ProcessIdentity;
 use tether_core::{Error, Result};
 
-use crate::container::{short, stop_and_remove, watch_exit};
+use crate::control::{short, stop_and_remove, watch_exit};
 use crate::engine::runner_error;
 
 /// Present (`1`) on every container tether starts.
