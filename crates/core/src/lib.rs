@@ -55,36 +55,27 @@
 //! ```
 #![warn(missing_docs)]
 
-// The public surface is the root re-exports, the traits (`prelude`), the probes, the
-// supervision types and the safety gate. The modules marked `doc(hidden)` are the
-// machinery the `tether` front crate, the runners and the tests share; they are not
-// an API a library user should build on.
-#[doc(hidden)]
+// The root re-exports and the traits (`prelude`) are what most users need. Every module
+// is public and documented: the runners and the `tether` front crate build on them
+// (state records, the port guard, process groups, the guard, the OS seam `sys`), and so
+// may another front.
 pub mod backoff;
 mod duration;
 pub mod error;
-#[doc(hidden)]
 pub mod guard;
-#[doc(hidden)]
 pub mod launch;
 pub mod lease;
-#[doc(hidden)]
 pub mod lifecycle;
 pub mod marks;
-#[doc(hidden)]
 pub mod port;
 pub mod probe;
 pub mod process;
-#[doc(hidden)]
 pub mod procs;
-#[doc(hidden)]
 pub mod readiness;
-#[doc(hidden)]
 pub mod relay;
 pub mod restart;
 pub mod runner;
 pub mod safety;
-#[doc(hidden)]
 pub mod state;
 pub mod supervisor;
 pub mod sys;
