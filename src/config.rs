@@ -1109,7 +1109,7 @@ mod tests {
 
     #[test]
     fn the_defaults_are_the_documented_ones() {
-        // `tether up --help` and the README name these.
+        // `tether up --help`, docs/cli.md and docs/runners.md name these.
         let plan = Config::default().plan().expect("the defaults plan");
         assert_eq!(plan.timeout, Duration::from_secs(120));
         assert_eq!(plan.probe_timeout, Duration::from_secs(2));

@@ -1,4 +1,4 @@
-//! End-to-end tests of the `tether` command line (the CLI contract: the README's "Usage").
+//! End-to-end tests of the `tether` command line (the CLI contract: the README's "Usage" and docs/cli.md).
 //!
 //! Every test runs the real binary with its own state directory (`TETHER_STATE_DIR`) and
 //! its own working directory. Nothing sleeps to synchronise: the tests read tether's

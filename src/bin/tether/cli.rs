@@ -1,4 +1,4 @@
-//! The command line, exactly per the CLI contract (the README's "Usage"; extend, don't break).
+//! The command line, exactly per the CLI contract (the README's "Usage" and docs/cli.md; extend, don't break).
 //!
 //! Every backend option of `up` and `mcp-proxy` that is one value is also read from a
 //! `TETHER_*` environment variable (clap's `env`), so the precedence is: flag, then

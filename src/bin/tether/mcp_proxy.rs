@@ -84,8 +84,8 @@ pub async fn run(args: McpProxyArgs) -> i32 {
     if std::io::stdin().is_terminal() {
         say!(
             "note: mcp-proxy speaks MCP (JSON-RPC lines) on stdin/stdout: it is meant to be started by an \
-             MCP host (see the README's host config); Ctrl-D or Ctrl-C stops it. To fill its tools cache \
-             ahead of the host, run it once with --prefetch"
+             MCP host (see docs/mcp-proxy.md for the host config); Ctrl-D or Ctrl-C stops it. To fill its \
+             tools cache ahead of the host, run it once with --prefetch"
         );
     }
     match tether::mcp::serve_stdio(plan, ensure, options, async move { signals.recv().await }).await {
