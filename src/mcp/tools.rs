@@ -10,6 +10,7 @@ use rmcp::model::{Prompt, Resource, ResourceTemplate, ServerCapabilities, Tool};
 use rmcp::{Peer, RoleClient};
 use serde::{Deserialize, Serialize};
 use tether_core::state::StateDir;
+use tether_core::sys::private;
 use tether_core::{Error, Result};
 
 /// The tools cache of one instance: `STATE_DIR/mcp-tools/KEY.json` (a directory of its
@@ -208,11 +209,18 @@ impl ToolCache {
                 doc["instructions"] = serde_json::Value::String(text.clone());
             }
             let text = serde_json::to_vec_pretty(&doc)?;
+            // Like the state directory it sits in: this user's only (0700, files 0600).
             if let Some(dir) = self.path.parent() {
-                std::fs::create_dir_all(dir)?;
+                private::create_dir(dir)?;
+                private::restrict_dir(dir)?;
             }
             let tmp = self.path.with_extension(format!("json.{}.tmp", std::process::id()));
-            std::fs::write(&tmp, text)?;
+            let mut options = std::fs::OpenOptions::new();
+            options.write(true).create(true).truncate(true);
+            let mut file = private::no_follow(private::only_mine(&mut options)).open(&tmp)?;
+            private::restrict(&file)?;
+            std::io::Write::write_all(&mut file, &text)?;
+            drop(file);
             std::fs::rename(&tmp, &self.path)
         };
         if let Err(e) = write() {
@@ -279,6 +287,29 @@ mod tests {
         assert_eq!(again.instructions().as_deref(), Some("use other"));
         let e = ToolCache::new(&state, "x", Some(&dir.path().join("missing.json")), None).expect_err("missing file");
         assert!(e.to_string().contains("cannot read the --tools file"), "{e}");
+    }
+
+    /// Issue 22, item 8: the cache is as private as the state directory it sits in — its
+    /// folder 0700 (an older 0755 one is tightened), its file 0600, whatever the umask.
+    #[test]
+    fn the_cache_is_this_users_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let state = StateDir::at(dir.path()).expect("state dir");
+        let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+        let cache = ToolCache::new(&state, "p", None, None).expect("cache");
+        let tool: Tool = serde_json::from_str(TOOL).expect("tool");
+        cache.store(std::slice::from_ref(&tool));
+        let folder = cache.path().parent().expect("the cache's folder").to_path_buf();
+        assert_eq!(mode(&folder), 0o700, "{}", folder.display());
+        assert_eq!(mode(cache.path()), 0o600, "{}", cache.path().display());
+        // A folder left 0755 by an older tether, and a file left 0644, are tightened.
+        std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::set_permissions(cache.path(), std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let other: Tool = serde_json::from_str(r#"{"name":"other","inputSchema":{"type":"object"}}"#).expect("tool");
+        cache.store(std::slice::from_ref(&other));
+        assert_eq!(mode(&folder), 0o700);
+        assert_eq!(mode(cache.path()), 0o600);
     }
 
     #[test]

@@ -43,6 +43,16 @@ pub fn create_dir(dir: &Path) -> io::Result<()> {
     DirBuilder::new().recursive(true).mode(0o700).create(dir)
 }
 
+/// Make a directory of this user's readable by this user only (0700), if it is not
+/// already (one an older tether created 0755, say); another user's is left alone.
+pub fn restrict_dir(dir: &Path) -> io::Result<()> {
+    let meta = std::fs::symlink_metadata(dir)?;
+    if meta.is_dir() && meta.uid() == super::current_uid() && meta.mode() & 0o777 != 0o700 {
+        std::fs::set_permissions(dir, Permissions::from_mode(0o700))?;
+    }
+    Ok(())
+}
+
 /// The uid owning a file.
 pub fn owner(meta: &Metadata) -> u32 {
     meta.uid()
