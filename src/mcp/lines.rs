@@ -48,16 +48,97 @@ fn error_line(id: &Value, code: i64, message: &str) -> String {
     json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}}).to_string()
 }
 
+/// The envelope of a message, read without building its contents: what tells a message
+/// rmcp can take from one it would answer without an id.
+#[derive(serde::Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow, default)]
+    jsonrpc: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    params: Option<Shape>,
+}
+
+impl Envelope<'_> {
+    /// `"jsonrpc": "2.0"`, and `params`, when given, an object or an array.
+    fn is_sound(&self) -> bool {
+        self.jsonrpc.as_deref() == Some("2.0") && !matches!(self.params, Some(Shape::Other))
+    }
+}
+
+/// Whether a JSON value is structured (an object or array), its contents skipped.
+enum Shape {
+    Structured,
+    Other,
+}
+
+impl<'de> serde::Deserialize<'de> for Shape {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct ShapeVisitor;
+        impl<'de> serde::de::Visitor<'de> for ShapeVisitor {
+            type Value = Shape;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<Shape, A::Error> {
+                while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Shape::Structured)
+            }
+
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Shape, A::Error> {
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+                Ok(Shape::Structured)
+            }
+
+            fn visit_bool<E>(self, _: bool) -> std::result::Result<Shape, E> {
+                Ok(Shape::Other)
+            }
+
+            fn visit_i64<E>(self, _: i64) -> std::result::Result<Shape, E> {
+                Ok(Shape::Other)
+            }
+
+            fn visit_u64<E>(self, _: u64) -> std::result::Result<Shape, E> {
+                Ok(Shape::Other)
+            }
+
+            fn visit_f64<E>(self, _: f64) -> std::result::Result<Shape, E> {
+                Ok(Shape::Other)
+            }
+
+            fn visit_str<E>(self, _: &str) -> std::result::Result<Shape, E> {
+                Ok(Shape::Other)
+            }
+
+            fn visit_unit<E>(self) -> std::result::Result<Shape, E> {
+                Ok(Shape::Other)
+            }
+        }
+        d.deserialize_any(ShapeVisitor)
+    }
+}
+
 /// Judge one line; `initialized` is whether an `initialize` request was passed on.
 fn judge(line: &[u8], initialized: bool) -> Verdict {
     let text = line.strip_prefix(b"\xef\xbb\xbf").unwrap_or(line);
     if text.iter().all(u8::is_ascii_whitespace) {
         return Verdict::Drop;
     }
-    // Once initialized, every well-formed object goes to rmcp, which parses it anyway:
-    // only check that it is one, without building it (every forwarded call passes here).
+    // rmcp drops a line that is not UTF-8 without a word (serde skips the bytes of a string
+    // it ignores, so the check below would pass it): answer it, with its id when it has one.
+    if let Err(e) = std::str::from_utf8(text) {
+        let id = serde_json::from_str::<Value>(&String::from_utf8_lossy(text))
+            .ok()
+            .and_then(|v| v.get("id").cloned())
+            .unwrap_or(Value::Null);
+        let why = format!("Parse error: the line is not UTF-8 ({e}); JSON-RPC messages are UTF-8 text");
+        return Verdict::Answer(error_line(&id, PARSE_ERROR, &why));
+    }
+    // Once initialized, every well-formed message goes to rmcp, which parses it anyway:
+    // only check its envelope, without building it (every forwarded call passes here).
     let object_first = text.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
-    if initialized && object_first && serde_json::from_slice::<serde::de::IgnoredAny>(text).is_ok() {
+    if initialized && object_first && serde_json::from_slice::<Envelope>(text).is_ok_and(|e| e.is_sound()) {
         return Verdict::Pass;
     }
     let value: Value = match serde_json::from_slice(text) {
@@ -80,6 +161,18 @@ fn judge(line: &[u8], initialized: bool) -> Verdict {
         }
     };
     let method = object.get("method").and_then(Value::as_str);
+    // A request rmcp cannot take (it answers those with no `id`, which no host can match):
+    // answered here with its id.
+    if let (Some(id), Some(_)) = (object.get("id"), method) {
+        if object.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+            let why = "Invalid Request: a JSON-RPC request needs \"jsonrpc\": \"2.0\"";
+            return Verdict::Answer(error_line(id, INVALID_REQUEST, why));
+        }
+        if object.get("params").is_some_and(|p| !p.is_object() && !p.is_array()) {
+            let why = "Invalid Request: `params` must be an object (MCP's requests take named parameters)";
+            return Verdict::Answer(error_line(id, INVALID_REQUEST, why));
+        }
+    }
     if method == Some("initialize") {
         // rmcp would reject it with a message about `_meta`, yet count the session as
         // begun, and end it on the next notification: say what is missing instead.
@@ -250,6 +343,40 @@ async fn write_line<W: AsyncWrite + Unpin>(output: &mut W, line: &[u8]) -> std::
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 22, item 6: a request rmcp would answer without an id (no `jsonrpc`, params
+    /// that are not an object, bytes that are not UTF-8) is answered here, with its id.
+    #[test]
+    fn a_request_rmcp_cannot_take_is_answered_with_its_id() {
+        for initialized in [false, true] {
+            let a = answer(r#"{"id":7,"method":"tools/list"}"#, initialized);
+            assert_eq!((a["id"].clone(), a["error"]["code"].clone()), (json!(7), json!(INVALID_REQUEST)), "{a}");
+            let a = answer(r#"{"jsonrpc":"1.0","id":"a","method":"tools/list"}"#, initialized);
+            assert_eq!(a["id"], json!("a"), "{a}");
+            let a = answer(r#"{"jsonrpc":"2.0","id":8,"method":"tools/call","params":"x"}"#, initialized);
+            assert_eq!((a["id"].clone(), a["error"]["code"].clone()), (json!(8), json!(INVALID_REQUEST)), "{a}");
+            assert!(a["error"]["message"].as_str().is_some_and(|m| m.contains("`params` must be an object")), "{a}");
+            let bad = b"{\"jsonrpc\":\"2.0\",\"id\":9,\"method\":\"tools/call\",\"params\":{\"name\":\"\xff\"}}";
+            match judge(bad, initialized) {
+                Verdict::Answer(text) => {
+                    let a: Value = serde_json::from_str(&text).expect("json");
+                    assert_eq!((a["id"].clone(), a["error"]["code"].clone()), (json!(9), json!(PARSE_ERROR)), "{a}");
+                }
+                other => panic!("invalid UTF-8 got {other:?}"),
+            }
+        }
+        // Sound messages still pass untouched once initialized: params an object or an array,
+        // or none; a notification without params.
+        for good in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"x","arguments":{"a":[1,{"b":null}]}}}"#,
+            r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#,
+            r#"{"jsonrpc":"2.0","id":3,"method":"x","params":[1,2]}"#,
+            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+            r#"{"jsonrpc":"2.0","id":4,"result":{}}"#,
+        ] {
+            assert_eq!(judge(good.as_bytes(), true), Verdict::Pass, "{good}");
+        }
+    }
 
     fn answer(line: &str, initialized: bool) -> Value {
         match judge(line.as_bytes(), initialized) {
