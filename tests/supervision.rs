@@ -30,7 +30,9 @@ fn demo(extra: &[&'static str]) -> Vec<&'static str> {
 fn on_failure_restarts_up_to_the_limit_then_fails() {
     let state = tempfile::tempdir().expect("state");
     let mut args = vec!["up", "--json", "--port", "auto", "--restart", "on-failure", "--max-restarts", "2"];
-    args.extend(demo(&["--exit-after", "300ms", "--exit-code", "4"]));
+    // Each round must be seen ready before it exits: the demo's clock starts with it, so
+    // 300ms lost that race on a loaded machine (a round still waiting for ready at 482ms).
+    args.extend(demo(&["--exit-after", "1500ms", "--exit-code", "4"]));
     let out = run(state.path(), &args);
     let lines = json_lines(&out);
     assert_eq!(out.status.code(), Some(1), "{lines:?}");
@@ -56,7 +58,7 @@ fn on_failure_restarts_up_to_the_limit_then_fails() {
 fn without_a_policy_an_exit_after_ready_is_a_failure_at_once() {
     let state = tempfile::tempdir().expect("state");
     let mut args = vec!["up", "--json", "--port", "auto"];
-    args.extend(demo(&["--exit-after", "300ms", "--exit-code", "5"]));
+    args.extend(demo(&["--exit-after", "1500ms", "--exit-code", "5"]));
     let out = run(state.path(), &args);
     let lines = json_lines(&out);
     assert_eq!(out.status.code(), Some(1));
@@ -68,7 +70,7 @@ fn without_a_policy_an_exit_after_ready_is_a_failure_at_once() {
 fn always_restarts_a_clean_exit_too() {
     let state = tempfile::tempdir().expect("state");
     let mut args = vec!["up", "--json", "--port", "auto", "--restart", "always", "--max-restarts", "1"];
-    args.extend(demo(&["--exit-after", "300ms", "--exit-code", "0"]));
+    args.extend(demo(&["--exit-after", "1500ms", "--exit-code", "0"]));
     let out = run(state.path(), &args);
     let lines = json_lines(&out);
     assert_eq!(with_state(&lines, "restarting").len(), 1, "{lines:?}");
