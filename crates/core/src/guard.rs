@@ -420,7 +420,8 @@ fn copy_to_log(mut from: impl Read + Send + 'static, log: Arc<Mutex<RotatingLog>
     })
 }
 
-#[cfg(test)]
+// Their tests use Unix files and processes directly (symlinks, modes, process groups).
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};

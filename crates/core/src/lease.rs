@@ -84,7 +84,8 @@ pub fn wait_unleased(path: &Path, linger: Duration) -> Result<Unleased> {
     }
 }
 
-#[cfg(test)]
+// Their tests use Unix files and processes directly (symlinks, modes, process groups).
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
 

@@ -287,7 +287,8 @@ pub fn uid_of(pid: u32) -> Option<u32> {
     sys::uid_of(pid)
 }
 
-#[cfg(test)]
+// Their tests use Unix files and processes directly (symlinks, modes, process groups).
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
     use std::process::{Child, Command, Stdio};
@@ -364,7 +365,7 @@ mod tests {
     fn env_var_of_a_child() {
         use std::io::{BufRead, BufReader, Write};
         // `spawn` returns before the kernel has laid out the new program's
-        // environment, so `/proc/PID/environ` may still be empty. A `cat` that
+        // environment, so the environment the OS reports may still be empty. A `cat` that
         // echoes a line back has certainly finished exec.
         let mut cmd = Command::new("cat");
         cmd.env("TETHER_TEST_VAR", "a=b c").stdin(Stdio::piped()).stdout(Stdio::piped());

@@ -257,7 +257,8 @@ fn refusal(pid: u32, why: String) -> Refusal {
     Refusal { pid, command, why }
 }
 
-#[cfg(test)]
+// Their tests use Unix files and processes directly (symlinks, modes, process groups).
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
     use std::process::{Child, Command, Stdio};

@@ -556,7 +556,8 @@ fn open_lock_file(path: &Path) -> Result<File> {
     sys::private::no_follow(sys::private::only_mine(&mut options)).open(path).map_err(state_err(path))
 }
 
-#[cfg(test)]
+// Their tests use Unix files and processes directly (symlinks, modes, process groups).
+#[cfg(all(test, unix))]
 pub(crate) mod tests {
     use super::*;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
