@@ -41,56 +41,7 @@ impl RemoteUrl {
     }
 }
 
-/// A port, or `auto` (a free one picked at start).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PortChoice {
-    /// This port.
-    Fixed(u16),
-    /// Any free port.
-    Auto,
-}
-
-impl std::str::FromStr for PortChoice {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        if s == "auto" {
-            return Ok(PortChoice::Auto);
-        }
-        match s.parse::<u32>() {
-            Ok(0) => Err(Error::config("port 0 is not a port to listen on; give 1–65535, or `auto` for a free one")),
-            Ok(n) if n <= 65535 => Ok(PortChoice::Fixed(n as u16)),
-            Ok(n) => Err(Error::config(format!("port {n} is out of range; give 1–65535, or `auto` for a free one"))),
-            Err(_) => Err(Error::config(format!("bad port `{s}`; give a number 1–65535, or `auto`"))),
-        }
-    }
-}
-
-impl<'de> Deserialize<'de> for PortChoice {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        struct PortVisitor;
-        impl serde::de::Visitor<'_> for PortVisitor {
-            type Value = PortChoice;
-
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a port number 1–65535 or \"auto\"")
-            }
-
-            fn visit_i64<E: serde::de::Error>(self, n: i64) -> std::result::Result<PortChoice, E> {
-                n.to_string().parse().map_err(|e: Error| E::custom(e.to_string()))
-            }
-
-            fn visit_u64<E: serde::de::Error>(self, n: u64) -> std::result::Result<PortChoice, E> {
-                n.to_string().parse().map_err(|e: Error| E::custom(e.to_string()))
-            }
-
-            fn visit_str<E: serde::de::Error>(self, s: &str) -> std::result::Result<PortChoice, E> {
-                s.parse().map_err(|e: Error| E::custom(e.to_string()))
-            }
-        }
-        d.deserialize_any(PortVisitor)
-    }
-}
+pub use tether_core::instance::PortChoice;
 
 /// Every setting of an instance, as written in `tether.toml` or given as flags.
 /// All optional: unset keys take defaults.
@@ -657,19 +608,6 @@ pub(crate) fn remote_docker(_runner: RunnerKind) -> bool {
     false
 }
 
-/// The Docker engine a container started now runs on (`DOCKER_HOST`, or the default
-/// socket), for its record.
-#[cfg(feature = "docker")]
-pub(crate) fn docker_engine() -> Option<String> {
-    Some(tether_runner_docker::docker_host())
-}
-
-/// Without the docker runner no container is started.
-#[cfg(not(feature = "docker"))]
-pub(crate) fn docker_engine() -> Option<String> {
-    None
-}
-
 /// `--host` for `runner` (`given`: set by the user, not the default). For the docker
 /// runner on a remote engine it is an address of the engine's machine, where the
 /// port is published and probed: required (this machine's loopback default would
@@ -877,18 +815,7 @@ impl Plan {
     }
 }
 
-/// FNV-1a over `parts` (each ended by a 0 byte): stable across builds and platforms
-/// (unlike `DefaultHasher`), so the same backend finds its cache and its instance again.
-pub(crate) fn fnv1a(parts: &[String]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for part in parts {
-        for b in part.bytes().chain(std::iter::once(0)) {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-    h
-}
+pub(crate) use tether_core::instance::fnv1a;
 
 /// Variables that differ between two shells or windows of one user without changing what
 /// a backend does: left out of [`surroundings`].

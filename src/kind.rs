@@ -4,7 +4,7 @@
 use std::str::FromStr;
 use std::sync::Arc;
 
-use tether_core::{Error, Result, Runner};
+use tether_core::{Error, Reclaim, Result, Runner};
 
 use crate::config::Plan;
 
@@ -157,28 +157,33 @@ fn docker(plan: &Plan) -> Result<Arc<dyn Runner>> {
     Ok(Arc::new(runner))
 }
 
-/// The runner that owns a recorded instance — `down`, `status`, `logs` and the
-/// stale sweep act on a record through it, so nothing here knows what a container
-/// is. Its recorded operations need no configuration (no image, program or package).
-pub fn recorded_runner(record: &tether_core::state::Record) -> Result<Arc<dyn Runner>> {
+/// The reclaiming role of the runner that recorded an instance — `down`, `status`,
+/// `logs` and the stale sweep act on a record through it, so nothing here knows what a
+/// container is. It needs no configuration (no image, program or package).
+pub fn reclaim_of(record: &tether_core::state::Record) -> Result<Arc<dyn Reclaim>> {
     match record.runner.parse::<RunnerKind>()? {
         RunnerKind::Docker => recorded_docker(),
         // Someone else's backend: its recorded operations never touch it.
         RunnerKind::Remote => recorded_remote(),
         // A process backend, whatever started it: its group, its log file.
-        RunnerKind::Native | RunnerKind::Uvx => Ok(Arc::new(RecordedProcess)),
+        RunnerKind::Native | RunnerKind::Uvx => Ok(Arc::new(tether_core::process::ProcessReclaim)),
     }
 }
 
+/// [`reclaim_of`] as [`tether_core::instance::ensure`] and `down` take it.
+pub fn reclaimers() -> tether_core::instance::ReclaimOf {
+    Arc::new(reclaim_of)
+}
+
 #[cfg(feature = "remote")]
-fn recorded_remote() -> Result<Arc<dyn Runner>> {
-    Ok(Arc::new(tether_runner_remote::RemoteRunner::recorded()))
+fn recorded_remote() -> Result<Arc<dyn Reclaim>> {
+    Ok(Arc::new(tether_runner_remote::RemoteReclaim))
 }
 
 /// Without the runner, a remote record still must never lead to a signal: the
 /// process-group default would find no leader in it, but say so plainly instead.
 #[cfg(not(feature = "remote"))]
-fn recorded_remote() -> Result<Arc<dyn Runner>> {
+fn recorded_remote() -> Result<Arc<dyn Reclaim>> {
     Err(Error::config(
         "the instance is a backend someone else runs (runner `remote`), and this build of tether has no \
          `remote` runner; rebuild with the cargo feature `remote`",
@@ -186,45 +191,16 @@ fn recorded_remote() -> Result<Arc<dyn Runner>> {
 }
 
 #[cfg(feature = "docker")]
-fn recorded_docker() -> Result<Arc<dyn Runner>> {
-    Ok(Arc::new(tether_runner_docker::DockerRunner::new("")))
+fn recorded_docker() -> Result<Arc<dyn Reclaim>> {
+    Ok(Arc::new(tether_runner_docker::DockerReclaim::new()))
 }
 
 #[cfg(not(feature = "docker"))]
-fn recorded_docker() -> Result<Arc<dyn Runner>> {
+fn recorded_docker() -> Result<Arc<dyn Reclaim>> {
     Err(Error::config(
         "the instance runs in a container, and this build of tether has no `docker` runner; rebuild with the \
          cargo feature `docker`, or remove it with `docker rm -f ID` (`tether status --json` shows the id)",
     ))
-}
-
-/// A recorded process instance: only the trait's recorded operations, which act on
-/// its process group through the safety gate.
-#[derive(Debug)]
-struct RecordedProcess;
-
-#[async_trait::async_trait]
-impl Runner for RecordedProcess {
-    fn kind(&self) -> &'static str {
-        "native"
-    }
-
-    async fn check(&self) -> Result<tether_core::RunnerInfo> {
-        Err(Error::config("a recorded instance's runner starts nothing"))
-    }
-
-    async fn start(&self, _spec: &tether_core::LaunchSpec) -> Result<Box<dyn tether_core::RunningBackend>> {
-        Err(Error::config("a recorded instance's runner starts nothing"))
-    }
-
-    /// A recorded process instance: its leader's group and descendants, through the gate.
-    async fn stop_recorded(
-        &self,
-        record: &tether_core::state::Record,
-        grace: std::time::Duration,
-    ) -> Result<tether_core::StopOutcome> {
-        tether_core::process::stop_recorded(record, grace).await
-    }
 }
 
 #[cfg(not(feature = "docker"))]

@@ -25,16 +25,14 @@
 
 pub mod config;
 mod ensure;
-mod handle;
 mod kind;
 #[cfg(feature = "mcp")]
 pub mod mcp;
 mod starter;
 
 pub use config::{Config, Plan, PortChoice, parse_duration};
-pub use ensure::{Down, EnsureOptions, down, down_report, ensure_running};
-pub use handle::Handle;
-pub use kind::{RunnerKind, build_runner, recorded_runner};
+pub use ensure::{Down, EnsureOptions, Handle, down, down_report, ensure_running, ensure_with};
+pub use kind::{RunnerKind, build_runner, reclaim_of, reclaimers};
 pub use starter::{EnsureStarter, supervisor_options};
 /// The core crate, for runner and probe implementers.
 pub use tether_core as core;

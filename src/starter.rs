@@ -5,8 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use tether_core::restart::{Ended, Liveness};
-use tether_core::{Attempt, ReadyInfo, Result, Starter, StopOutcome, Supervised, SupervisorOptions};
+use tether_core::{Attempt, Result, Starter, Supervised, SupervisorOptions};
 
 use crate::{EnsureOptions, Handle, Plan, PortChoice};
 
@@ -47,41 +46,4 @@ impl Starter for EnsureStarter {
 /// The supervisor's settings for `plan`: its restart policy and liveness probe.
 pub fn supervisor_options(plan: &Plan) -> SupervisorOptions {
     SupervisorOptions::default().with_restart(plan.restart.clone()).with_liveness(plan.liveness.clone())
-}
-
-#[async_trait]
-impl Supervised for Handle {
-    fn ready_info(&self) -> ReadyInfo {
-        let record = self.record();
-        let mut info = ReadyInfo::default();
-        info.name = record.name.clone();
-        info.url = record.url.clone();
-        info.port = record.port;
-        (info.pid, info.guard_pid) = self.pid().map_or((None, None), tether_core::procs::backend_and_guard);
-        info.container_id = record.container_id.clone();
-        info.progress = self.progress();
-        info.reused = self.reused();
-        info.detached = record.detached;
-        info
-    }
-
-    async fn watch(&self, liveness: Option<&Liveness>) -> Result<Ended> {
-        Handle::watch(self, liveness).await
-    }
-
-    fn tail(&self, lines: usize) -> Vec<String> {
-        self.instance().map(|i| i.logs().tail(lines)).unwrap_or_default()
-    }
-
-    async fn stop(self: Box<Self>) -> Result<StopOutcome> {
-        Handle::stop(*self).await
-    }
-
-    fn release(self: Box<Self>) {
-        Handle::release(*self);
-    }
-
-    fn leave_running(&self) -> bool {
-        self.reused() || self.shared()
-    }
 }

@@ -302,7 +302,7 @@ async fn a_container_backend_owns_its_endpoint_only_while_it_runs() {
     let spec = tether::LaunchSpec::new(name.clone(), port).with_args(["--port", "{port}", "--host", "0.0.0.0"]);
     let backend = runner.start(&spec).await.expect("the container starts");
     let id = match backend.identity() {
-        tether::core::Identity::Container { id } => id,
+        tether::core::Identity::Kept { id } => id,
         other => panic!("a container backend: {other:?}"),
     };
     assert_eq!(backend.endpoint().port, port, "the endpoint is the published host port");

@@ -168,17 +168,20 @@ pub enum Error {
         /// The owner's or backend's pid when known.
         pid: Option<u32>,
     },
-    /// A live container of this instance name runs, but not as a record of this state
-    /// directory (another `TETHER_STATE_DIR`, or its record was lost): never swept.
+    /// A live backend of this instance name that its runner keeps (a container) runs,
+    /// but not as a record of this state directory (another `TETHER_STATE_DIR`, or its
+    /// record was lost): never swept.
     #[error(
-        "instance '{name}' is already running in container {id}{}, not recorded in this state directory; stop it where it was started (`tether down --name {name}` with that TETHER_STATE_DIR) or with `docker rm -f {id}`, or pick another --name",
+        "instance '{name}' is already running {place}{}, not recorded in this state directory; stop it where it was started (`tether down --name {name}` with that TETHER_STATE_DIR) or with {remove}, or pick another --name",
         owner_pid.map(|p| format!(" (owner pid {p})")).unwrap_or_else(|| " (detached)".into())
     )]
-    ContainerRunning {
+    RunningUnrecorded {
         /// The instance name.
         name: String,
-        /// The container id (short).
-        id: String,
+        /// Where it runs, as the runner says it (`in container 0123456789ab`).
+        place: String,
+        /// How to remove it by hand, as the runner says it (`` `docker rm -f ID` ``).
+        remove: String,
         /// Its owner's pid, when not detached.
         owner_pid: Option<u32>,
     },

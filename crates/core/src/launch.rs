@@ -31,7 +31,7 @@ pub struct LaunchOptions {
     /// What the caller's own `runner.check()` reported: `launch` then does not check
     /// again (a uvx `--version` or a Docker `/version` round trip per start).
     pub checked: Option<RunnerInfo>,
-    /// The caller already ran `runner.sweep_stale` for this start (before its port
+    /// The caller already ran `runner.reclaim().sweep_stale` for this start (before its port
     /// guard): `launch` does not sweep again.
     pub swept: bool,
 }
@@ -94,7 +94,11 @@ pub async fn launch(
         None => runner.check().await.map_err(fail)?,
     };
     if !opts.swept {
-        runner.sweep_stale(&spec.name, Some(spec.port).filter(|p| *p != 0), spec.grace).await.map_err(fail)?;
+        runner
+            .reclaim()
+            .sweep_stale(&spec.name, Some(spec.port).filter(|p| *p != 0), spec.grace)
+            .await
+            .map_err(fail)?;
     }
     let report = |p: Progress| lifecycle.advance(State::Preparing { progress: p });
     runner.prepare(&spec, &report).await.map_err(fail)?;

@@ -63,6 +63,7 @@ pub mod backoff;
 mod duration;
 pub mod error;
 pub mod guard;
+pub mod instance;
 pub mod launch;
 pub mod lease;
 pub mod lifecycle;
@@ -86,7 +87,7 @@ pub use launch::{Instance, LaunchOptions, launch};
 pub use lifecycle::{Lifecycle, Progress, State};
 pub use probe::{HealthProbe, ProbeOutcome};
 pub use relay::{LogLine, LogRelay, Stream};
-pub use runner::{Endpoint, Identity, LaunchSpec, Runner, RunnerInfo, RunningBackend, StopOutcome};
+pub use runner::{Endpoint, Identity, LaunchSpec, Reclaim, Runner, RunnerInfo, RunningBackend, StopOutcome};
 pub use supervisor::{
     Attempt, LaunchStarter, ReadyInfo, Starter, Supervised, Supervisor, SupervisorOptions, SupervisorState,
 };
@@ -94,6 +95,6 @@ pub use supervisor::{
 /// The traits a runner or probe implementer needs, and nothing else.
 pub mod prelude {
     pub use crate::probe::HealthProbe;
-    pub use crate::runner::{Runner, RunningBackend};
+    pub use crate::runner::{Reclaim, Runner, RunningBackend};
     pub use crate::supervisor::{Starter, Supervised};
 }

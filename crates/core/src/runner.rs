@@ -41,9 +41,10 @@ pub enum Identity {
         /// The backend's own pid when it differs from the leader.
         backend_pid: Option<u32>,
     },
-    /// A container.
-    Container {
-        /// The container id.
+    /// Something its runner keeps and reaches by id, not a process of this machine
+    /// (a container): only that runner acts on it.
+    Kept {
+        /// Its id (a container id).
         id: String,
     },
     /// A backend someone else runs, attached to by URL: nothing of it is ours to
@@ -52,6 +53,23 @@ pub enum Identity {
         /// The URL it was given as (`http://host:port[/path]`).
         url: String,
     },
+}
+
+/// Where a runner's backends listen, which decides the port guard of a start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Placement {
+    /// On this machine: a fixed port is guarded (our leftovers stopped, a foreign
+    /// holder refused), `auto` is a free port of this machine.
+    #[default]
+    Local,
+    /// On another machine's engine (a remote Docker engine): this machine's port guard
+    /// sees nothing there; the engine refuses a taken port and picks an automatic one
+    /// (port 0, read back by the runner).
+    RemoteEngine,
+    /// Someone else's backend, attached to where it already answers: nothing is
+    /// started, stopped or guarded.
+    Attached,
 }
 
 /// How the backend is tied to its owner.
@@ -229,6 +247,24 @@ pub trait Runner: Send + Sync + std::fmt::Debug {
     /// Start the backend.
     async fn start(&self, spec: &LaunchSpec) -> Result<Box<dyn RunningBackend>>;
 
+    /// Where its backends listen (default: on this machine).
+    fn placement(&self) -> Placement {
+        Placement::Local
+    }
+
+    /// Its other role: acting on the instances it recorded (`down`, `status`, `logs`,
+    /// the stale sweep), with this runner's settings (a container runner: its engine).
+    /// No default: a new runner must say how its recorded instances are reached (a
+    /// process runner's are its process groups: `tether_core::process::ProcessReclaim`).
+    fn reclaim(&self) -> Arc<dyn Reclaim>;
+}
+
+/// A runner's second role: acting on a backend it recorded, of this process or of
+/// another (`down`, `status`, `logs`, the stale sweep) — where the starting role
+/// ([`Runner`]) needs a configuration (a program, a package, an image), this needs
+/// only the record. A record is a claim, not proof: every act checks it first.
+#[async_trait]
+pub trait Reclaim: Send + Sync + std::fmt::Debug {
     /// Before a start of `name` (on `port`, when fixed): remove this runner's stale
     /// instances — those whose recorded owner is provably gone — that the state file
     /// cannot see; a live one of `name` elsewhere is an error. Called before the port
@@ -260,6 +296,15 @@ pub trait Runner: Send + Sync + std::fmt::Debug {
         _out: &mut (dyn std::io::Write + Send),
     ) -> Result<bool> {
         Ok(false)
+    }
+
+    /// Whether a failure to stop a stale record of this runner must stop the start
+    /// that found it: `true` when the backend may run on out of the state file's
+    /// sight (a container whose engine cannot be reached), so the record — the only
+    /// way back to it — is kept and nothing starts in its place. Default: `false`
+    /// (a process backend's survivors are found by their fingerprint).
+    fn keeps_unstoppable(&self, _record: &crate::state::Record) -> bool {
+        false
     }
 }
 
@@ -307,6 +352,12 @@ pub trait RunningBackend: Send + Sync + std::fmt::Debug {
     /// default: a new runner must say how it tells (an unchecked `true` would let a
     /// neighbour's answer count as ready).
     async fn owns_endpoint(&self) -> bool;
+    /// The runner's own part of this backend's record ([`Record::runner_fields`](crate::state::Record::runner_fields)),
+    /// which its [`Reclaim`] role reads back (a container: its id and engine). Default:
+    /// nothing (a process backend is recorded by its leader).
+    fn record_fields(&self) -> serde_json::Map<String, serde_json::Value> {
+        serde_json::Map::new()
+    }
     /// The detached process that stops this backend once no front holds a lease (a
     /// shared container's lease-mode guard), recorded so that a later front can tell
     /// whether anyone still watches the leases. Default: `None` (no such process).

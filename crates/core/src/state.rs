@@ -42,14 +42,6 @@ pub struct Record {
     pub pgid: Option<u32>,
     /// The backend's own pid, when known.
     pub backend_pid: Option<u32>,
-    /// The container, for the docker runner.
-    pub container_id: Option<String>,
-    /// The Docker engine the container was started on (a `DOCKER_HOST` value, e.g.
-    /// `tcp://10.0.0.5:2375` or `unix:///var/run/docker.sock`): `down`, `status`,
-    /// `logs` and the stale sweep reach the container there, whatever `DOCKER_HOST`
-    /// says later. `None` in records written before it was kept (and for processes).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub engine: Option<String>,
     /// The host the backend listens on.
     pub host: String,
     /// The port the backend listens on.
@@ -74,23 +66,43 @@ pub struct Record {
     /// everything else (and in records written before it was kept).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_guard: Option<ProcessIdentity>,
+    /// The runner's own part of the record, as its backend gave it
+    /// ([`RunningBackend::record_fields`](crate::RunningBackend::record_fields)): a
+    /// container's `container_id` and `engine`, say. Written beside the fields above
+    /// in the same JSON object; core reads none of it, the runner's
+    /// [`Reclaim`](crate::Reclaim) role does.
+    #[serde(flatten)]
+    pub runner_fields: serde_json::Map<String, serde_json::Value>,
 }
 
 impl Record {
     /// Whether whoever keeps this instance alive is still there (pid + start
     /// time verified): for a detached instance its leader, otherwise its owner.
     ///
-    /// A detached container has no leader process; its liveness is the
-    /// container's, which only the runner can tell, so this returns true and
-    /// leaves the verdict to the runner. Anything else without a recorded
-    /// identity is stale.
+    /// A detached instance the runner keeps (a container) has no leader process; its
+    /// liveness is the runner's to tell, so this returns true and leaves the verdict
+    /// to it. Anything else without a recorded identity is stale.
     pub fn owner_alive(&self) -> bool {
         match (self.detached, self.leader, self.owner) {
             (true, Some(leader), _) => leader.is_alive(),
-            (true, None, _) => self.container_id.is_some(),
+            (true, None, _) => self.kept_by_runner(),
             (false, _, Some(owner)) => owner.is_alive(),
             (false, _, None) => false,
         }
+    }
+}
+
+impl Record {
+    /// A text field of the runner's own part ([`Record::runner_fields`]): `None` when
+    /// absent, `null`, or not a string.
+    pub fn runner_field(&self, key: &str) -> Option<&str> {
+        self.runner_fields.get(key).and_then(serde_json::Value::as_str)
+    }
+
+    /// Whether the runner keeps something of this instance beyond processes of this
+    /// machine (a container): any non-null field of its own part.
+    pub fn kept_by_runner(&self) -> bool {
+        self.runner_fields.values().any(|v| !v.is_null())
     }
 }
 
@@ -573,8 +585,6 @@ pub(crate) mod tests {
             leader: None,
             pgid: Some(4242),
             backend_pid: Some(4243),
-            container_id: None,
-            engine: None,
             host: "127.0.0.1".into(),
             port: 8765,
             url: "http://127.0.0.1:8765".into(),
@@ -584,6 +594,7 @@ pub(crate) mod tests {
             grace_ms: 5000,
             restarts: 0,
             lease_guard: None,
+            runner_fields: serde_json::Map::new(),
         }
     }
 
@@ -607,7 +618,7 @@ pub(crate) mod tests {
         assert_eq!(mode(dir.path()), 0o700);
         assert_eq!(dir.load("a").expect("load"), None);
         let (a, mut b) = (sample("a"), sample("b"));
-        b.container_id = Some("c0ffee".into());
+        b.runner_fields.insert("container_id".into(), "c0ffee".into());
         for record in [&b, &a, &a] {
             dir.save(record).expect("save");
         }

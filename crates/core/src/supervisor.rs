@@ -33,8 +33,8 @@ pub struct ReadyInfo {
     pub pid: Option<u32>,
     /// Its guard's pid (the process-group leader tether spawned), when it has one.
     pub guard_pid: Option<u32>,
-    /// The container, for a container backend.
-    pub container_id: Option<String>,
+    /// The runner's own part of its record (a container: `container_id`, `engine`).
+    pub runner_fields: serde_json::Map<String, serde_json::Value>,
     /// The progress count at ready (e.g. skills loaded).
     pub progress: Option<u64>,
     /// Whether a running instance was reused rather than started.
@@ -432,7 +432,7 @@ fn is_permanent(e: &Error) -> bool {
             | Error::Tool { .. }
             | Error::Refused { .. }
             | Error::AlreadyRunning { .. }
-            | Error::ContainerRunning { .. }
+            | Error::RunningUnrecorded { .. }
     )
 }
 
@@ -496,13 +496,9 @@ impl Starter for LaunchStarter {
 impl Supervised for crate::Instance {
     fn ready_info(&self) -> ReadyInfo {
         let endpoint = self.endpoint();
-        let (pid, guard_pid, container_id) = match self.identity() {
-            crate::Identity::Process { leader, .. } => {
-                let (backend, guard) = crate::procs::backend_and_guard(leader.pid);
-                (backend, guard, None)
-            }
-            crate::Identity::Container { id } => (None, None, Some(id)),
-            crate::Identity::Remote { .. } => (None, None, None),
+        let (pid, guard_pid) = match self.identity() {
+            crate::Identity::Process { leader, .. } => crate::procs::backend_and_guard(leader.pid),
+            _ => (None, None),
         };
         ReadyInfo {
             name: self.logs().instance().to_string(),
@@ -510,7 +506,7 @@ impl Supervised for crate::Instance {
             port: endpoint.port,
             pid,
             guard_pid,
-            container_id,
+            runner_fields: self.backend().record_fields(),
             progress: self.progress(),
             reused: false,
             detached: false,

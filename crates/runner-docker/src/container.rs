@@ -151,7 +151,7 @@ impl ContainerBackend {
 #[async_trait]
 impl RunningBackend for ContainerBackend {
     fn identity(&self) -> Identity {
-        Identity::Container { id: self.id.clone() }
+        Identity::Kept { id: self.id.clone() }
     }
 
     fn endpoint(&self) -> Endpoint {
@@ -184,6 +184,15 @@ impl RunningBackend for ContainerBackend {
     }
 
     /// A shared container's lease-mode guard, while this handle holds it (until released).
+    /// The container id and its engine, which `down`, `status`, `logs` and the sweep
+    /// reach whatever `DOCKER_HOST` says later (see [`crate::DockerReclaim`]).
+    fn record_fields(&self) -> serde_json::Map<String, serde_json::Value> {
+        let mut fields = serde_json::Map::new();
+        fields.insert(crate::RECORD_CONTAINER.into(), self.id.clone().into());
+        fields.insert(crate::RECORD_ENGINE.into(), crate::engine::docker_host().into());
+        fields
+    }
+
     fn lease_guard(&self) -> Option<tether_core::procs::ProcessIdentity> {
         let guard = self.guard.lock().unwrap_or_else(|p| p.into_inner());
         guard.as_ref().filter(|g| g.leased()).map(ContainerGuard::identity)

@@ -443,7 +443,7 @@ async fn forget_record(lease: &Path, instance: &str, id: &str, lock_timeout: Dur
         }
     };
     match state.load(instance) {
-        Ok(Some(r)) if r.container_id.as_deref() == Some(id) => {
+        Ok(Some(r)) if crate::container_of(&r) == Some(id) => {
             if let Err(e) = state.remove(instance) {
                 eprintln!("tether container guard: cannot forget the record of '{instance}': {}", e.chain());
             }
@@ -597,8 +597,6 @@ mod tests {
             leader: None,
             pgid: None,
             backend_pid: None,
-            container_id: Some(id.into()),
-            engine: None,
             host: "127.0.0.1".into(),
             port: 9,
             url: "http://127.0.0.1:9".into(),
@@ -608,6 +606,7 @@ mod tests {
             grace_ms: 100,
             restarts: 0,
             lease_guard: None,
+            runner_fields: [(crate::RECORD_CONTAINER.to_string(), serde_json::Value::from(id))].into_iter().collect(),
         }
     }
 
@@ -626,7 +625,7 @@ mod tests {
         state.save(&container_record("x", "new")).expect("save");
         drop(held);
         forget_record(&lease, "x", "old", Duration::from_secs(1)).await;
-        assert_eq!(state.load("x").expect("load").and_then(|r| r.container_id).as_deref(), Some("new"));
+        assert_eq!(state.load("x").expect("load").as_ref().and_then(crate::container_of), Some("new"));
         // Its own record, with the lock free: forgotten.
         state.save(&container_record("x", "old")).expect("save");
         forget_record(&lease, "x", "old", Duration::from_secs(1)).await;

@@ -38,7 +38,7 @@
 //! start (fixed port), once published, and at each ready answer — all but this
 //! machine's engine's own proxy for this very container.
 //!
-//! A record keeps the engine its container was started on (`Record::engine`): the
+//! A record keeps the engine its container was started on ([`RECORD_ENGINE`]): the
 //! recorded operations (`stop_recorded`, `recorded_running`, `recorded_logs`) reach
 //! it there whatever `DOCKER_HOST` says later, and an unreachable recorded engine is
 //! an error naming it, never a container taken for gone.
@@ -89,7 +89,7 @@ use bollard::query_parameters::{AttachContainerOptions, CreateContainerOptions};
 use tether_core::procs::ProcessIdentity;
 use tether_core::runner::Tethering;
 use tether_core::{
-    Endpoint, Error, LaunchSpec, LogRelay, Progress, Result, Runner, RunnerInfo, RunningBackend, StopOutcome,
+    Endpoint, Error, LaunchSpec, LogRelay, Progress, Reclaim, Result, Runner, RunnerInfo, RunningBackend, StopOutcome,
 };
 use tokio::sync::OnceCell;
 use tracing::instrument;
@@ -103,19 +103,37 @@ pub use sweep::{
     LABEL_TETHER, SweepTarget,
 };
 
+/// The record field that names an instance's container (`tether status --json` shows it).
+pub const RECORD_CONTAINER: &str = "container_id";
+/// The record field that names the engine a container was started on (a `DOCKER_HOST`
+/// value, e.g. `tcp://10.0.0.5:2375` or `unix:///var/run/docker.sock`): `down`, `status`,
+/// `logs` and the stale sweep reach the container there, whatever `DOCKER_HOST` says
+/// later. Absent in records written before it was kept.
+pub const RECORD_ENGINE: &str = "engine";
+
+/// The container a record names, if any.
+pub fn container_of(record: &tether_core::state::Record) -> Option<&str> {
+    record.runner_field(RECORD_CONTAINER)
+}
+
 /// A backend in a container of `image`.
 #[derive(Debug)]
 pub struct DockerRunner {
     image: String,
     container_port: Option<u16>,
     pull: PullPolicy,
-    docker: OnceCell<Docker>,
+    docker: std::sync::Arc<OnceCell<Docker>>,
 }
 
 impl DockerRunner {
     /// Run `image` (its entrypoint stays; the backend's arguments become its command).
     pub fn new(image: impl Into<String>) -> Self {
-        DockerRunner { image: image.into(), container_port: None, pull: PullPolicy::default(), docker: OnceCell::new() }
+        DockerRunner {
+            image: image.into(),
+            container_port: None,
+            pull: PullPolicy::default(),
+            docker: Default::default(),
+        }
     }
 
     /// The port the backend listens on inside the container (default: the spec's port).
@@ -218,46 +236,6 @@ impl Runner for DockerRunner {
     #[instrument(skip_all, fields(image = %self.image, pull = ?self.pull))]
     async fn prepare(&self, _spec: &LaunchSpec, progress: &(dyn Fn(Progress) + Send + Sync)) -> Result<()> {
         image::ensure(self.docker().await?, &self.image, self.pull, progress).await
-    }
-
-    /// Containers whose owner is provably gone are removed; a live one of `name`
-    /// elsewhere is `Error::ContainerRunning`, one of another name on `port` is
-    /// `Error::PortUsedByInstance` (see the `sweep` module).
-    async fn sweep_stale(&self, name: &str, port: Option<u16>, grace: Duration) -> Result<()> {
-        let docker = self.docker().await?;
-        sweep::sweep(docker, &SweepTarget { name: Some(name), port }, grace).await.map(|_| ())
-    }
-
-    /// On the engine the record names (see [`connect_recorded`]): an unreachable one is
-    /// an error naming it, never a container taken for gone.
-    async fn stop_recorded(&self, record: &tether_core::state::Record, grace: Duration) -> Result<StopOutcome> {
-        match &record.container_id {
-            Some(id) => stop_container_on(&connect_recorded(record).await?, id, &record.name, grace).await,
-            None => tether_core::process::stop_recorded(record, grace).await,
-        }
-    }
-
-    /// Asked of the engine the record names; `None` (unknown) when it cannot be reached.
-    async fn recorded_running(&self, record: &tether_core::state::Record) -> Option<bool> {
-        let id = record.container_id.as_ref()?;
-        let docker = match connect_recorded(record).await {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::warn!(instance = %record.name, "cannot tell whether its container runs: {e}");
-                return None;
-            }
-        };
-        Some(running_on(&docker, id).await.unwrap_or(false))
-    }
-
-    async fn recorded_logs(
-        &self,
-        record: &tether_core::state::Record,
-        follow: bool,
-        out: &mut (dyn std::io::Write + Send),
-    ) -> Result<bool> {
-        let Some(id) = &record.container_id else { return Ok(false) };
-        logs_on(&connect_recorded(record).await?, id, follow, out).await.map(|()| true)
     }
 
     #[instrument(skip_all, fields(instance = %spec.name, image = %self.image, port = spec.port))]
@@ -370,6 +348,88 @@ impl Runner for DockerRunner {
             }
         }
     }
+
+    /// On a remote engine (`DOCKER_HOST=tcp://…`) ports are that machine's.
+    fn placement(&self) -> tether_core::runner::Placement {
+        if engine::engine_is_remote() {
+            tether_core::runner::Placement::RemoteEngine
+        } else {
+            tether_core::runner::Placement::Local
+        }
+    }
+
+    /// Its recorded instances are containers, reached on the engine each record names
+    /// (the sweep: on this runner's engine): [`DockerReclaim`].
+    fn reclaim(&self) -> std::sync::Arc<dyn Reclaim> {
+        std::sync::Arc::new(DockerReclaim { docker: std::sync::Arc::clone(&self.docker) })
+    }
+}
+
+/// The reclaiming role of the docker runner: a recorded instance is a container on
+/// the engine its record names; the stale sweep looks on the runner's engine.
+#[derive(Debug, Default)]
+pub struct DockerReclaim {
+    docker: std::sync::Arc<OnceCell<Docker>>,
+}
+
+impl DockerReclaim {
+    /// For records only (`down`, `status`, `logs`): each record names its engine; the
+    /// sweep uses the engine `DOCKER_HOST` names.
+    pub fn new() -> Self {
+        DockerReclaim::default()
+    }
+
+    async fn docker(&self) -> Result<&Docker> {
+        self.docker.get_or_try_init(engine::connect).await
+    }
+}
+
+#[async_trait]
+impl Reclaim for DockerReclaim {
+    /// Containers whose owner is provably gone are removed; a live one of `name`
+    /// elsewhere is `Error::RunningUnrecorded`, one of another name on `port` is
+    /// `Error::PortUsedByInstance` (see the `sweep` module).
+    async fn sweep_stale(&self, name: &str, port: Option<u16>, grace: Duration) -> Result<()> {
+        let docker = self.docker().await?;
+        sweep::sweep(docker, &SweepTarget { name: Some(name), port }, grace).await.map(|_| ())
+    }
+
+    /// On the engine the record names (see [`connect_recorded`]): an unreachable one is
+    /// an error naming it, never a container taken for gone.
+    async fn stop_recorded(&self, record: &tether_core::state::Record, grace: Duration) -> Result<StopOutcome> {
+        match container_of(record) {
+            Some(id) => stop_container_on(&connect_recorded(record).await?, id, &record.name, grace).await,
+            None => tether_core::process::stop_recorded(record, grace).await,
+        }
+    }
+
+    /// Asked of the engine the record names; `None` (unknown) when it cannot be reached.
+    async fn recorded_running(&self, record: &tether_core::state::Record) -> Option<bool> {
+        let id = container_of(record)?;
+        let docker = match connect_recorded(record).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(instance = %record.name, "cannot tell whether its container runs: {e}");
+                return None;
+            }
+        };
+        Some(running_on(&docker, id).await.unwrap_or(false))
+    }
+
+    async fn recorded_logs(
+        &self,
+        record: &tether_core::state::Record,
+        follow: bool,
+        out: &mut (dyn std::io::Write + Send),
+    ) -> Result<bool> {
+        let Some(id) = container_of(record) else { return Ok(false) };
+        logs_on(&connect_recorded(record).await?, id, follow, out).await.map(|()| true)
+    }
+
+    /// A container whose engine cannot be reached may run on: its record is kept.
+    fn keeps_unstoppable(&self, record: &tether_core::state::Record) -> bool {
+        container_of(record).is_some()
+    }
 }
 
 /// Attach, start, read back the published port, watch the exit. With `probe_local`
@@ -449,7 +509,7 @@ async fn run(
 /// engines were recorded, the one `DOCKER_HOST` names. An unreachable recorded engine
 /// is `Error::Unavailable` naming the engine and the instance (exit 1).
 pub async fn connect_recorded(record: &tether_core::state::Record) -> Result<Docker> {
-    engine::connect_recorded(record.engine.as_deref(), &record.name).await
+    engine::connect_recorded(record.runner_field(RECORD_ENGINE), &record.name).await
 }
 
 /// Stop the container `id` (its stop signal, `grace`, then `SIGKILL`) and remove it
@@ -545,7 +605,7 @@ async fn logs_on(docker: &Docker, id: &str, follow: bool, out: &mut (dyn std::io
 /// port published by a container is held by `docker-proxy`, which the guard cannot
 /// tell from a foreign process. A live container of `target`'s instance name — its
 /// owner alive, or detached (another state directory's, or one whose record was
-/// lost) — is `Error::ContainerRunning`, and a live container of another instance
+/// lost) — is `Error::RunningUnrecorded`, and a live container of another instance
 /// publishing `target`'s port is `Error::PortUsedByInstance`; nothing is removed
 /// then. Each stale one gets `grace` to stop. Returns the ids removed.
 #[instrument(skip_all, fields(name = ?target.name, port = ?target.port))]

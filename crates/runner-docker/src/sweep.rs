@@ -11,7 +11,7 @@
 //! labels predate the namespace label (it cannot be told where its owner ran). Anything else is another owner's — another
 //! `TETHER_STATE_DIR`, another process, or a detached instance whose record lives
 //! elsewhere — and is never touched: a live one holding the instance name about to
-//! start is `Error::ContainerRunning`, and a live one of another name that publishes
+//! start is `Error::RunningUnrecorded`, and a live one of another name that publishes
 //! the host port about to be used is `Error::PortUsedByInstance`.
 
 use std::collections::HashMap;
@@ -109,7 +109,7 @@ fn owner_gone(labels: &HashMap<String, String>, boot: Option<&str>, pid_ns: Opti
 #[derive(Debug, Clone, Default)]
 pub struct SweepTarget<'a> {
     /// The instance name about to start: a live container of it, whose owner is not
-    /// verifiably gone, is `Error::ContainerRunning`.
+    /// verifiably gone, is `Error::RunningUnrecorded`.
     pub name: Option<&'a str>,
     /// The host port about to be published: a live container of another instance
     /// publishing it is `Error::PortUsedByInstance`.
@@ -159,7 +159,7 @@ fn verdict(target: &SweepTarget<'_>, instance: &str, gone: bool, live: bool, on_
 
 /// Stop and remove tether's stale containers: those whose owner is verifiably gone,
 /// and only those. A live container of `target.name` (owner alive, on another
-/// machine or boot, or detached) is `Error::ContainerRunning`; a live container of
+/// machine or boot, or detached) is `Error::RunningUnrecorded`; a live container of
 /// another instance publishing `target.port` is `Error::PortUsedByInstance` (its
 /// owner's pid, 0 when detached). Nothing is removed when either is found. Returns
 /// the ids removed.
@@ -183,7 +183,12 @@ pub(crate) async fn sweep(docker: &Docker, target: &SweepTarget<'_>, grace: Dura
             Verdict::Stale => stale.push((id, instance)),
             Verdict::NameTaken => {
                 let owner_pid = if labels.get(LABEL_DETACHED).is_some_and(|v| v == "1") { None } else { owner_pid() };
-                return Err(Error::ContainerRunning { name: instance, id: short(&id).to_string(), owner_pid });
+                return Err(Error::RunningUnrecorded {
+                    name: instance,
+                    place: format!("in container {}", short(&id)),
+                    remove: format!("`docker rm -f {}`", short(&id)),
+                    owner_pid,
+                });
             }
             Verdict::PortTaken(port) => {
                 return Err(Error::PortUsedByInstance { port, name: instance, pid: owner_pid().unwrap_or(0) });

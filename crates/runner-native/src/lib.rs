@@ -89,13 +89,10 @@ impl Runner for NativeRunner {
         Ok(Box::new(backend))
     }
 
-    /// A process instance: its recorded leader's group and descendants, through the gate.
-    async fn stop_recorded(
-        &self,
-        record: &tether_core::state::Record,
-        grace: std::time::Duration,
-    ) -> Result<tether_core::StopOutcome> {
-        tether_core::process::stop_recorded(record, grace).await
+    /// A recorded instance is a process group: its leader's group and descendants,
+    /// through the gate.
+    fn reclaim(&self) -> std::sync::Arc<dyn tether_core::Reclaim> {
+        std::sync::Arc::new(tether_core::process::ProcessReclaim)
     }
 }
 

@@ -38,7 +38,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use tether_core::state::Record;
 use tether_core::{
-    Endpoint, ExitStatus, Identity, LaunchSpec, LogRelay, Result, Runner, RunnerInfo, RunningBackend, StopOutcome,
+    Endpoint, ExitStatus, Identity, LaunchSpec, LogRelay, Reclaim, Result, Runner, RunnerInfo, RunningBackend,
+    StopOutcome,
 };
 use tokio::sync::watch;
 
@@ -54,12 +55,6 @@ impl RemoteRunner {
     /// Attach to the backend at `url` (`http://HOST[:PORT][/PATH]`, see [`RemoteUrl`]).
     pub fn new(url: &str) -> Result<Self> {
         Ok(RemoteRunner { url: RemoteUrl::parse(url)? })
-    }
-
-    /// A runner for the recorded operations only (`down`, `status`, the stale sweep),
-    /// which never touch the backend.
-    pub fn recorded() -> Self {
-        RemoteRunner { url: RemoteUrl::unnamed() }
     }
 
     /// The URL it attaches to.
@@ -86,6 +81,24 @@ impl Runner for RemoteRunner {
         Ok(Box::new(RemoteBackend { url: self.url.clone(), logs: LogRelay::with_defaults(spec.name.clone()), stopped }))
     }
 
+    /// Someone else's backend, where it already answers.
+    fn placement(&self) -> tether_core::runner::Placement {
+        tether_core::runner::Placement::Attached
+    }
+
+    /// A remote record's acts never touch the backend: [`RemoteReclaim`].
+    fn reclaim(&self) -> Arc<dyn Reclaim> {
+        Arc::new(RemoteReclaim)
+    }
+}
+
+/// The reclaiming role of the remote runner: a recorded remote backend is someone
+/// else's, so stopping it is forgetting it, and its output is on its own machine.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RemoteReclaim;
+
+#[async_trait]
+impl Reclaim for RemoteReclaim {
     /// Nothing to stop: the backend is not ours. The record is forgotten by the caller.
     async fn stop_recorded(&self, _record: &Record, _grace: Duration) -> Result<StopOutcome> {
         Ok(LEFT_ALONE)

@@ -76,11 +76,6 @@ impl RemoteUrl {
         Ok(RemoteUrl { host, port, path })
     }
 
-    /// A placeholder for a runner that only acts on records (which carry their own URL).
-    pub(crate) fn unnamed() -> Self {
-        RemoteUrl { host: "localhost".into(), port: 80, path: String::new() }
-    }
-
     /// The host (an IPv6 address without brackets).
     pub fn host(&self) -> &str {
         &self.host

@@ -25,7 +25,7 @@ async fn answering(r: &Record) -> bool {
     // a record is a claim, and its port may be any neighbour's, another user's among them.
     // A container's port is the engine's proxy, a remote backend someone else's: the
     // connection is all there is to see.
-    if r.container_id.is_none() && r.leader.is_some() {
+    if !r.kept_by_runner() && r.leader.is_some() {
         return tether::core::port::holders(r.port)
             .is_ok_and(|holders| holders.iter().any(|h| h.ours && h.instance.as_deref() == Some(r.name.as_str())));
     }
@@ -67,7 +67,7 @@ fn describe(r: &Record, alive: bool, answering: bool, orphans: &[u32], attached:
     json!({
         "name": r.name, "state": state, "runner": r.runner, "detached": r.detached,
         "pid": pids.0, "guard_pid": pids.1,
-        "pgid": r.pgid, "container_id": r.container_id,
+        "pgid": r.pgid, "container_id": r.runner_field("container_id"),
         "owner_pid": r.owner.map(|o| o.pid), "port": r.port, "url": r.url,
         "health": if answering { "answering" } else { "not answering" },
         "fingerprint": r.fingerprint, "tool_version": r.tool_version,
@@ -102,7 +102,7 @@ pub async fn status(args: NameArgs) -> i32 {
     // (`[]` when nothing is recorded).
     let mut all = Vec::new();
     for r in &records {
-        let runner = tether::recorded_runner(r).ok();
+        let runner = tether::reclaim_of(r).ok();
         let alive = match runner.as_ref() {
             Some(runner) => runner.recorded_running(r).await.unwrap_or_else(|| r.owner_alive()),
             None => r.owner_alive(),
@@ -202,7 +202,7 @@ pub async fn logs(args: LogsArgs) -> i32 {
         Err(e) => return report_error(&e, false),
     };
     // A runner that keeps the output itself (a container's engine) writes it.
-    let runner = match tether::recorded_runner(&record) {
+    let runner = match tether::reclaim_of(&record) {
         Ok(r) => r,
         Err(e) => return report_error(&e, false),
     };

@@ -316,7 +316,7 @@ impl View {
         if self.json {
             json_line(&json!({
                 "state": "ready", "name": info.name, "url": info.url, "port": info.port,
-                "pid": info.pid, "guard_pid": info.guard_pid, "container_id": info.container_id,
+                "pid": info.pid, "guard_pid": info.guard_pid, "container_id": info.runner_fields.get("container_id"),
                 "elapsed_ms": started.elapsed().as_millis() as u64, "progress": info.progress,
                 "detached": info.detached, "restarts": restarts, "reused": info.reused,
             }));

@@ -172,6 +172,19 @@ pub async fn stop_recorded(record: &crate::state::Record, grace: Duration) -> Re
     stop_group(target, grace, || None).await
 }
 
+/// The reclaiming role of every process runner (native, uvx, a library's own): a
+/// recorded instance is its leader's process group and descendants, stopped through
+/// the safety gate ([`stop_recorded`]); its output is its log file.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessReclaim;
+
+#[async_trait]
+impl crate::runner::Reclaim for ProcessReclaim {
+    async fn stop_recorded(&self, record: &crate::state::Record, grace: Duration) -> Result<StopOutcome> {
+        stop_recorded(record, grace).await
+    }
+}
+
 /// What of a recorded process instance still lives and is provably ours (see
 /// [`survivors`]): its leader, its group, their descendants, and — once the leader is
 /// dead — every process pinned to it by [`LEADER_ENV`] (what a guard SIGKILLed with its

@@ -1,11 +1,18 @@
-//! [`Handle`]: a ready backend that `ensure_running` started, or a healthy detached
-//! one it found and reused.
+//! [`Handle`]: a ready backend that [`ensure`](super::ensure) started, or a healthy
+//! detached one it found and reused.
 
 use std::time::Duration;
 
-use tether_core::restart::{Ended, Liveness};
-use tether_core::state::{InstanceLock, Record, StateDir};
-use tether_core::{ExitStatus, Identity, Instance, Result, StopOutcome};
+use async_trait::async_trait;
+
+use super::reclaim::{ReclaimOf, down};
+use crate::error::{ExitStatus, Result};
+use crate::launch::Instance;
+use crate::lease::Lease;
+use crate::restart::{Ended, Liveness};
+use crate::runner::{Identity, StopOutcome};
+use crate::state::{InstanceLock, Record, StateDir};
+use crate::supervisor::{ReadyInfo, Supervised};
 
 #[derive(Debug)]
 enum Inner {
@@ -16,26 +23,43 @@ enum Inner {
 }
 
 /// A ready, recorded backend.
-#[derive(Debug)]
 pub struct Handle {
     inner: Inner,
     state: StateDir,
     record: Record,
+    /// How a reused instance is stopped (`down`, through its runner's reclaiming role).
+    reclaim_of: ReclaimOf,
     _lock: Option<InstanceLock>,
     /// Our lease on a shared backend: held while this handle lives.
-    lease: Option<tether_core::lease::Lease>,
+    lease: Option<Lease>,
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle")
+            .field("inner", &self.inner)
+            .field("record", &self.record)
+            .field("shared", &self.lease.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Handle {
-    pub(crate) fn owned(instance: Instance, state: StateDir, record: Record, lock: InstanceLock) -> Self {
-        Handle { inner: Inner::Owned(Box::new(instance)), state, record, _lock: Some(lock), lease: None }
+    pub(crate) fn owned(
+        instance: Instance,
+        state: StateDir,
+        record: Record,
+        lock: InstanceLock,
+        reclaim_of: ReclaimOf,
+    ) -> Self {
+        Handle { inner: Inner::Owned(Box::new(instance)), state, record, reclaim_of, _lock: Some(lock), lease: None }
     }
 
-    pub(crate) fn adopted(state: StateDir, record: Record) -> Self {
-        Handle { inner: Inner::Adopted, state, record, _lock: None, lease: None }
+    pub(crate) fn adopted(state: StateDir, record: Record, reclaim_of: ReclaimOf) -> Self {
+        Handle { inner: Inner::Adopted, state, record, reclaim_of, _lock: None, lease: None }
     }
 
-    pub(crate) fn with_lease(mut self, lease: Option<tether_core::lease::Lease>) -> Self {
+    pub(crate) fn with_lease(mut self, lease: Option<Lease>) -> Self {
         if lease.is_some() {
             // A shared instance is not this front's alone: the name lock guarded its
             // start; the others attach (reuse) while we hold only our lease.
@@ -117,7 +141,7 @@ impl Handle {
                 self.state.remove(&self.record.name)?;
                 outcome
             }
-            Inner::Adopted => crate::down(&self.state, &self.record.name).await,
+            Inner::Adopted => down(&self.state, &self.record.name, &self.reclaim_of).await,
         }
     }
 
@@ -126,5 +150,44 @@ impl Handle {
         if let Inner::Owned(instance) = self.inner {
             instance.release();
         }
+    }
+}
+
+#[async_trait]
+impl Supervised for Handle {
+    fn ready_info(&self) -> ReadyInfo {
+        let record = self.record();
+        let (pid, guard_pid) = self.pid().map_or((None, None), crate::procs::backend_and_guard);
+        ReadyInfo {
+            name: record.name.clone(),
+            url: record.url.clone(),
+            port: record.port,
+            pid,
+            guard_pid,
+            runner_fields: record.runner_fields.clone(),
+            progress: self.progress(),
+            reused: self.reused(),
+            detached: record.detached,
+        }
+    }
+
+    async fn watch(&self, liveness: Option<&Liveness>) -> Result<Ended> {
+        Handle::watch(self, liveness).await
+    }
+
+    fn tail(&self, lines: usize) -> Vec<String> {
+        self.instance().map(|i| i.logs().tail(lines)).unwrap_or_default()
+    }
+
+    async fn stop(self: Box<Self>) -> Result<StopOutcome> {
+        Handle::stop(*self).await
+    }
+
+    fn release(self: Box<Self>) {
+        Handle::release(*self);
+    }
+
+    fn leave_running(&self) -> bool {
+        self.reused() || self.shared()
     }
 }
