@@ -611,6 +611,28 @@ pub(crate) mod tests {
         names
     }
 
+    /// A runner's own fields sit in the record's JSON object beside core's, as the
+    /// docker runner's `container_id` and `engine` always did: a record written before
+    /// they moved out of core reads the same, and writes back the same keys.
+    #[test]
+    fn a_runners_fields_are_kept_beside_cores_in_one_object() {
+        let mut old = serde_json::to_value(sample("c")).expect("json");
+        old["runner"] = "docker".into();
+        old["container_id"] = "0123456789ab".into();
+        old["engine"] = "unix:///var/run/docker.sock".into();
+        let record: Record = serde_json::from_value(old.clone()).expect("an older record reads");
+        assert_eq!(record.runner_field("container_id"), Some("0123456789ab"));
+        assert_eq!(record.runner_field("engine"), Some("unix:///var/run/docker.sock"));
+        assert!(record.kept_by_runner());
+        assert_eq!(serde_json::to_value(&record).expect("json"), old, "written back as it was read");
+        // A process record of an older version carries `"container_id": null`: nothing kept.
+        let mut process = serde_json::to_value(sample("p")).expect("json");
+        process["container_id"] = serde_json::Value::Null;
+        let record: Record = serde_json::from_value(process).expect("reads");
+        assert_eq!(record.runner_field("container_id"), None);
+        assert!(!record.kept_by_runner());
+    }
+
     #[test]
     fn save_load_roundtrip_private_and_atomic() {
         let (_tmp, dir) = store();
