@@ -518,6 +518,40 @@ async fn meta_passes_through(mcp: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_2_a_tool_asks_the_host_elicitation_sampling_and_roots() {
+    asks_reach_the_host(MCP_2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_1_a_tool_asks_the_host_elicitation_sampling_and_roots() {
+    asks_reach_the_host(MCP_1).await;
+}
+
+/// Issue 22, item 1: a stock SDK server's tool that asks the host — `ctx.elicit` (form
+/// mode), `session.create_message` (sampling), `session.list_roots` — gets the host's own
+/// answer through the proxy: the host offers all three at `initialize`, the proxy connects
+/// to the backend with the same, and forwards each request and its answer (before, the
+/// backend saw a client with no capabilities: elicitation was declined on the user's
+/// behalf, sampling refused, roots empty).
+async fn asks_reach_the_host(mcp: &str) {
+    let Some((client, _events, sandbox, _wheel, ready)) = catalog_proxy(mcp, "asks").await else { return };
+    std::fs::write(&ready, "").expect("create the ready file");
+    let asked = call(&client, "ask_name", json!({})).await.expect("ask_name answered");
+    assert_eq!(text_of(&asked), "accept:Ada", "the host's answer reached the tool: {asked:?}");
+    let sampled = call(&client, "ask_model", json!({"prompt": "which skill?"})).await.expect("ask_model answered");
+    assert_eq!(
+        text_of(&sampled),
+        format!("{}:the host's model read: which skill?", mcp_support::HOST_MODEL),
+        "the host's model answered the tool: {sampled:?}"
+    );
+    let roots = call(&client, "host_roots", json!({})).await.expect("host_roots answered");
+    assert_eq!(text_of(&roots), mcp_support::HOST_ROOT, "the host's roots reached the tool: {roots:?}");
+    let record = sandbox.record("asks").expect("a record while it runs");
+    let _ = tokio::time::timeout(WAIT, client.cancel()).await.expect("the client stops in time");
+    group_gone(&record).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sdk_2_prompts_resources_and_completions_are_forwarded_and_cached() {
     catalog_is_forwarded(MCP_2).await;
 }

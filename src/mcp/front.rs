@@ -59,6 +59,9 @@ struct Inner {
     log_level: Mutex<Option<LoggingLevel>>,
     /// Set once `initialize` is answered.
     initialized: watch::Sender<bool>,
+    /// What the host said it can do at `initialize` (sampling, elicitation, roots): the
+    /// proxy connects to the backend with the same, and forwards those requests.
+    host_capabilities: Mutex<Option<rmcp::model::ClientCapabilities>>,
     /// The host was sent the backend's failure as a log message (once, after its `initialized`).
     failure_told: std::sync::atomic::AtomicBool,
     /// The host's first `tools/list` after the failure was answered with it.
@@ -85,6 +88,7 @@ impl Shared {
             progress: Mutex::new(HashMap::new()),
             log_level: Mutex::new(None),
             initialized: watch::channel(false).0,
+            host_capabilities: Mutex::new(None),
             failure_told: std::sync::atomic::AtomicBool::new(false),
             failure_listed: std::sync::atomic::AtomicBool::new(false),
         }))
@@ -107,7 +111,12 @@ impl Shared {
         self.0.state.borrow().clone()
     }
 
-    fn host(&self) -> Option<Peer<RoleServer>> {
+    /// What the host can do (its `initialize`), once it said.
+    pub(crate) fn host_capabilities(&self) -> Option<rmcp::model::ClientCapabilities> {
+        self.0.host_capabilities.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn host(&self) -> Option<Peer<RoleServer>> {
         self.0.host.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
@@ -484,9 +493,19 @@ impl ServerHandler for Front {
     ) -> Result<InitializeResult, ErrorData> {
         // From our own configuration, never the backend's: this is what makes it instant.
         context.peer.set_peer_info(request.clone());
+        *self.shared.0.host_capabilities.lock().unwrap_or_else(|p| p.into_inner()) = Some(request.capabilities.clone());
         let answer = self.negotiate_initialize(&request);
         self.shared.0.initialized.send_replace(true);
         answer
+    }
+
+    /// The host's roots changed: the backend is told (it asks for them again).
+    async fn on_roots_list_changed(&self, _context: NotificationContext<RoleServer>) {
+        if let BackendState::Ready { peer, .. } = self.shared.current()
+            && let Err(e) = peer.notify_roots_list_changed().await
+        {
+            tracing::debug!(error = %e, "cannot pass the host's roots/list_changed on to the backend");
+        }
     }
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {

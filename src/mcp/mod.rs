@@ -22,6 +22,7 @@
 //! # Ok(()) }
 //! ```
 
+mod ask;
 mod backend;
 mod forward;
 mod front;
