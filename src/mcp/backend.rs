@@ -460,8 +460,11 @@ async fn connect<H: ClientHandler>(
         .pool_max_idle_per_host(0)
         .build()
         .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-    let transport =
-        StreamableHttpClientTransport::with_client(http, StreamableHttpClientTransportConfig::with_uri(url));
+    let mut config = StreamableHttpClientTransportConfig::with_uri(url);
+    // Anything the backend could send a host directly passes (rmcp's default is 16 MiB).
+    config.max_sse_event_size = super::MAX_MESSAGE;
+    config.max_json_response_size = super::MAX_MESSAGE;
+    let transport = StreamableHttpClientTransport::with_client(http, config);
     match tokio::time::timeout(timeout, handler.serve(transport)).await {
         Ok(Ok(client)) => Ok(client),
         Ok(Err(e)) => Err(plain(&e.to_string())),

@@ -225,6 +225,12 @@ impl ProxyOptions {
     }
 }
 
+/// The largest message `mcp-proxy` takes in one piece, either way: a host's line, the
+/// backend's answer (one SSE event or JSON body). Far above what a backend sends directly
+/// (rmcp's own limit is 16 MiB, which a stock FastMCP text tool reaches at 8 MiB of text,
+/// sent twice), and still a bound on the memory one message may take.
+pub const MAX_MESSAGE: usize = 256 * 1024 * 1024;
+
 /// Serve MCP over this process's stdin/stdout until stdin ends (the host closed it) or
 /// `stop` resolves (a signal), starting the backend in the background at once. Then
 /// stop the backend (its whole group, with the grace period) and return.
@@ -250,6 +256,9 @@ pub async fn serve_stdio(
     // that is not JSON, nor for a request before `initialize`.
     let (stdin, stdout) = rmcp::transport::stdio_pipes();
     let (transport, writer) = lines::filter(stdin, stdout);
+    // The filter answers a longer line itself: rmcp never drops one in silence.
+    let transport = rmcp::transport::async_rw::AsyncRwTransport::new_server(transport.0, transport.1)
+        .with_max_line_length(MAX_MESSAGE);
     let served = async {
         // `serve` returns once the host has initialized; then wait for the end of stdin.
         match server.serve(transport).await {
