@@ -390,6 +390,32 @@ fn unexpected(method: &str) -> ErrorData {
     ErrorData::internal_error(format!("the backend answered `{method}` with a result of another kind"), None)
 }
 
+/// Why `params` are not those of the MCP method `method`, when it is one rmcp knows (what
+/// serde says of them against the method's own type); `None` for a method of no one's.
+pub(crate) fn invalid_params(method: &str, params: serde_json::Value) -> Option<String> {
+    use rmcp::model as m;
+    fn why<T: serde::de::DeserializeOwned>(params: serde_json::Value) -> String {
+        match serde_json::from_value::<T>(params) {
+            Err(e) => e.to_string(),
+            Ok(_) => "not what the method takes".into(),
+        }
+    }
+    Some(match method {
+        "tools/call" => why::<m::CallToolRequestParams>(params),
+        "prompts/get" => why::<m::GetPromptRequestParams>(params),
+        "resources/read" => why::<m::ReadResourceRequestParams>(params),
+        "resources/subscribe" => why::<m::SubscribeRequestParams>(params),
+        "resources/unsubscribe" => why::<m::UnsubscribeRequestParams>(params),
+        "completion/complete" => why::<m::CompleteRequestParams>(params),
+        "logging/setLevel" => why::<m::SetLevelRequestParams>(params),
+        "initialize" => why::<m::InitializeRequestParams>(params),
+        "tools/list" | "prompts/list" | "resources/list" | "resources/templates/list" | "ping" => {
+            why::<Option<m::PaginatedRequestParams>>(params)
+        }
+        _ => return None,
+    })
+}
+
 /// Whether the connected backend said it has `logging` (in its `initialize` answer).
 fn backend_logs(peer: &Peer<RoleClient>) -> bool {
     peer.peer_info().is_some_and(|info| info.capabilities.logging.is_some())
@@ -497,6 +523,21 @@ impl ServerHandler for Front {
         let answer = self.negotiate_initialize(&request);
         self.shared.0.initialized.send_replace(true);
         answer
+    }
+
+    /// A request rmcp could not read as the MCP method it names lands here, as a method
+    /// of its own: its params are wrong (`tools/call` without a `name`, say), which is
+    /// JSON-RPC's Invalid params (-32602) with what was wrong, not Method not found.
+    async fn on_custom_request(
+        &self,
+        request: rmcp::model::CustomRequest,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::CustomResult, ErrorData> {
+        let method = request.method.as_str();
+        match invalid_params(method, request.params.clone().unwrap_or(serde_json::Value::Null)) {
+            Some(why) => Err(ErrorData::invalid_params(format!("invalid params for `{method}`: {why}"), None)),
+            None => Err(ErrorData::new(rmcp::model::ErrorCode::METHOD_NOT_FOUND, method.to_string(), None)),
+        }
     }
 
     /// The host's roots changed: the backend is told (it asks for them again).

@@ -366,6 +366,18 @@ pub async fn prefetch(plan: Plan, ensure: EnsureOptions, options: ProxyOptions) 
 mod tests {
     use super::*;
 
+    /// rmcp reads a known method whose params it cannot take as a method of its own (a
+    /// `CustomRequest`): that is where the proxy answers Invalid params (issue 22, item 6).
+    #[test]
+    fn a_known_method_with_bad_params_is_told_apart_from_an_unknown_one() {
+        let bad = serde_json::json!({"method": "tools/call", "params": {"arguments": {}}});
+        let request: rmcp::model::ClientRequest = serde_json::from_value(bad).expect("rmcp reads it");
+        assert!(matches!(request, rmcp::model::ClientRequest::CustomRequest(_)), "{request:?}");
+        let why = front::invalid_params("tools/call", serde_json::json!({"arguments": {}})).expect("a known method");
+        assert!(why.contains("name"), "{why}");
+        assert_eq!(front::invalid_params("no/such/method", serde_json::json!({})), None);
+    }
+
     fn key(set: impl FnOnce(&mut Config)) -> String {
         let mut c = Config::default();
         set(&mut c);
