@@ -392,6 +392,7 @@ fn unexpected(method: &str) -> ErrorData {
 
 /// Why `params` are not those of the MCP method `method`, when it is one rmcp knows (what
 /// serde says of them against the method's own type); `None` for a method of no one's.
+#[allow(deprecated)] // logging/setLevel (SEP-2577), still what hosts send
 pub(crate) fn invalid_params(method: &str, params: serde_json::Value) -> Option<String> {
     use rmcp::model as m;
     fn why<T: serde::de::DeserializeOwned>(params: serde_json::Value) -> String {
