@@ -104,7 +104,7 @@ fn state_dir(opts: &EnsureOptions) -> Result<StateDir> {
 /// a foreign holder unless `force_port`), launch, record.
 #[tracing::instrument(skip_all, fields(instance = %plan.name, runner = %plan.runner))]
 pub async fn ensure_running(plan: Plan, opts: EnsureOptions) -> Result<Handle> {
-    StateDir::check_name(&plan.name)?;
+    StateDir::check_name(&plan.name).map_err(|e| plan.config.blame("name", e))?;
     // Again here: a library user may have changed the plan's host after `plan()`.
     // A backend someone else runs (`--runner remote`): its host is the user's URL's, not
     // one of this machine; nothing is started, so nothing can be detached or shared.
@@ -117,7 +117,7 @@ pub async fn ensure_running(plan: Plan, opts: EnsureOptions) -> Result<Handle> {
     }
     let given = plan.config.host.is_some() || plan.host != crate::config::DEFAULT_HOST;
     if !attached {
-        crate::config::check_host_for(plan.runner, &plan.host, given)?;
+        crate::config::check_host_for(plan.runner, &plan.host, given).map_err(|e| plan.config.blame("host", e))?;
     }
     let state = state_dir(&opts)?;
     let runner = match &opts.runner {

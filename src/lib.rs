@@ -31,7 +31,7 @@ mod kind;
 pub mod mcp;
 mod starter;
 
-pub use config::{Config, Plan, PortChoice, parse_duration};
+pub use config::{Config, EnvVars, McpProxyFlags, Plan, PortChoice, Source, parse_duration};
 pub use ensure::{Down, EnsureOptions, down, down_report, ensure_running};
 pub use handle::Handle;
 pub use kind::{RunnerKind, build_runner, recorded_runner};
