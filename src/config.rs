@@ -1722,4 +1722,161 @@ mod tests {
         assert_eq!(off.expected_version(RunnerKind::Uvx), None);
         assert_eq!(pkg("srv==1.0").plan().map(|p| p.runner).ok(), Some(RunnerKind::Uvx));
     }
+
+    /// A `tether.toml` with `text` in a temporary directory, read as `up` reads it.
+    fn from_a_file(text: &str) -> (tempfile::TempDir, PathBuf, Config) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("tether.toml");
+        std::fs::write(&path, text).expect("write tether.toml");
+        let config = Config::from_file(&path).expect("a valid file");
+        (dir, path, config)
+    }
+
+    #[test]
+    fn a_bad_value_from_a_file_names_the_file_and_the_key_not_the_flag() {
+        for (text, key, needle) in [
+            ("timeout = \"abc\"\n", "timeout", "bad timeout `abc` (from {file}, key `timeout`): "),
+            (
+                "probe-timeout = \"5ms\"\n",
+                "probe-timeout",
+                "bad probe-timeout `5ms` (from {file}, key `probe-timeout`): too short; the minimum is 10ms",
+            ),
+            (
+                "liveness-failures = 0\n",
+                "liveness-failures",
+                "bad liveness-failures `0` (from {file}, key `liveness-failures`): give 1 or more",
+            ),
+            ("env = { \"A=B\" = \"1\" }\n", "env", "bad env key `A=B` (from {file}, key `env`): it contains `=`"),
+            ("cwd = \"/no/such/dir\"\n", "cwd", "bad cwd `/no/such/dir` (from {file}, key `cwd`): "),
+            ("host = \"no-such-host.invalid\"\n", "host", "`host` (from {file}, key `host`) must be an IP address"),
+            ("probe = \"grpc\"\n", "probe", "bad probe `grpc` (from {file}, key `probe`); use http[:PATH]"),
+            ("restart = \"sometimes\"\n", "restart", "unknown restart policy `sometimes` (from {file}, key `restart`)"),
+            ("expect = [\"=1\"]\n", "expect", "bad condition `=1` (from {file}, key `expect`): "),
+            (
+                "url = \"http://h:1\"\nrunner = \"native\"\n",
+                "url",
+                "url `http://h:1` (from {file}, key `url`) is only for --runner remote",
+            ),
+        ] {
+            let (_dir, path, config) = from_a_file(text);
+            let e = config.plan().expect_err(key);
+            let needle = needle.replace("{file}", &path.display().to_string());
+            assert!(e.to_string().contains(&needle), "{key}: expected `{needle}` in: {e}");
+            assert!(!e.to_string().contains(&format!("--{key} ")), "{key}: names the flag: {e}");
+            assert_eq!(e.exit_code(), 2, "{key}");
+        }
+    }
+
+    #[cfg(feature = "remote")]
+    #[test]
+    fn refusals_of_the_remote_runner_name_where_the_option_came_from() {
+        let (_dir, path, config) = from_a_file("url = \"http://127.0.0.1:9\"\nport = 80\nargs = [\"srv\"]\n");
+        let e = config.plan().expect_err("port with a URL");
+        let file = path.display();
+        assert!(e.to_string().starts_with(&format!("port (from {file}, key `port`) makes no sense: ")), "{e}");
+        let (_dir, path, config) = from_a_file("url = \"http://127.0.0.1:9\"\nargs = [\"srv\"]\n");
+        let e = config.plan().expect_err("args with a URL");
+        let file = path.display();
+        assert!(e.to_string().starts_with(&format!("`args` (from {file}, key `args`) makes no sense: ")), "{e}");
+        let (_dir, path, config) = from_a_file("runner = \"remote\"\n");
+        let e = config.plan().expect_err("no URL");
+        let file = path.display();
+        assert!(
+            e.to_string()
+                .starts_with(&format!("runner `remote` (from {file}, key `runner`) needs the backend's address")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_flag_over_the_file_takes_the_source_with_the_value() {
+        let (_dir, path, mut config) = from_a_file("timeout = \"1m\"\ngrace = \"1s\"\nprobe-timeout = \"5ms\"\n");
+        let mut flags = Config { probe_timeout: Some("1ms".into()), ..Config::default() };
+        flags.sources.insert("probe_timeout", Source::Env("TETHER_PROBE_TIMEOUT".into()));
+        config.overlay(flags);
+        assert_eq!(config.source("probe-timeout"), Some(&Source::Env("TETHER_PROBE_TIMEOUT".into())));
+        let file = |key: &str| Source::File { path: path.clone(), key: key.into() };
+        assert_eq!(config.source("grace"), Some(&file("grace")), "the file's, not overlaid");
+        let e = config.clone().plan().expect_err("too short");
+        assert!(
+            e.to_string()
+                .contains("bad probe-timeout `1ms` (from TETHER_PROBE_TIMEOUT): too short; the minimum is 10ms"),
+            "{e}"
+        );
+        // A value set by code over it has no source: the message names the flag.
+        config.overlay(Config { probe_timeout: Some("2ms".into()), ..Config::default() });
+        assert_eq!(config.source("probe-timeout"), None);
+        let e = config.plan().expect_err("too short");
+        assert!(e.to_string().contains("bad --probe-timeout `2ms`: too short"), "{e}");
+    }
+
+    #[test]
+    fn the_env_of_flags_and_file_merge_and_a_bad_key_is_named_where_it_came_from() {
+        let (_dir, path, mut config) = from_a_file("[env]\nA = \"1\"\n\"B=C\" = \"2\"\n");
+        let mut flags = Config { env: [("D", "4")].into_iter().collect(), ..Config::default() };
+        flags.sources.insert("env", Source::Flag("--env".into()));
+        config.overlay(flags);
+        assert_eq!(config.env.keys().collect::<Vec<_>>(), ["A", "B=C", "D"]);
+        let e = config.plan().expect_err("a bad key of the file");
+        assert!(e.to_string().contains(&format!("bad env key `B=C` (from {}, key `env`)", path.display())), "{e}");
+        // A bad key of the flags' is the flag's.
+        let (_dir, _path, mut config) = from_a_file("[env]\nA = \"1\"\n");
+        let mut flags = Config { env: [("X\nY", "4")].into_iter().collect(), ..Config::default() };
+        flags.sources.insert("env", Source::Flag("--env".into()));
+        config.overlay(flags);
+        let e = config.plan().expect_err("a bad key of the flags");
+        assert!(e.to_string().contains("bad --env key `X\\nY`: it contains a line break"), "{e}");
+    }
+
+    #[test]
+    fn a_message_names_the_source_beside_the_key() {
+        let env = Source::Env("TETHER_X".into());
+        for (message, key, named) in [
+            ("bad --timeout `0s`: too short", "timeout", "bad timeout `0s` (from TETHER_X): too short"),
+            ("bad --progress-field ``: give", "progress_field", "bad progress-field `` (from TETHER_X): give"),
+            ("bad --env key `A=B`: it", "env", "bad env key `A=B` (from TETHER_X): it"),
+            ("`--host` must be an IP", "host", "`host` (from TETHER_X) must be an IP"),
+            ("--port makes no sense: --port", "port", "port (from TETHER_X) makes no sense: --port"),
+            ("--url `u` is only for --runner remote", "url", "url `u` (from TETHER_X) is only for --runner remote"),
+            ("--env-file is not --env `x`", "env", "--env-file is not env `x` (from TETHER_X)"),
+            ("unknown restart policy `x`; use no", "restart", "unknown restart policy `x` (from TETHER_X); use no"),
+            ("invalid instance name 'x'", "name", "invalid instance name 'x' (from TETHER_X)"),
+        ] {
+            assert_eq!(name_source(message, key, &env), named);
+        }
+    }
+
+    #[test]
+    fn every_key_is_one_of_the_file_and_one_flag() {
+        // The file's keys are serde's, which lists them for an unknown one.
+        let e = Config::from_toml("no-such-key = 1\n").expect_err("unknown");
+        let listed: Vec<String> = e.to_string().split('`').skip(3).step_by(2).map(str::to_string).collect();
+        let keys: Vec<String> = Config::KEYS.iter().map(|k| k.replace('_', "-")).collect();
+        assert_eq!(listed, keys, "{e}");
+        // Each is one flag (the arguments after `--` none), `--` and the key's name.
+        use clap::Args;
+        let cmd = McpProxyFlags::augment_args(Config::augment_args(clap::Command::new("t")));
+        let ids: Vec<&str> = cmd.get_arguments().map(|a| a.get_id().as_str()).collect();
+        assert_eq!(ids, Config::KEYS);
+        for arg in cmd.get_arguments().filter(|a| a.get_id() != "args") {
+            let key = arg.get_id().as_str().replace('_', "-");
+            assert_eq!(arg.get_long(), Some(key.as_str()));
+            if let Some(var) = arg.get_env() {
+                assert_eq!(var.to_string_lossy(), format!("TETHER_{}", arg.get_id().as_str().to_uppercase()));
+            }
+        }
+    }
+
+    #[test]
+    fn the_configuration_doc_names_every_key() {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/configuration.md"))
+            .expect("docs/configuration.md");
+        for key in Config::KEYS.iter().map(|k| k.replace('_', "-")) {
+            let written = doc.lines().any(|l| {
+                let l = l.trim_start_matches(['#', ' ']);
+                l.starts_with(&format!("{key} =")) || (key == "env" && l == "[env]")
+            });
+            assert!(written, "docs/configuration.md shows no `{key} = …`");
+        }
+    }
 }

@@ -52,11 +52,17 @@ impl Cli {
                 std::process::exit(e.exit_code());
             }
         };
-        let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        Cli::from_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+
+    /// The command line from clap's matches, noting where each backend option came from
+    /// (flag or variable) for the errors about its value to name.
+    fn from_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let mut cli = Cli::from_arg_matches(matches)?;
         if let Some((_, sub)) = matches.subcommand() {
             cli.command.note_sources(sub);
         }
-        cli
+        Ok(cli)
     }
 }
 
@@ -241,8 +247,59 @@ pub struct BackendArgs {
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
+    use tether::{Config, Source};
 
-    use super::Cli;
+    use super::{Cli, Command};
+
+    /// `tether ARGS` parsed as `main` parses it, sources noted.
+    fn parse(args: &[&str]) -> Cli {
+        let argv = std::iter::once("tether").chain(args.iter().copied());
+        let matches = Cli::command().try_get_matches_from(argv).expect("valid arguments");
+        Cli::from_matches(&matches).expect("valid arguments")
+    }
+
+    /// The long flags of subcommand `name`.
+    fn flags_of(name: &str) -> Vec<String> {
+        let cmd = Cli::command();
+        let sub = cmd.find_subcommand(name).expect("a subcommand");
+        sub.get_arguments().filter_map(|a| a.get_long()).map(str::to_string).collect()
+    }
+
+    #[test]
+    fn every_key_is_a_flag_of_up_and_mcp_proxy_and_the_front_s_of_mcp_proxy_only() {
+        let (up, proxy) = (flags_of("up"), flags_of("mcp-proxy"));
+        let front = ["mcp-path", "tools", "call-wait", "list-wait"];
+        for key in Config::KEYS.iter().filter(|k| **k != "args").map(|k| k.replace('_', "-")) {
+            assert!(proxy.contains(&key), "mcp-proxy --{key}: {proxy:?}");
+            assert_eq!(up.contains(&key), !front.contains(&key.as_str()), "up --{key}: {up:?}");
+        }
+        // And what is not a key of the file.
+        for flag in ["config", "replace", "json", "raw", "detach", "share"] {
+            assert!(up.contains(&flag.to_string()), "up --{flag}");
+        }
+    }
+
+    #[test]
+    fn the_flags_given_are_noted_as_their_sources() {
+        let Command::Up(up) = parse(&["up", "--timeout", "0s", "--with", "mcp<2", "--offline", "--", "srv"]).command
+        else {
+            panic!("up")
+        };
+        let keys = &up.backend.keys;
+        assert_eq!(keys.source("timeout"), Some(&Source::Flag("--timeout".into())));
+        assert_eq!(keys.source("with"), Some(&Source::Flag("--with".into())));
+        assert_eq!(keys.source("offline"), Some(&Source::Flag("--offline".into())));
+        assert_eq!(keys.source("args"), Some(&Source::Flag("--".into())));
+        assert_eq!(keys.source("grace"), None, "not given");
+        assert_eq!(keys.source("force-port"), None, "a switch not given is no source");
+        let e = keys.clone().plan().expect_err("too short");
+        assert!(e.to_string().contains("bad --timeout `0s`: too short; the minimum is 100ms"), "{e}");
+        let Command::McpProxy(proxy) = parse(&["mcp-proxy", "--call-wait", "1s", "--", "srv"]).command else {
+            panic!("mcp-proxy")
+        };
+        assert_eq!(proxy.backend.keys.source("call-wait"), Some(&Source::Flag("--call-wait".into())));
+        assert_eq!(proxy.mcp.call_wait.as_deref(), Some("1s"));
+    }
 
     /// Every environment variable a flag of any subcommand reads.
     fn env_names() -> Vec<String> {
@@ -271,20 +328,30 @@ mod tests {
         }
     }
 
+    /// scripts/test unsets every `TETHER_*` variable but a few that are no option: run what
+    /// it sources with each option's variable set (and one no option has yet), and none is
+    /// left, while the few are kept.
     #[test]
     fn scripts_test_keeps_every_flag_variable_away_from_the_tests() {
-        let script =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/test")).expect("scripts/test");
-        let start = script.find("unset TETHER_").expect("an `unset` line in scripts/test");
-        let unset: Vec<&str> = script[start..]
-            .lines()
-            .map(|l| l.trim_end_matches('\\'))
-            .take_while(|l| !l.trim().is_empty())
-            .flat_map(str::split_whitespace)
-            .filter(|w| *w != "unset")
-            .collect();
-        for name in env_names() {
-            assert!(unset.contains(&name.as_str()), "scripts/test must unset {name}: {unset:?}");
+        let root = env!("CARGO_MANIFEST_DIR");
+        let script = std::fs::read_to_string(format!("{root}/scripts/test")).expect("scripts/test");
+        assert!(script.contains("source scripts/lib/tether-env.sh"), "scripts/test sources scripts/lib/tether-env.sh");
+        let kept = ["TETHER_STATE_DIR", "TETHER_LOG", "TETHER_TEST_SEED", "TETHER_SOAK_CYCLES", "TETHER_INSTANCE"];
+        let options = env_names();
+        let mut cmd = std::process::Command::new("bash");
+        cmd.args(["-c", "source scripts/lib/tether-env.sh && env"]).current_dir(root);
+        for name in options.iter().map(String::as_str).chain(["TETHER_A_FUTURE_OPTION"]).chain(kept) {
+            cmd.env(name, "set-by-a-developer");
+        }
+        let out = cmd.output().expect("run bash");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let env = String::from_utf8_lossy(&out.stdout);
+        let left: Vec<&str> = env.lines().filter_map(|l| l.split_once('=')).map(|(k, _)| k).collect();
+        for name in options.iter().map(String::as_str).chain(["TETHER_A_FUTURE_OPTION"]) {
+            assert!(!left.contains(&name), "scripts/test must unset {name}: {left:?}");
+        }
+        for name in kept {
+            assert!(left.contains(&name), "scripts/test keeps {name}: {left:?}");
         }
     }
 }
