@@ -1,4 +1,7 @@
-//! `tether.toml` and the `up` flags: the same keys, flags win, unknown keys are errors.
+//! `tether.toml`, the flags of `up` and `mcp-proxy` and their `TETHER_*` variables: the same
+//! keys, each declared once as a field of [`Config`] (its flag, its variable, its key in the
+//! file, its help); flags win, unknown keys are errors, and an error about a value names where
+//! it came from ([`Source`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -193,6 +196,8 @@ config_keys! {
     #[derive(Debug, Clone, Default, Deserialize, clap::Args)]
     #[serde(deny_unknown_fields, rename_all = "kebab-case")]
     #[non_exhaustive]
+    // The keys' docs are their help: `http[:PATH]` is a syntax, not a link.
+    #[allow(rustdoc::broken_intra_doc_links)]
     pub struct Config {
         /// native, uvx, docker, or remote (a backend someone else runs, at --url) [default: remote with
         /// a URL, uvx with a package, docker with an image, else native]

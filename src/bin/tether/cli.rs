@@ -331,6 +331,7 @@ mod tests {
     /// scripts/test unsets every `TETHER_*` variable but a few that are no option: run what
     /// it sources with each option's variable set (and one no option has yet), and none is
     /// left, while the few are kept.
+    #[cfg(unix)]
     #[test]
     fn scripts_test_keeps_every_flag_variable_away_from_the_tests() {
         let root = env!("CARGO_MANIFEST_DIR");
