@@ -92,7 +92,7 @@ pub fn plan(mut config: Config) -> Result<(Plan, ProxyOptions)> {
     }
     // Checked before it becomes the probe's path, so the error names the flag given.
     if let Some(path) = &config.mcp_path {
-        check_mcp_path(path)?;
+        check_mcp_path(path).map_err(|e| config.blame("mcp-path", e))?;
     }
     let named = config.name.is_some();
     if !named {
@@ -150,7 +150,7 @@ pub fn shared_name(plan: &Plan, cache_key: &str) -> String {
         [c.package.clone(), c.entry.clone(), c.python.clone(), c.index_url.clone(), c.image.clone()]
             .map(|p| p.unwrap_or_default()),
     );
-    parts.push(c.offline.unwrap_or(false).to_string());
+    parts.push(c.offline.to_string());
     parts.extend(c.with.iter().cloned());
     parts.extend(c.constraint.iter().map(|f| f.to_string_lossy().into_owned()));
     format!("{cache_key}-{:08x}", crate::config::fnv1a(&parts) as u32)
@@ -210,10 +210,9 @@ impl ProxyOptions {
     /// proxy's own defaults).
     pub fn from_plan(plan: &Plan) -> Result<Self> {
         let mcp_path = plan.config.mcp_path.clone().unwrap_or_else(|| "/mcp".into());
-        check_mcp_path(&mcp_path)?;
-        let call_wait =
-            crate::config::duration("call-wait", plan.config.call_wait.as_deref(), Duration::from_secs(30))?;
-        let list_wait = crate::config::duration("list-wait", plan.config.list_wait.as_deref(), DEFAULT_LIST_WAIT)?;
+        check_mcp_path(&mcp_path).map_err(|e| plan.config.blame("mcp-path", e))?;
+        let call_wait = plan.config.duration("call-wait", plan.config.call_wait.as_deref(), Duration::from_secs(30))?;
+        let list_wait = plan.config.duration("list-wait", plan.config.list_wait.as_deref(), DEFAULT_LIST_WAIT)?;
         Ok(ProxyOptions {
             mcp_path,
             tools_file: plan.config.tools.clone(),
