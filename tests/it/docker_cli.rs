@@ -6,7 +6,7 @@
 //! backend owns its endpoint only while it runs, and an unreachable engine is a
 //! clear error.
 
-mod docker_support;
+use crate::docker_support;
 
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};

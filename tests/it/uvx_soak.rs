@@ -1,9 +1,7 @@
 //! Soak through real uv: 100 start → ready → stop cycles of the fixture Python backend
-//! under `uvx`; afterwards no uv or Python process, file descriptor or thread is left.
-#![cfg(feature = "uvx")]
-
-#[path = "fixtures/uvx/support.rs"]
-mod support;
+//! under `uvx`; afterwards no uv or Python process, file descriptor or thread is left. It
+//! counts its own process's, so it runs alone in one (`tether_testkit::alone_in_process!`).
+use crate::uvx_support as support;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +17,7 @@ fn count(dir: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uvx_start_ready_stop_cycles_leak_nothing() {
+    tether_testkit::alone_in_process!(uvx_start_ready_stop_cycles_leak_nothing);
     let Some(uv) = support::Uv::find() else { return };
     let fixture = support::fixture(&uv);
     let marker = support::marker("soak");

@@ -6,7 +6,7 @@
 //! Nothing sleeps to synchronise: readiness is gated by a file the test creates
 //! (`--ready-file`), and everything else is awaited with a bounded deadline.
 
-mod mcp_support;
+use crate::mcp_support;
 
 use std::process::Stdio;
 

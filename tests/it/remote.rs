@@ -9,7 +9,7 @@
 //! Nothing sleeps to synchronise: lines are read as they come, and conditions are
 //! polled with a bounded deadline. Every process a test starts is SIGKILLed on drop.
 
-mod mcp_support;
+use crate::mcp_support;
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, ExitStatus, Stdio};

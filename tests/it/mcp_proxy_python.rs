@@ -16,12 +16,9 @@
 //!
 //! Nothing sleeps to synchronise: readiness is gated by a file the test creates
 //! (`--ready-file`), and everything else is awaited with a bounded deadline.
-#![cfg(all(feature = "uvx", feature = "mcp"))]
+use crate::uvx_support as support;
 
-#[path = "fixtures/uvx/support.rs"]
-mod support;
-
-mod mcp_support;
+use crate::mcp_support;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
