@@ -462,3 +462,32 @@ async fn told_the_failure(sdk: &str) {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_2_host_answers_a_stock_servers_elicitation_sampling_and_roots() {
+    host_answers_asks(MCP_2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_1_host_answers_a_stock_servers_elicitation_sampling_and_roots() {
+    host_answers_asks(MCP_1).await;
+}
+
+/// Issue 22, item 1, host and server both the official SDK (of one line): the host's
+/// `ClientSession` offers sampling, elicitation and roots with its callbacks; the stock
+/// server's tools `ctx.elicit`, `session.create_message` and `session.list_roots` get the
+/// callbacks' answers through the proxy (before: `decline:` without the user asked, a
+/// refused sampling, no roots).
+async fn host_answers_asks(sdk: &str) {
+    let Some(py) = PyHost::find() else { return };
+    let wheel = crate::mcp_proxy_python::build_wheel(&py.found.python, sdk);
+    let sandbox = py.sandbox();
+    let ready = sandbox.path("ready");
+    std::fs::write(&ready, "").expect("create the ready file");
+    let args = crate::mcp_proxy_python::catalog_args(&py.found, &wheel, &ready, "asks");
+    let answer = py.host(&sandbox, sdk, &["--ask"], &args).await;
+    let asks = &answer["asks"];
+    assert_eq!(asks["ask_name"], "accept:Ada", "{answer}");
+    assert_eq!(asks["ask_model"], "host-model-7:the host's model read: which skill?", "{answer}");
+    assert_eq!(asks["host_roots"], "file:///home/user/project", "{answer}");
+}

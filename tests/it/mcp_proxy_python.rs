@@ -44,7 +44,7 @@ const READY: Duration = Duration::from_secs(600);
 const SESSION_IDLE: Duration = Duration::from_secs(1);
 
 /// The fixture wheel requiring `mcp==MCP`, at this test's fixture version.
-fn build_wheel(python: &Path, mcp: &str) -> Wheel {
+pub(crate) fn build_wheel(python: &Path, mcp: &str) -> Wheel {
     Wheel::build(python, FIXTURE_VERSION, mcp)
 }
 
@@ -373,7 +373,7 @@ async fn catalog_proxy(
 }
 
 /// The proxy's arguments for the fixture with `--catalog` (see [`catalog_proxy`]).
-fn catalog_args(uv: &support::Uv, wheel: &Wheel, ready: &Path, name: &str) -> Vec<String> {
+pub(crate) fn catalog_args(uv: &support::Uv, wheel: &Wheel, ready: &Path, name: &str) -> Vec<String> {
     let timeout = format!("{}s", READY.as_secs());
     [
         "--runner",
