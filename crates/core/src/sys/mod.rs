@@ -2,8 +2,10 @@
 //!
 //! Everything outside this module is portable: it asks the questions below and decides
 //! what is ours, what to stop and in which order. A platform answers them in a module
-//! of its own (`linux`, with the Unix-common part in `unix`); on a platform without one
-//! tether does not build, with one error naming it.
+//! of its own (`linux`, `macos`, with the Unix-common part in `unix`); on a platform without
+//! one tether does not build, with one error naming it. Where a platform lacks what a question
+//! needs (macOS has no parent-death signal, subreaper, pidfd, pid namespace, lock table), its
+//! module says so at the function and answers with the fallback documented there.
 //!
 //! The interface, by topic:
 //! - **Processes**: a process's facts ([`Stat`]: parent, group, start time — pid + start
@@ -27,9 +29,9 @@
 
 // The Unix-common part, for the Unix platforms that have a module of their own (it
 // calls into theirs).
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", target_os = "macos"))]
 mod unix;
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", target_os = "macos"))]
 pub use unix::*;
 
 #[cfg(target_os = "linux")]
@@ -37,8 +39,20 @@ mod linux;
 #[cfg(target_os = "linux")]
 pub use linux::*;
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(target_os = "macos")]
+mod macos;
+#[cfg(target_os = "macos")]
+pub use macos::*;
+
+// The macOS module's data layouts and parsers (no OS call): unit-tested on every host, not
+// only on a Mac. Elsewhere only those tests use them.
+#[cfg(all(test, not(target_os = "macos")))]
+#[allow(dead_code)]
+#[path = "macos/abi.rs"]
+mod macos_abi;
+
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
 compile_error!(
-    "tether does not support this platform yet: it runs on Linux (crates/core/src/sys/linux); \
-     Windows and macOS are planned (a sys/ module each)"
+    "tether does not support this platform yet: it runs on Linux (crates/core/src/sys/linux) and macOS \
+     (crates/core/src/sys/macos); Windows is planned (a sys/ module of its own)"
 );
