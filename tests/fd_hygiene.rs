@@ -5,6 +5,8 @@
 //!
 //! One test in this file, so that no other test of this binary spawns a process while
 //! the inheritable pipe is open.
+// Linux only: it lists a process's descriptors in /proc/PID/fd.
+#![cfg(target_os = "linux")]
 
 use std::fs::File;
 use std::io::Read;

@@ -1,5 +1,7 @@
 //! Soak: many start → ready → stop cycles of the demo backend under the native
 //! runner; afterwards no process, file descriptor or thread has leaked.
+// Linux only: it counts descriptors and threads in /proc/self.
+#![cfg(target_os = "linux")]
 
 use std::path::PathBuf;
 use std::sync::Arc;

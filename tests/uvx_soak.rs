@@ -1,5 +1,7 @@
 //! Soak through real uv: 100 start → ready → stop cycles of the fixture Python backend
 //! under `uvx`; afterwards no uv or Python process, file descriptor or thread is left.
+// Linux only: it counts descriptors and threads in /proc/self.
+#![cfg(target_os = "linux")]
 #![cfg(feature = "uvx")]
 
 #[path = "fixtures/uvx/support.rs"]
