@@ -19,11 +19,14 @@
 //! - **Starting**: what a spawned backend or guard gets between fork and exec
 //!   ([`own_group`], [`new_session`], [`die_with_parent`], [`cloexec_inherited_fds`]),
 //!   a wider pipe for its output ([`widen_pipe`]), how it ended ([`exit_signal`]).
-//! - **The guard**: owner-death arming and the wait for a stop ([`guard`]).
+//! - **The guard**: owner-death arming and the wait for a stop ([`guard`]), over the
+//!   platform's owner watch ([`watch_owner`], [`owner_still_there`]) and its hold on orphaned
+//!   descendants ([`become_subreaper`], [`adopted_alive`]).
 //! - **Ports**: the listeners of a port and their holders ([`Listeners`]), and closing a
 //!   probe listener at once ([`shutdown_listener`]).
 //! - **Files**: the state directory's private files and directories (this user's only,
-//!   never through a link: [`private`]), file-lock holders ([`lock_holders`]).
+//!   never through a link: [`private`]), file-lock holders ([`lock_holders`]), where the
+//!   state lives by default ([`HOME_STATE_DIR`]).
 //! - **This process**: [`current_uid`], [`is_root`], [`own_start_time`], and facts that
 //!   tell this machine and pid namespace apart ([`boot_id`], [`pid_namespace`]).
 

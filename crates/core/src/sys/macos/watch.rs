@@ -79,18 +79,21 @@ const PIPE_QUIET: Duration = Duration::from_millis(100);
 /// `owner_pipes` is gone — `EVFILT_WRITE` `EV_EOF`, for those that are pipes (`S_IFIFO`):
 /// a pipe the owner created for this process and reads, so its EOF is the owner's end.
 ///
-/// Fails when the owner is already gone (`ESRCH`, or a pipe whose reader is gone) or no
-/// kqueue or thread can be had. Call it with `sig` blocked, before other threads start.
+/// Fails when the owner is already gone (`ESRCH`, or `EPIPE`: a pipe whose reader is gone)
+/// or no kqueue or thread can be had. Call it with `sig` blocked, before other threads start.
 pub fn watch_owner(parent: i32, sig: Signal, owner_pipes: &[RawFd]) -> io::Result<()> {
     let owner = usize::try_from(parent).ok().filter(|p| *p > 1).ok_or_else(|| io::Error::other("no owner to watch"))?;
     let kq = Kqueue::new()?;
     kq.change(owner, libc::EVFILT_PROC, libc::EV_ADD, libc::NOTE_EXIT)?;
-    let mut pipes = Vec::new();
     for &fd in owner_pipes.iter().filter(|fd| is_pipe(**fd)) {
         let Ok(ident) = usize::try_from(fd) else { continue };
         // EV_CLEAR: an event per change of the pipe, not one for as long as it is writable.
-        kq.change(ident, libc::EVFILT_WRITE, libc::EV_ADD | libc::EV_CLEAR, 0)?;
-        pipes.push(ident);
+        match kq.change(ident, libc::EVFILT_WRITE, libc::EV_ADD | libc::EV_CLEAR, 0) {
+            // The reader is gone already.
+            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => return Err(e),
+            // Watched; or not watchable, and the owner's exit is still watched.
+            _ => {}
+        }
     }
     std::thread::Builder::new().name("tether-owner-watch".into()).spawn(move || {
         wait_owner_gone(&kq, parent);
