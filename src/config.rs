@@ -1,10 +1,14 @@
-//! `tether.toml` and the `up` flags: the same keys, flags win, unknown keys are errors.
+//! `tether.toml`, the flags of `up` and `mcp-proxy` and their `TETHER_*` variables: the same
+//! keys, each declared once as a field of [`Config`] (its flag, its variable, its key in the
+//! file, its help); flags win, unknown keys are errors, and an error about a value names where
+//! it came from ([`Source`]).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use clap::builder::BoolishValueParser;
 use serde::Deserialize;
 use tether_core::probe::{Condition, HttpProbe, LogProbe, TcpProbe};
 use tether_core::restart::{Liveness, RestartOptions};
@@ -43,110 +47,447 @@ impl RemoteUrl {
 
 pub use tether_core::instance::PortChoice;
 
-/// Every setting of an instance, as written in `tether.toml` or given as flags.
-/// All optional: unset keys take defaults.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+/// Defines [`Config`] and [`McpProxyFlags`] from one list of keys, and from the same list
+/// what must name every key: [`Config::KEYS`], [`Config::overlay`], the sources a file
+/// gives ([`Config::from_file`]) and [`McpProxyFlags::lay_onto`]. A key is written once:
+/// its doc comment is its `--help` text and its documentation, its `#[arg]` its flag,
+/// variable and value parser (clap), its `#[serde]` its `tether.toml` key.
+///
+/// The second list holds the keys that are flags of `mcp-proxy` only (and keys of the file
+/// for both commands): each is written doc comment, `#[arg(...)]`, then any `#[serde(...)]`.
+macro_rules! config_keys {
+    (
+        $(#[$meta:meta])*
+        pub struct Config {
+            $(
+                $(#[$attr:meta])*
+                pub $key:ident: $ty:ty,
+            )*
+        }
+
+        $(#[$mcp_meta:meta])*
+        pub struct McpProxyFlags {
+            $(
+                $(#[doc = $mcp_doc:literal])*
+                #[arg $mcp_arg:tt]
+                $(#[serde $mcp_serde:tt])*
+                pub $mcp_key:ident: $mcp_ty:ty,
+            )*
+        }
+    ) => {
+        $(#[$meta])*
+        pub struct Config {
+            $(
+                $(#[$attr])*
+                pub $key: $ty,
+            )*
+            $(
+                $(#[doc = $mcp_doc])*
+                #[arg(skip)]
+                $(#[serde $mcp_serde])*
+                pub $mcp_key: $mcp_ty,
+            )*
+            /// Where each key's value came from, for errors to name it.
+            #[arg(skip)]
+            #[serde(skip)]
+            pub(crate) sources: BTreeMap<&'static str, Source>,
+        }
+
+        $(#[$mcp_meta])*
+        pub struct McpProxyFlags {
+            $(
+                $(#[doc = $mcp_doc])*
+                #[arg $mcp_arg]
+                pub $mcp_key: $mcp_ty,
+            )*
+        }
+
+        impl Config {
+            /// Every key, as its field is named (`probe_timeout`; the file and the flags
+            /// write it in kebab-case, `probe-timeout`).
+            pub const KEYS: &[&str] = &[$(stringify!($key),)* $(stringify!($mcp_key),)*];
+
+            /// Put `flags` over `self`: every key set in `flags` wins, with its source;
+            /// `env` adds its variables (one of the same name wins).
+            pub fn overlay(&mut self, mut flags: Config) {
+                $(
+                    if Layer::lay(&mut self.$key, flags.$key) {
+                        self.take_source(stringify!($key), &mut flags.sources);
+                    }
+                )*
+                $(
+                    if Layer::lay(&mut self.$mcp_key, flags.$mcp_key) {
+                        self.take_source(stringify!($mcp_key), &mut flags.sources);
+                    }
+                )*
+            }
+
+            /// The keys that are set, as their fields are named.
+            fn set_keys(&self) -> Vec<&'static str> {
+                let mut set = Vec::new();
+                $( if Layer::is_set(&self.$key) { set.push(stringify!($key)); } )*
+                $( if Layer::is_set(&self.$mcp_key) { set.push(stringify!($mcp_key)); } )*
+                set
+            }
+        }
+
+        impl McpProxyFlags {
+            /// Put the flags given over `config` (the other flags, from [`Config`]).
+            pub fn lay_onto(self, config: &mut Config) {
+                $( Layer::lay(&mut config.$mcp_key, self.$mcp_key); )*
+            }
+        }
+    };
+}
+
+config_keys! {
+    /// Every setting of an instance, as written in `tether.toml`, given as flags of `up` and
+    /// `mcp-proxy`, or read from `TETHER_*` variables: the same keys, and all optional
+    /// (unset keys take the defaults [`Config::plan`] fills in).
+    #[derive(Debug, Clone, Default, Deserialize, clap::Args)]
+    #[serde(deny_unknown_fields, rename_all = "kebab-case")]
+    #[non_exhaustive]
+    // The keys' docs are their help: `http[:PATH]` is a syntax, not a link.
+    #[allow(rustdoc::broken_intra_doc_links)]
+    pub struct Config {
+        /// native, uvx, docker, or remote (a backend someone else runs, at --url) [default: remote with
+        /// a URL, uvx with a package, docker with an image, else native]
+        #[arg(long, env = "TETHER_RUNNER", value_parser = parse_runner)]
+        pub runner: Option<RunnerKind>,
+        /// Instance name [default: default; mcp-proxy: mcp-PID]
+        #[arg(long, env = "TETHER_NAME")]
+        pub name: Option<String>,
+        /// Port, or `auto` for a free one [default: 8765; mcp-proxy: auto]
+        #[arg(long, env = "TETHER_PORT", value_name = "N|auto", value_parser = parse_port)]
+        pub port: Option<PortChoice>,
+        /// Host to listen on and probe, an IP address of this machine [default: 127.0.0.1]
+        #[arg(long, env = "TETHER_HOST", value_name = "ADDR")]
+        pub host: Option<String>,
+        /// Readiness probe: http[:PATH], tcp, log:REGEX or mcp[:PATH] (an MCP initialize;
+        /// mcp-proxy's default without --probe or --preset) [default: http:/health]
+        #[arg(long, env = "TETHER_PROBE")]
+        pub probe: Option<String>,
+        /// A probe preset: claude-skills [default: none; the demo backend: claude-skills]
+        #[arg(long, env = "TETHER_PRESET")]
+        pub preset: Option<String>,
+        /// A JSON condition the health answer must meet (repeatable), e.g. `status==ok`.
+        #[arg(long, value_name = "FIELD OP VALUE")]
+        #[serde(default)]
+        pub expect: Vec<String>,
+        /// A numeric JSON field of the health answer shown as progress.
+        #[arg(long, env = "TETHER_PROGRESS_FIELD", value_name = "FIELD")]
+        pub progress_field: Option<String>,
+        /// Fail if the health answer's `version` differs from this.
+        #[arg(long, env = "TETHER_EXPECT_VERSION", value_name = "VER")]
+        pub expect_version: Option<String>,
+        /// Overall readiness deadline, at least 100ms [default: 120s]
+        #[arg(long, env = "TETHER_TIMEOUT", value_name = "DUR", value_parser = parse_dur)]
+        #[serde(default, deserialize_with = "duration_text")]
+        pub timeout: Option<String>,
+        /// Timeout of each probe attempt, at least 10ms [default: 2s]
+        #[arg(long, env = "TETHER_PROBE_TIMEOUT", value_name = "DUR", value_parser = parse_dur)]
+        #[serde(default, deserialize_with = "duration_text")]
+        pub probe_timeout: Option<String>,
+        /// uvx: deadline of installing the backend's environment (uv's downloads), at least 1s;
+        /// --timeout starts after it [default: 15m]
+        #[arg(long, env = "TETHER_INSTALL_TIMEOUT", value_name = "DUR", value_parser = parse_dur)]
+        #[serde(default, deserialize_with = "duration_text")]
+        pub install_timeout: Option<String>,
+        /// Grace period between SIGTERM and SIGKILL [default: 5s]
+        #[arg(long, env = "TETHER_GRACE", value_name = "DUR", value_parser = parse_dur)]
+        #[serde(default, deserialize_with = "duration_text")]
+        pub grace: Option<String>,
+        /// Also stop a foreign process listening on the port.
+        #[arg(long)]
+        #[serde(default)]
+        pub force_port: bool,
+        /// Extra environment for the backend (`--env KEY=VALUE`, repeatable; the file's
+        /// `[env]` table).
+        #[command(flatten)]
+        #[serde(default)]
+        pub env: EnvVars,
+        /// Working directory of the backend (native and uvx) [default: the current one]
+        #[arg(long, env = "TETHER_CWD", value_name = "DIR")]
+        pub cwd: Option<PathBuf>,
+        /// uvx: the package, PKG, PKG==VER or a path to a .whl
+        #[arg(long, env = "TETHER_PACKAGE", value_name = "PKG[==VER]")]
+        pub package: Option<String>,
+        /// uvx: the entry point [default: the package's name]
+        #[arg(long, env = "TETHER_ENTRY", value_name = "NAME")]
+        pub entry: Option<String>,
+        /// uvx: the Python to run it with, VER or PATH (e.g. 3.12) [default: uv's choice]
+        #[arg(long, env = "TETHER_PYTHON", value_name = "VER|PATH")]
+        pub python: Option<String>,
+        /// uvx: no network access.
+        #[arg(long, env = "TETHER_OFFLINE", value_parser = BoolishValueParser::new())]
+        #[serde(default)]
+        pub offline: bool,
+        /// uvx: the package index to use instead of the default.
+        #[arg(long, env = "TETHER_INDEX_URL", value_name = "URL")]
+        pub index_url: Option<String>,
+        /// uvx: the uvx executable to run [default: uvx from PATH]
+        #[arg(long, env = "TETHER_UVX", value_name = "PATH")]
+        pub uvx: Option<PathBuf>,
+        /// uvx: another requirement installed beside the package (repeatable; uvx --with), e.g.
+        /// 'mcp<2'; TETHER_WITH gives one [default: the claude-skills preset adds mcp<2]
+        #[arg(long = "with", env = "TETHER_WITH", value_name = "REQ")]
+        #[serde(default)]
+        pub with: Vec<String>,
+        /// uvx: a constraints file (repeatable; uvx --constraints): version bounds for whatever
+        /// uv resolves, e.g. a line `mcp<2`; TETHER_CONSTRAINT gives one
+        #[arg(long, env = "TETHER_CONSTRAINT", value_name = "FILE")]
+        #[serde(default)]
+        pub constraint: Vec<PathBuf>,
+        /// Do not check the health answer's `version` (against --expect-version or the pinned package).
+        #[arg(long, env = "TETHER_NO_VERSION_CHECK", value_parser = BoolishValueParser::new())]
+        #[serde(default)]
+        pub no_version_check: bool,
+        /// docker: the image.
+        #[arg(long, env = "TETHER_IMAGE", value_name = "IMG")]
+        pub image: Option<String>,
+        /// docker: the port inside the container [default: the host port]
+        #[arg(long, env = "TETHER_CONTAINER_PORT", value_name = "N")]
+        pub container_port: Option<u16>,
+        /// docker: always, missing or never [default: missing]
+        #[arg(long, env = "TETHER_PULL")]
+        pub pull: Option<String>,
+        /// remote: attach to the backend someone else runs at http://HOST:PORT (nothing is started or
+        /// ever signalled; probe paths join onto its origin; a path is mcp-proxy's default MCP endpoint)
+        #[arg(long, env = "TETHER_URL", value_name = "URL")]
+        pub url: Option<String>,
+        /// After ready, restart the backend: no, on-failure or always [default: no; mcp-proxy: on-failure;
+        /// remote: always, i.e. reconnect]
+        #[arg(long, env = "TETHER_RESTART")]
+        pub restart: Option<String>,
+        /// At most this many restarts in a row [default: 5]
+        #[arg(long, env = "TETHER_MAX_RESTARTS", value_name = "N")]
+        pub max_restarts: Option<u32>,
+        /// Liveness probe after ready: http[:PATH] or tcp [default: none, only an exit counts]
+        #[arg(long, env = "TETHER_LIVENESS")]
+        pub liveness: Option<String>,
+        /// How often the liveness probe runs, at least 100ms [default: 5s]
+        #[arg(long, env = "TETHER_LIVENESS_PERIOD", value_name = "DUR", value_parser = parse_dur)]
+        #[serde(default, deserialize_with = "duration_text")]
+        pub liveness_period: Option<String>,
+        /// Failed liveness probes in a row that end the backend [default: 3]
+        #[arg(long, env = "TETHER_LIVENESS_FAILURES", value_name = "N")]
+        pub liveness_failures: Option<u32>,
+        /// The backend's arguments (native: PROGRAM ARGS...); `{port}` and `{host}` are substituted.
+        #[arg(last = true)]
+        #[serde(default)]
+        pub args: Vec<String>,
+    }
+
+    /// The keys that are flags of `mcp-proxy` only (`up` has none of them; in `tether.toml`
+    /// they are keys of both, and `up` ignores them). Their values go into [`Config`].
+    #[derive(Debug, Clone, Default, clap::Args)]
+    #[non_exhaustive]
+    pub struct McpProxyFlags {
+        /// The backend's streamable HTTP MCP endpoint path (default /mcp).
+        #[arg(long, value_name = "PATH")]
+        pub mcp_path: Option<String>,
+        /// A JSON file with the tools to list before the backend is ready the first time
+        /// (`{"tools":[...]}` as `tools/list` answers, or a bare array).
+        #[arg(long, value_name = "FILE")]
+        pub tools: Option<PathBuf>,
+        /// How long a `tools/call` waits for a loading backend before it answers with the
+        /// loading progress as a tool error (default 30s).
+        #[arg(long, value_name = "DUR", value_parser = parse_dur)]
+        #[serde(default, deserialize_with = "duration_text")]
+        pub call_wait: Option<String>,
+        /// How long the first `tools/list` waits for the backend when there is no cached list,
+        /// no --tools file and no preset with tools, before it answers what it has (default 8s,
+        /// below the hosts' start limits).
+        #[arg(long, value_name = "DUR", value_parser = parse_dur)]
+        #[serde(default, deserialize_with = "duration_text")]
+        pub list_wait: Option<String>,
+    }
+}
+
+/// Where the value of a key came from: what an error about it names.
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
-pub struct Config {
-    /// `native`, `uvx`, `docker` or `remote`.
-    pub runner: Option<RunnerKind>,
-    /// Instance name (default `default`).
-    pub name: Option<String>,
-    /// Port or `auto` (default 8765).
-    pub port: Option<PortChoice>,
-    /// Host (default 127.0.0.1).
-    pub host: Option<String>,
-    /// `http[:PATH]`, `tcp` or `log:REGEX`.
-    pub probe: Option<String>,
-    /// `claude-skills`.
-    pub preset: Option<String>,
-    /// JSON conditions on the HTTP answer, all required for ready (`skills_loaded>0`).
-    #[serde(default)]
-    pub expect: Vec<String>,
-    /// A numeric JSON field shown as progress.
-    pub progress_field: Option<String>,
-    /// Require `version` in the health answer to equal this.
-    pub expect_version: Option<String>,
-    /// Overall readiness deadline (default `120s`; at least 100ms).
-    #[serde(default, deserialize_with = "duration_text")]
-    pub timeout: Option<String>,
-    /// Per-probe timeout (default `2s`; at least 10ms).
-    #[serde(default, deserialize_with = "duration_text")]
-    pub probe_timeout: Option<String>,
-    /// uvx: how long installing the backend's environment may take, before the readiness
-    /// `timeout` starts (default `15m`; at least 1s).
-    #[serde(default, deserialize_with = "duration_text")]
-    pub install_timeout: Option<String>,
-    /// Grace between SIGTERM and SIGKILL (`5s`).
-    #[serde(default, deserialize_with = "duration_text")]
-    pub grace: Option<String>,
-    /// Stop our own holder of the port, and refuse foreign ones unless this is set.
-    pub force_port: Option<bool>,
-    /// Backend arguments (native: the program first).
-    #[serde(default)]
-    pub args: Vec<String>,
-    /// Extra environment.
-    #[serde(default)]
-    pub env: BTreeMap<String, String>,
-    /// Working directory (native, uvx; must be an existing directory). The docker runner
-    /// keeps the image's.
-    pub cwd: Option<PathBuf>,
-    /// uvx: the package, `PKG` or `PKG==VER`.
-    pub package: Option<String>,
-    /// uvx: the entry point (default: the package name).
-    pub entry: Option<String>,
-    /// uvx: the Python version.
-    pub python: Option<String>,
-    /// uvx: no network.
-    pub offline: Option<bool>,
-    /// uvx: the package index to use instead of the default.
-    pub index_url: Option<String>,
-    /// uvx: the `uvx` to run (a path), instead of `uvx` from PATH.
-    pub uvx: Option<PathBuf>,
-    /// uvx: more requirements installed beside the package (`uvx --with`), e.g. `mcp<2`: a
-    /// version range also bounds the package's own dependency of that name.
-    #[serde(default)]
-    pub with: Vec<String>,
-    /// uvx: constraints files (`uvx --constraints`): version bounds uv applies to whatever
-    /// it resolves, installing nothing more.
-    #[serde(default)]
-    pub constraint: Vec<PathBuf>,
-    /// Do not check the `version` in the health answer against the pinned package version
-    /// (nor against `expect-version`).
-    pub no_version_check: Option<bool>,
-    /// docker: the image.
-    pub image: Option<String>,
-    /// docker: the port inside the container.
-    pub container_port: Option<u16>,
-    /// docker: `always`, `missing` or `never`.
-    pub pull: Option<String>,
-    /// remote: where a backend someone else runs answers, `http://HOST:PORT[/PATH]`
-    /// (implies the `remote` runner). Probes join their path onto its origin; its path is
-    /// only `mcp-proxy`'s default MCP endpoint.
-    pub url: Option<String>,
-    /// After ready: `no`, `on-failure` or `always`.
-    pub restart: Option<String>,
-    /// At most this many restarts in a row (default 5; 0 = none).
-    pub max_restarts: Option<u32>,
-    /// Liveness probe after ready: `http[:PATH]` or `tcp` (default: none, only the exit counts).
-    pub liveness: Option<String>,
-    /// How often the liveness probe runs (default 5s; at least 100ms).
-    #[serde(default, deserialize_with = "duration_text")]
-    pub liveness_period: Option<String>,
-    /// Failed liveness probes in a row that end the backend (default 3).
-    pub liveness_failures: Option<u32>,
-    /// mcp-proxy: the backend's streamable HTTP MCP endpoint path (default `/mcp`).
-    pub mcp_path: Option<String>,
-    /// mcp-proxy: a JSON file with the tools to list before the backend is first ready.
-    pub tools: Option<PathBuf>,
-    /// mcp-proxy: how long a `tools/call` waits for a loading backend (default `30s`).
-    #[serde(default, deserialize_with = "duration_text")]
-    pub call_wait: Option<String>,
-    /// mcp-proxy: how long the first `tools/list` waits for the backend when there is no
-    /// cached, file or preset list to answer (default `8s`).
-    #[serde(default, deserialize_with = "duration_text")]
-    pub list_wait: Option<String>,
+pub enum Source {
+    /// The command line: this flag (`--timeout`), or `--` for the arguments after it.
+    Flag(String),
+    /// This environment variable (`TETHER_TIMEOUT`).
+    Env(String),
+    /// A config file.
+    File {
+        /// The file, as it was given (`tether.toml`).
+        path: PathBuf,
+        /// The key, as written there (`probe-timeout`).
+        key: String,
+    },
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Flag(flag) => f.write_str(flag),
+            Source::Env(var) => f.write_str(var),
+            Source::File { path, key } => write!(f, "{}, key `{key}`", path.display()),
+        }
+    }
+}
+
+/// How a layer of the configuration (the flags) lies over another (the file).
+trait Layer {
+    /// Whether a value is set: written in the file, given as a flag.
+    fn is_set(&self) -> bool;
+    /// Lay `top` over `self`; true when the value is now `top`'s (and so is its source).
+    fn lay(&mut self, top: Self) -> bool;
+}
+
+impl<T> Layer for Option<T> {
+    fn is_set(&self) -> bool {
+        self.is_some()
+    }
+
+    fn lay(&mut self, top: Self) -> bool {
+        let set = top.is_some();
+        if set {
+            *self = top;
+        }
+        set
+    }
+}
+
+/// A list is replaced as a whole (the flags' `--with` replace the file's `with`).
+impl<T> Layer for Vec<T> {
+    fn is_set(&self) -> bool {
+        !self.is_empty()
+    }
+
+    fn lay(&mut self, top: Self) -> bool {
+        let set = !top.is_empty();
+        if set {
+            *self = top;
+        }
+        set
+    }
+}
+
+/// A switch is on when either layer turns it on (a flag cannot turn off the file's).
+impl Layer for bool {
+    fn is_set(&self) -> bool {
+        *self
+    }
+
+    fn lay(&mut self, top: Self) -> bool {
+        let turned_on = top && !*self;
+        *self |= top;
+        turned_on
+    }
+}
+
+/// The variables of both layers, the top one's winning by name. The source is the one a
+/// bad key would have: the top's when only it has variables or one of its keys is bad, else
+/// the file's.
+impl Layer for EnvVars {
+    fn is_set(&self) -> bool {
+        !self.0.is_empty()
+    }
+
+    fn lay(&mut self, top: Self) -> bool {
+        let theirs = !top.0.is_empty() && (self.0.is_empty() || top.0.keys().any(|key| env_key_problem(key).is_some()));
+        self.0.extend(top.0);
+        theirs
+    }
+}
+
+/// The `env` key: extra environment for the backend, by name (`--env KEY=VALUE`, the
+/// file's `[env]` table).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct EnvVars(pub BTreeMap<String, String>);
+
+impl std::ops::Deref for EnvVars {
+    type Target = BTreeMap<String, String>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for EnvVars {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl From<BTreeMap<String, String>> for EnvVars {
+    fn from(vars: BTreeMap<String, String>) -> Self {
+        EnvVars(vars)
+    }
+}
+
+impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for EnvVars {
+    fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
+        EnvVars(iter.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
+    }
+}
+
+/// `--env KEY=VALUE` (repeatable), collected by name (a later one of a name wins). Written
+/// by hand: clap's derive knows lists, not maps.
+impl clap::FromArgMatches for EnvVars {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> std::result::Result<Self, clap::Error> {
+        Self::from_arg_matches_mut(&mut matches.clone())
+    }
+
+    fn from_arg_matches_mut(matches: &mut clap::ArgMatches) -> std::result::Result<Self, clap::Error> {
+        Ok(matches.remove_many::<(String, String)>("env").into_iter().flatten().collect())
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> std::result::Result<(), clap::Error> {
+        self.update_from_arg_matches_mut(&mut matches.clone())
+    }
+
+    fn update_from_arg_matches_mut(&mut self, matches: &mut clap::ArgMatches) -> std::result::Result<(), clap::Error> {
+        self.0.extend(Self::from_arg_matches_mut(matches)?.0);
+        Ok(())
+    }
+}
+
+impl clap::Args for EnvVars {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        cmd.arg(
+            clap::Arg::new("env")
+                .long("env")
+                .value_name("KEY=VALUE")
+                .value_parser(parse_env)
+                .action(clap::ArgAction::Append)
+                .help("Extra environment for the backend (repeatable)"),
+        )
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
+/// `--runner`.
+fn parse_runner(s: &str) -> std::result::Result<RunnerKind, String> {
+    s.parse().map_err(|e: Error| e.to_string())
+}
+
+/// `--port`: a number or `auto`.
+fn parse_port(s: &str) -> std::result::Result<PortChoice, String> {
+    s.parse().map_err(|e: Error| e.to_string())
+}
+
+/// A duration flag: checked as it is parsed, kept as its text (as the file's, so that one
+/// parser checks both in [`Config::plan`]).
+fn parse_dur(s: &str) -> std::result::Result<String, String> {
+    parse_duration(s).map(|_| s.to_string())
+}
+
+/// `--env KEY=VALUE` (its key is checked with the file's, in [`Config::plan`]).
+fn parse_env(s: &str) -> std::result::Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("bad --env `{s}`: write KEY=VALUE")),
+    }
 }
 
 /// A duration key of the config file: a string (`"500ms"`, `"2s"`, `"1m"`), or a number
@@ -182,21 +523,20 @@ fn duration_text<'de, D: serde::Deserializer<'de>>(de: D) -> std::result::Result
     de.deserialize_any(Text).map(Some)
 }
 
-macro_rules! overlay {
-    ($self:ident, $other:ident; $($opt:ident),*; $($vec:ident),*) => {
-        $( if $other.$opt.is_some() { $self.$opt = $other.$opt; } )*
-        $( if !$other.$vec.is_empty() { $self.$vec = $other.$vec; } )*
-    };
-}
-
 impl Config {
-    /// Read `tether.toml` (or another file). Errors name the file and the key.
+    /// Read `tether.toml` (or another file). Errors name the file and the key, and so do
+    /// the errors of [`Config::plan`] about a value the file gave.
     ///
     /// Only a regular file of at most [`MAX_CONFIG_BYTES`] is read: a device (`/dev/zero`)
     /// or a FIFO is refused without blocking, a larger file is refused, each naming it.
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = read_config_file(path)?;
-        Self::from_toml(&text).map_err(|e| Error::config(format!("config file {}: {e}", path.display())))
+        let mut config =
+            Self::from_toml(&text).map_err(|e| Error::config(format!("config file {}: {e}", path.display())))?;
+        for key in config.set_keys() {
+            config.sources.insert(key, Source::File { path: path.to_path_buf(), key: key.replace('_', "-") });
+        }
+        Ok(config)
     }
 
     /// Parse TOML text.
@@ -204,22 +544,75 @@ impl Config {
         toml::from_str(text).map_err(|e| Error::config(e.message().trim().to_string() + &location(text, e.span())))
     }
 
-    /// Put `flags` over `self`: every key set in `flags` wins.
-    pub fn overlay(&mut self, flags: Config) {
-        overlay!(self, flags;
-            runner, name, port, host, probe, preset, progress_field, expect_version, timeout,
-            probe_timeout, install_timeout, grace, force_port, cwd, package, entry, python, offline, index_url, uvx,
-            no_version_check, image,
-            container_port, pull, url, restart, max_restarts, liveness, liveness_period, liveness_failures,
-            mcp_path, tools, call_wait, list_wait;
-            expect, args, with, constraint);
-        self.env.extend(flags.env);
+    /// Record where each key given in `matches` came from: its flag or its variable, for
+    /// errors to name. `matches` are those of a command that flattens [`Config`] (and
+    /// maybe [`McpProxyFlags`]), as `tether up` and `tether mcp-proxy` do; keys it does not
+    /// have, or that were not given, are left alone.
+    pub fn note_sources(&mut self, matches: &clap::ArgMatches) {
+        use clap::Args;
+        use clap::parser::ValueSource;
+        let cmd = McpProxyFlags::augment_args(Config::augment_args(clap::Command::new("tether")));
+        for arg in cmd.get_arguments() {
+            let Some(key) = Self::KEYS.iter().copied().find(|k| arg.get_id().as_str() == *k) else { continue };
+            if !matches.ids().any(|id| id.as_str() == key) {
+                continue;
+            }
+            let source = match matches.value_source(key) {
+                Some(ValueSource::CommandLine) => match arg.get_long() {
+                    Some(long) => Source::Flag(format!("--{long}")),
+                    None => Source::Flag("--".into()),
+                },
+                Some(ValueSource::EnvVariable) => match arg.get_env() {
+                    Some(var) => Source::Env(var.to_string_lossy().into_owned()),
+                    None => continue,
+                },
+                _ => continue,
+            };
+            self.sources.insert(key, source);
+        }
+    }
+
+    /// Where the value of `key` (`probe-timeout` or `probe_timeout`) came from, when known:
+    /// a flag, a variable (see [`Config::note_sources`]) or a file ([`Config::from_file`]).
+    pub fn source(&self, key: &str) -> Option<&Source> {
+        self.sources.get(key.replace('-', "_").as_str())
+    }
+
+    /// `key`'s source, from `flags`' sources to ours.
+    fn take_source(&mut self, key: &'static str, flags: &mut BTreeMap<&'static str, Source>) {
+        match flags.remove(key) {
+            Some(source) => self.sources.insert(key, source),
+            None => self.sources.remove(key),
+        };
+    }
+
+    /// `error` about `key` (`probe-timeout` or `probe_timeout`), saying where its value came
+    /// from when that was a variable or a file: the flag it names (`--probe-timeout`)
+    /// becomes the key, and `(from TETHER_PROBE_TIMEOUT)` or `(from FILE, key
+    /// `probe-timeout`)` follows it (after its value when one follows). A value from the
+    /// command line (or set by code) leaves the message as it is: it names the flag.
+    pub(crate) fn blame(&self, key: &str, error: Error) -> Error {
+        match (error, self.source(key)) {
+            (Error::Config { message }, Some(source @ (Source::Env(_) | Source::File { .. }))) => {
+                Error::config(name_source(&message, key, source))
+            }
+            (error, _) => error,
+        }
+    }
+
+    /// ` (from SOURCE)` when `key`'s value came from a variable or a file, else nothing.
+    fn named_source(&self, key: &str) -> String {
+        match self.source(key) {
+            Some(source @ (Source::Env(_) | Source::File { .. })) => format!(" (from {source})"),
+            _ => String::new(),
+        }
     }
 
     /// Check everything and fill in defaults.
     pub fn plan(mut self) -> Result<Plan> {
         self.apply_preset();
-        self.constraint = self.constraint.iter().map(|f| constraints_file(f)).collect::<Result<_>>()?;
+        let constraint = self.constraint.iter().map(|f| constraints_file(f)).collect::<Result<_>>();
+        self.constraint = constraint.map_err(|e| self.blame("constraint", e))?;
         let name = self.name.clone().unwrap_or_else(|| "default".into());
         let runner = match self.runner {
             Some(r) => r,
@@ -228,22 +621,18 @@ impl Config {
             None if self.image.is_some() => RunnerKind::Docker,
             None => RunnerKind::Native,
         };
-        let timeout = duration_at_least("timeout", self.timeout.as_deref(), Duration::from_secs(120), MIN_TIMEOUT)?;
-        let probe_timeout = duration_at_least(
-            "probe-timeout",
-            self.probe_timeout.as_deref(),
-            Duration::from_secs(2),
-            MIN_PROBE_TIMEOUT,
-        )?;
-        let install_timeout = duration_at_least(
+        let timeout = self.at_least("timeout", self.timeout.as_deref(), Duration::from_secs(120), MIN_TIMEOUT)?;
+        let probe_timeout =
+            self.at_least("probe-timeout", self.probe_timeout.as_deref(), Duration::from_secs(2), MIN_PROBE_TIMEOUT)?;
+        let install_timeout = self.at_least(
             "install-timeout",
             self.install_timeout.as_deref(),
             DEFAULT_INSTALL_TIMEOUT,
             Duration::from_secs(1),
         )?;
-        let grace = duration("grace", self.grace.as_deref(), Duration::from_secs(5))?;
+        let grace = self.duration("grace", self.grace.as_deref(), Duration::from_secs(5))?;
         // Checked with or without `liveness`: a bad value is an error wherever it is.
-        let liveness_period = duration_at_least(
+        let liveness_period = self.at_least(
             "liveness-period",
             self.liveness_period.as_deref(),
             Duration::from_secs(5),
@@ -251,7 +640,7 @@ impl Config {
         )?;
         // The docker runner keeps the image's working directory (this is a host path).
         if let Some(dir) = self.cwd.as_deref().filter(|_| runner != RunnerKind::Docker) {
-            check_cwd(dir)?;
+            check_cwd(dir).map_err(|e| self.blame("cwd", e))?;
         }
         let remote = self.remote_url(runner)?;
         let probe = self.build_probe(runner)?;
@@ -259,18 +648,23 @@ impl Config {
         // answers again (reconnecting), by default always and without a limit.
         let (default_policy, default_max) = if remote.is_some() { ("always", None) } else { ("no", Some(5)) };
         let restart = RestartOptions::default()
-            .with_policy(self.restart.as_deref().unwrap_or(default_policy).parse()?)
+            .with_policy(
+                self.restart.as_deref().unwrap_or(default_policy).parse().map_err(|e| self.blame("restart", e))?,
+            )
             .with_max_restarts(self.max_restarts.or(default_max));
         let liveness_failures = match self.liveness_failures {
             Some(0) => {
-                return Err(Error::config(
-                    "bad --liveness-failures `0`: give 1 or more (how many failed checks in a row mean the backend \
-                     is dead; the default is 3)",
+                return Err(self.blame(
+                    "liveness-failures",
+                    Error::config(
+                        "bad --liveness-failures `0`: give 1 or more (how many failed checks in a row mean the \
+                         backend is dead; the default is 3)",
+                    ),
                 ));
             }
             n => n.unwrap_or(3),
         };
-        check_env_keys(self.env.keys())?;
+        check_env_keys(self.env.keys()).map_err(|e| self.blame("env", e))?;
         let liveness = match &self.liveness {
             // No process to exit: without a probe a lost remote backend would go unnoticed,
             // so its liveness probe is its readiness probe.
@@ -282,7 +676,7 @@ impl Config {
             }),
             None => None,
             Some(text) => Some(Liveness {
-                probe: liveness_probe(text)?,
+                probe: liveness_probe(text).map_err(|e| self.blame("liveness", e))?,
                 period: liveness_period,
                 failures: liveness_failures,
                 timeout: probe_timeout,
@@ -293,7 +687,7 @@ impl Config {
             Some(url) => (url.host().to_string(), PortChoice::Fixed(url.port())),
             None => {
                 let host = self.host.clone().unwrap_or_else(|| DEFAULT_HOST.into());
-                check_host_for(runner, &host, self.host.is_some())?;
+                check_host_for(runner, &host, self.host.is_some()).map_err(|e| self.blame("host", e))?;
                 (host, self.port.unwrap_or(PortChoice::Fixed(8765)))
             }
         };
@@ -309,7 +703,7 @@ impl Config {
             probe_timeout,
             install_timeout,
             grace,
-            force_port: self.force_port.unwrap_or(false),
+            force_port: self.force_port,
             config: self,
         })
     }
@@ -356,7 +750,7 @@ impl Config {
     /// The version the health answer must report: `expect-version`, else (uvx) the pinned
     /// package version; none with `no-version-check`.
     fn expected_version(&self, runner: RunnerKind) -> Option<String> {
-        if self.no_version_check.unwrap_or(false) {
+        if self.no_version_check {
             return None;
         }
         self.expect_version.clone().or_else(|| match (runner, self.package.as_deref()) {
@@ -383,56 +777,69 @@ impl Config {
     fn remote_url(&self, runner: RunnerKind) -> Result<Option<RemoteUrl>> {
         if runner != RunnerKind::Remote {
             if let Some(url) = &self.url {
-                return Err(Error::config(format!(
-                    "--url `{url}` is only for --runner remote (a backend someone else runs); the {runner} runner \
-                     starts its own backend on --host/--port: drop --url, or use --runner remote"
-                )));
+                return Err(self.blame(
+                    "url",
+                    Error::config(format!(
+                        "--url `{url}` is only for --runner remote (a backend someone else runs); the {runner} \
+                         runner starts its own backend on --host/--port: drop --url, or use --runner remote"
+                    )),
+                ));
             }
             return Ok(None);
         }
         let Some(text) = &self.url else {
-            return Err(Error::config(
-                "--runner remote needs the backend's address: --url http://HOST:PORT \
+            let runner = match self.named_source("runner") {
+                from if from.is_empty() => "--runner remote".to_string(),
+                from => format!("runner `remote`{from}"),
+            };
+            return Err(Error::config(format!(
+                "{runner} needs the backend's address: --url http://HOST:PORT \
                  (or `url = \"http://HOST:PORT\"` in tether.toml)",
-            ));
+            )));
         };
-        let url = RemoteUrl::parse(text)?;
+        let url = RemoteUrl::parse(text).map_err(|e| self.blame("url", e))?;
         let nothing_started = "tether starts nothing with --runner remote (the backend is someone else's)";
-        let refuse =
-            |what: &str, fix: &str| Err(Error::config(format!("{what} makes no sense: {nothing_started}; {fix}")));
+        let refuse = |key: &str, what: &str, fix: &str| {
+            Err(self.blame(key, Error::config(format!("{what} makes no sense: {nothing_started}; {fix}"))))
+        };
         if self.port.is_some() {
-            return refuse("--port", "put the port in the URL, --url http://HOST:PORT");
+            return refuse("port", "--port", "put the port in the URL, --url http://HOST:PORT");
         }
         if self.host.is_some() {
-            return refuse("--host", "put the host in the URL, --url http://HOST:PORT");
+            return refuse("host", "--host", "put the host in the URL, --url http://HOST:PORT");
         }
         if self.cwd.is_some() {
-            return refuse("--cwd", "drop it");
+            return refuse("cwd", "--cwd", "drop it");
         }
         if !self.args.is_empty() {
-            return refuse("a command after `--` (or `args`)", "drop it");
+            // Named here: the message has no flag for `blame` to find.
+            let what = match self.named_source("args") {
+                from if from.is_empty() => "a command after `--` (or `args`)".to_string(),
+                from => format!("`args`{from}"),
+            };
+            return Err(Error::config(format!("{what} makes no sense: {nothing_started}; drop it")));
         }
         if !self.env.is_empty() {
-            return refuse("--env", "drop it");
+            return refuse("env", "--env", "drop it");
         }
-        if self.force_port == Some(true) {
-            return refuse("--force-port", "nothing of tether's listens on a port to clear; drop it");
+        if self.force_port {
+            return refuse("force-port", "--force-port", "nothing of tether's listens on a port to clear; drop it");
         }
         let other_runners = [
-            ("--image", self.image.is_some()),
-            ("--container-port", self.container_port.is_some()),
-            ("--pull", self.pull.is_some()),
-            ("--package", self.package.is_some()),
-            ("--entry", self.entry.is_some()),
-            ("--python", self.python.is_some()),
-            ("--offline", self.offline == Some(true)),
-            ("--index-url", self.index_url.is_some()),
-            ("--uvx", self.uvx.is_some()),
-            ("--with", !self.with.is_empty()),
-            ("--constraint", !self.constraint.is_empty()),
+            ("image", self.image.is_some()),
+            ("container-port", self.container_port.is_some()),
+            ("pull", self.pull.is_some()),
+            ("package", self.package.is_some()),
+            ("entry", self.entry.is_some()),
+            ("python", self.python.is_some()),
+            ("offline", self.offline),
+            ("index-url", self.index_url.is_some()),
+            ("uvx", self.uvx.is_some()),
+            ("with", !self.with.is_empty()),
+            ("constraint", !self.constraint.is_empty()),
         ];
-        if let Some((flag, _)) = other_runners.iter().find(|(_, set)| *set) {
-            return refuse(flag, "it is an option of the docker or uvx runner; drop it");
+        if let Some((key, _)) = other_runners.iter().find(|(_, set)| *set) {
+            return refuse(key, &format!("--{key}"), "it is an option of the docker or uvx runner; drop it");
         }
         Ok(Some(url))
     }
@@ -441,7 +848,7 @@ impl Config {
         let conditions = self
             .expect
             .iter()
-            .map(|c| Condition::parse(c).map_err(|e| Error::config(e.to_string())))
+            .map(|c| Condition::parse(c).map_err(|e| self.blame("expect", Error::config(e.to_string()))))
             .collect::<Result<Vec<_>>>()?;
         let probe_text = self.probe.as_deref().unwrap_or("http:/health");
         let http_path = match probe_text {
@@ -450,21 +857,30 @@ impl Config {
             _ => None,
         };
         if http_path.is_none() && (self.preset.is_some() || !conditions.is_empty() || self.progress_field.is_some()) {
-            return Err(Error::config(
-                "--preset, --expect and --progress-field need an HTTP probe (--probe http[:PATH])",
-            ));
+            // Named here: several keys, each maybe from elsewhere.
+            let from: String = ["probe", "preset", "expect", "progress-field"]
+                .iter()
+                .map(|key| (key, self.named_source(key)))
+                .filter(|(_, from)| !from.is_empty())
+                .map(|(key, from)| format!("; {key}{from}"))
+                .collect();
+            return Err(Error::config(format!(
+                "--preset, --expect and --progress-field need an HTTP probe (--probe http[:PATH]){from}"
+            )));
         }
         if let Some(path) = http_path {
             if path.is_empty() || !path.starts_with('/') {
-                return Err(Error::config(format!(
-                    "bad probe `{probe_text}`: the path must start with `/`, e.g. http:/health"
-                )));
+                return Err(self.blame(
+                    "probe",
+                    Error::config(format!("bad probe `{probe_text}`: the path must start with `/`, e.g. http:/health")),
+                ));
             }
             let mut probe = match self.preset.as_deref() {
                 None => HttpProbe::new(path),
                 Some("claude-skills") => HttpProbe::claude_skills(path),
                 Some(other) => {
-                    return Err(Error::config(format!("unknown preset `{other}`; the presets are: claude-skills")));
+                    let e = Error::config(format!("unknown preset `{other}`; the presets are: claude-skills"));
+                    return Err(self.blame("preset", e));
                 }
             };
             for c in conditions {
@@ -472,10 +888,13 @@ impl Config {
             }
             if let Some(f) = &self.progress_field {
                 if f.trim().is_empty() {
-                    return Err(Error::config(format!(
-                        "bad --progress-field `{f}`: give the JSON field of the health answer that counts progress, \
-                         e.g. --progress-field skills_loaded"
-                    )));
+                    return Err(self.blame(
+                        "progress-field",
+                        Error::config(format!(
+                            "bad --progress-field `{f}`: give the JSON field of the health answer that counts \
+                             progress, e.g. --progress-field skills_loaded"
+                        )),
+                    ));
                 }
                 probe = probe.with_progress_field(f);
             }
@@ -490,31 +909,41 @@ impl Config {
         if probe_text == "mcp" || probe_text.starts_with("mcp:") {
             let path = probe_text.strip_prefix("mcp:").unwrap_or("/mcp");
             if !path.starts_with('/') {
-                return Err(Error::config(format!(
-                    "bad probe `{probe_text}`: the path must start with `/`, e.g. mcp:/mcp"
-                )));
+                return Err(self.blame(
+                    "probe",
+                    Error::config(format!("bad probe `{probe_text}`: the path must start with `/`, e.g. mcp:/mcp")),
+                ));
             }
             return Ok(Arc::new(tether_core::probe::McpProbe::new(path)));
         }
         if let Some(re) = probe_text.strip_prefix("log:") {
             if runner == RunnerKind::Remote {
-                return Err(Error::config(format!(
+                return Err(self.blame("probe", Error::config(format!(
                     "bad probe `{probe_text}`: a log probe reads the backend's output, and a remote backend's output \
                      stays on its own machine; use http[:PATH], tcp or mcp[:PATH]"
-                )));
+                ))));
             }
             if re.is_empty() {
-                return Err(Error::config(format!(
-                    "bad probe `{probe_text}`: the regular expression is empty (it would match any line); give the \
+                return Err(self.blame(
+                    "probe",
+                    Error::config(format!(
+                        "bad probe `{probe_text}`: the regular expression is empty (it would match any line); give the \
                      text of the line that says ready, e.g. log:listening"
-                )));
+                    )),
+                ));
             }
             let re = regex::Regex::new(re).map_err(|e| {
-                Error::config(format!("bad probe `{probe_text}`: the regular expression does not parse: {e}"))
+                self.blame(
+                    "probe",
+                    Error::config(format!("bad probe `{probe_text}`: the regular expression does not parse: {e}")),
+                )
             })?;
             return Ok(Arc::new(LogProbe::new(re)));
         }
-        Err(Error::config(format!("bad probe `{probe_text}`; use http[:PATH], tcp, log:REGEX or mcp[:PATH]")))
+        Err(self.blame(
+            "probe",
+            Error::config(format!("bad probe `{probe_text}`; use http[:PATH], tcp, log:REGEX or mcp[:PATH]")),
+        ))
     }
 }
 
@@ -662,23 +1091,30 @@ pub(crate) fn check_host(host: &str) -> Result<()> {
 /// hold: not empty, without `=` or NUL (they would cut it), without a line break.
 fn check_env_keys<'a>(keys: impl IntoIterator<Item = &'a String>) -> Result<()> {
     for key in keys {
-        let why = if key.is_empty() {
-            "it is empty"
-        } else if key.contains('=') {
-            "it contains `=`, which ends a key"
-        } else if key.contains('\0') {
-            "it contains a NUL byte"
-        } else if key.contains(['\n', '\r']) {
-            "it contains a line break"
-        } else {
-            continue;
-        };
-        return Err(Error::config(format!(
-            "bad --env key `{}`: {why}; write KEY=VALUE with a KEY of letters, digits and `_` (e.g. LOG_LEVEL=debug)",
-            key.escape_debug()
-        )));
+        if let Some(why) = env_key_problem(key) {
+            return Err(Error::config(format!(
+                "bad --env key `{}`: {why}; write KEY=VALUE with a KEY of letters, digits and `_` (e.g. \
+                 LOG_LEVEL=debug)",
+                key.escape_debug()
+            )));
+        }
     }
     Ok(())
+}
+
+/// What is wrong with `key` as the name of an environment variable, if anything.
+fn env_key_problem(key: &str) -> Option<&'static str> {
+    if key.is_empty() {
+        Some("it is empty")
+    } else if key.contains('=') {
+        Some("it contains `=`, which ends a key")
+    } else if key.contains('\0') {
+        Some("it contains a NUL byte")
+    } else if key.contains(['\n', '\r']) {
+        Some("it contains a line break")
+    } else {
+        None
+    }
 }
 
 /// `--cwd` must be a directory the backend can be started in: checked here, so the
@@ -709,6 +1145,39 @@ fn liveness_probe(text: &str) -> Result<Arc<dyn HealthProbe>> {
     }
 }
 
+/// `message` (about `key`) naming `source`: the flag of `key` (`--probe-timeout`), where it
+/// is named, becomes the key (`probe-timeout`) followed by ` (from SOURCE)` — after the
+/// value when one follows (`` `5ms` ``, `` key `A=B` ``), after the closing backtick when the
+/// flag is in backticks. A message that names no flag gets it after its first backticked
+/// value, or at its end.
+fn name_source(message: &str, key: &str, source: &Source) -> String {
+    let kebab = key.replace('_', "-");
+    let flag = format!("--{kebab}");
+    let from = format!(" (from {source})");
+    // The flag as a word: `--env` is not in `--env-file`.
+    let named = message
+        .match_indices(&flag)
+        .map(|(at, _)| at)
+        .find(|&at| !message[at + flag.len()..].starts_with(|c: char| c.is_alphanumeric() || c == '-' || c == '_'));
+    let Some(at) = named else {
+        // After the first `value`, or at the end.
+        let end = message.find('`').and_then(|open| message[open + 1..].find('`').map(|close| open + close + 2));
+        return match end {
+            Some(end) => format!("{}{from}{}", &message[..end], &message[end..]),
+            None => format!("{message}{from}"),
+        };
+    };
+    let rest = &message[at + flag.len()..];
+    let skip = if message[..at].ends_with('`') && rest.starts_with('`') { 1 } else { value_after(rest).unwrap_or(0) };
+    format!("{}{kebab}{}{from}{}", &message[..at], &rest[..skip], &rest[skip..])
+}
+
+/// The length of `` `VALUE` `` or `` key `VALUE` `` (after a space) at the start of `rest`.
+fn value_after(rest: &str) -> Option<usize> {
+    let open = [" `", " key `"].iter().find(|p| rest.starts_with(*p))?.len();
+    rest[open..].find('`').map(|close| open + close + 1)
+}
+
 fn location(text: &str, span: Option<std::ops::Range<usize>>) -> String {
     match span {
         Some(r) => {
@@ -733,6 +1202,19 @@ const MIN_PROBE_TIMEOUT: Duration = Duration::from_millis(10);
 /// about 1,165 requests a second against the backend).
 const MIN_LIVENESS_PERIOD: Duration = Duration::from_millis(100);
 
+impl Config {
+    /// `key`'s duration (`text`, its value), `default` when unset; an error names where a
+    /// bad value came from.
+    pub(crate) fn duration(&self, key: &str, text: Option<&str>, default: Duration) -> Result<Duration> {
+        duration(key, text, default).map_err(|e| self.blame(key, e))
+    }
+
+    /// [`Config::duration`], at least `min`.
+    fn at_least(&self, key: &str, text: Option<&str>, default: Duration, min: Duration) -> Result<Duration> {
+        duration_at_least(key, text, default, min).map_err(|e| self.blame(key, e))
+    }
+}
+
 /// [`duration`], refusing values below `min` with a message naming the minimum.
 fn duration_at_least(key: &str, text: Option<&str>, default: Duration, min: Duration) -> Result<Duration> {
     let d = duration(key, text, default)?;
@@ -746,7 +1228,8 @@ fn duration_at_least(key: &str, text: Option<&str>, default: Duration, min: Dura
     Ok(d)
 }
 
-pub(crate) fn duration(key: &str, text: Option<&str>, default: Duration) -> Result<Duration> {
+/// `text` as a duration, `default` when unset; an error names `--KEY`.
+fn duration(key: &str, text: Option<&str>, default: Duration) -> Result<Duration> {
     match text {
         None => Ok(default),
         Some(t) => parse_duration(t).map_err(|why| Error::config(format!("bad --{key} `{t}`: {why}"))),
@@ -1146,7 +1629,7 @@ mod tests {
             (Config { args: vec!["srv".into()], ..remote() }, "a command after `--`"),
             (Config { image: Some("img".into()), ..remote() }, "--image makes no sense"),
             (Config { package: Some("p".into()), ..remote() }, "--package makes no sense"),
-            (Config { force_port: Some(true), ..remote() }, "--force-port makes no sense"),
+            (Config { force_port: true, ..remote() }, "--force-port makes no sense"),
             (Config { probe: Some("log:up".into()), ..remote() }, "output stays on its own machine"),
             (Config { runner: Some(RunnerKind::Native), ..remote() }, "only for --runner remote"),
             (Config { url: Some("http://h:1?x".into()), ..remote() }, "query or fragment"),
@@ -1167,8 +1650,165 @@ mod tests {
         assert_eq!(pkg("srv==1.4.0").expected_version(RunnerKind::Native), None);
         let explicit = Config { expect_version: Some("9".into()), ..pkg("srv==1.4.0") };
         assert_eq!(explicit.expected_version(RunnerKind::Uvx).as_deref(), Some("9"));
-        let off = Config { no_version_check: Some(true), ..explicit };
+        let off = Config { no_version_check: true, ..explicit };
         assert_eq!(off.expected_version(RunnerKind::Uvx), None);
         assert_eq!(pkg("srv==1.0").plan().map(|p| p.runner).ok(), Some(RunnerKind::Uvx));
+    }
+
+    /// A `tether.toml` with `text` in a temporary directory, read as `up` reads it.
+    fn from_a_file(text: &str) -> (tempfile::TempDir, PathBuf, Config) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("tether.toml");
+        std::fs::write(&path, text).expect("write tether.toml");
+        let config = Config::from_file(&path).expect("a valid file");
+        (dir, path, config)
+    }
+
+    #[test]
+    fn a_bad_value_from_a_file_names_the_file_and_the_key_not_the_flag() {
+        for (text, key, needle) in [
+            ("timeout = \"abc\"\n", "timeout", "bad timeout `abc` (from {file}, key `timeout`): "),
+            (
+                "probe-timeout = \"5ms\"\n",
+                "probe-timeout",
+                "bad probe-timeout `5ms` (from {file}, key `probe-timeout`): too short; the minimum is 10ms",
+            ),
+            (
+                "liveness-failures = 0\n",
+                "liveness-failures",
+                "bad liveness-failures `0` (from {file}, key `liveness-failures`): give 1 or more",
+            ),
+            ("env = { \"A=B\" = \"1\" }\n", "env", "bad env key `A=B` (from {file}, key `env`): it contains `=`"),
+            ("cwd = \"/no/such/dir\"\n", "cwd", "bad cwd `/no/such/dir` (from {file}, key `cwd`): "),
+            ("host = \"no-such-host.invalid\"\n", "host", "`host` (from {file}, key `host`) must be an IP address"),
+            ("probe = \"grpc\"\n", "probe", "bad probe `grpc` (from {file}, key `probe`); use http[:PATH]"),
+            ("restart = \"sometimes\"\n", "restart", "unknown restart policy `sometimes` (from {file}, key `restart`)"),
+            ("expect = [\"=1\"]\n", "expect", "bad condition `=1` (from {file}, key `expect`): "),
+            (
+                "url = \"http://h:1\"\nrunner = \"native\"\n",
+                "url",
+                "url `http://h:1` (from {file}, key `url`) is only for --runner remote",
+            ),
+        ] {
+            let (_dir, path, config) = from_a_file(text);
+            let e = config.plan().expect_err(key);
+            let needle = needle.replace("{file}", &path.display().to_string());
+            assert!(e.to_string().contains(&needle), "{key}: expected `{needle}` in: {e}");
+            assert!(!e.to_string().contains(&format!("--{key} ")), "{key}: names the flag: {e}");
+            assert_eq!(e.exit_code(), 2, "{key}");
+        }
+    }
+
+    #[cfg(feature = "remote")]
+    #[test]
+    fn refusals_of_the_remote_runner_name_where_the_option_came_from() {
+        let (_dir, path, config) = from_a_file("url = \"http://127.0.0.1:9\"\nport = 80\nargs = [\"srv\"]\n");
+        let e = config.plan().expect_err("port with a URL");
+        let file = path.display();
+        assert!(e.to_string().starts_with(&format!("port (from {file}, key `port`) makes no sense: ")), "{e}");
+        let (_dir, path, config) = from_a_file("url = \"http://127.0.0.1:9\"\nargs = [\"srv\"]\n");
+        let e = config.plan().expect_err("args with a URL");
+        let file = path.display();
+        assert!(e.to_string().starts_with(&format!("`args` (from {file}, key `args`) makes no sense: ")), "{e}");
+        let (_dir, path, config) = from_a_file("runner = \"remote\"\n");
+        let e = config.plan().expect_err("no URL");
+        let file = path.display();
+        assert!(
+            e.to_string()
+                .starts_with(&format!("runner `remote` (from {file}, key `runner`) needs the backend's address")),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_flag_over_the_file_takes_the_source_with_the_value() {
+        let (_dir, path, mut config) = from_a_file("timeout = \"1m\"\ngrace = \"1s\"\nprobe-timeout = \"5ms\"\n");
+        let mut flags = Config { probe_timeout: Some("1ms".into()), ..Config::default() };
+        flags.sources.insert("probe_timeout", Source::Env("TETHER_PROBE_TIMEOUT".into()));
+        config.overlay(flags);
+        assert_eq!(config.source("probe-timeout"), Some(&Source::Env("TETHER_PROBE_TIMEOUT".into())));
+        let file = |key: &str| Source::File { path: path.clone(), key: key.into() };
+        assert_eq!(config.source("grace"), Some(&file("grace")), "the file's, not overlaid");
+        let e = config.clone().plan().expect_err("too short");
+        assert!(
+            e.to_string()
+                .contains("bad probe-timeout `1ms` (from TETHER_PROBE_TIMEOUT): too short; the minimum is 10ms"),
+            "{e}"
+        );
+        // A value set by code over it has no source: the message names the flag.
+        config.overlay(Config { probe_timeout: Some("2ms".into()), ..Config::default() });
+        assert_eq!(config.source("probe-timeout"), None);
+        let e = config.plan().expect_err("too short");
+        assert!(e.to_string().contains("bad --probe-timeout `2ms`: too short"), "{e}");
+    }
+
+    #[test]
+    fn the_env_of_flags_and_file_merge_and_a_bad_key_is_named_where_it_came_from() {
+        let (_dir, path, mut config) = from_a_file("[env]\nA = \"1\"\n\"B=C\" = \"2\"\n");
+        let mut flags = Config { env: [("D", "4")].into_iter().collect(), ..Config::default() };
+        flags.sources.insert("env", Source::Flag("--env".into()));
+        config.overlay(flags);
+        assert_eq!(config.env.keys().collect::<Vec<_>>(), ["A", "B=C", "D"]);
+        let e = config.plan().expect_err("a bad key of the file");
+        assert!(e.to_string().contains(&format!("bad env key `B=C` (from {}, key `env`)", path.display())), "{e}");
+        // A bad key of the flags' is the flag's.
+        let (_dir, _path, mut config) = from_a_file("[env]\nA = \"1\"\n");
+        let mut flags = Config { env: [("X\nY", "4")].into_iter().collect(), ..Config::default() };
+        flags.sources.insert("env", Source::Flag("--env".into()));
+        config.overlay(flags);
+        let e = config.plan().expect_err("a bad key of the flags");
+        assert!(e.to_string().contains("bad --env key `X\\nY`: it contains a line break"), "{e}");
+    }
+
+    #[test]
+    fn a_message_names_the_source_beside_the_key() {
+        let env = Source::Env("TETHER_X".into());
+        for (message, key, named) in [
+            ("bad --timeout `0s`: too short", "timeout", "bad timeout `0s` (from TETHER_X): too short"),
+            ("bad --progress-field ``: give", "progress_field", "bad progress-field `` (from TETHER_X): give"),
+            ("bad --env key `A=B`: it", "env", "bad env key `A=B` (from TETHER_X): it"),
+            ("`--host` must be an IP", "host", "`host` (from TETHER_X) must be an IP"),
+            ("--port makes no sense: --port", "port", "port (from TETHER_X) makes no sense: --port"),
+            ("--url `u` is only for --runner remote", "url", "url `u` (from TETHER_X) is only for --runner remote"),
+            ("--env-file is not --env `x`", "env", "--env-file is not env `x` (from TETHER_X)"),
+            ("unknown restart policy `x`; use no", "restart", "unknown restart policy `x` (from TETHER_X); use no"),
+            ("invalid instance name 'x'", "name", "invalid instance name 'x' (from TETHER_X)"),
+        ] {
+            assert_eq!(name_source(message, key, &env), named);
+        }
+    }
+
+    #[test]
+    fn every_key_is_one_of_the_file_and_one_flag() {
+        // The file's keys are serde's, which lists them for an unknown one.
+        let e = Config::from_toml("no-such-key = 1\n").expect_err("unknown");
+        let listed: Vec<String> = e.to_string().split('`').skip(3).step_by(2).map(str::to_string).collect();
+        let keys: Vec<String> = Config::KEYS.iter().map(|k| k.replace('_', "-")).collect();
+        assert_eq!(listed, keys, "{e}");
+        // Each is one flag (the arguments after `--` none), `--` and the key's name.
+        use clap::Args;
+        let cmd = McpProxyFlags::augment_args(Config::augment_args(clap::Command::new("t")));
+        let ids: Vec<&str> = cmd.get_arguments().map(|a| a.get_id().as_str()).collect();
+        assert_eq!(ids, Config::KEYS);
+        for arg in cmd.get_arguments().filter(|a| a.get_id() != "args") {
+            let key = arg.get_id().as_str().replace('_', "-");
+            assert_eq!(arg.get_long(), Some(key.as_str()));
+            if let Some(var) = arg.get_env() {
+                assert_eq!(var.to_string_lossy(), format!("TETHER_{}", arg.get_id().as_str().to_uppercase()));
+            }
+        }
+    }
+
+    #[test]
+    fn the_configuration_doc_names_every_key() {
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/configuration.md"))
+            .expect("docs/configuration.md");
+        for key in Config::KEYS.iter().map(|k| k.replace('_', "-")) {
+            let written = doc.lines().any(|l| {
+                let l = l.trim_start_matches(['#', ' ']);
+                l.starts_with(&format!("{key} =")) || (key == "env" && l == "[env]")
+            });
+            assert!(written, "docs/configuration.md shows no `{key} = …`");
+        }
     }
 }

@@ -45,8 +45,9 @@ pub async fn ensure_with(plan: Plan, runner: std::sync::Arc<dyn Runner>, opts: E
     // backend someone else runs: its host is the user's URL's, not one of this machine.
     if plan.runner != crate::RunnerKind::Remote {
         let given = plan.config.host.is_some() || plan.host != crate::config::DEFAULT_HOST;
-        crate::config::check_host_for(plan.runner, &plan.host, given)?;
+        crate::config::check_host_for(plan.runner, &plan.host, given).map_err(|e| plan.config.blame("host", e))?;
     }
+    tether_core::state::StateDir::check_name(&plan.name).map_err(|e| plan.config.blame("name", e))?;
     instance::ensure(plan.instance(), runner, crate::kind::reclaimers(), opts).await
 }
 

@@ -109,8 +109,9 @@ fn uvx(plan: &Plan) -> Result<Arc<dyn Runner>> {
             "the uvx runner needs a package: --package PKG==VERSION (or `package = \"PKG==VERSION\"` in tether.toml)",
         )
     })?;
-    let mut runner = tether_runner_uvx::UvxRunner::new(package)?
-        .offline(c.offline.unwrap_or(false))
+    let mut runner = tether_runner_uvx::UvxRunner::new(package)
+        .map_err(|e| c.blame("package", e))?
+        .offline(c.offline)
         .with_install_timeout(plan.install_timeout);
     if let Some(entry) = &c.entry {
         runner = runner.with_entry(entry);
@@ -152,7 +153,7 @@ fn docker(plan: &Plan) -> Result<Arc<dyn Runner>> {
         runner = runner.with_container_port(port);
     }
     if let Some(pull) = &c.pull {
-        runner = runner.with_pull(pull.parse()?);
+        runner = runner.with_pull(pull.parse().map_err(|e| c.blame("pull", e))?);
     }
     Ok(Arc::new(runner))
 }

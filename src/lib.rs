@@ -30,7 +30,7 @@ mod kind;
 pub mod mcp;
 mod starter;
 
-pub use config::{Config, Plan, PortChoice, parse_duration};
+pub use config::{Config, EnvVars, McpProxyFlags, Plan, PortChoice, Source, parse_duration};
 pub use ensure::{Down, EnsureOptions, Handle, down, down_report, ensure_running, ensure_with};
 pub use kind::{RunnerKind, build_runner, reclaim_of, reclaimers};
 pub use starter::{EnsureStarter, supervisor_options};

@@ -5,17 +5,18 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rmcp::model::{ProgressNotificationParam, ServerNotification, Tool};
-use rmcp::service::{NotificationContext, RunningService};
+use rmcp::model::{ClientResult, ProgressNotificationParam, ServerNotification, ServerRequest, Tool};
+use rmcp::service::{NotificationContext, RequestContext, RunningService};
 use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use rmcp::{ClientHandler, Peer, RoleClient, ServiceExt};
+use rmcp::{ClientHandler, ErrorData, Peer, RoleClient, ServiceExt};
 use tether_core::restart::{Ended, Liveness};
 use tether_core::{
     Attempt, Error, ReadyInfo, Result, Starter, State, StopOutcome, Supervised, Supervisor, SupervisorState,
 };
 use tokio::sync::watch;
 
+use super::ask::unexpected_answer;
 use super::front::Shared;
 use super::state::BackendState;
 use super::tools::Catalog;
@@ -66,6 +67,70 @@ impl ClientHandler for BackendClient {
     async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
         tracing::info!("the backend's tools changed");
         self.shared.tools_changed().await;
+    }
+
+    async fn on_custom_notification(
+        &self,
+        notification: rmcp::model::CustomNotification,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        // `notifications/elicitation/complete` (URL mode) and whatever else is new to rmcp.
+        self.shared.pass_to_host(ServerNotification::CustomNotification(notification)).await;
+    }
+
+    // Sampling (SEP-2577 deprecates it), still what hosts offer.
+    #[allow(deprecated)]
+    async fn create_message(
+        &self,
+        params: rmcp::model::CreateMessageRequestParams,
+        context: RequestContext<RoleClient>,
+    ) -> std::result::Result<rmcp::model::CreateMessageResult, ErrorData> {
+        let request = ServerRequest::CreateMessageRequest(rmcp::model::CreateMessageRequest::new(params));
+        match self.shared.ask_host("sampling/createMessage", request, &context).await? {
+            ClientResult::CreateMessageResult(result) => Ok(*result),
+            other => Err(unexpected_answer("sampling/createMessage", &other)),
+        }
+    }
+
+    // Roots (SEP-2577 deprecates them), still what hosts offer.
+    #[allow(deprecated)]
+    async fn list_roots(
+        &self,
+        context: RequestContext<RoleClient>,
+    ) -> std::result::Result<rmcp::model::ListRootsResult, ErrorData> {
+        let request = ServerRequest::ListRootsRequest(rmcp::model::ListRootsRequest::default());
+        match self.shared.ask_host("roots/list", request, &context).await? {
+            ClientResult::ListRootsResult(result) => Ok(result),
+            other => Err(unexpected_answer("roots/list", &other)),
+        }
+    }
+
+    async fn create_elicitation(
+        &self,
+        params: rmcp::model::ElicitRequestParams,
+        context: RequestContext<RoleClient>,
+    ) -> std::result::Result<rmcp::model::ElicitResult, ErrorData> {
+        let request = ServerRequest::ElicitRequest(rmcp::model::ElicitRequest::new(params));
+        match self.shared.ask_host("elicitation/create", request, &context).await? {
+            ClientResult::ElicitResult(result) => Ok(result),
+            other => Err(unexpected_answer("elicitation/create", &other)),
+        }
+    }
+
+    async fn on_custom_request(
+        &self,
+        request: rmcp::model::CustomRequest,
+        context: RequestContext<RoleClient>,
+    ) -> std::result::Result<rmcp::model::CustomResult, ErrorData> {
+        let method = request.method.clone();
+        match self.shared.ask_host(&method, ServerRequest::CustomRequest(request), &context).await? {
+            ClientResult::CustomResult(result) => Ok(result),
+            other => Err(unexpected_answer(&method, &other)),
+        }
+    }
+
+    fn get_info(&self) -> rmcp::model::ClientConfig {
+        self.shared.backend_client_info()
     }
 }
 
@@ -131,6 +196,9 @@ struct McpStarter {
 impl Starter for McpStarter {
     async fn start(&self, attempt: &Attempt) -> Result<Box<dyn Supervised>> {
         let handle = self.ensure.start_handle(attempt).await?;
+        // The backend is told what the host can do (sampling, elicitation, roots): the
+        // host's `initialize` comes first thing, so this waits only a moment, if at all.
+        self.shared.initialize_answered(HOST_INITIALIZE_WAIT).await;
         let url = format!("{}{}", handle.url(), self.mcp_path);
         let patience = self.timeout.min(CONNECT_PATIENCE);
         let mut cancel = attempt.cancel.clone();
@@ -170,6 +238,10 @@ impl Starter for McpStarter {
         Ok(Box::new(Connected { handle, client: tokio::sync::Mutex::new(Some(client)) }))
     }
 }
+
+/// How long a backend connection waits for the host's `initialize` (whose capabilities
+/// it passes on) before connecting without them.
+const HOST_INITIALIZE_WAIT: Duration = Duration::from_secs(10);
 
 /// Run the backend until `stop`: the core's supervisor starts, connects, watches and
 /// restarts it; this renders its states for the front.
@@ -388,8 +460,11 @@ async fn connect<H: ClientHandler>(
         .pool_max_idle_per_host(0)
         .build()
         .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-    let transport =
-        StreamableHttpClientTransport::with_client(http, StreamableHttpClientTransportConfig::with_uri(url));
+    let mut config = StreamableHttpClientTransportConfig::with_uri(url);
+    // Anything the backend could send a host directly passes (rmcp's default is 16 MiB).
+    config.max_sse_event_size = super::MAX_MESSAGE;
+    config.max_json_response_size = super::MAX_MESSAGE;
+    let transport = StreamableHttpClientTransport::with_client(http, config);
     match tokio::time::timeout(timeout, handler.serve(transport)).await {
         Ok(Ok(client)) => Ok(client),
         Ok(Err(e)) => Err(plain(&e.to_string())),

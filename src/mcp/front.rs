@@ -59,6 +59,9 @@ struct Inner {
     log_level: Mutex<Option<LoggingLevel>>,
     /// Set once `initialize` is answered.
     initialized: watch::Sender<bool>,
+    /// What the host said it can do at `initialize` (sampling, elicitation, roots): the
+    /// proxy connects to the backend with the same, and forwards those requests.
+    host_capabilities: Mutex<Option<rmcp::model::ClientCapabilities>>,
     /// The host was sent the backend's failure as a log message (once, after its `initialized`).
     failure_told: std::sync::atomic::AtomicBool,
     /// The host's first `tools/list` after the failure was answered with it.
@@ -85,6 +88,7 @@ impl Shared {
             progress: Mutex::new(HashMap::new()),
             log_level: Mutex::new(None),
             initialized: watch::channel(false).0,
+            host_capabilities: Mutex::new(None),
             failure_told: std::sync::atomic::AtomicBool::new(false),
             failure_listed: std::sync::atomic::AtomicBool::new(false),
         }))
@@ -107,7 +111,12 @@ impl Shared {
         self.0.state.borrow().clone()
     }
 
-    fn host(&self) -> Option<Peer<RoleServer>> {
+    /// What the host can do (its `initialize`), once it said.
+    pub(crate) fn host_capabilities(&self) -> Option<rmcp::model::ClientCapabilities> {
+        self.0.host_capabilities.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn host(&self) -> Option<Peer<RoleServer>> {
         self.0.host.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
@@ -381,6 +390,33 @@ fn unexpected(method: &str) -> ErrorData {
     ErrorData::internal_error(format!("the backend answered `{method}` with a result of another kind"), None)
 }
 
+/// Why `params` are not those of the MCP method `method`, when it is one rmcp knows (what
+/// serde says of them against the method's own type); `None` for a method of no one's.
+#[allow(deprecated)] // logging/setLevel (SEP-2577), still what hosts send
+pub(crate) fn invalid_params(method: &str, params: serde_json::Value) -> Option<String> {
+    use rmcp::model as m;
+    fn why<T: serde::de::DeserializeOwned>(params: serde_json::Value) -> String {
+        match serde_json::from_value::<T>(params) {
+            Err(e) => e.to_string(),
+            Ok(_) => "not what the method takes".into(),
+        }
+    }
+    Some(match method {
+        "tools/call" => why::<m::CallToolRequestParams>(params),
+        "prompts/get" => why::<m::GetPromptRequestParams>(params),
+        "resources/read" => why::<m::ReadResourceRequestParams>(params),
+        "resources/subscribe" => why::<m::SubscribeRequestParams>(params),
+        "resources/unsubscribe" => why::<m::UnsubscribeRequestParams>(params),
+        "completion/complete" => why::<m::CompleteRequestParams>(params),
+        "logging/setLevel" => why::<m::SetLevelRequestParams>(params),
+        "initialize" => why::<m::InitializeRequestParams>(params),
+        "tools/list" | "prompts/list" | "resources/list" | "resources/templates/list" | "ping" => {
+            why::<Option<m::PaginatedRequestParams>>(params)
+        }
+        _ => return None,
+    })
+}
+
 /// Whether the connected backend said it has `logging` (in its `initialize` answer).
 fn backend_logs(peer: &Peer<RoleClient>) -> bool {
     peer.peer_info().is_some_and(|info| info.capabilities.logging.is_some())
@@ -484,9 +520,34 @@ impl ServerHandler for Front {
     ) -> Result<InitializeResult, ErrorData> {
         // From our own configuration, never the backend's: this is what makes it instant.
         context.peer.set_peer_info(request.clone());
+        *self.shared.0.host_capabilities.lock().unwrap_or_else(|p| p.into_inner()) = Some(request.capabilities.clone());
         let answer = self.negotiate_initialize(&request);
         self.shared.0.initialized.send_replace(true);
         answer
+    }
+
+    /// A request rmcp could not read as the MCP method it names lands here, as a method
+    /// of its own: its params are wrong (`tools/call` without a `name`, say), which is
+    /// JSON-RPC's Invalid params (-32602) with what was wrong, not Method not found.
+    async fn on_custom_request(
+        &self,
+        request: rmcp::model::CustomRequest,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::CustomResult, ErrorData> {
+        let method = request.method.as_str();
+        match invalid_params(method, request.params.clone().unwrap_or(serde_json::Value::Null)) {
+            Some(why) => Err(ErrorData::invalid_params(format!("invalid params for `{method}`: {why}"), None)),
+            None => Err(ErrorData::new(rmcp::model::ErrorCode::METHOD_NOT_FOUND, method.to_string(), None)),
+        }
+    }
+
+    /// The host's roots changed: the backend is told (it asks for them again).
+    async fn on_roots_list_changed(&self, _context: NotificationContext<RoleServer>) {
+        if let BackendState::Ready { peer, .. } = self.shared.current()
+            && let Err(e) = peer.notify_roots_list_changed().await
+        {
+            tracing::debug!(error = %e, "cannot pass the host's roots/list_changed on to the backend");
+        }
     }
 
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {

@@ -31,6 +31,81 @@ pub(crate) const NOT_INITIALIZED: i64 = -32002;
 /// The in-memory pipe's buffer: a message larger than this just takes several passes.
 const PIPE_BUFFER: usize = 256 * 1024;
 
+/// How much of a line over [`super::MAX_MESSAGE`] is kept to find its `id` for the answer.
+const OVERSIZED_PREFIX: usize = 64 * 1024;
+
+/// How reading one line went.
+#[derive(Debug, PartialEq)]
+enum LineRead {
+    /// A line (its newline included, unless the input ended first) is in the buffer.
+    Line,
+    /// A line of this many bytes, over the limit: read to its end, only its first
+    /// [`OVERSIZED_PREFIX`] bytes kept.
+    Oversized(usize),
+    /// The input ended.
+    Eof,
+}
+
+/// Read one line of at most `max` bytes into `line`; a longer one is read to its end
+/// (so the next line starts where it should) but not kept.
+async fn read_line_bounded<R: tokio::io::AsyncBufRead + Unpin>(
+    input: &mut R,
+    line: &mut Vec<u8>,
+    max: usize,
+) -> std::io::Result<LineRead> {
+    let mut total = 0usize;
+    loop {
+        let buf = input.fill_buf().await?;
+        if buf.is_empty() {
+            return Ok(match total {
+                0 => LineRead::Eof,
+                n if n > max => LineRead::Oversized(n),
+                _ => LineRead::Line,
+            });
+        }
+        let (n, done) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (buf.len(), false),
+        };
+        if total + n <= max {
+            line.extend_from_slice(&buf[..n]);
+        } else if line.len() < OVERSIZED_PREFIX {
+            let keep = (OVERSIZED_PREFIX - line.len()).min(n);
+            line.extend_from_slice(&buf[..keep]);
+        }
+        if total + n > max {
+            line.truncate(OVERSIZED_PREFIX);
+        }
+        total += n;
+        input.consume(n);
+        if done {
+            return Ok(if total > max { LineRead::Oversized(total) } else { LineRead::Line });
+        }
+    }
+}
+
+/// The `id` of a message from its first bytes, best effort: the value after the first
+/// `"id":` when it is a number or a string (hosts write `id` before `params`).
+fn id_in_prefix(prefix: &[u8]) -> Value {
+    let Some(at) = prefix.windows(4).position(|w| w == b"\"id\"") else { return Value::Null };
+    let rest = &prefix[at + 4..];
+    let rest = &rest[rest.iter().take_while(|b| b.is_ascii_whitespace()).count()..];
+    let Some(rest) = rest.strip_prefix(b":") else { return Value::Null };
+    match serde_json::Deserializer::from_slice(rest).into_iter::<Value>().next() {
+        Some(Ok(id @ (Value::Number(_) | Value::String(_)))) => id,
+        _ => Value::Null,
+    }
+}
+
+/// The answer to a line over [`super::MAX_MESSAGE`]: an Invalid Request with its id.
+fn oversized_answer(prefix: &[u8], bytes: usize) -> String {
+    let why = format!(
+        "Invalid Request: the message is {bytes} bytes, over the {} MiB tether's mcp-proxy takes in one message",
+        super::MAX_MESSAGE / (1024 * 1024)
+    );
+    error_line(&id_in_prefix(prefix), INVALID_REQUEST, &why)
+}
+
 /// What to do with one line from the host.
 #[derive(Debug, PartialEq)]
 enum Verdict {
@@ -250,15 +325,20 @@ async fn read_lines<R: AsyncRead + Unpin>(
     loop {
         line.clear();
         let read = tokio::select! {
-            read = input.read_until(b'\n', &mut line) => read,
+            read = read_line_bounded(&mut input, &mut line, super::MAX_MESSAGE) => read,
             _ = &mut writer_gone => {
                 tracing::debug!("the MCP host's output is gone: ending the session");
                 break;
             }
         };
         match read {
-            Ok(0) => break,
-            Ok(_) => {}
+            Ok(LineRead::Eof) => break,
+            Ok(LineRead::Line) => {}
+            Ok(LineRead::Oversized(bytes)) => {
+                tracing::warn!(bytes, "answered a message from the MCP host too large to take");
+                let _ = answers.send(oversized_answer(&line, bytes));
+                continue;
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the MCP host's input");
                 break;
@@ -343,6 +423,33 @@ async fn write_line<W: AsyncWrite + Unpin>(output: &mut W, line: &[u8]) -> std::
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 22, item 5: a line over the limit is read to its end, not kept, and answered
+    /// with its id; the line after it is read whole.
+    #[tokio::test]
+    async fn a_line_over_the_limit_is_skipped_and_answered_with_its_id() {
+        let big = format!(
+            "{{\"jsonrpc\":\"2.0\",\"id\": \"call-7\",\"method\":\"tools/call\",\"params\":{{\"t\":\"{}\"}}}}\n",
+            "x".repeat(300_000)
+        );
+        let input = format!("{big}{{\"jsonrpc\":\"2.0\",\"id\":8,\"method\":\"ping\"}}\n");
+        let mut reader = BufReader::with_capacity(4096, input.as_bytes());
+        let mut line = Vec::new();
+        let read = read_line_bounded(&mut reader, &mut line, 100_000).await.expect("read");
+        assert_eq!(read, LineRead::Oversized(big.len()));
+        assert!(line.len() <= OVERSIZED_PREFIX, "only a prefix is kept: {}", line.len());
+        let answer: Value = serde_json::from_str(&oversized_answer(&line, big.len())).expect("JSON");
+        assert_eq!(answer["id"], "call-7", "{answer}");
+        assert_eq!(answer["error"]["code"], INVALID_REQUEST, "{answer}");
+        line.clear();
+        assert_eq!(read_line_bounded(&mut reader, &mut line, 100_000).await.expect("read"), LineRead::Line);
+        assert_eq!(line, b"{\"jsonrpc\":\"2.0\",\"id\":8,\"method\":\"ping\"}\n");
+        line.clear();
+        assert_eq!(read_line_bounded(&mut reader, &mut line, 100_000).await.expect("read"), LineRead::Eof);
+        // No id to be found: null, as JSON-RPC wants for an unknown id.
+        assert_eq!(id_in_prefix(b"{\"method\":\"x\",\"params\":"), Value::Null);
+        assert_eq!(id_in_prefix(b"{\"jsonrpc\":\"2.0\",\"id\":12,"), json!(12));
+    }
 
     /// Issue 22, item 6: a request rmcp would answer without an id (no `jsonrpc`, params
     /// that are not an object, bytes that are not UTF-8) is answered here, with its id.

@@ -22,6 +22,7 @@
 //! # Ok(()) }
 //! ```
 
+mod ask;
 mod backend;
 mod forward;
 mod front;
@@ -91,7 +92,7 @@ pub fn plan(mut config: Config) -> Result<(Plan, ProxyOptions)> {
     }
     // Checked before it becomes the probe's path, so the error names the flag given.
     if let Some(path) = &config.mcp_path {
-        check_mcp_path(path)?;
+        check_mcp_path(path).map_err(|e| config.blame("mcp-path", e))?;
     }
     let named = config.name.is_some();
     if !named {
@@ -149,7 +150,7 @@ pub fn shared_name(plan: &Plan, cache_key: &str) -> String {
         [c.package.clone(), c.entry.clone(), c.python.clone(), c.index_url.clone(), c.image.clone()]
             .map(|p| p.unwrap_or_default()),
     );
-    parts.push(c.offline.unwrap_or(false).to_string());
+    parts.push(c.offline.to_string());
     parts.extend(c.with.iter().cloned());
     parts.extend(c.constraint.iter().map(|f| f.to_string_lossy().into_owned()));
     format!("{cache_key}-{:08x}", crate::config::fnv1a(&parts) as u32)
@@ -209,10 +210,9 @@ impl ProxyOptions {
     /// proxy's own defaults).
     pub fn from_plan(plan: &Plan) -> Result<Self> {
         let mcp_path = plan.config.mcp_path.clone().unwrap_or_else(|| "/mcp".into());
-        check_mcp_path(&mcp_path)?;
-        let call_wait =
-            crate::config::duration("call-wait", plan.config.call_wait.as_deref(), Duration::from_secs(30))?;
-        let list_wait = crate::config::duration("list-wait", plan.config.list_wait.as_deref(), DEFAULT_LIST_WAIT)?;
+        check_mcp_path(&mcp_path).map_err(|e| plan.config.blame("mcp-path", e))?;
+        let call_wait = plan.config.duration("call-wait", plan.config.call_wait.as_deref(), Duration::from_secs(30))?;
+        let list_wait = plan.config.duration("list-wait", plan.config.list_wait.as_deref(), DEFAULT_LIST_WAIT)?;
         Ok(ProxyOptions {
             mcp_path,
             tools_file: plan.config.tools.clone(),
@@ -223,6 +223,12 @@ impl ProxyOptions {
         })
     }
 }
+
+/// The largest message `mcp-proxy` takes in one piece, either way: a host's line, the
+/// backend's answer (one SSE event or JSON body). Far above what a backend sends directly
+/// (rmcp's own limit is 16 MiB, which a stock FastMCP text tool reaches at 8 MiB of text,
+/// sent twice), and still a bound on the memory one message may take.
+pub const MAX_MESSAGE: usize = 256 * 1024 * 1024;
 
 /// Serve MCP over this process's stdin/stdout until stdin ends (the host closed it) or
 /// `stop` resolves (a signal), starting the backend in the background at once. Then
@@ -249,6 +255,9 @@ pub async fn serve_stdio(
     // that is not JSON, nor for a request before `initialize`.
     let (stdin, stdout) = rmcp::transport::stdio_pipes();
     let (transport, writer) = lines::filter(stdin, stdout);
+    // The filter answers a longer line itself: rmcp never drops one in silence.
+    let transport = rmcp::transport::async_rw::AsyncRwTransport::new_server(transport.0, transport.1)
+        .with_max_line_length(MAX_MESSAGE);
     let served = async {
         // `serve` returns once the host has initialized; then wait for the end of stdin.
         match server.serve(transport).await {
@@ -355,6 +364,18 @@ pub async fn prefetch(plan: Plan, ensure: EnsureOptions, options: ProxyOptions) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// rmcp reads a known method whose params it cannot take as a method of its own (a
+    /// `CustomRequest`): that is where the proxy answers Invalid params (issue 22, item 6).
+    #[test]
+    fn a_known_method_with_bad_params_is_told_apart_from_an_unknown_one() {
+        let bad = serde_json::json!({"method": "tools/call", "params": {"arguments": {}}});
+        let request: rmcp::model::ClientRequest = serde_json::from_value(bad).expect("rmcp reads it");
+        assert!(matches!(request, rmcp::model::ClientRequest::CustomRequest(_)), "{request:?}");
+        let why = front::invalid_params("tools/call", serde_json::json!({"arguments": {}})).expect("a known method");
+        assert!(why.contains("name"), "{why}");
+        assert_eq!(front::invalid_params("no/such/method", serde_json::json!({})), None);
+    }
 
     fn key(set: impl FnOnce(&mut Config)) -> String {
         let mut c = Config::default();

@@ -1,17 +1,32 @@
 //! For tests that forge pids or plant state records: those must run inside their own pid
 //! namespace (outside one, a forged pid can name any process of the machine). The outer
-//! test calls [`in_pid_namespace`], which runs one `#[ignore]`d inner test of the same
-//! test binary as pid 1 of `unshare --pid --fork --mount-proc`; the inner test starts with
-//! [`assert_namespaced`] and plants records with [`plant_record`].
+//! test calls [`in_pid_namespace!`](crate::in_pid_namespace), which runs one `#[ignore]`d
+//! inner test of the same test binary as pid 1 of `unshare --pid --fork --mount-proc`; the
+//! inner test starts with [`assert_namespaced`] and plants records with [`plant_record`].
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::{Value, json};
 
-/// Run the inner test `name` of the current test binary as pid 1 of a new pid namespace.
-/// Without `unshare` rights: a panic in CI, a printed skip locally.
-pub fn in_pid_namespace(name: &str) {
+/// `in_pid_namespace!(inner_fn)`: run the `#[ignore]`d test `inner_fn` of the calling module
+/// (named by its full path in the test binary, `forged_records::inner_fn`) as pid 1 of a new
+/// pid namespace. A name that runs no test fails. Without `unshare` rights: a panic in CI, a
+/// printed skip locally.
+#[macro_export]
+macro_rules! in_pid_namespace {
+    ($inner:ident) => {{
+        let _: fn() = $inner;
+        $crate::forged::in_pid_namespace(concat!(module_path!(), "::", stringify!($inner)))
+    }};
+}
+
+/// What [`in_pid_namespace!`](crate::in_pid_namespace) runs: the inner test `path` (a
+/// `module_path!()` and a function name, see [`crate::rerun::test_name`]) of the current
+/// test binary as pid 1 of a new pid namespace.
+#[doc(hidden)]
+pub fn in_pid_namespace(path: &str) {
+    let name = crate::rerun::test_name(path);
     let this = std::env::current_exe().expect("this test binary");
     let probe = Command::new("unshare").args(["--pid", "--fork", "--mount-proc", "true"]).output();
     if !probe.as_ref().is_ok_and(|o| o.status.success()) {
@@ -25,14 +40,9 @@ pub fn in_pid_namespace(name: &str) {
         println!("skipped: cannot make a pid namespace here ({why}); run as root to include this test");
         return;
     }
-    let status = Command::new("unshare")
-        .args(["--pid", "--fork", "--mount-proc", "--"])
-        .arg(this)
-        .args(["--exact", name, "--include-ignored", "--nocapture", "--test-threads", "1"])
-        .stdin(Stdio::null())
-        .status()
-        .expect("run unshare");
-    assert!(status.success(), "the inner test {name} failed in its pid namespace: {status}");
+    let mut unshare = Command::new("unshare");
+    unshare.args(["--pid", "--fork", "--mount-proc", "--"]).arg(this);
+    crate::rerun::run_exactly(unshare, name, "as pid 1 of its own pid namespace");
 }
 
 /// The inner tests run only as pid 1 of their own namespace.

@@ -10,6 +10,7 @@ pub mod conformance;
 pub mod fake;
 pub mod forged;
 pub mod mcp_backend;
+pub mod rerun;
 
 pub use conformance::{DemoBackend, run_all};
 

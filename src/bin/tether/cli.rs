@@ -1,18 +1,18 @@
 //! The command line, exactly per the CLI contract (the README's "Usage" and docs/cli.md; extend, don't break).
 //!
-//! Every backend option of `up` and `mcp-proxy` that is one value is also read from a
-//! `TETHER_*` environment variable (clap's `env`), so the precedence is: flag, then
-//! environment, then `tether.toml`, then default (an environment value counts as a flag,
-//! and flags are laid over the file). Not mapped: the repeatable options (`--expect`, `--env`, `-- ARGS`: write them
-//! in `tether.toml`), and `--force-port` and `--replace`, which stop processes and so stay
-//! explicit on each command line. Never mapped: `TETHER_INSTANCE`, which tether sets in every
-//! backend's environment (a backend that runs `tether` itself must not see it as a flag).
+//! The backend options of `up` and `mcp-proxy` are [`tether::Config`]'s (and `mcp-proxy`'s own,
+//! [`tether::McpProxyFlags`]): each key is declared once there, its flag, its `TETHER_*`
+//! variable and its `tether.toml` key. The precedence is: flag, then environment, then
+//! `tether.toml`, then default (an environment value counts as a flag, and flags are laid over
+//! the file). Not mapped to a variable: the repeatable options (`--expect`, `--env`, `-- ARGS`:
+//! write them in `tether.toml`), and `--force-port` and `--replace`, which stop processes and so
+//! stay explicit on each command line. Never mapped: `TETHER_INSTANCE`, which tether sets in
+//! every backend's environment (a backend that runs `tether` itself must not see it as a flag).
 
 use std::path::PathBuf;
 
-use clap::builder::BoolishValueParser;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
-use tether::{Config, PortChoice, RunnerKind};
+use tether::{Config, McpProxyFlags};
 
 /// Start a backend server, wait until it is really ready, relay its logs, stop it cleanly.
 #[derive(Debug, Parser)]
@@ -52,7 +52,17 @@ impl Cli {
                 std::process::exit(e.exit_code());
             }
         };
-        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+        Cli::from_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+
+    /// The command line from clap's matches, noting where each backend option came from
+    /// (flag or variable) for the errors about its value to name.
+    fn from_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let mut cli = Cli::from_arg_matches(matches)?;
+        if let Some((_, sub)) = matches.subcommand() {
+            cli.command.note_sources(sub);
+        }
+        Ok(cli)
     }
 }
 
@@ -99,6 +109,18 @@ pub enum Command {
     DemoBackend(Box<tether_demo::DemoArgs>),
 }
 
+impl Command {
+    /// Record which backend options came from a flag and which from a variable, for the
+    /// errors about their values to say so (those from `tether.toml` name it themselves).
+    fn note_sources(&mut self, matches: &clap::ArgMatches) {
+        match self {
+            Command::Up(args) => args.backend.keys.note_sources(matches),
+            Command::McpProxy(args) => args.backend.keys.note_sources(matches),
+            _ => {}
+        }
+    }
+}
+
 /// `--name` and `--json`.
 #[derive(Debug, Args)]
 pub struct NameArgs {
@@ -136,10 +158,6 @@ pub struct PortArgs {
     pub json: bool,
 }
 
-fn parse_port(s: &str) -> Result<PortChoice, String> {
-    s.parse().map_err(|e: tether::Error| e.to_string())
-}
-
 /// `port PORT`: a plain port number, with the range in the message.
 fn parse_port_number(s: &str) -> Result<u16, String> {
     match s.parse::<u16>() {
@@ -148,17 +166,7 @@ fn parse_port_number(s: &str) -> Result<u16, String> {
     }
 }
 
-fn parse_runner(s: &str) -> Result<RunnerKind, String> {
-    s.parse().map_err(|e: tether::Error| e.to_string())
-}
-
-fn parse_env(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
-        _ => Err(format!("bad --env `{s}`: write KEY=VALUE")),
-    }
-}
-
+/// `--share LINGER`.
 fn parse_dur(s: &str) -> Result<String, String> {
     tether::parse_duration(s).map(|_| s.to_string())
 }
@@ -192,27 +200,15 @@ pub struct McpProxyArgs {
     /// What to run and how (the same options as `up`).
     #[command(flatten)]
     pub backend: BackendArgs,
-    /// The backend's streamable HTTP MCP endpoint path (default /mcp).
-    #[arg(long, value_name = "PATH")]
-    pub mcp_path: Option<String>,
     /// Show the backend's output (on stderr) as its bytes are, control characters and escape sequences
     /// included (by default they are shown escaped, colours kept on a terminal).
     #[arg(long)]
     pub raw: bool,
 
-    /// A JSON file with the tools to list before the backend is ready the first time
-    /// (`{"tools":[...]}` as `tools/list` answers, or a bare array).
-    #[arg(long, value_name = "FILE")]
-    pub tools: Option<PathBuf>,
-    /// How long a `tools/call` waits for a loading backend before it answers with the
-    /// loading progress as a tool error (default 30s).
-    #[arg(long, value_name = "DUR", value_parser = parse_dur)]
-    pub call_wait: Option<String>,
-    /// How long the first `tools/list` waits for the backend when there is no cached list,
-    /// no --tools file and no preset with tools, before it answers what it has (default 8s,
-    /// below the hosts' start limits).
-    #[arg(long, value_name = "DUR", value_parser = parse_dur)]
-    pub list_wait: Option<String>,
+    /// The MCP front's options that are keys of `tether.toml` too (`--mcp-path`, `--tools`,
+    /// `--call-wait`, `--list-wait`).
+    #[command(flatten)]
+    pub mcp: McpProxyFlags,
     /// Do not serve MCP: start the backend, wait until ready, cache its tools and
     /// instructions for the proxy of these same arguments, stop it, print the tool names
     /// (the one-time setup step; a first uvx install can take minutes).
@@ -231,179 +227,79 @@ pub struct McpProxyArgs {
     pub no_share: bool,
 }
 
-/// The backend options, shared by `up` and `mcp-proxy`; each maps to the `tether.toml`
-/// key of the same name, and those of one value to a `TETHER_*` environment variable
-/// (flag > environment > file > default). The defaults named in the help are `Config::plan`'s.
+/// The backend options, shared by `up` and `mcp-proxy`: the keys of `tether.toml`
+/// ([`Config`], where each is declared with its flag and `TETHER_*` variable: flag >
+/// environment > file > default; the defaults named in the help are `Config::plan`'s), and
+/// those of the command line only.
 #[derive(Debug, Args)]
 pub struct BackendArgs {
     /// Config file [default: ./tether.toml when it exists; mcp-proxy: none, only this]
     #[arg(long, env = "TETHER_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// native, uvx, docker, or remote (a backend someone else runs, at --url) [default: remote with
-    /// a URL, uvx with a package, docker with an image, else native]
-    #[arg(long, env = "TETHER_RUNNER", value_parser = parse_runner)]
-    pub runner: Option<RunnerKind>,
-    /// Instance name [default: default; mcp-proxy: mcp-PID]
-    #[arg(long, env = "TETHER_NAME")]
-    pub name: Option<String>,
-    /// Port, or `auto` for a free one [default: 8765; mcp-proxy: auto]
-    #[arg(long, env = "TETHER_PORT", value_name = "N|auto", value_parser = parse_port)]
-    pub port: Option<PortChoice>,
-    /// Host to listen on and probe, an IP address of this machine [default: 127.0.0.1]
-    #[arg(long, env = "TETHER_HOST", value_name = "ADDR")]
-    pub host: Option<String>,
-    /// Readiness probe: http[:PATH], tcp, log:REGEX or mcp[:PATH] (an MCP initialize;
-    /// mcp-proxy's default without --probe or --preset) [default: http:/health]
-    #[arg(long, env = "TETHER_PROBE")]
-    pub probe: Option<String>,
-    /// A probe preset: claude-skills [default: none; the demo backend: claude-skills]
-    #[arg(long, env = "TETHER_PRESET")]
-    pub preset: Option<String>,
-    /// A JSON condition the health answer must meet (repeatable), e.g. `status==ok`.
-    #[arg(long, value_name = "FIELD OP VALUE")]
-    pub expect: Vec<String>,
-    /// A numeric JSON field of the health answer shown as progress.
-    #[arg(long, env = "TETHER_PROGRESS_FIELD", value_name = "FIELD")]
-    pub progress_field: Option<String>,
-    /// Fail if the health answer's `version` differs from this.
-    #[arg(long, env = "TETHER_EXPECT_VERSION", value_name = "VER")]
-    pub expect_version: Option<String>,
-    /// Overall readiness deadline, at least 100ms [default: 120s]
-    #[arg(long, env = "TETHER_TIMEOUT", value_name = "DUR", value_parser = parse_dur)]
-    pub timeout: Option<String>,
-    /// Timeout of each probe attempt, at least 10ms [default: 2s]
-    #[arg(long, env = "TETHER_PROBE_TIMEOUT", value_name = "DUR", value_parser = parse_dur)]
-    pub probe_timeout: Option<String>,
-    /// uvx: deadline of installing the backend's environment (uv's downloads), at least 1s;
-    /// --timeout starts after it [default: 15m]
-    #[arg(long, env = "TETHER_INSTALL_TIMEOUT", value_name = "DUR", value_parser = parse_dur)]
-    pub install_timeout: Option<String>,
-    /// Grace period between SIGTERM and SIGKILL [default: 5s]
-    #[arg(long, env = "TETHER_GRACE", value_name = "DUR", value_parser = parse_dur)]
-    pub grace: Option<String>,
-    /// Also stop a foreign process listening on the port.
-    #[arg(long)]
-    pub force_port: bool,
-    /// Extra environment for the backend (repeatable).
-    #[arg(long, value_name = "KEY=VALUE", value_parser = parse_env)]
-    pub env: Vec<(String, String)>,
-    /// Working directory of the backend (native and uvx) [default: the current one]
-    #[arg(long, env = "TETHER_CWD", value_name = "DIR")]
-    pub cwd: Option<PathBuf>,
-    /// uvx: the package, PKG, PKG==VER or a path to a .whl
-    #[arg(long, env = "TETHER_PACKAGE", value_name = "PKG[==VER]")]
-    pub package: Option<String>,
-    /// uvx: the entry point [default: the package's name]
-    #[arg(long, env = "TETHER_ENTRY", value_name = "NAME")]
-    pub entry: Option<String>,
-    /// uvx: the Python to run it with, VER or PATH (e.g. 3.12) [default: uv's choice]
-    #[arg(long, env = "TETHER_PYTHON", value_name = "VER|PATH")]
-    pub python: Option<String>,
-    /// uvx: no network access.
-    #[arg(long, env = "TETHER_OFFLINE", value_parser = BoolishValueParser::new())]
-    pub offline: bool,
-    /// uvx: the package index to use instead of the default.
-    #[arg(long, env = "TETHER_INDEX_URL", value_name = "URL")]
-    pub index_url: Option<String>,
-    /// uvx: the uvx executable to run [default: uvx from PATH]
-    #[arg(long, env = "TETHER_UVX", value_name = "PATH")]
-    pub uvx: Option<PathBuf>,
-    /// uvx: another requirement installed beside the package (repeatable; uvx --with), e.g.
-    /// 'mcp<2'; TETHER_WITH gives one [default: the claude-skills preset adds mcp<2]
-    #[arg(long = "with", env = "TETHER_WITH", value_name = "REQ")]
-    pub with: Vec<String>,
-    /// uvx: a constraints file (repeatable; uvx --constraints): version bounds for whatever
-    /// uv resolves, e.g. a line `mcp<2`; TETHER_CONSTRAINT gives one
-    #[arg(long, env = "TETHER_CONSTRAINT", value_name = "FILE")]
-    pub constraint: Vec<PathBuf>,
-    /// Do not check the health answer's `version` (against --expect-version or the pinned package).
-    #[arg(long, env = "TETHER_NO_VERSION_CHECK", value_parser = BoolishValueParser::new())]
-    pub no_version_check: bool,
-    /// docker: the image.
-    #[arg(long, env = "TETHER_IMAGE", value_name = "IMG")]
-    pub image: Option<String>,
-    /// docker: the port inside the container [default: the host port]
-    #[arg(long, env = "TETHER_CONTAINER_PORT", value_name = "N")]
-    pub container_port: Option<u16>,
-    /// docker: always, missing or never [default: missing]
-    #[arg(long, env = "TETHER_PULL")]
-    pub pull: Option<String>,
-    /// remote: attach to the backend someone else runs at http://HOST:PORT (nothing is started or
-    /// ever signalled; probe paths join onto its origin; a path is mcp-proxy's default MCP endpoint)
-    #[arg(long, env = "TETHER_URL", value_name = "URL")]
-    pub url: Option<String>,
-    /// After ready, restart the backend: no, on-failure or always [default: no; mcp-proxy: on-failure;
-    /// remote: always, i.e. reconnect]
-    #[arg(long, env = "TETHER_RESTART")]
-    pub restart: Option<String>,
-    /// At most this many restarts in a row [default: 5]
-    #[arg(long, env = "TETHER_MAX_RESTARTS", value_name = "N")]
-    pub max_restarts: Option<u32>,
-    /// Liveness probe after ready: http[:PATH] or tcp [default: none, only an exit counts]
-    #[arg(long, env = "TETHER_LIVENESS")]
-    pub liveness: Option<String>,
-    /// How often the liveness probe runs, at least 100ms [default: 5s]
-    #[arg(long, env = "TETHER_LIVENESS_PERIOD", value_name = "DUR", value_parser = parse_dur)]
-    pub liveness_period: Option<String>,
-    /// Failed liveness probes in a row that end the backend [default: 3]
-    #[arg(long, env = "TETHER_LIVENESS_FAILURES", value_name = "N")]
-    pub liveness_failures: Option<u32>,
+    /// The keys given as flags or variables (unset ones stay unset).
+    #[command(flatten)]
+    pub keys: Config,
     /// Replace a running detached instance of this name instead of reusing it.
     #[arg(long)]
     pub replace: bool,
-    /// The backend's arguments (native: PROGRAM ARGS...); `{port}` and `{host}` are substituted.
-    #[arg(last = true)]
-    pub args: Vec<String>,
-}
-
-impl BackendArgs {
-    /// The flags as a config layer (unset flags stay unset).
-    pub fn to_config(&self) -> Config {
-        let mut c = Config::default();
-        c.runner = self.runner;
-        c.name = self.name.clone();
-        c.port = self.port;
-        c.host = self.host.clone();
-        c.probe = self.probe.clone();
-        c.preset = self.preset.clone();
-        c.expect = self.expect.clone();
-        c.progress_field = self.progress_field.clone();
-        c.expect_version = self.expect_version.clone();
-        c.timeout = self.timeout.clone();
-        c.probe_timeout = self.probe_timeout.clone();
-        c.install_timeout = self.install_timeout.clone();
-        c.grace = self.grace.clone();
-        c.force_port = self.force_port.then_some(true);
-        c.args = self.args.clone();
-        c.env = self.env.iter().cloned().collect();
-        c.cwd = self.cwd.clone();
-        c.package = self.package.clone();
-        c.entry = self.entry.clone();
-        c.python = self.python.clone();
-        c.offline = self.offline.then_some(true);
-        c.index_url = self.index_url.clone();
-        c.uvx = self.uvx.clone();
-        c.with = self.with.clone();
-        c.constraint = self.constraint.clone();
-        c.no_version_check = self.no_version_check.then_some(true);
-        c.image = self.image.clone();
-        c.container_port = self.container_port;
-        c.pull = self.pull.clone();
-        c.url = self.url.clone();
-        c.restart = self.restart.clone();
-        c.max_restarts = self.max_restarts;
-        c.liveness = self.liveness.clone();
-        c.liveness_period = self.liveness_period.clone();
-        c.liveness_failures = self.liveness_failures;
-        c
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory;
+    use tether::{Config, Source};
 
-    use super::Cli;
+    use super::{Cli, Command};
+
+    /// `tether ARGS` parsed as `main` parses it, sources noted.
+    fn parse(args: &[&str]) -> Cli {
+        let argv = std::iter::once("tether").chain(args.iter().copied());
+        let matches = Cli::command().try_get_matches_from(argv).expect("valid arguments");
+        Cli::from_matches(&matches).expect("valid arguments")
+    }
+
+    /// The long flags of subcommand `name`.
+    fn flags_of(name: &str) -> Vec<String> {
+        let cmd = Cli::command();
+        let sub = cmd.find_subcommand(name).expect("a subcommand");
+        sub.get_arguments().filter_map(|a| a.get_long()).map(str::to_string).collect()
+    }
+
+    #[test]
+    fn every_key_is_a_flag_of_up_and_mcp_proxy_and_the_front_s_of_mcp_proxy_only() {
+        let (up, proxy) = (flags_of("up"), flags_of("mcp-proxy"));
+        let front = ["mcp-path", "tools", "call-wait", "list-wait"];
+        for key in Config::KEYS.iter().filter(|k| **k != "args").map(|k| k.replace('_', "-")) {
+            assert!(proxy.contains(&key), "mcp-proxy --{key}: {proxy:?}");
+            assert_eq!(up.contains(&key), !front.contains(&key.as_str()), "up --{key}: {up:?}");
+        }
+        // And what is not a key of the file.
+        for flag in ["config", "replace", "json", "raw", "detach", "share"] {
+            assert!(up.contains(&flag.to_string()), "up --{flag}");
+        }
+    }
+
+    #[test]
+    fn the_flags_given_are_noted_as_their_sources() {
+        let Command::Up(up) = parse(&["up", "--timeout", "0s", "--with", "mcp<2", "--offline", "--", "srv"]).command
+        else {
+            panic!("up")
+        };
+        let keys = &up.backend.keys;
+        assert_eq!(keys.source("timeout"), Some(&Source::Flag("--timeout".into())));
+        assert_eq!(keys.source("with"), Some(&Source::Flag("--with".into())));
+        assert_eq!(keys.source("offline"), Some(&Source::Flag("--offline".into())));
+        assert_eq!(keys.source("args"), Some(&Source::Flag("--".into())));
+        assert_eq!(keys.source("grace"), None, "not given");
+        assert_eq!(keys.source("force-port"), None, "a switch not given is no source");
+        let e = keys.clone().plan().expect_err("too short");
+        assert!(e.to_string().contains("bad --timeout `0s`: too short; the minimum is 100ms"), "{e}");
+        let Command::McpProxy(proxy) = parse(&["mcp-proxy", "--call-wait", "1s", "--", "srv"]).command else {
+            panic!("mcp-proxy")
+        };
+        assert_eq!(proxy.backend.keys.source("call-wait"), Some(&Source::Flag("--call-wait".into())));
+        assert_eq!(proxy.mcp.call_wait.as_deref(), Some("1s"));
+    }
 
     /// Every environment variable a flag of any subcommand reads.
     fn env_names() -> Vec<String> {
@@ -432,20 +328,31 @@ mod tests {
         }
     }
 
+    /// scripts/test unsets every `TETHER_*` variable but a few that are no option: run what
+    /// it sources with each option's variable set (and one no option has yet), and none is
+    /// left, while the few are kept.
+    #[cfg(unix)]
     #[test]
     fn scripts_test_keeps_every_flag_variable_away_from_the_tests() {
-        let script =
-            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/test")).expect("scripts/test");
-        let start = script.find("unset TETHER_").expect("an `unset` line in scripts/test");
-        let unset: Vec<&str> = script[start..]
-            .lines()
-            .map(|l| l.trim_end_matches('\\'))
-            .take_while(|l| !l.trim().is_empty())
-            .flat_map(str::split_whitespace)
-            .filter(|w| *w != "unset")
-            .collect();
-        for name in env_names() {
-            assert!(unset.contains(&name.as_str()), "scripts/test must unset {name}: {unset:?}");
+        let root = env!("CARGO_MANIFEST_DIR");
+        let script = std::fs::read_to_string(format!("{root}/scripts/test")).expect("scripts/test");
+        assert!(script.contains("source scripts/lib/tether-env.sh"), "scripts/test sources scripts/lib/tether-env.sh");
+        let kept = ["TETHER_STATE_DIR", "TETHER_LOG", "TETHER_TEST_SEED", "TETHER_SOAK_CYCLES", "TETHER_INSTANCE"];
+        let options = env_names();
+        let mut cmd = std::process::Command::new("bash");
+        cmd.args(["-c", "source scripts/lib/tether-env.sh && env"]).current_dir(root);
+        for name in options.iter().map(String::as_str).chain(["TETHER_A_FUTURE_OPTION"]).chain(kept) {
+            cmd.env(name, "set-by-a-developer");
+        }
+        let out = cmd.output().expect("run bash");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let env = String::from_utf8_lossy(&out.stdout);
+        let left: Vec<&str> = env.lines().filter_map(|l| l.split_once('=')).map(|(k, _)| k).collect();
+        for name in options.iter().map(String::as_str).chain(["TETHER_A_FUTURE_OPTION"]) {
+            assert!(!left.contains(&name), "scripts/test must unset {name}: {left:?}");
+        }
+        for name in kept {
+            assert!(left.contains(&name), "scripts/test keeps {name}: {left:?}");
         }
     }
 }

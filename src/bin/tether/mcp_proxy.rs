@@ -8,19 +8,21 @@ use std::sync::Arc;
 
 use tether::{Config, EnsureOptions, Error, Lifecycle, State};
 
-use crate::cli::{BackendArgs, McpProxyArgs};
+use crate::cli::McpProxyArgs;
 use crate::output::report_error;
 use crate::up::Signals;
 
-/// `--config FILE` when given, with the flags on top; never `./tether.toml` unasked: hosts
-/// start the proxy in the project's directory, whose own `tether.toml` (for its `up`) must
-/// not change the proxy's name, port or probe.
-fn load_config(args: &BackendArgs) -> tether::Result<Config> {
-    let mut config = match &args.config {
+/// `--config FILE` when given, with the flags on top (the backend's and the MCP front's);
+/// never `./tether.toml` unasked: hosts start the proxy in the project's directory, whose own
+/// `tether.toml` (for its `up`) must not change the proxy's name, port or probe.
+fn load_config(args: &McpProxyArgs) -> tether::Result<Config> {
+    let mut config = match &args.backend.config {
         Some(path) => Config::from_file(path)?,
         None => Config::default(),
     };
-    config.overlay(args.to_config());
+    let mut flags = args.backend.keys.clone();
+    args.mcp.clone().lay_onto(&mut flags);
+    config.overlay(flags);
     Ok(config)
 }
 
@@ -39,22 +41,10 @@ pub async fn run(args: McpProxyArgs) -> i32 {
         Ok(s) => s,
         Err(e) => return report_error(&e, false),
     };
-    let mut config = match load_config(&args.backend) {
+    let config = match load_config(&args) {
         Ok(c) => c,
         Err(e) => return report_error(&e, false),
     };
-    if args.mcp_path.is_some() {
-        config.mcp_path = args.mcp_path;
-    }
-    if args.tools.is_some() {
-        config.tools = args.tools;
-    }
-    if args.call_wait.is_some() {
-        config.call_wait = args.call_wait;
-    }
-    if args.list_wait.is_some() {
-        config.list_wait = args.list_wait;
-    }
     let (mut plan, options) = match tether::mcp::plan(config) {
         Ok(p) => p,
         Err(e) => return report_error(&e, false),

@@ -53,7 +53,7 @@ pub fn load_config(args: &BackendArgs) -> tether::Result<Config> {
         None if Path::new("tether.toml").exists() => Config::from_file(Path::new("tether.toml"))?,
         None => Config::default(),
     };
-    config.overlay(args.to_config());
+    config.overlay(args.keys.clone());
     Ok(config)
 }
 

@@ -1,11 +1,10 @@
 //! Soak through real uv: 100 start → ready → stop cycles of the fixture Python backend
-//! under `uvx`; afterwards no uv or Python process, file descriptor or thread is left.
+//! under `uvx`; afterwards no uv or Python process, file descriptor or thread is left. It
+//! counts its own process's, so it runs alone in one (`tether_testkit::alone_in_process!`).
 // Linux only: it counts descriptors and threads in /proc/self.
 #![cfg(target_os = "linux")]
-#![cfg(feature = "uvx")]
 
-#[path = "fixtures/uvx/support.rs"]
-mod support;
+use crate::uvx_support as support;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +20,7 @@ fn count(dir: &str) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uvx_start_ready_stop_cycles_leak_nothing() {
+    tether_testkit::alone_in_process!(uvx_start_ready_stop_cycles_leak_nothing);
     let Some(uv) = support::Uv::find() else { return };
     let fixture = support::fixture(&uv);
     let marker = support::marker("soak");

@@ -1,5 +1,6 @@
 //! Soak: many start → ready → stop cycles of the demo backend under the native
-//! runner; afterwards no process, file descriptor or thread has leaked.
+//! runner; afterwards no process, file descriptor or thread has leaked. It counts its own
+//! process's, so it runs alone in one (`tether_testkit::alone_in_process!`).
 // Linux only: it counts descriptors and threads in /proc/self.
 #![cfg(target_os = "linux")]
 
@@ -44,6 +45,7 @@ async fn one_cycle(i: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn start_ready_stop_cycles_leak_nothing() {
+    tether_testkit::alone_in_process!(start_ready_stop_cycles_leak_nothing);
     // Warm up: the runtime's blocking pool and the HTTP client settle.
     one_cycle(0).await;
     let fds = count("/proc/self/fd");

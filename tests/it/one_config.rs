@@ -84,7 +84,7 @@ fn every_one_value_option_has_the_same_precedence() {
     says(
         &up(dir.path(), &[], &[("TETHER_TIMEOUT", "0s")]),
         2,
-        &["bad --timeout `0s`: too short; the minimum is 100ms"],
+        &["bad timeout `0s` (from TETHER_TIMEOUT): too short; the minimum is 100ms"],
         UVX_RAN,
     );
     says(
@@ -114,4 +114,45 @@ fn the_name_comes_from_tether_name_never_from_the_backends_fingerprint() {
     };
     says(&logs(&[("TETHER_INSTANCE", "parent")]), 1, &["'default'"], "parent");
     says(&logs(&[("TETHER_INSTANCE", "parent"), ("TETHER_NAME", "api")]), 1, &["'api'"], "parent");
+}
+
+/// An error about a value names where it came from: the flag on the command line, the variable
+/// from the environment, the file and its key from `tether.toml` (not a flag never given).
+#[test]
+fn a_bad_value_names_its_source_flag_variable_or_file_and_key() {
+    let dir = project();
+    let toml = format!("{CONFIG}timeout = \"0.05\"\n");
+    std::fs::write(dir.path().join("tether.toml"), toml).expect("write tether.toml");
+    let too_short = ": too short; the minimum is 100ms";
+    says(
+        &up(dir.path(), &[], &[]),
+        2,
+        &[&format!("bad timeout `0.05` (from tether.toml, key `timeout`){too_short}")],
+        "--timeout",
+    );
+    says(
+        &up(dir.path(), &[], &[("TETHER_TIMEOUT", "50ms")]),
+        2,
+        &[&format!("bad timeout `50ms` (from TETHER_TIMEOUT){too_short}")],
+        "tether.toml",
+    );
+    says(
+        &up(dir.path(), &["--timeout", "20ms"], &[("TETHER_TIMEOUT", "50ms")]),
+        2,
+        &[&format!("bad --timeout `20ms`{too_short}")],
+        "TETHER_TIMEOUT",
+    );
+    // One the flags cannot parse is clap's error, which names the flag, and the variable too.
+    says(
+        &up(dir.path(), &[], &[("TETHER_TIMEOUT", "abc")]),
+        2,
+        &[
+            "invalid value 'abc' for '--timeout <DUR>'",
+            "note: the value comes from the environment: TETHER_TIMEOUT=abc",
+        ],
+        "tether.toml",
+    );
+    // A file's value that no parser saw before the plan: its file and key.
+    std::fs::write(dir.path().join("tether.toml"), format!("{CONFIG}timeout = \"abc\"\n")).expect("write");
+    says(&up(dir.path(), &[], &[]), 2, &["bad timeout `abc` (from tether.toml, key `timeout`): "], "--timeout");
 }

@@ -8,7 +8,7 @@
 // Linux only: it finds processes through /proc and runs a sweep in a pid namespace of its own.
 #![cfg(target_os = "linux")]
 
-mod docker_support;
+use crate::docker_support;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -258,7 +258,7 @@ impl Drop for Proxy {
 /// `mcp-proxy --runner docker` shares by default, as for a process backend: two
 /// proxies of one configuration, one container, two leases; it lingers after them
 /// (default 60 s) until `down`. (The demo image has no MCP endpoint: only the sharing
-/// is looked at here; the MCP side is `tests/mcp_proxy.rs`'s.)
+/// is looked at here; the MCP side is `tests/it/mcp_proxy.rs`'s.)
 #[test]
 fn mcp_proxies_share_one_container_by_default() {
     if !engine_available() {

@@ -3,8 +3,8 @@
 //! an extra descriptor open) must not hang until `down`. The guard and the backend get
 //! descriptors 0, 1 and 2 only.
 //!
-//! One test in this file, so that no other test of this binary spawns a process while
-//! the inheritable pipe is open.
+//! The test runs alone in its process (`tether_testkit::alone_in_process!`), so that no
+//! other test spawns a process while the inheritable pipe is open.
 // Linux only: it lists a process's descriptors in /proc/PID/fd.
 #![cfg(target_os = "linux")]
 
@@ -45,6 +45,7 @@ impl Drop for DownOnDrop<'_> {
 
 #[test]
 fn a_detached_instance_does_not_keep_the_callers_descriptors() {
+    tether_testkit::alone_in_process!(a_detached_instance_does_not_keep_the_callers_descriptors);
     let state = tempfile::tempdir().expect("state dir");
     // Not close-on-exec: tether inherits the write end, as a script's extra fd would be.
     let (read_end, write_end) = nix::unistd::pipe2(OFlag::empty()).expect("pipe");

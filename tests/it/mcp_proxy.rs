@@ -6,7 +6,7 @@
 //! Nothing sleeps to synchronise: readiness is gated by a file the test creates
 //! (`--ready-file`), and everything else is awaited with a bounded deadline.
 
-mod mcp_support;
+use crate::mcp_support;
 
 use std::process::Stdio;
 
@@ -395,6 +395,16 @@ async fn bad_json_rpc_lines_are_answered_and_the_proxy_keeps_serving() {
     let batch = script.next_error().await;
     assert_eq!((batch["id"].clone(), batch["error"]["code"].clone()), (Value::Null, json!(-32600)), "{batch}");
     assert!(batch["error"]["message"].as_str().is_some_and(|m| m.contains("batch")), "{batch}");
+
+    // A known method with params it cannot take: Invalid params with what was wrong, not
+    // Method not found (issue 22, item 6); an unknown method stays Method not found.
+    script.send(json!({"jsonrpc": "2.0", "id": 11, "method": "tools/call", "params": {"arguments": {}}})).await;
+    let bad = script.answer(11).await;
+    assert_eq!(bad["error"]["code"], json!(-32602), "{bad}");
+    assert!(bad["error"]["message"].as_str().is_some_and(|m| m.contains("tools/call") && m.contains("name")), "{bad}");
+    script.send(json!({"jsonrpc": "2.0", "id": 12, "method": "no/such/method", "params": {}})).await;
+    let unknown = script.answer(12).await;
+    assert_eq!(unknown["error"]["code"], json!(-32601), "{unknown}");
 
     script.send(json!({"jsonrpc": "2.0", "id": 10, "method": "tools/list"})).await;
     let listed = script.answer(10).await;

@@ -2,10 +2,7 @@
 //! version recorded; `down` leaves no process of the package (uv, Python, and what Python
 //! started); an unresolvable package fails at once with uv's own reason; a missing uvx is
 //! a clear error before anything starts; the pinned version is checked.
-#![cfg(feature = "uvx")]
-
-#[path = "fixtures/uvx/support.rs"]
-mod support;
+use crate::uvx_support as support;
 
 use std::process::Output;
 

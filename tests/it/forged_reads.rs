@@ -11,7 +11,8 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::{Value, json};
 use tether::core::procs::ProcessIdentity;
-use tether_testkit::forged::{assert_namespaced, in_pid_namespace, plant_record};
+use tether_testkit::forged::{assert_namespaced, plant_record};
+use tether_testkit::in_pid_namespace;
 
 fn logs(state: &Path, name: &str) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tether"))
@@ -24,7 +25,7 @@ fn logs(state: &Path, name: &str) -> Output {
 
 #[test]
 fn logs_reads_only_tethers_own_log_of_that_name() {
-    in_pid_namespace("inner_logs_reads_only_tethers_own_log");
+    in_pid_namespace!(inner_logs_reads_only_tethers_own_log);
 }
 
 #[test]
@@ -63,7 +64,7 @@ fn inner_logs_reads_only_tethers_own_log() {
 
 #[test]
 fn status_calls_ready_only_an_instances_own_listener() {
-    in_pid_namespace("inner_status_calls_ready_only_an_instances_own_listener");
+    in_pid_namespace!(inner_status_calls_ready_only_an_instances_own_listener);
 }
 
 #[test]

@@ -16,12 +16,9 @@
 //!
 //! Nothing sleeps to synchronise: readiness is gated by a file the test creates
 //! (`--ready-file`), and everything else is awaited with a bounded deadline.
-#![cfg(all(feature = "uvx", feature = "mcp"))]
+use crate::uvx_support as support;
 
-#[path = "fixtures/uvx/support.rs"]
-mod support;
-
-mod mcp_support;
+use crate::mcp_support;
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -514,6 +511,125 @@ async fn meta_passes_through(mcp: &str) {
     assert_eq!(result_meta["fixture/echo"], echoed, "the result's _meta reached the host: {result:?}");
     let record = sandbox.record("meta").expect("a record while it runs");
     let _ = tokio::time::timeout(WAIT, client.cancel()).await.expect("the client stops in time");
+    group_gone(&record).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_2_a_tool_asks_the_host_elicitation_sampling_and_roots() {
+    asks_reach_the_host(MCP_2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_1_a_tool_asks_the_host_elicitation_sampling_and_roots() {
+    asks_reach_the_host(MCP_1).await;
+}
+
+/// Issue 22, item 1: a stock SDK server's tool that asks the host — `ctx.elicit` (form
+/// mode), `session.create_message` (sampling), `session.list_roots` — gets the host's own
+/// answer through the proxy: the host offers all three at `initialize`, the proxy connects
+/// to the backend with the same, and forwards each request and its answer (before, the
+/// backend saw a client with no capabilities: elicitation was declined on the user's
+/// behalf, sampling refused, roots empty).
+async fn asks_reach_the_host(mcp: &str) {
+    let Some((client, _events, sandbox, _wheel, ready)) = catalog_proxy(mcp, "asks").await else { return };
+    std::fs::write(&ready, "").expect("create the ready file");
+    let asked = call(&client, "ask_name", json!({})).await.expect("ask_name answered");
+    assert_eq!(text_of(&asked), "accept:Ada", "the host's answer reached the tool: {asked:?}");
+    let sampled = call(&client, "ask_model", json!({"prompt": "which skill?"})).await.expect("ask_model answered");
+    assert_eq!(
+        text_of(&sampled),
+        format!("{}:the host's model read: which skill?", mcp_support::HOST_MODEL),
+        "the host's model answered the tool: {sampled:?}"
+    );
+    let roots = call(&client, "host_roots", json!({})).await.expect("host_roots answered");
+    assert_eq!(text_of(&roots), mcp_support::HOST_ROOT, "the host's roots reached the tool: {roots:?}");
+    let record = sandbox.record("asks").expect("a record while it runs");
+    let _ = tokio::time::timeout(WAIT, client.cancel()).await.expect("the client stops in time");
+    group_gone(&record).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_2_a_40_mib_answer_passes_and_a_request_too_large_for_the_backend_is_answered() {
+    large_messages_pass(MCP_2).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sdk_1_a_40_mib_answer_passes_and_a_request_too_large_for_the_backend_is_answered() {
+    large_messages_pass(MCP_1).await;
+}
+
+/// The proxy's answer to request `id` (its other lines skipped), read as a raw host does.
+async fn answer_to(id: i64, stdout: &mut tokio::io::BufReader<tokio::process::ChildStdout>) -> Value {
+    use tokio::io::AsyncBufReadExt;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let read = tokio::time::timeout(READY + WAIT, stdout.read_line(&mut line)).await;
+        assert!(read.expect("answered in time").expect("read") > 0, "the proxy ended before answering {id}");
+        let message: Value = serde_json::from_str(&line).expect("one JSON message per line");
+        if message["id"] == id {
+            return message;
+        }
+    }
+}
+
+/// Issue 22, item 5: a stock server's 40 MiB answer (the text twice, as content and
+/// structured content: about 80 MiB in one SSE event) passes the proxy whole, over rmcp's
+/// 16 MiB limit (before: "Transport closed"); a 3 MiB request passes whole; a 40 MiB
+/// request, which the SDK's server refuses itself (its 4 MiB request body limit, HTTP 413),
+/// is answered with its id saying so — never dropped. A host that writes raw lines, as
+/// one with no line limit does.
+async fn large_messages_pass(mcp: &str) {
+    use tokio::io::AsyncWriteExt;
+    let Some(uv) = support::Uv::find() else { return };
+    let wheel = build_wheel(&uv.python, mcp);
+    let sandbox = Sandbox::with_env(uv.env());
+    let ready = sandbox.path("ready");
+    std::fs::write(&ready, "").expect("create the ready file");
+    let mut proxy = sandbox
+        .command(&catalog_args(&uv, &wheel, &ready, "large"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start tether mcp-proxy");
+    let mut stdin = proxy.stdin.take().expect("stdin");
+    let mut stdout = tokio::io::BufReader::new(proxy.stdout.take().expect("stdout"));
+    let letters = |n: usize| -> String { (0..n).map(|i| char::from(b'a' + (i % 26) as u8)).collect() };
+    let init = json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw-host", "version": "1"}}});
+    for message in [init, json!({"jsonrpc": "2.0", "method": "notifications/initialized"})] {
+        stdin.write_all(format!("{message}\n").as_bytes()).await.expect("write");
+    }
+    let initialized = answer_to(1, &mut stdout).await;
+    assert!(initialized["result"]["serverInfo"].is_object(), "{initialized}");
+    let call = |id: i64, tool: &str, arguments: Value| json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": tool, "arguments": arguments}});
+    let text_of_answer =
+        |answer: &Value| answer["result"]["content"][0]["text"].as_str().unwrap_or_default().to_string();
+    // A 40 MiB answer.
+    let unit = letters(1024);
+    let times = 40 * 1024;
+    stdin
+        .write_all(format!("{}\n", call(2, "repeat_text", json!({"text": unit, "times": times}))).as_bytes())
+        .await
+        .expect("write");
+    let answer = answer_to(2, &mut stdout).await;
+    let got = text_of_answer(&answer);
+    assert_eq!(got.len(), unit.len() * times, "the whole 40 MiB answer came: {}", &got[..got.len().min(300)]);
+    assert!(got == unit.repeat(times), "the answer came unchanged");
+    // A 3 MiB request.
+    let text = letters(3 * 1024 * 1024);
+    stdin.write_all(format!("{}\n", call(3, "echo_text", json!({"text": text}))).as_bytes()).await.expect("write");
+    let answer = answer_to(3, &mut stdout).await;
+    assert!(text_of_answer(&answer) == text, "the 3 MiB request passed whole");
+    // A 40 MiB request: the backend's own refusal, with the request's id.
+    let text = letters(40 * 1024 * 1024);
+    stdin.write_all(format!("{}\n", call(4, "echo_text", json!({"text": text}))).as_bytes()).await.expect("write");
+    let answer = answer_to(4, &mut stdout).await;
+    let said = format!("{}{}", text_of_answer(&answer), answer["error"]["message"].as_str().unwrap_or_default());
+    assert!(said.contains("413") || said.contains("too large"), "the backend's refusal reached the host: {said}");
+    let record = sandbox.record("large").expect("a record while it runs");
+    drop(stdin);
+    let _ = tokio::time::timeout(WAIT, proxy.wait()).await.expect("the proxy ends with its input");
     group_gone(&record).await;
 }
 

@@ -19,7 +19,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use serde_json::{Value, json};
 use tether::core::procs::{self, ProcessIdentity};
 use tether_testkit::dump;
-use tether_testkit::forged::{assert_namespaced, in_pid_namespace, plant_record};
+use tether_testkit::forged::{assert_namespaced, plant_record};
+use tether_testkit::in_pid_namespace;
 
 fn exe() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_tether"))
@@ -136,7 +137,7 @@ fn assert_untouched(strangers: &[Stranger], after: &str) {
 
 #[test]
 fn a_record_naming_pid_one_never_signals_the_machine() {
-    in_pid_namespace("inner_a_record_naming_pid_one");
+    in_pid_namespace!(inner_a_record_naming_pid_one);
 }
 
 #[test]
@@ -194,7 +195,7 @@ impl Rng {
 
 #[test]
 fn arbitrary_forged_records_never_signal_a_stranger() {
-    in_pid_namespace("inner_arbitrary_forged_records");
+    in_pid_namespace!(inner_arbitrary_forged_records);
 }
 
 #[test]

@@ -11,7 +11,7 @@
 // Linux only: it inspects processes through /proc.
 #![cfg(target_os = "linux")]
 
-mod mcp_support;
+use crate::mcp_support;
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -442,7 +442,7 @@ fn options_that_make_no_sense_with_remote_exit_2_saying_why() {
     cmd.env("TETHER_URL", "https://from-the-env:1");
     let (code, _, err) = sandbox.run_cmd(cmd);
     assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("bad --url `https://from-the-env:1`"), "{err}");
+    assert!(err.contains("bad url `https://from-the-env:1` (from TETHER_URL)"), "{err}");
     let mut cmd =
         sandbox.command(&["up", "--url", &format!("http://127.0.0.1:{}", closed_port()), "--timeout", "100ms"]);
     cmd.env("TETHER_URL", "https://from-the-env:1");

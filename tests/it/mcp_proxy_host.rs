@@ -18,12 +18,9 @@
 //! Python it panics in CI (`CI=true`) and skips locally. Nothing sleeps to synchronise:
 //! readiness is gated by a file the test creates or never creates (`--ready-file`) or by the
 //! backend's own load time, and everything is awaited with a bounded deadline.
-#![cfg(all(feature = "uvx", feature = "mcp"))]
+use crate::uvx_support as support;
 
-#[path = "fixtures/uvx/support.rs"]
-mod support;
-
-mod mcp_support;
+use crate::mcp_support;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

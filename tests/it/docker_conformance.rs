@@ -1,7 +1,7 @@
 //! The docker runner against the testkit's conformance checks, on the real engine,
 //! with the demo backend inside a container built without a registry.
 
-mod docker_support;
+use crate::docker_support;
 
 use std::sync::Arc;
 

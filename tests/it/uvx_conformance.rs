@@ -3,10 +3,7 @@
 //! `uvx --offline --from FIXTURE.whl tether-uvx-fixture`, under the guard and without it.
 //! Python runs under uv (uv does not exec it), so every stop check also proves that the
 //! grandchild Python — and its own children — are stopped.
-#![cfg(feature = "uvx")]
-
-#[path = "fixtures/uvx/support.rs"]
-mod support;
+use crate::uvx_support as support;
 
 use std::path::PathBuf;
 use std::sync::Arc;

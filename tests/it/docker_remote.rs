@@ -7,7 +7,7 @@
 //! swept by the next start. Without `--host`, or
 //! with one that would be probed on this machine, it is a usage error (exit 2).
 
-mod docker_support;
+use crate::docker_support;
 
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::Path;

@@ -23,7 +23,8 @@ use nix::unistd::Pid;
 use serde_json::Value;
 use tether::core::procs::{self, ProcessIdentity};
 use tether_testkit::dump;
-use tether_testkit::forged::{assert_namespaced, in_pid_namespace};
+use tether_testkit::forged::assert_namespaced;
+use tether_testkit::in_pid_namespace;
 
 /// The bound for anything the test waits for. Generous: only a hung tether reaches it.
 const WAIT: Duration = Duration::from_secs(120);
@@ -172,7 +173,7 @@ fn detached_then_kill_guard(state: &Path, name: &str, via_child: bool) -> (Proce
 
 #[test]
 fn a_detached_setsid_grandchild_outliving_its_killed_guard_is_orphaned_and_down_stops_it() {
-    in_pid_namespace("inner_detached_setsid_grandchild");
+    in_pid_namespace!(inner_detached_setsid_grandchild);
 }
 
 #[test]
@@ -231,7 +232,7 @@ impl Drop for Stranger {
 
 #[test]
 fn a_chain_like_uv_python_worker_outliving_its_killed_guard_is_orphaned_and_down_stops_it() {
-    in_pid_namespace("inner_chain_like_uv_python_worker");
+    in_pid_namespace!(inner_chain_like_uv_python_worker);
 }
 
 #[test]
@@ -270,7 +271,7 @@ impl Drop for Owner {
 
 #[test]
 fn a_foreground_setsid_grandchild_outliving_owner_and_guard_is_orphaned_and_down_stops_it() {
-    in_pid_namespace("inner_foreground_setsid_grandchild");
+    in_pid_namespace!(inner_foreground_setsid_grandchild);
 }
 
 #[test]
@@ -319,7 +320,7 @@ fn inner_foreground_setsid_grandchild() {
 
     // `pkill -9 tether`, made deterministic: the owner is stopped first so that it cannot
     // act on the guard's death, the guard is killed, then the owner. (The guard is never
-    // stopped: see tests/orphans.rs.)
+    // stopped: see tests/it/orphans.rs.)
     kill(Pid::from_raw(owner.pid as i32), Signal::SIGSTOP).expect("SIGSTOP the owner");
     kill(Pid::from_raw(guard.pid as i32), Signal::SIGKILL).expect("SIGKILL the guard");
     assert!(wait_until(|| !guard.is_alive()), "the guard survived SIGKILL");
@@ -330,7 +331,7 @@ fn inner_foreground_setsid_grandchild() {
 
 #[test]
 fn the_next_up_of_the_name_stops_what_a_killed_guard_left_even_on_another_port() {
-    in_pid_namespace("inner_next_up_stops_the_orphans");
+    in_pid_namespace!(inner_next_up_stops_the_orphans);
 }
 
 #[test]

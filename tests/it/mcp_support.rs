@@ -105,7 +105,10 @@ impl Sandbox {
 
 /// The host side: passes on `notifications/tools/list_changed`, progress notifications,
 /// log messages (`notifications/message`) and the resource and prompt notifications (as
-/// `resources/updated URI`, `resources/list_changed`, `prompts/list_changed`).
+/// `resources/updated URI`, `resources/list_changed`, `prompts/list_changed`). It offers
+/// sampling, elicitation and roots, as a desktop host does, and answers them: a model
+/// [`HOST_MODEL`] that echoes the prompt, the name `Ada` to the question `What is your
+/// name?` (anything else declined), and the one root [`HOST_ROOT`].
 pub struct Host {
     changed: mpsc::UnboundedSender<()>,
     progress: mpsc::UnboundedSender<ProgressNotificationParam>,
@@ -113,7 +116,52 @@ pub struct Host {
     notes: mpsc::UnboundedSender<String>,
 }
 
+/// The model name the test host answers sampling with.
+pub const HOST_MODEL: &str = "host-model-7";
+/// The test host's one root.
+pub const HOST_ROOT: &str = "file:///home/user/project";
+
+#[allow(deprecated)] // sampling and roots (SEP-2577), still what hosts offer
 impl ClientHandler for Host {
+    fn get_info(&self) -> rmcp::model::ClientConfig {
+        let capabilities =
+            rmcp::model::ClientCapabilities::builder().enable_sampling().enable_elicitation().enable_roots().build();
+        rmcp::model::ClientConfig::new(capabilities, rmcp::model::Implementation::new("tether-test-host", "1.0.0"))
+    }
+
+    async fn create_message(
+        &self,
+        params: rmcp::model::CreateMessageRequestParams,
+        _context: rmcp::service::RequestContext<RoleClient>,
+    ) -> Result<rmcp::model::CreateMessageResult, rmcp::ErrorData> {
+        let asked = serde_json::to_value(&params.messages).unwrap_or_default();
+        let prompt = asked[0]["content"]["text"].as_str().unwrap_or("?").to_string();
+        let answer = rmcp::model::SamplingMessage::assistant_text(format!("the host's model read: {prompt}"));
+        Ok(rmcp::model::CreateMessageResult::new(answer, HOST_MODEL.into()).with_stop_reason("endTurn"))
+    }
+
+    async fn list_roots(
+        &self,
+        _context: rmcp::service::RequestContext<RoleClient>,
+    ) -> Result<rmcp::model::ListRootsResult, rmcp::ErrorData> {
+        Ok(rmcp::model::ListRootsResult::new(vec![rmcp::model::Root::new(HOST_ROOT)]))
+    }
+
+    async fn create_elicitation(
+        &self,
+        request: rmcp::model::ElicitRequestParams,
+        _context: rmcp::service::RequestContext<RoleClient>,
+    ) -> Result<rmcp::model::ElicitResult, rmcp::ErrorData> {
+        use rmcp::model::{ElicitResult, ElicitationAction};
+        let asked = serde_json::to_value(&request).unwrap_or_default();
+        Ok(match asked["message"].as_str() {
+            Some("What is your name?") => {
+                ElicitResult::new(ElicitationAction::Accept).with_content(serde_json::json!({"name": "Ada"}))
+            }
+            _ => ElicitResult::new(ElicitationAction::Decline),
+        })
+    }
+
     async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
         let _ = self.changed.send(());
     }

@@ -8,7 +8,7 @@
 // Linux only: it finds the processes it starts through /proc.
 #![cfg(target_os = "linux")]
 
-mod docker_support;
+use crate::docker_support;
 
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};

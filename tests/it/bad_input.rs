@@ -186,7 +186,8 @@ fn zero_liveness_period_names_the_minimum() {
 fn too_short_durations_in_the_config_file_name_the_minimum() {
     let c = Case::new();
     let f = c.config("probe-timeout = \"5ms\"\n");
-    expect(&c, &["up", "--config", &f], 2, "bad --probe-timeout `5ms`: too short; the minimum is 10ms");
+    let needle = format!("bad probe-timeout `5ms` (from {f}, key `probe-timeout`): too short; the minimum is 10ms");
+    expect(&c, &["up", "--config", &f], 2, &needle);
 }
 
 #[test]
@@ -405,7 +406,7 @@ fn env_keys_that_no_environment_can_hold_are_refused() {
         ("env = { \"\" = \"1\" }\n", "``"),
     ] {
         let f = c.config(toml);
-        expect(&c, &["up", "--config", &f], 2, &format!("bad --env key {shown}"));
+        expect(&c, &["up", "--config", &f], 2, &format!("bad env key {shown} (from {f}, key `env`)"));
     }
 }
 
@@ -430,10 +431,11 @@ fn durations_in_the_config_file_may_be_numbers_of_seconds() {
     let c = Case::new();
     // An integer is accepted (the start then stops at the next bad key, so nothing runs)…
     let f = c.config("timeout = 5\ngrace = 2\nliveness = \"tcp\"\nliveness-failures = 0\n");
-    expect(&c, &["up", "--config", &f], 2, "bad --liveness-failures `0`");
+    expect(&c, &["up", "--config", &f], 2, &format!("bad liveness-failures `0` (from {f}, key `liveness-failures`)"));
     // …a float is seconds too, checked like the string…
     let f = c.config("timeout = 0.05\n");
-    expect(&c, &["up", "--config", &f], 2, "bad --timeout `0.05`: too short; the minimum is 100ms");
+    let needle = format!("bad timeout `0.05` (from {f}, key `timeout`): too short; the minimum is 100ms");
+    expect(&c, &["up", "--config", &f], 2, &needle);
     // …and a negative number or another type says what is expected.
     let f = c.config("grace = -1\n");
     expect(&c, &["up", "--config", &f], 2, "a duration");

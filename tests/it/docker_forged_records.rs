@@ -4,7 +4,7 @@
 //! container may still run, and a shared container's guard does not give up on a
 //! failing engine.
 //!
-//! Like tests/forged_records.rs, every test here that plants a record runs inside
+//! Like tests/it/forged_records.rs, every test here that plants a record runs inside
 //! `unshare --pid --fork --mount-proc`: the outer test starts this same binary there,
 //! running one `#[ignore]`d inner test that refuses to run unless it is pid 1 of a
 //! fresh namespace. The containers are the engine's, outside the namespace; each one
@@ -12,7 +12,7 @@
 // Linux only: its forged records are planted in a pid namespace of its own (unshare).
 #![cfg(target_os = "linux")]
 
-mod docker_support;
+use crate::docker_support;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -20,7 +20,8 @@ use std::process::{Command, Stdio};
 use docker_support::{container_exists, engine_available, exe, image, tether, unique_name};
 use serde_json::{Value, json};
 use tether_testkit::dump;
-use tether_testkit::forged::{assert_namespaced, in_pid_namespace, plant_record};
+use tether_testkit::forged::{assert_namespaced, plant_record};
+use tether_testkit::in_pid_namespace;
 
 /// A container this test started itself (with the given labels) and removes when
 /// dropped — by its id, so nothing else is ever touched.
@@ -56,7 +57,7 @@ fn a_record_naming_a_container_not_ours_never_stops_it() {
     }
     // Built here, outside the namespace, so the inner test finds it ready.
     image();
-    in_pid_namespace("inner_a_record_naming_a_container_not_ours");
+    in_pid_namespace!(inner_a_record_naming_a_container_not_ours);
 }
 
 #[test]
@@ -180,7 +181,7 @@ impl Drop for FailingEngine {
 
 #[test]
 fn a_container_record_is_kept_when_its_container_cannot_be_stopped() {
-    in_pid_namespace("inner_a_container_record_is_kept");
+    in_pid_namespace!(inner_a_container_record_is_kept);
 }
 
 #[test]
