@@ -9,6 +9,8 @@
 //! Three tests were written against races they found (now fixed; each was racy, so it
 //! failed in most runs, not all): a stop signal right after `ready:`, `down` of a
 //! SIGTERM-ignoring detached backend reporting `killed`, and the probe-timeout wording.
+// Linux only: it finds and inspects the processes it starts through /proc.
+#![cfg(target_os = "linux")]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};

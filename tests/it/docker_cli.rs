@@ -5,6 +5,8 @@
 //! directory is never swept, the port is published on loopback only, a container
 //! backend owns its endpoint only while it runs, and an unreachable engine is a
 //! clear error.
+// Linux only: it finds the processes it starts through /proc.
+#![cfg(target_os = "linux")]
 
 use crate::docker_support;
 

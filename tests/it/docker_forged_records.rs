@@ -9,6 +9,8 @@
 //! running one `#[ignore]`d inner test that refuses to run unless it is pid 1 of a
 //! fresh namespace. The containers are the engine's, outside the namespace; each one
 //! a test creates is removed by a guard, also when the test fails.
+// Linux only: its forged records are planted in a pid namespace of its own (unshare).
+#![cfg(target_os = "linux")]
 
 use crate::docker_support;
 

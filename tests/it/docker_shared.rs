@@ -5,6 +5,8 @@
 //! with it, and once the last front is gone the guard removes the container after
 //! the linger and forgets the record. A front that attaches during the linger keeps
 //! the container; `down` removes it, and the guard then ends by itself.
+// Linux only: it finds processes through /proc and runs a sweep in a pid namespace of its own.
+#![cfg(target_os = "linux")]
 
 use crate::docker_support;
 

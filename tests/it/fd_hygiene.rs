@@ -5,6 +5,8 @@
 //!
 //! The test runs alone in its process (`tether_testkit::alone_in_process!`), so that no
 //! other test spawns a process while the inheritable pipe is open.
+// Linux only: it lists a process's descriptors in /proc/PID/fd.
+#![cfg(target_os = "linux")]
 
 use std::fs::File;
 use std::io::Read;

@@ -3,6 +3,8 @@
 //! (`/etc/shadow`, a link to it); `tether status` calls a record `ready` only when the
 //! listener on its port is the instance's own — never a neighbour's. Records are planted,
 //! so the tests run inside their own pid namespace (see `tether_testkit::forged`).
+// Linux only: its forged records are planted in a pid namespace of its own (unshare).
+#![cfg(target_os = "linux")]
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};

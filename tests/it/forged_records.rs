@@ -9,6 +9,8 @@
 //! inner test that refuses to run unless it is pid 1 of a fresh namespace. In that
 //! namespace the test process itself is pid 1 (and the ancestor of every tether it
 //! runs), surrounded by foreign sleepers; it counts every catchable signal it gets.
+// Linux only: its forged records are planted in a pid namespace of its own (unshare).
+#![cfg(target_os = "linux")]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -1,5 +1,7 @@
 //! Issue 26: tether's own output against hostile readers — a reader that went away (a closed
 //! pipe: `tether status | head -1`).
+// Linux only: it reads the backend's output counters from /proc/PID/io.
+#![cfg(target_os = "linux")]
 
 use std::process::{Command, Stdio};
 

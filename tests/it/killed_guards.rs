@@ -9,6 +9,8 @@
 //! These tests SIGKILL guards, so each runs inside its own pid namespace (`unshare --pid
 //! --fork --mount-proc`, see `tether_testkit::forged`): the inner test is pid 1 there,
 //! everything orphaned is re-parented to it, and nothing outside can be reached.
+// Linux only: it runs in pid namespaces of its own (unshare) and reads environments from /proc.
+#![cfg(target_os = "linux")]
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};

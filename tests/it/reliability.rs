@@ -1,5 +1,7 @@
 //! Fault injection: the owner killed at random moments, twenty `up`s of one name at
 //! once, foreign processes next to ours. Counts are printed; anything leaked fails.
+// Linux only: it counts processes through /proc.
+#![cfg(target_os = "linux")]
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};

@@ -8,6 +8,8 @@
 //!
 //! Nothing sleeps to synchronise: lines are read as they come, and conditions are
 //! polled with a bounded deadline. Every process a test starts is SIGKILLed on drop.
+// Linux only: it inspects processes through /proc.
+#![cfg(target_os = "linux")]
 
 use crate::mcp_support;
 

@@ -1,6 +1,8 @@
 //! Soak: many start → ready → stop cycles of the demo backend under the native
 //! runner; afterwards no process, file descriptor or thread has leaked. It counts its own
 //! process's, so it runs alone in one (`tether_testkit::alone_in_process!`).
+// Linux only: it counts descriptors and threads in /proc/self.
+#![cfg(target_os = "linux")]
 
 use std::path::PathBuf;
 use std::sync::Arc;

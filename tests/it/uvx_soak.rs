@@ -1,6 +1,9 @@
 //! Soak through real uv: 100 start → ready → stop cycles of the fixture Python backend
 //! under `uvx`; afterwards no uv or Python process, file descriptor or thread is left. It
 //! counts its own process's, so it runs alone in one (`tether_testkit::alone_in_process!`).
+// Linux only: it counts descriptors and threads in /proc/self.
+#![cfg(target_os = "linux")]
+
 use crate::uvx_support as support;
 
 use std::sync::Arc;

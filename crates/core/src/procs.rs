@@ -18,13 +18,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::sys::{self, Stat};
 
-/// A process as identified safely: pid + its start time (clock ticks since boot,
-/// see [`sys::Stat`]). A pid alone can be reused; pid + start time cannot.
+/// A process as identified safely: pid + its start time (in the platform's unit, see
+/// [`sys::Stat`]: clock ticks since boot on Linux, microseconds since the epoch on macOS).
+/// A pid alone can be reused; pid + start time cannot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ProcessIdentity {
     /// Process id.
     pub pid: u32,
-    /// Start time in clock ticks since boot.
+    /// Start time, in the platform's unit ([`sys::Stat`]).
     pub start_time: u64,
 }
 
@@ -69,7 +70,7 @@ pub struct ProcessInfo {
     pub ppid: u32,
     /// Process group id.
     pub pgid: u32,
-    /// Start time in clock ticks since boot.
+    /// Start time, in the platform's unit ([`sys::Stat`]).
     pub start_time: u64,
     /// The name of the user owning it, when it can be resolved.
     pub user: Option<String>,

@@ -157,9 +157,10 @@ impl Drop for PortLock {
 static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
 impl StateDir {
-    /// `$TETHER_STATE_DIR`, else `$XDG_STATE_HOME/tether`, else
-    /// `$HOME/.local/state/tether`; created with mode 0700 if missing, and refused
-    /// when others could tamper with it (see [`at`](Self::at)).
+    /// `$TETHER_STATE_DIR`, else `$XDG_STATE_HOME/tether`, else the platform's place in
+    /// `$HOME` ([`sys::HOME_STATE_DIR`]: `.local/state/tether` on Linux,
+    /// `Library/Application Support/tether` on macOS); created with mode 0700 if missing,
+    /// and refused when others could tamper with it (see [`at`](Self::at)).
     pub fn from_env() -> Result<Self> {
         let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
         let dir = if let Some(dir) = var("TETHER_STATE_DIR") {
@@ -176,7 +177,7 @@ impl StateDir {
             // The XDG spec says a relative value is invalid and must be ignored.
             xdg.join("tether")
         } else if let Some(home) = var("HOME") {
-            home.join(".local/state/tether")
+            home.join(sys::HOME_STATE_DIR)
         } else {
             return Err(Error::config("cannot find a state directory: HOME is not set; set TETHER_STATE_DIR"));
         };

@@ -166,10 +166,10 @@ mod tests {
             let mut user = std::process::Command::new("sleep");
             let mut child = user.arg("600").uid(65534).gid(65534).spawn().expect("spawn a user's sleep");
             let pid = child.id();
-            // Its uid is set before exec: once its /proc entry shows `sleep`, it is final.
+            // Its uid is set before exec: once its command line is `sleep …`, it is final.
             let settled = (0..100_000).any(|_| {
                 std::thread::yield_now();
-                std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "sleep")
+                tether_core::procs::command_of(pid).is_some_and(|c| c.starts_with("sleep "))
             });
             let judged = settled && !is_engine_proxy(&holder(pid), 40000);
             let _ = child.kill();

@@ -32,7 +32,7 @@ pub const LABEL_TETHER: &str = "tether";
 pub const LABEL_INSTANCE: &str = "tether.instance";
 /// The owner's pid (absent when detached).
 pub const LABEL_OWNER_PID: &str = "tether.owner.pid";
-/// The owner's start time, clock ticks since boot (absent when detached).
+/// The owner's start time, in the platform's unit (`tether_core::sys::Stat`; absent when detached).
 pub const LABEL_OWNER_START: &str = "tether.owner.start_time";
 /// The owner machine's boot id: pids only mean something on the same machine and boot.
 pub const LABEL_OWNER_BOOT: &str = "tether.owner.boot_id";

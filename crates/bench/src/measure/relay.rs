@@ -40,11 +40,11 @@ fn devnull_write(h: &Harness) -> BenchResult<f64> {
 }
 
 /// The backend's write time with stdout a pipe drained by a plain reader thread (64 KiB
-/// reads, no line splitting): what any pipe costs. The pipe is widened to 1 MiB as the
-/// relay's is (`F_SETPIPE_SZ`), so the two differ only in the reader.
+/// reads, no line splitting): what any pipe costs. The pipe is widened as the relay's is
+/// (`sys::widen_pipe`: 1 MiB by `F_SETPIPE_SZ` on Linux), so the two differ only in the reader.
 fn pipe_write(h: &Harness) -> BenchResult<f64> {
-    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ctx("cannot create a pipe")?;
-    let _ = nix::fcntl::fcntl(&read, nix::fcntl::FcntlArg::F_SETPIPE_SZ(1 << 20));
+    let (read, write) = std::io::pipe().ctx("cannot create a pipe")?;
+    tether_core::sys::widen_pipe(&read);
     let mut child = Command::new(&h.exe)
         .args(["demo-backend", "--port", "0", "--log-lines", LINES_ARG, "--line-bytes", BYTES_ARG])
         .stdin(Stdio::null())
@@ -52,7 +52,7 @@ fn pipe_write(h: &Harness) -> BenchResult<f64> {
         .stderr(Stdio::piped())
         .spawn()
         .ctx("cannot spawn the demo backend")?;
-    let mut out = std::fs::File::from(read);
+    let mut out = read;
     let drain = std::thread::spawn(move || {
         let mut buf = vec![0u8; 64 * 1024];
         while matches!(out.read(&mut buf), Ok(n) if n > 0) {}

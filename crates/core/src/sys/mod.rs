@@ -2,8 +2,10 @@
 //!
 //! Everything outside this module is portable: it asks the questions below and decides
 //! what is ours, what to stop and in which order. A platform answers them in a module
-//! of its own (`linux`, with the Unix-common part in `unix`); on a platform without one
-//! tether does not build, with one error naming it.
+//! of its own (`linux`, `macos`, with the Unix-common part in `unix`); on a platform without
+//! one tether does not build, with one error naming it. Where a platform lacks what a question
+//! needs (macOS has no parent-death signal, subreaper, pidfd, pid namespace, lock table), its
+//! module says so at the function and answers with the fallback documented there.
 //!
 //! The interface, by topic:
 //! - **Processes**: a process's facts ([`Stat`]: parent, group, start time — pid + start
@@ -17,19 +19,22 @@
 //! - **Starting**: what a spawned backend or guard gets between fork and exec
 //!   ([`own_group`], [`new_session`], [`die_with_parent`], [`cloexec_inherited_fds`]),
 //!   a wider pipe for its output ([`widen_pipe`]), how it ended ([`exit_signal`]).
-//! - **The guard**: owner-death arming and the wait for a stop ([`guard`]).
+//! - **The guard**: owner-death arming and the wait for a stop ([`guard`]), over the
+//!   platform's owner watch ([`watch_owner`], [`owner_still_there`]) and its hold on orphaned
+//!   descendants ([`become_subreaper`], [`adopted_alive`]).
 //! - **Ports**: the listeners of a port and their holders ([`Listeners`]), and closing a
 //!   probe listener at once ([`shutdown_listener`]).
 //! - **Files**: the state directory's private files and directories (this user's only,
-//!   never through a link: [`private`]), file-lock holders ([`lock_holders`]).
+//!   never through a link: [`private`]), file-lock holders ([`lock_holders`]), where the
+//!   state lives by default ([`HOME_STATE_DIR`]).
 //! - **This process**: [`current_uid`], [`is_root`], [`own_start_time`], and facts that
 //!   tell this machine and pid namespace apart ([`boot_id`], [`pid_namespace`]).
 
 // The Unix-common part, for the Unix platforms that have a module of their own (it
 // calls into theirs).
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", target_os = "macos"))]
 mod unix;
-#[cfg(target_os = "linux")]
+#[cfg(any(target_os = "linux", target_os = "macos"))]
 pub use unix::*;
 
 #[cfg(target_os = "linux")]
@@ -37,8 +42,20 @@ mod linux;
 #[cfg(target_os = "linux")]
 pub use linux::*;
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(target_os = "macos")]
+mod macos;
+#[cfg(target_os = "macos")]
+pub use macos::*;
+
+// The macOS module's data layouts and parsers (no OS call): unit-tested on every host, not
+// only on a Mac. Elsewhere only those tests use them.
+#[cfg(all(test, not(target_os = "macos")))]
+#[allow(dead_code)]
+#[path = "macos/abi.rs"]
+mod macos_abi;
+
+#[cfg(not(any(target_os = "linux", target_os = "macos")))]
 compile_error!(
-    "tether does not support this platform yet: it runs on Linux (crates/core/src/sys/linux); \
-     Windows and macOS are planned (a sys/ module each)"
+    "tether does not support this platform yet: it runs on Linux (crates/core/src/sys/linux) and macOS \
+     (crates/core/src/sys/macos); Windows is planned (a sys/ module of its own)"
 );

@@ -171,21 +171,24 @@ pub(crate) fn cloexec_by_fcntl() {
 #[cfg(test)]
 mod tests {
     use std::os::fd::{AsRawFd, OwnedFd};
-    use std::process::Stdio;
 
-    use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
+    use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 
     use super::*;
 
     fn inheritable_pipe() -> (OwnedFd, OwnedFd) {
-        let (r, w) = nix::unistd::pipe2(OFlag::empty()).expect("pipe");
+        // pipe(2), not pipe2: macOS has no pipe2; both ends are inheritable either way.
+        let (r, w) = nix::unistd::pipe().expect("pipe");
         let flags = FdFlag::from_bits_truncate(fcntl(&w, FcntlArg::F_GETFD).expect("F_GETFD"));
         assert!(!flags.contains(FdFlag::FD_CLOEXEC), "the test needs an inheritable fd");
         (r, w)
     }
 
+    // Reads the child's descriptors from /proc.
+    #[cfg(target_os = "linux")]
     #[test]
     fn a_spawned_program_gets_only_stdio() {
+        use std::process::Stdio;
         let (_r, w) = inheritable_pipe();
         let mut cmd = std::process::Command::new("sleep");
         cmd.arg("300").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());

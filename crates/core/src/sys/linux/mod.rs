@@ -16,6 +16,10 @@ pub use sockets::Listeners;
 
 use super::Signal;
 
+/// Where tether keeps its state under `$HOME` when neither `TETHER_STATE_DIR` nor
+/// `XDG_STATE_HOME` says otherwise (the XDG base directory default).
+pub const HOME_STATE_DIR: &str = ".local/state/tether";
+
 /// What the kernel tells about one live process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stat {
@@ -178,10 +182,33 @@ pub fn die_with_parent_on_exec(command: &mut std::process::Command, sig: Signal)
     }
 }
 
+/// The guard's watch on its owner `parent` (its parent process): the parent-death signal
+/// `sig`. It covers every way the owner dies, so the owner's pipes need no watch here.
+pub fn watch_owner(_parent: i32, sig: Signal, _owner_pipes: &[std::os::fd::RawFd]) -> std::io::Result<()> {
+    die_with_parent(sig)
+}
+
+/// After the owner-death signal `sig` came: whether the owner is in fact still our parent —
+/// only the thread that spawned us ended, and the kernel handed us to another thread of the
+/// owner. Then the signal is armed again, for that thread.
+pub fn owner_still_there(parent: i32, sig: Signal) -> bool {
+    if nix::unistd::getppid().as_raw() == parent {
+        let _ = die_with_parent(sig);
+        return true;
+    }
+    false
+}
+
 /// Make this process a child subreaper: orphaned descendants — even those that call
 /// `setsid` — become its children instead of escaping to init.
 pub fn become_subreaper() -> std::io::Result<()> {
     nix::sys::prctl::set_child_subreaper(true).map_err(std::io::Error::from)
+}
+
+/// Always `false`: a subreaper's orphans are its children, so a guard with no child left
+/// has no descendant left either.
+pub fn adopted_alive() -> bool {
+    false
 }
 
 /// Mark every file descriptor from 3 up close-on-exec, so that the program exec'd next

@@ -23,9 +23,12 @@ pub enum Wake {
 }
 
 /// The owner-death watch of a guard that starts no process of its own (the docker
-/// runner's container guard): the parent-death signal (SIGUSR2), checked against
-/// the owner's pid so that the exit of a mere thread of the owner — the one that
-/// spawned the guard — is not taken for its death.
+/// runner's container guard): SIGUSR2 at the owner's death ([`watch_owner`]: the
+/// parent-death signal on Linux, a kqueue watch on macOS), checked against the owner's
+/// pid so that the exit of a mere thread of the owner — the one that spawned the guard —
+/// is not taken for its death.
+///
+/// [`watch_owner`]: crate::sys::watch_owner
 ///
 /// [`arm`](Self::arm) blocks the signals it waits for, so it must run before any
 /// other thread of the process starts (first thing in `main`); threads started
@@ -40,14 +43,16 @@ pub struct OwnerWatch {
 impl OwnerWatch {
     /// Block SIGTERM, SIGINT, SIGHUP and SIGUSR2, ask for SIGUSR2 when the parent
     /// dies, and look whether `parent` (the owner's pid) is still the parent: if it
-    /// died before the signal was armed, [`wait`](Self::wait) returns at once.
+    /// died before the signal was armed, [`wait`](Self::wait) returns at once. The
+    /// guard's stdout and stderr are not the owner's pipes (they are passed through),
+    /// so their EOF is not watched.
     pub fn arm(parent: i32) -> std::io::Result<Self> {
         let mut set = SigSet::empty();
         for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGUSR2] {
             set.add(s);
         }
         sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None).map_err(std::io::Error::from)?;
-        crate::sys::die_with_parent(Signal::SIGUSR2)?;
+        crate::sys::watch_owner(parent, Signal::SIGUSR2, &[])?;
         let gone_at_start = getppid().as_raw() != parent;
         Ok(OwnerWatch { set, parent, gone_at_start })
     }
@@ -68,15 +73,10 @@ impl OwnerWatch {
     }
 }
 
-/// After a SIGUSR2 (the parent-death signal): whether the owner is in fact still our
-/// parent — only the thread that spawned us ended, and the kernel handed us to
-/// another thread of the owner. Then the signal is armed again, for that thread.
+/// After a SIGUSR2 (the owner-death signal): whether the owner is in fact still there
+/// (see [`crate::sys::owner_still_there`]).
 fn owner_still_there(parent: Option<i32>) -> bool {
-    if parent.is_some_and(|p| getppid().as_raw() == p) {
-        let _ = crate::sys::die_with_parent(Signal::SIGUSR2);
-        return true;
-    }
-    false
+    parent.is_some_and(|p| crate::sys::owner_still_there(p, Signal::SIGUSR2))
 }
 
 fn watched_signals() -> SigSet {
@@ -104,13 +104,16 @@ pub enum NotArmed {
 }
 
 /// Arm the guard: block its signals before anything else (so none is lost), ask for
-/// SIGUSR2 at the death of `parent` (the owner) when there is one, and become a child
-/// subreaper, so orphaned descendants — even those that call `setsid` — stay below it.
+/// SIGUSR2 at the death of `parent` (the owner) when there is one — the owner's death,
+/// or the EOF of its pipes, the guard's stdout and stderr, where the platform watches
+/// those ([`crate::sys::watch_owner`]) — and become a child subreaper (or what stands in
+/// for one), so orphaned descendants — even those that call `setsid` — stay below it.
 pub fn arm(parent: Option<i32>) -> Result<Armed, NotArmed> {
     let set = watched_signals();
     sigprocmask(SigmaskHow::SIG_BLOCK, Some(&set), None).map_err(|e| NotArmed::Signals(e.into()))?;
+    let owner_pipes = [libc::STDOUT_FILENO, libc::STDERR_FILENO];
     if let Some(parent) = parent
-        && (crate::sys::die_with_parent(Signal::SIGUSR2).is_err() || getppid().as_raw() != parent)
+        && (crate::sys::watch_owner(parent, Signal::SIGUSR2, &owner_pipes).is_err() || getppid().as_raw() != parent)
     {
         return Err(NotArmed::OwnerGone);
     }
@@ -233,8 +236,9 @@ fn reap(main_pid: Pid, main_status: &mut Option<WaitStatus>) -> bool {
                 }
             }
             Err(Errno::EINTR) => continue,
-            // No children at all: everything is gone.
-            Err(_) => return true,
+            // No children at all: everything is gone — unless an orphan the platform could
+            // not make our child (no subreaper) still lives.
+            Err(_) => return !crate::sys::adopted_alive(),
         }
     }
 }
