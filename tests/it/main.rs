@@ -50,6 +50,7 @@ mod shared;
 mod soak;
 mod state_hygiene;
 mod supervision;
+mod tree_kill;
 #[cfg(feature = "uvx")]
 mod uvx_cli;
 #[cfg(feature = "uvx")]

@@ -22,10 +22,14 @@
 //! 6. exits the way the backend did (same code, or the same signal re-raised).
 //!
 //! Detached instances (`--log-file`) have no parent to watch; the guard writes the
-//! backend's output to the log file (one rotated file), so nothing ever blocks. The log
-//! and the `.exit` status file are opened without following symlinks, mode 0600, and
-//! only as regular files of this user: a link planted there is refused, never
-//! written through.
+//! backend's output to the log file (one rotated file), so nothing ever blocks. Their
+//! guard is not even a child of the process that started it (see
+//! [`sys::spawn_detached`]: a host's kill of a window's whole process tree must not take
+//! a shared backend), so its exit status is nobody's to read: how the backend ended (or
+//! that it could not be started) goes to the `.exit` status file beside the log, which
+//! the starter's readiness wait and `down` read ([`reported_exit`]). The log and the
+//! status file are opened without following symlinks, mode 0600, and only as regular
+//! files of this user: a link planted there is refused, never written through.
 //!
 //! The backend gets file descriptors 0, 1 and 2 only: whatever else the guard
 //! inherited or opened is closed on exec.
@@ -203,7 +207,7 @@ fn run(args: GuardArgs) -> i32 {
         Ok(a) => a,
         Err(sys::guard::NotArmed::Signals(e)) => {
             eprintln!("tether guard: cannot block signals: {e}");
-            return 1;
+            return leave_status(args.log_file.as_deref(), 1);
         }
         // The owner is already gone: start nothing.
         Err(sys::guard::NotArmed::OwnerGone) => return 1,
@@ -221,7 +225,7 @@ fn run(args: GuardArgs) -> i32 {
         Ok(c) => c,
         Err(e) => {
             eprintln!("tether guard: cannot start {}: {e}", args.program.to_string_lossy());
-            return 127;
+            return leave_status(args.log_file.as_deref(), 127);
         }
     };
     let mut log_threads = Vec::new();
@@ -257,14 +261,28 @@ fn run(args: GuardArgs) -> i32 {
         forget_record(&lease.with_extension("json"));
     }
     if let Some(log) = &args.log_file {
-        // A detached guard has no parent to tell how the stop went: leave it next to the log.
-        let how = if ended.killed { "killed".to_string() } else { ended.describe() };
-        let status = status_path(log);
-        if let Err(e) = open_private(&status, false).and_then(|mut f| f.write_all(how.as_bytes())) {
-            eprintln!("tether guard: not writing {}: {e}", status.display());
-        }
+        write_status(log, &if ended.killed { "killed".to_string() } else { ended.describe() });
     }
     ended.exit_like()
+}
+
+/// A detached guard has no parent to tell how the backend ended (nor how the stop
+/// went): it leaves that next to the log ([`status_path`]), for its starter's readiness
+/// wait and for `down` ([`reported_exit`]).
+fn write_status(log: &Path, how: &str) {
+    let status = status_path(log);
+    if let Err(e) = open_private(&status, false).and_then(|mut f| f.write_all(how.as_bytes())) {
+        eprintln!("tether guard: not writing {}: {e}", status.display());
+    }
+}
+
+/// A detached guard (one with `log`) that starts no backend says so by `exit CODE` in
+/// its status file, as if the backend had ended so; `code`.
+fn leave_status(log: Option<&Path>, code: i32) -> i32 {
+    if let Some(log) = log {
+        write_status(log, &format!("exit {code}"));
+    }
+    code
 }
 
 /// Set by the lease watcher once the last lease is gone and the linger passed.
@@ -310,6 +328,25 @@ pub fn status_path(log_file: &std::path::Path) -> PathBuf {
     let mut p = log_file.as_os_str().to_owned();
     p.push(".exit");
     PathBuf::from(p)
+}
+
+/// How the backend of the detached guard logging to `log_file` ended, as the guard left
+/// it in its status file ([`status_path`]) before exiting: `exit N` is
+/// [`Code`](crate::ExitStatus::Code), `signal N` is [`Signal`](crate::ExitStatus::Signal),
+/// and `killed` (the grace ran out) is SIGKILL. `None` when there is no such file (the
+/// guard runs, or it could not write it — killed itself, say), or it says something else.
+/// Read without following a link planted in the state directory; the file is left.
+pub fn reported_exit(log_file: &Path) -> Option<crate::ExitStatus> {
+    let mut file = sys::private::no_follow(OpenOptions::new().read(true)).open(status_path(log_file)).ok()?;
+    let mut text = String::new();
+    file.read_to_string(&mut text).ok()?;
+    let number = |prefix: &str| text.trim().strip_prefix(prefix).and_then(|n| n.trim().parse::<i32>().ok());
+    match (text.trim(), number("exit "), number("signal ")) {
+        ("killed", _, _) => Some(crate::ExitStatus::Signal(Signal::SIGKILL as i32)),
+        (_, Some(code), _) => Some(crate::ExitStatus::Code(code)),
+        (_, _, Some(sig)) => Some(crate::ExitStatus::Signal(sig)),
+        _ => None,
+    }
 }
 
 /// The detached instance's log: bounded, with one rotated file (`NAME.log.1`).

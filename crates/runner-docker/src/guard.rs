@@ -27,9 +27,11 @@
 //! `up --share`, `mcp-proxy`) has no owner to watch: each front holds a lease (see
 //! `tether_core::lease`). Its guard is then `PROGRAM __tether-container-guard --lease
 //! FILE --linger-ms N --grace-ms G --container ID --docker-host HOST`, detached like
-//! the guard of a shared process backend (a session of its own, no parent-death
+//! the guard of a shared process backend (not a descendant of its starter, nor in its
+//! process group or session: `tether_core::sys::spawn_detached`; no parent-death
 //! signal, stdin and stdout null, stderr appended to the instance's log file) so that
-//! it survives its starter. It waits, on a thread, until no lease is held
+//! it survives its starter, even a host's kill of the starter's whole process tree. It
+//! waits, on a thread, until no lease is held
 //! (`tether_core::lease::wait_unleased`: the linger, then a re-check, so a front that
 //! attaches meanwhile keeps the container), and meanwhile watches the container
 //! through the API: once it is removed (`down`, a replacement) the guard simply exits.
@@ -68,6 +70,10 @@ use crate::sweep::{LABEL_DETACHED, LABEL_INSTANCE, LABEL_OWNER_PID, LABEL_TETHER
 
 /// The first argument that turns a program into a container guard.
 pub const CONTAINER_GUARD_ARG: &str = "__tether-container-guard";
+
+/// How long [`ContainerGuard::dismiss`] waits for a SIGKILLed lease-mode guard (not our
+/// child, so not reaped) to be gone.
+const DISMISS_WAIT: Duration = Duration::from_secs(2);
 
 /// Past the grace period, how long the stop and removal may take in all (a silent
 /// engine must not keep the guard forever).
@@ -453,10 +459,12 @@ async fn forget_record(lease: &Path, instance: &str, id: &str, lock_timeout: Dur
     }
 }
 
-/// A running container guard, a child of this process.
+/// A running container guard: a child of this process, or — a lease-mode guard — not
+/// even a descendant of it (see [`ContainerGuard::spawn_leased`]).
 #[derive(Debug)]
 pub(crate) struct ContainerGuard {
-    child: Child,
+    /// `None` for a lease-mode guard: not ours to reap.
+    child: Option<Child>,
     identity: ProcessIdentity,
     instance: String,
     /// A lease-mode guard: it outlives this process, and is never dismissed on release.
@@ -476,23 +484,30 @@ impl ContainerGuard {
         Ok(guard)
     }
 
-    /// Spawn `command` (a [`guard_command`]) as the guard of `spec`'s container.
+    /// Spawn `command` (a [`guard_command`]) as the guard of `spec`'s container: `leased`,
+    /// outside this process's tree, group and session; otherwise as its child.
     fn start(mut command: Command, exe: &Path, spec: &LaunchSpec, leased: bool) -> Result<Self> {
         // No descriptor of ours (a lease would keep the container forever).
         tether_core::guard::close_inherited_fds_on_exec(&mut command);
-        let child = command
-            .spawn()
-            .map_err(|source| Error::Spawn { program: format!("{} {CONTAINER_GUARD_ARG}", exe.display()), source })?;
-        let pid = child.id();
+        let failed = |source| Error::Spawn { program: format!("{} {CONTAINER_GUARD_ARG}", exe.display()), source };
+        let (child, pid) = if leased {
+            (None, sys::spawn_detached(&mut command).map_err(failed)?)
+        } else {
+            let child = command.spawn().map_err(failed)?;
+            let pid = child.id();
+            (Some(child), pid)
+        };
         // Gone already (it found the owner dead, say): an identity that is never alive.
         let identity = ProcessIdentity::of(pid).unwrap_or(ProcessIdentity { pid, start_time: 0 });
         Ok(ContainerGuard { child, identity, instance: spec.name.clone(), leased })
     }
 
     /// Start `exe` as the lease-mode guard of the shared container `id` of the instance
-    /// `spec` describes: in a session of its own, so that it survives this process, it
-    /// removes the container `linger` after no lease on `lease` is held. Its complaints
-    /// go to `log` (appended; never through a symlink), or nowhere if that cannot be opened.
+    /// `spec` describes: not a descendant of this process, nor in its process group or
+    /// session ([`sys::spawn_detached`]), so that it survives this process however it is
+    /// stopped (a host kills a window's whole tree, or its group); it removes the
+    /// container `linger` after no lease on `lease` is held. Its complaints go to `log`
+    /// (appended; never through a symlink), or nowhere if that cannot be opened.
     pub(crate) fn spawn_leased(
         exe: &Path,
         id: &str,
@@ -510,7 +525,6 @@ impl ContainerGuard {
         let mode = ["--lease".into(), lease.into(), "--linger-ms".into(), linger.as_millis().to_string().into()];
         let mut command = guard_command(exe, id, spec, &mode);
         command.stderr(stderr);
-        sys::new_session(&mut command);
         let guard = Self::start(command, exe, spec, true)?;
         tracing::debug!(pid = guard.identity.pid, container = short(id), lease = %lease.display(), "lease-mode container guard spawned");
         Ok(guard)
@@ -521,11 +535,13 @@ impl ContainerGuard {
         self.leased
     }
 
-    /// Leave the guard to its work (a shared container left running): it is reaped on
-    /// a thread of its own whenever it ends, so it never lingers as a zombie of ours.
-    pub(crate) fn let_go(mut self) {
+    /// Leave the guard to its work (a shared container left running). A lease-mode
+    /// guard is not our child: there is nothing to reap. A child is reaped on a thread
+    /// of its own whenever it ends, so it never lingers as a zombie of ours.
+    pub(crate) fn let_go(self) {
+        let Some(mut child) = self.child else { return };
         let spawned = std::thread::Builder::new().name("tether-guard-reaper".into()).spawn(move || {
-            let _ = self.child.wait();
+            let _ = child.wait();
         });
         if let Err(e) = spawned {
             tracing::debug!(error = %e, "the container guard is reaped when this process ends");
@@ -543,15 +559,24 @@ impl ContainerGuard {
     }
 
     /// End the guard (the container is removed, or deliberately left running):
-    /// `SIGKILL` through the safety gate, then reap it. Blocks only as long as the
-    /// kernel takes to end a killed process.
-    pub(crate) fn dismiss(mut self) {
+    /// `SIGKILL` through the safety gate, then reap it (a lease-mode guard, not our
+    /// child: wait until it is gone, at most [`DISMISS_WAIT`]). Blocks only as long as
+    /// the kernel takes to end a killed process.
+    pub(crate) fn dismiss(self) {
         match Gate::new().signal(self.identity, Signal::SIGKILL, &Claim::instance(self.instance.clone())) {
-            Ok(_) => {
-                if let Err(e) = self.child.wait() {
-                    tracing::debug!(pid = self.identity.pid, error = %e, "cannot reap the container guard");
+            Ok(_) => match self.child {
+                Some(mut child) => {
+                    if let Err(e) = child.wait() {
+                        tracing::debug!(pid = self.identity.pid, error = %e, "cannot reap the container guard");
+                    }
                 }
-            }
+                None => {
+                    let deadline = std::time::Instant::now() + DISMISS_WAIT;
+                    while self.identity.is_alive() && std::time::Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                }
+            },
             Err(refused) => tracing::warn!(%refused, "not dismissing the container guard"),
         }
     }

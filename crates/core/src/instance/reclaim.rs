@@ -72,25 +72,11 @@ pub(crate) async fn sweep(state: &StateDir, record: &Record, reclaim_of: &Reclai
 
 /// How a detached guard said its backend ended (and forget it).
 fn guard_report(log: &std::path::Path) -> Option<StopOutcome> {
-    let path = crate::guard::status_path(log);
-    // Never through a link planted in the state directory.
-    let text = {
-        use std::io::Read;
-        let mut file = crate::sys::private::no_follow(std::fs::OpenOptions::new().read(true)).open(&path).ok()?;
-        let mut text = String::new();
-        file.read_to_string(&mut text).ok()?;
-        text
-    };
-    let _ = std::fs::remove_file(&path);
-    let word = |p: &str| text.strip_prefix(p).and_then(|n| n.trim().parse::<i32>().ok());
-    Some(match text.trim() {
-        "killed" => StopOutcome::Killed,
-        _ => match (word("exit "), word("signal ")) {
-            (Some(c), _) => StopOutcome::Terminated { exit: crate::ExitStatus::Code(c) },
-            (_, Some(9)) => StopOutcome::Killed,
-            (_, Some(sig)) => StopOutcome::Terminated { exit: crate::ExitStatus::Signal(sig) },
-            _ => return None,
-        },
+    let reported = crate::guard::reported_exit(log);
+    let _ = std::fs::remove_file(crate::guard::status_path(log));
+    Some(match reported? {
+        crate::ExitStatus::Signal(9) => StopOutcome::Killed,
+        exit => StopOutcome::Terminated { exit },
     })
 }
 

@@ -1,6 +1,12 @@
 //! Process-based backends: spawn in an own process group (under the guard when it
 //! is installed), stdin null, output to the relay; stop the whole group.
 //!
+//! A detached guard (`Tethering::Detached`: `up --detach`, a shared backend) is not even
+//! a descendant of the process that starts it ([`sys::spawn_detached`]): a host that
+//! stops a window's proxy by its whole process tree, group or session must not take
+//! the backend other windows share. Its end is watched by pid and start time (a pidfd),
+//! and how its backend ended is read from the guard's status file.
+//!
 //! A spawned process gets file descriptors 0, 1 and 2 only: any other descriptor the
 //! caller left inheritable (a pipe a script waits on for EOF, say) is closed on exec,
 //! so a detached instance never holds it open until `down`.
@@ -105,7 +111,6 @@ pub async fn spawn(cmd: ProcessCommand, spec: &LaunchSpec) -> Result<ProcessBack
     sys::only_stdio(&mut command);
     if detached {
         command.stdout(Stdio::null()).stderr(Stdio::null());
-        sys::new_session(&mut command);
     } else {
         command.stdout(Stdio::piped()).stderr(Stdio::piped());
         sys::own_group(&mut command);
@@ -121,30 +126,62 @@ pub async fn spawn(cmd: ProcessCommand, spec: &LaunchSpec) -> Result<ProcessBack
         command.current_dir(cwd);
     }
     let program = cmd.program.display().to_string();
-    let mut command = tokio::process::Command::from(command);
-    command.kill_on_drop(false);
-    let mut child = command.spawn().map_err(|source| Error::Spawn { program: program.clone(), source })?;
-    let pid = child.id().ok_or_else(|| Error::Spawn {
-        program: program.clone(),
-        source: std::io::Error::other("the child exited before its pid was read"),
-    })?;
-    let leader = ProcessIdentity::of(pid).unwrap_or(ProcessIdentity { pid, start_time: 0 });
-    if let Some(out) = child.stdout.take() {
-        sys::widen_pipe(&out);
-        relay.attach(Stream::Stdout, out);
-    }
-    if let Some(err) = child.stderr.take() {
-        sys::widen_pipe(&err);
-        relay.attach(Stream::Stderr, err);
-    }
+    let log_file = match &spec.tethering {
+        Tethering::Detached { log_file, .. } => Some(log_file.clone()),
+        _ => None,
+    };
     let (tx, rx) = watch::channel(None);
-    tokio::spawn(async move {
-        let status = match child.wait().await {
-            Ok(s) => ExitStatus::from_std(s),
-            Err(_) => ExitStatus::Unknown,
-        };
-        tx.send_replace(Some(status));
-    });
+    let (pid, leader) = match &log_file {
+        Some(log) => {
+            // Not this process's child, nor in its group or session: a host that stops
+            // a window's proxy by its whole tree, group or session does not reach the
+            // backend other windows share. So it is not reaped here either: its end is
+            // watched by its pidfd, and how the backend ended is what the guard left in
+            // its status file (a previous run's is gone first).
+            let _ = std::fs::remove_file(guard::status_path(log));
+            let pid = sys::spawn_detached(&mut command)
+                .map_err(|source| Error::Spawn { program: program.clone(), source })?;
+            let handle = sys::ProcessHandle::open(pid);
+            let leader = ProcessIdentity::of(pid).unwrap_or(ProcessIdentity { pid, start_time: 0 });
+            let log = log.clone();
+            tokio::spawn(async move {
+                if handle.exited().await.is_err() {
+                    // No pidfd: poll (a start time of 0, gone already, ends this at once).
+                    while leader.is_alive() {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+                tx.send_replace(Some(guard::reported_exit(&log).unwrap_or(ExitStatus::Unknown)));
+            });
+            (pid, leader)
+        }
+        None => {
+            let mut command = tokio::process::Command::from(command);
+            command.kill_on_drop(false);
+            let mut child = command.spawn().map_err(|source| Error::Spawn { program: program.clone(), source })?;
+            let pid = child.id().ok_or_else(|| Error::Spawn {
+                program: program.clone(),
+                source: std::io::Error::other("the child exited before its pid was read"),
+            })?;
+            let leader = ProcessIdentity::of(pid).unwrap_or(ProcessIdentity { pid, start_time: 0 });
+            if let Some(out) = child.stdout.take() {
+                sys::widen_pipe(&out);
+                relay.attach(Stream::Stdout, out);
+            }
+            if let Some(err) = child.stderr.take() {
+                sys::widen_pipe(&err);
+                relay.attach(Stream::Stderr, err);
+            }
+            tokio::spawn(async move {
+                let status = match child.wait().await {
+                    Ok(s) => ExitStatus::from_std(s),
+                    Err(_) => ExitStatus::Unknown,
+                };
+                tx.send_replace(Some(status));
+            });
+            (pid, leader)
+        }
+    };
     tracing::debug!(pid, program = %program, "backend spawned");
     Ok(ProcessBackend {
         target: GroupTarget::group(leader, crate::safety::Claim::instance(spec.name.clone())),
@@ -153,10 +190,7 @@ pub async fn spawn(cmd: ProcessCommand, spec: &LaunchSpec) -> Result<ProcessBack
         exit: rx,
         startup_phase: cmd.startup_phase,
         released: AtomicBool::new(detached),
-        log_file: match &spec.tethering {
-            Tethering::Detached { log_file, .. } => Some(log_file.clone()),
-            _ => None,
-        },
+        log_file,
     })
 }
 
@@ -291,7 +325,7 @@ impl RunningBackend for ProcessBackend {
     async fn stop(&self, grace: Duration) -> Result<StopOutcome> {
         let exit = self.exit.clone();
         let outcome = stop_group(self.target.clone(), grace, || *exit.borrow()).await?;
-        // Our own child: also wait until it is reaped so its status is known.
+        // Also wait until it has ended (our own child: reaped) so its status is known.
         let status = tokio::time::timeout(Duration::from_secs(1), self.wait()).await.ok();
         self.released.store(true, Ordering::Release);
         Ok(match (outcome, status) {

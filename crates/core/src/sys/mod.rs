@@ -15,10 +15,12 @@
 //!   instance's fingerprint"), its owner ([`uid_of`], [`user_name`]), whether it holds a
 //!   file open ([`holds_file`]).
 //! - **Signals**: [`Signal`], [`kill`], [`kill_group`], and a [`ProcessHandle`] taken
-//!   before the safety check, so a signal sent through it never reaches a reused pid.
+//!   before the safety check, so a signal sent through it never reaches a reused pid
+//!   (and that tells when a process that is not our child ended).
 //! - **Starting**: what a spawned backend or guard gets between fork and exec
-//!   ([`own_group`], [`new_session`], [`die_with_parent`], [`cloexec_inherited_fds`]),
-//!   a wider pipe for its output ([`widen_pipe`]), how it ended ([`exit_signal`]).
+//!   ([`own_group`], [`die_with_parent`], [`cloexec_inherited_fds`]), a start outside
+//!   this process's tree, group and session ([`spawn_detached`]: a shared backend's
+//!   guard), a wider pipe for its output ([`widen_pipe`]), how it ended ([`exit_signal`]).
 //! - **The guard**: owner-death arming and the wait for a stop ([`guard`]), over the
 //!   platform's owner watch ([`watch_owner`], [`owner_still_there`]) and its hold on orphaned
 //!   descendants ([`become_subreaper`], [`adopted_alive`]).

@@ -114,14 +114,63 @@ pub fn own_group(command: &mut Command) {
     command.process_group(0);
 }
 
-/// Start `command`'s program in a session of its own (`setsid`): no terminal, no group
-/// of anyone else's, not the child of a window's process group.
-pub fn new_session(command: &mut Command) {
+/// Start `command`'s program outside this process's tree, and return its pid: not a
+/// child of this process, and in a session and process group of its own (their leader).
+/// A host that stops a server by all of its descendants (VS Code: every process below
+/// it by parent pid), by its process group (Codex) or by its session reaches nothing
+/// started so.
+///
+/// The child this process forks is a mere intermediate: between fork and exec it forks
+/// the program's process, writes that pid to a close-on-exec pipe and exits at once
+/// (reaped here before this returns), so the program is handed to init, or to the
+/// nearest subreaper above this process — never below it. The program's process calls
+/// `setsid` and goes on to exec as `command` describes (its stdio, environment,
+/// working directory, and the `pre_exec` steps registered before this call, which run
+/// in the intermediate and are inherited). This returns once the program was exec'd, or
+/// with the error that stopped it.
+///
+/// Not being a child, it is not reaped here and its exit status is not this process's
+/// to read: watch it by its pid and start time, or a [`ProcessHandle`]. Its stdio should
+/// be null or files: a pipe's other end would be handed to nobody.
+pub fn spawn_detached(command: &mut Command) -> std::io::Result<u32> {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
-    // SAFETY: setsid is async-signal-safe; nothing else runs between fork and exec.
+    // Both ends close-on-exec (std sets the flag at creation where the platform can).
+    let (mut read, write) = std::io::pipe()?;
+    let report = write.as_raw_fd();
+    // SAFETY: between fork and exec this makes async-signal-safe calls only (fork, write,
+    // _exit, setsid) and allocates nothing. The intermediate is single-threaded (a child
+    // of fork), so its own fork is sound; it never returns into Rust code.
     unsafe {
-        command.pre_exec(|| nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from));
+        command.pre_exec(move || match nix::unistd::fork()? {
+            nix::unistd::ForkResult::Parent { child } => {
+                let pid = child.as_raw().to_ne_bytes();
+                if libc::write(report, pid.as_ptr().cast(), pid.len()) != pid.len() as isize {
+                    // Nobody would know of it: it must not run.
+                    libc::kill(child.as_raw(), libc::SIGKILL);
+                    libc::_exit(1);
+                }
+                libc::_exit(0)
+            }
+            nix::unistd::ForkResult::Child => nix::unistd::setsid().map(|_| ()).map_err(std::io::Error::from),
+        });
     }
+    let spawned = command.spawn();
+    // Ours closed, so a read below ends (EOF) rather than blocks should no pid come.
+    drop(write);
+    let mut intermediate = spawned?;
+    // It exits at once. Should this wait fail, the program still runs: its pid is read all
+    // the same.
+    let reaped = intermediate.wait();
+    let mut pid = [0u8; 4];
+    read.read_exact(&mut pid).map_err(|e| {
+        std::io::Error::other(format!("the intermediate process ({reaped:?}) did not report the program's pid: {e}"))
+    })?;
+    u32::try_from(i32::from_ne_bytes(pid))
+        .ok()
+        .filter(|p| *p > 1)
+        .ok_or_else(|| std::io::Error::other("the intermediate process reported no valid pid"))
 }
 
 /// Make `command` give the program it starts file descriptors 0, 1 and 2 only: every
@@ -203,6 +252,42 @@ mod tests {
         let mut fds = fds;
         fds.sort();
         assert_eq!(fds, ["0", "1", "2"], "the pipe's write end {} was inherited", w.as_raw_fd());
+    }
+
+    /// A detached program is no descendant of ours, leads a session and group of its
+    /// own, holds only stdio, and its end is seen although we cannot reap it. (Reads
+    /// the program's descriptors from /proc; its end is seen by a pidfd.)
+    #[cfg(target_os = "linux")]
+    #[tokio::test]
+    async fn a_detached_program_is_outside_our_tree_group_and_session() {
+        use std::process::Stdio;
+        let (_r, w) = inheritable_pipe();
+        let mut cmd = std::process::Command::new("sleep");
+        cmd.arg("300").stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+        only_stdio(&mut cmd);
+        let pid = spawn_detached(&mut cmd).expect("spawn sleep detached");
+        let id = crate::procs::ProcessIdentity::of(pid).expect("it runs");
+        let handle = crate::sys::ProcessHandle::open(pid);
+        let stat = crate::sys::stat(pid).expect("its facts");
+        assert_ne!(stat.ppid, std::process::id(), "it is our child");
+        assert!(!crate::procs::descendants(std::process::id()).contains(&pid), "it descends from us");
+        assert_eq!(stat.pgid, pid, "it leads a process group of its own");
+        let session = nix::unistd::getsid(Some(nix::unistd::Pid::from_raw(pid as i32))).expect("its session");
+        assert_eq!(session.as_raw() as u32, pid, "it leads a session of its own");
+        let mut fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|d| d.flatten().filter_map(|e| e.file_name().into_string().ok()).collect())
+            .unwrap_or_default();
+        fds.sort();
+        assert!(kill(pid, Signal::SIGKILL));
+        tokio::time::timeout(std::time::Duration::from_secs(60), handle.exited())
+            .await
+            .expect("its end is seen")
+            .expect("a pidfd watches it");
+        assert!(!id.is_alive());
+        assert_eq!(fds, ["0", "1", "2"], "the pipe's write end {} was inherited", w.as_raw_fd());
+        // A program that cannot be started is an error, as for any spawn.
+        let missing = spawn_detached(&mut std::process::Command::new("/nonexistent/tether-test-program"));
+        assert_eq!(missing.map_err(|e| e.kind()), Err(std::io::ErrorKind::NotFound));
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! Linux: `/proc` for process facts, pidfd for signals that cannot reach a reused
-//! pid, the parent-death signal and child subreaper for the guard, `close_range` for
+//! pid (and for the end of a process that is not our child), the parent-death signal and child subreaper for the guard, `close_range` for
 //! inherited descriptors, `sock_diag` netlink for port listeners, `/proc/locks` for
 //! lease holders.
 
@@ -163,6 +163,23 @@ impl ProcessHandle {
                 .is_some_and(|s| rustix::process::pidfd_send_signal(fd, s).is_ok()),
             None => super::kill(pid, sig),
         }
+    }
+
+    /// Wait until the process has ended, whoever its parent is (a pidfd becomes readable
+    /// when its process exits; reaping is not needed). `Err` when this handle cannot
+    /// tell — it has no pidfd (the process was gone when it was opened, or the kernel
+    /// has none) or the runtime cannot watch it: then the caller polls the process's
+    /// identity instead. Needs a tokio runtime with IO enabled.
+    pub async fn exited(&self) -> std::io::Result<()> {
+        use std::os::fd::AsFd;
+        let fd = self.0.as_ref().ok_or_else(|| std::io::Error::from(std::io::ErrorKind::Unsupported))?;
+        // SAFETY: the pidfd is borrowed from this handle, which outlives the registration
+        // (dropped at the end of this call): it stays open and names the same process.
+        let watched =
+            unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd.as_fd(), tokio::io::Interest::READABLE) }
+                .map_err(|e| e.into_parts().1)?;
+        let _ready = watched.readable().await?;
+        Ok(())
     }
 }
 

@@ -9,7 +9,8 @@
 //!   `status`, `down` or `up` finds it by its `TETHER_LEADER` mark;
 //! - no child subreaper: the guard remembers its descendants (pid + start time) while they
 //!   live, and counts an orphan it remembers as its child;
-//! - no pidfd: a [`ProcessHandle`] re-checks pid and start time right before the signal;
+//! - no pidfd: a [`ProcessHandle`] re-checks pid and start time right before the signal,
+//!   and the end of a process that is not our child is polled for by its identity;
 //! - no `close_range`: the open descriptors are listed and marked one by one;
 //! - no pid namespaces, no `/proc/locks`, no pipe sizes to set (see [`pid_namespace`],
 //!   [`lock_holders`], [`widen_pipe`]).
@@ -309,6 +310,13 @@ impl ProcessHandle {
     pub fn signal(&self, pid: u32, sig: Signal) -> bool {
         let same = pid == self.pid && self.start_time.is_some_and(|t| stat(pid).is_some_and(|s| s.start_time == t));
         same && super::kill(pid, sig)
+    }
+
+    /// Linux waits here on a pidfd for the end of a process that is not our child; macOS
+    /// has none, so this is always `Err` (`Unsupported`), and the caller polls the
+    /// process's identity instead.
+    pub async fn exited(&self) -> std::io::Result<()> {
+        Err(std::io::ErrorKind::Unsupported.into())
     }
 }
 
