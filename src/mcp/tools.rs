@@ -291,6 +291,7 @@ mod tests {
 
     /// Issue 22, item 8: the cache is as private as the state directory it sits in — its
     /// folder 0700 (an older 0755 one is tightened), its file 0600, whatever the umask.
+    #[cfg(unix)]
     #[test]
     fn the_cache_is_this_users_only() {
         use std::os::unix::fs::PermissionsExt;

@@ -12,6 +12,11 @@
 //!
 //! The support modules (`docker_support`, `mcp_support`, and the uvx fixture's
 //! `tests/fixtures/uvx/support.rs`) are declared here once and used by the suites that need them.
+//!
+//! These suites drive tether the Unix way (signals, process groups, `/proc`, file modes):
+//! on Windows the binary is empty, and Windows is tested under Wine by `tests/windows.rs`.
+
+#![cfg(unix)]
 
 mod docker_support;
 mod mcp_support;

@@ -22,19 +22,29 @@
 //! No tracing subscriber is installed: the relay's per-line tracing event costs only the
 //! disabled-callsite check here (a real consumer, like `tether up`, pays for formatting).
 
+#[cfg(unix)]
 mod error;
+#[cfg(unix)]
 mod harness;
+#[cfg(unix)]
 mod measure;
+#[cfg(unix)]
 mod report;
 
+#[cfg(unix)]
 use std::path::PathBuf;
+#[cfg(unix)]
 use std::process::Command;
 
+#[cfg(unix)]
 use error::{BenchResult, Context, fail};
+#[cfg(unix)]
 use harness::Harness;
+#[cfg(unix)]
 use report::{Report, Row};
 
 /// Command-line options.
+#[cfg(unix)]
 #[derive(Debug)]
 struct Options {
     quick: bool,
@@ -43,6 +53,7 @@ struct Options {
     out: PathBuf,
 }
 
+#[cfg(unix)]
 impl Options {
     /// Whether item `item` is to be measured.
     fn wanted(&self, item: u8) -> bool {
@@ -50,6 +61,7 @@ impl Options {
     }
 }
 
+#[cfg(unix)]
 fn parse_options() -> BenchResult<Options> {
     let mut o = Options {
         quick: false,
@@ -81,6 +93,8 @@ fn parse_options() -> BenchResult<Options> {
 }
 
 /// The output of a command, trimmed, or `unknown`.
+#[cfg(unix)]
+#[cfg(unix)]
 fn command_text(program: &str, args: &[&str]) -> String {
     Command::new(program)
         .args(args)
@@ -92,6 +106,7 @@ fn command_text(program: &str, args: &[&str]) -> String {
 }
 
 /// Processes on the machine now.
+#[cfg(unix)]
 pub(crate) fn process_count() -> usize {
     std::fs::read_dir("/proc")
         .map(|d| d.flatten().filter(|e| e.file_name().to_str().is_some_and(|n| n.parse::<u32>().is_ok())).count())
@@ -99,6 +114,7 @@ pub(crate) fn process_count() -> usize {
 }
 
 /// `mcp_backend`: the MCP test backend binary for item 10 (`None` when item 10 is not wanted).
+#[cfg(unix)]
 async fn run(o: &Options, h: &Harness, mcp_backend: Option<BenchResult<PathBuf>>) -> Vec<Row> {
     let reps = if o.quick { 5 } else { 15 };
     let wanted = |item: u8| o.wanted(item);
@@ -153,12 +169,19 @@ async fn run(o: &Options, h: &Harness, mcp_backend: Option<BenchResult<PathBuf>>
 fn main() {
     // First: when this program is started as a backend's guard (by ensure_running), be it.
     tether::install_guard();
+    #[cfg(not(unix))]
+    {
+        eprintln!("tether-bench: the benchmark runs on Unix only (it reads process facts the Unix way)");
+        std::process::exit(2);
+    }
+    #[cfg(unix)]
     if let Err(e) = real_main() {
         eprintln!("tether-bench: {e}");
         std::process::exit(1);
     }
 }
 
+#[cfg(unix)]
 fn real_main() -> BenchResult<()> {
     let o = parse_options()?;
     let exe = harness::tether_binary(o.skip_build)?;

@@ -159,7 +159,8 @@ static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
 impl StateDir {
     /// `$TETHER_STATE_DIR`, else `$XDG_STATE_HOME/tether`, else the platform's place in
     /// `$HOME` ([`sys::HOME_STATE_DIR`]: `.local/state/tether` on Linux,
-    /// `Library/Application Support/tether` on macOS); created with mode 0700 if missing,
+    /// `Library/Application Support/tether` on macOS,
+    /// `%LOCALAPPDATA%\tether` on Windows); created with mode 0700 if missing,
     /// and refused when others could tamper with it (see [`at`](Self::at)).
     pub fn from_env() -> Result<Self> {
         let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
@@ -176,10 +177,13 @@ impl StateDir {
         } else if let Some(xdg) = var("XDG_STATE_HOME").filter(|p| p.is_absolute()) {
             // The XDG spec says a relative value is invalid and must be ignored.
             xdg.join("tether")
-        } else if let Some(home) = var("HOME") {
+        } else if let Some(home) = var(sys::HOME_VAR) {
             home.join(sys::HOME_STATE_DIR)
         } else {
-            return Err(Error::config("cannot find a state directory: HOME is not set; set TETHER_STATE_DIR"));
+            return Err(Error::config(format!(
+                "cannot find a state directory: {} is not set; set TETHER_STATE_DIR",
+                sys::HOME_VAR
+            )));
         };
         Self::at(dir)
     }

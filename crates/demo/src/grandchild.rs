@@ -3,12 +3,16 @@
 //! backend's own listening socket.
 
 use std::ffi::OsString;
-use std::os::fd::RawFd;
 use std::process::Stdio;
+#[cfg(unix)]
 use std::sync::Arc;
+#[cfg(unix)]
 use std::time::{Duration, Instant};
 
-use crate::args::{DemoArgs, HealthMode};
+use crate::args::DemoArgs;
+#[cfg(unix)]
+use crate::args::HealthMode;
+#[cfg(unix)]
 use crate::http::State;
 use crate::output::say;
 
@@ -21,6 +25,30 @@ pub(crate) struct GrandchildPlan {
     pub(crate) listener: Option<RawFd>,
     /// It is started by a launcher child in between, which waits for it.
     pub(crate) via_child: bool,
+}
+
+/// A file descriptor number.
+pub(crate) type RawFd = i32;
+
+/// The descriptor of the backend's listening socket, to pass down to the grandchild
+/// (`--grandchild-serves`). Unix only: Windows passes no descriptor by number.
+pub(crate) fn listener_fd(listener: &tokio::net::TcpListener) -> std::io::Result<RawFd> {
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd;
+        Ok(listener.as_raw_fd())
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = listener;
+        Err(unix_only("--grandchild-serves"))
+    }
+}
+
+/// The error for a flag that needs Unix.
+#[cfg(not(unix))]
+fn unix_only(flag: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::Unsupported, format!("demo-backend: {flag} works on Unix only"))
 }
 
 /// The descriptor number a grandchild gets the listening socket on.
@@ -48,6 +76,9 @@ pub(crate) fn spawn_grandchild(self_cmd: &[OsString], plan: GrandchildPlan) -> s
     }
     if let Some(fd) = plan.listener {
         cmd.arg("--listen-fd").arg(LISTEN_FD.to_string());
+        #[cfg(not(unix))]
+        return Err(unix_only(&format!("--listen-fd {fd}")));
+        #[cfg(unix)]
         // SAFETY: dup2 and fcntl are async-signal-safe; this runs between fork and exec
         // only, and allocates nothing.
         unsafe {
@@ -84,8 +115,16 @@ pub(crate) async fn grandchild_idle(args: &DemoArgs, self_cmd: &[OsString]) -> s
         return Ok(0);
     }
     if args.setsid {
+        #[cfg(unix)]
         nix::unistd::setsid().map_err(std::io::Error::from)?;
+        #[cfg(not(unix))]
+        return Err(unix_only("--setsid"));
     }
+    #[cfg(not(unix))]
+    if args.listen_fd.is_some() {
+        return Err(unix_only("--listen-fd"));
+    }
+    #[cfg(unix)]
     if let Some(fd) = args.listen_fd {
         use std::os::fd::FromRawFd;
         // SAFETY: the launcher passed this descriptor down as our listening socket, and

@@ -65,7 +65,6 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::net::TcpListener;
-use tokio::signal::unix::{Signal, SignalKind};
 
 pub use args::{DemoArgs, HealthMode, parse_duration};
 
@@ -92,7 +91,7 @@ pub struct DemoServer {
     local_addr: SocketAddr,
     state: Arc<State>,
     args: DemoArgs,
-    sigterm: Option<Signal>,
+    sigterm: Option<Terminate>,
 }
 
 impl DemoServer {
@@ -112,10 +111,9 @@ impl DemoServer {
 
         // Before SIGTERM is ignored, so that the grandchild does not inherit SIG_IGN.
         let grandchild = if args.spawn_grandchild {
-            use std::os::fd::AsRawFd;
             let plan = grandchild::GrandchildPlan {
                 setsid: args.grandchild_setsid,
-                listener: args.grandchild_serves.then(|| listener.as_raw_fd()),
+                listener: if args.grandchild_serves { Some(grandchild::listener_fd(&listener)?) } else { None },
                 via_child: args.grandchild_via_child,
             };
             Some(grandchild::spawn_grandchild(&self_cmd, plan)?)
@@ -128,7 +126,7 @@ impl DemoServer {
             warn("demo-backend: ignoring SIGTERM");
             None
         } else {
-            Some(tokio::signal::unix::signal(SignalKind::terminate())?)
+            Some(Terminate::new()?)
         };
 
         let url_host = if host.contains(':') { format!("[{host}]") } else { host };
@@ -216,7 +214,45 @@ impl DemoServer {
     }
 }
 
+/// The graceful stop request: SIGTERM on Unix; on Windows `CTRL_BREAK_EVENT`, what
+/// tether sends a backend's console group.
+#[derive(Debug)]
+struct Terminate {
+    #[cfg(unix)]
+    signal: tokio::signal::unix::Signal,
+    #[cfg(windows)]
+    signal: tokio::signal::windows::CtrlBreak,
+}
+
+impl Terminate {
+    fn new() -> io::Result<Self> {
+        #[cfg(unix)]
+        let signal = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        #[cfg(windows)]
+        let signal = tokio::signal::windows::ctrl_break()?;
+        Ok(Terminate { signal })
+    }
+
+    async fn recv(&mut self) {
+        self.signal.recv().await;
+    }
+}
+
+/// Windows: catch `CTRL_BREAK_EVENT` and do nothing about it (a caught event does not end
+/// the process).
+#[cfg(windows)]
+fn ignore_sigterm() -> io::Result<()> {
+    let mut ignored = Terminate::new()?;
+    tokio::spawn(async move {
+        loop {
+            ignored.recv().await;
+        }
+    });
+    Ok(())
+}
+
 /// Sets SIGTERM's disposition to SIG_IGN for this process.
+#[cfg(unix)]
 fn ignore_sigterm() -> io::Result<()> {
     use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
     let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());

@@ -142,6 +142,9 @@ fn push_log_line(buf: &mut Vec<u8>, i: u64, line_bytes: usize) {
 /// would write into.
 pub(crate) fn close_stdout() {
     let _ = std::io::stdout().lock().flush();
+    #[cfg(not(unix))]
+    let result: Result<(), String> = Err("--close-stdout works on Unix only".into());
+    #[cfg(unix)]
     let result = std::fs::OpenOptions::new()
         .write(true)
         .open("/dev/null")

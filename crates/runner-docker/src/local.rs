@@ -160,6 +160,7 @@ mod tests {
         };
         assert_eq!(is_engine_proxy(&holder(me), 40000), root, "trusted only as root");
         assert!(!is_engine_proxy(&holder(0), 40000), "an unseen holder");
+        #[cfg(unix)]
         if root {
             // A user's process holding the port is never the engine's, whatever its name.
             use std::os::unix::process::CommandExt;

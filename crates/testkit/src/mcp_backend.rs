@@ -154,8 +154,15 @@ pub fn main() -> ExitCode {
 /// the process with code 3 after the `--exit-after-calls`-th `tools/call` has been answered.
 pub async fn run(args: Args) -> std::io::Result<()> {
     // Install the signal handlers first, so a stop sent right after the `listening` line counts.
+    // Windows: CTRL_BREAK_EVENT (what tether sends a backend's console group) and Ctrl-C.
+    #[cfg(unix)]
     let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    #[cfg(unix)]
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
+    #[cfg(windows)]
+    let mut sigterm = tokio::signal::windows::ctrl_break()?;
+    #[cfg(windows)]
+    let mut sigint = tokio::signal::windows::ctrl_c()?;
 
     let listener = TcpListener::bind((args.host.as_str(), args.port)).await?;
     let addr = listener.local_addr()?;

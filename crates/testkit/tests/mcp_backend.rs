@@ -234,6 +234,7 @@ async fn exit_after_calls_exits_3_after_answering() {
     drop(client);
 }
 
+#[cfg(unix)]
 #[tokio::test]
 async fn sigterm_exits_0_promptly() {
     let mut backend = Backend::start(&[]).await;

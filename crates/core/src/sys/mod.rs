@@ -3,7 +3,8 @@
 //! Everything outside this module is portable: it asks the questions below and decides
 //! what is ours, what to stop and in which order. A platform answers them in a module
 //! of its own (`linux`, `macos`, with the Unix-common part in `unix`); on a platform without
-//! one tether does not build, with one error naming it. Where a platform lacks what a question
+//! one tether does not build, with one error naming it. Windows (`windows`) answers the same
+//! questions through Job Objects and the Win32 API: see its module for what each means there. Where a platform lacks what a question
 //! needs (macOS has no parent-death signal, subreaper, pidfd, pid namespace, lock table), its
 //! module says so at the function and answers with the fallback documented there.
 //!
@@ -56,8 +57,13 @@ pub use macos::*;
 #[path = "macos/abi.rs"]
 mod macos_abi;
 
-#[cfg(not(any(target_os = "linux", target_os = "macos")))]
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+pub use windows::*;
+
+#[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
 compile_error!(
-    "tether does not support this platform yet: it runs on Linux (crates/core/src/sys/linux) and macOS \
-     (crates/core/src/sys/macos); Windows is planned (a sys/ module of its own)"
+    "tether does not support this platform yet: it runs on Linux (crates/core/src/sys/linux), macOS \
+     (crates/core/src/sys/macos) and Windows (crates/core/src/sys/windows)"
 );

@@ -16,6 +16,9 @@ pub use sockets::Listeners;
 
 use super::Signal;
 
+/// The variable naming the base directory of [`HOME_STATE_DIR`]: the home directory.
+pub const HOME_VAR: &str = "HOME";
+
 /// Where tether keeps its state under `$HOME` when neither `TETHER_STATE_DIR` nor
 /// `XDG_STATE_HOME` says otherwise (the XDG base directory default).
 pub const HOME_STATE_DIR: &str = ".local/state/tether";

@@ -35,6 +35,9 @@ pub use watch::{adopted_alive, become_subreaper, owner_still_there, watch_owner}
 use self::abi::Plain;
 use super::Signal;
 
+/// The variable naming the base directory of [`HOME_STATE_DIR`]: the home directory.
+pub const HOME_VAR: &str = "HOME";
+
 /// Where tether keeps its state under `$HOME` when neither `TETHER_STATE_DIR` nor
 /// `XDG_STATE_HOME` says otherwise: the user's Application Support folder, as Apple's
 /// File System Programming Guide places an application's own files.
