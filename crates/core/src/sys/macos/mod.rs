@@ -35,6 +35,14 @@ pub use watch::{adopted_alive, become_subreaper, owner_still_there, watch_owner}
 use self::abi::Plain;
 use super::Signal;
 
+/// Never here: the system names every listener's holders.
+pub fn listener_owners_unknown() -> bool {
+    false
+}
+
+/// Why [`listener_owners_unknown`] would hold (it never does here).
+pub const LISTENER_OWNERS_UNKNOWN: &str = "";
+
 /// The variable naming the base directory of [`HOME_STATE_DIR`]: the home directory.
 pub const HOME_VAR: &str = "HOME";
 

@@ -550,6 +550,27 @@ pub fn lock_holders(path: &Path) -> usize {
     }
 }
 
+/// Whether this runs under Wine (ntdll exports `wine_get_version`).
+pub fn under_wine() -> bool {
+    use windows_sys::Win32::System::LibraryLoader::{GetModuleHandleA, GetProcAddress};
+    // SAFETY: both names are NUL-terminated; ntdll is loaded in every process.
+    unsafe {
+        let ntdll = GetModuleHandleA(c"ntdll.dll".as_ptr().cast());
+        !ntdll.is_null() && GetProcAddress(ntdll, c"wine_get_version".as_ptr().cast()).is_some()
+    }
+}
+
+/// Why [`listener_owners_unknown`] holds.
+pub const LISTENER_OWNERS_UNKNOWN: &str =
+    "Wine 8 lists every listener with owner pid 0 (GetExtendedTcpTable), so no port holder can be named under Wine";
+
+/// Whether the system lists listeners without their owners: under Wine (measured: Wine 8
+/// reports owner 0 for every row). A holder 0 is never signalled (the safety gate refuses
+/// pid 0), so the port guard then refuses rather than guesses.
+pub fn listener_owners_unknown() -> bool {
+    under_wine()
+}
+
 /// Windows has no boot id one may read without privilege: `None`.
 pub fn boot_id() -> Option<String> {
     None
@@ -593,7 +614,16 @@ mod tests {
             .spawn()
             .expect("spawn cmd");
         let pid = child.id();
-        let env = environ(pid).expect("its environment");
+        // Under Wine a new process lays out its own parameters as it starts: until then
+        // they read as empty (as a Linux child's environ is its parent's until exec).
+        let marked = |e: &Vec<Vec<u8>>| e.iter().any(|e| e == b"TETHER_TEST_MARK=yes");
+        let env = (0..200_000).find_map(|_| {
+            environ(pid).filter(marked).or_else(|| {
+                std::thread::yield_now();
+                None
+            })
+        });
+        let env = env.unwrap_or_default();
         let args = cmdline(pid).expect("its arguments");
         let facts = stat(pid).expect("its facts");
         let _ = child.kill();

@@ -104,6 +104,13 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let found = Listeners::of(port).expect("the TCP table");
+        if crate::sys::listener_owners_unknown() {
+            // Wine: the row is there, with owner 0; never taken for ours.
+            assert_eq!(found.holders().expect("holders"), [0]);
+            assert!(!found.all_held_by(&[std::process::id()]));
+            eprintln!("skipped the owner check: {}", crate::sys::LISTENER_OWNERS_UNKNOWN);
+            return;
+        }
         assert_eq!(found.holders().expect("holders"), [std::process::id()]);
         assert!(found.all_held_by(&[std::process::id()]));
         drop(listener);
