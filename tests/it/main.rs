@@ -14,51 +14,81 @@
 //! `tests/fixtures/uvx/support.rs`) are declared here once and used by the suites that need them.
 //!
 //! These suites drive tether the Unix way (signals, process groups, `/proc`, file modes):
-//! on Windows the binary is empty, and Windows is tested under Wine by `tests/windows.rs`.
+//! on Windows only `windows` is built, the end-to-end suite run under Wine by `scripts/test-windows`.
 
-#![cfg(unix)]
-
+#[cfg(unix)]
 mod docker_support;
+#[cfg(unix)]
 mod mcp_support;
-#[cfg(feature = "uvx")]
+#[cfg(all(unix, feature = "uvx"))]
 #[path = "../fixtures/uvx/support.rs"]
 mod uvx_support;
 
+#[cfg(unix)]
 mod bad_input;
+#[cfg(unix)]
 mod cli;
+#[cfg(unix)]
 mod docker_cli;
+#[cfg(unix)]
 mod docker_conformance;
+#[cfg(unix)]
 mod docker_forged_records;
+#[cfg(unix)]
 mod docker_remote;
+#[cfg(unix)]
 mod docker_shared;
+#[cfg(unix)]
 mod fd_hygiene;
+#[cfg(unix)]
 mod forged_reads;
+#[cfg(unix)]
 mod forged_records;
+#[cfg(unix)]
 mod fuzz_parsers;
+#[cfg(unix)]
 mod hostile;
+#[cfg(unix)]
 mod hostile_output;
+#[cfg(unix)]
 mod killed_guards;
+#[cfg(unix)]
 mod litter;
+#[cfg(unix)]
 mod mcp_proxy;
-#[cfg(all(feature = "uvx", feature = "mcp"))]
+#[cfg(all(unix, feature = "uvx", feature = "mcp"))]
 mod mcp_proxy_host;
-#[cfg(all(feature = "uvx", feature = "mcp"))]
+#[cfg(all(unix, feature = "uvx", feature = "mcp"))]
 mod mcp_proxy_python;
+#[cfg(unix)]
 mod native_conformance;
+#[cfg(unix)]
 mod not_ours;
+#[cfg(unix)]
 mod one_config;
+#[cfg(unix)]
 mod orphans;
+#[cfg(unix)]
 mod port_guard;
+#[cfg(unix)]
 mod reliability;
+#[cfg(unix)]
 mod remote;
+#[cfg(unix)]
 mod shared;
+#[cfg(unix)]
 mod soak;
+#[cfg(unix)]
 mod state_hygiene;
+#[cfg(unix)]
 mod supervision;
+#[cfg(unix)]
 mod tree_kill;
-#[cfg(feature = "uvx")]
+#[cfg(all(unix, feature = "uvx"))]
 mod uvx_cli;
-#[cfg(feature = "uvx")]
+#[cfg(all(unix, feature = "uvx"))]
 mod uvx_conformance;
-#[cfg(feature = "uvx")]
+#[cfg(all(unix, feature = "uvx"))]
 mod uvx_soak;
+#[cfg(windows)]
+mod windows;

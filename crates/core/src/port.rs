@@ -63,6 +63,15 @@ pub fn listeners_held_by(port: u16, root: procs::ProcessIdentity, pgid: Option<u
     if let Some(g) = pgid {
         tree.extend(procs::group_members(g));
     }
+    if sys::listener_owners_unknown() {
+        // Under Wine no listener has an owner to check (see the constant): one that
+        // appeared on the port while our backend runs is taken for its, and said so once.
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| {
+            tracing::warn!("{}: the listener on port {port} is taken for the backend's", sys::LISTENER_OWNERS_UNKNOWN)
+        });
+        return true;
+    }
     listeners.all_held_by(&tree)
 }
 

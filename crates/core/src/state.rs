@@ -384,9 +384,11 @@ impl StateDir {
             sys::private::restrict(&file)?;
             file.write_all(&json)?;
             file.sync_all()?;
+            // Closed before the rename: Windows renames no file that is open.
+            drop(file);
             fs::rename(&tmp, &target)?;
             // Make the rename itself durable.
-            File::open(&self.dir)?.sync_all()
+            sys::private::sync_dir(&self.dir)
         })();
         written.map_err(|e| {
             let _ = fs::remove_file(&tmp);

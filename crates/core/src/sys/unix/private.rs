@@ -89,3 +89,8 @@ pub fn write_all_at(file: &File, data: &[u8], offset: u64) -> io::Result<()> {
     use std::os::unix::fs::FileExt;
     file.write_all_at(data, offset)
 }
+
+/// Make the entries of `dir` durable (a rename in it, say): fsync of the directory.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
