@@ -14,81 +14,60 @@
 //! `tests/fixtures/uvx/support.rs`) are declared here once and used by the suites that need them.
 //!
 //! These suites drive tether the Unix way (signals, process groups, `/proc`, file modes):
-//! on Windows only `windows` is built, the end-to-end suite run under Wine by `scripts/test-windows`.
+//! on Windows only `windows` is built: the end-to-end suite, run by hand under Wine (`scripts/lib/windows.sh`; not yet in `scripts/test`).
 
-#[cfg(unix)]
-mod docker_support;
-#[cfg(unix)]
-mod mcp_support;
-#[cfg(all(unix, feature = "uvx"))]
-#[path = "../fixtures/uvx/support.rs"]
-mod uvx_support;
+/// Declares the Unix suites: each `mod` gets `#[cfg(unix)]` (their names stay as they are).
+macro_rules! unix_suites {
+    ($($(#[$meta:meta])* mod $name:ident;)*) => {
+        $( #[cfg(unix)] $(#[$meta])* mod $name; )*
+    };
+}
 
-#[cfg(unix)]
-mod bad_input;
-#[cfg(unix)]
-mod cli;
-#[cfg(unix)]
-mod docker_cli;
-#[cfg(unix)]
-mod docker_conformance;
-#[cfg(unix)]
-mod docker_forged_records;
-#[cfg(unix)]
-mod docker_remote;
-#[cfg(unix)]
-mod docker_shared;
-#[cfg(unix)]
-mod fd_hygiene;
-#[cfg(unix)]
-mod forged_reads;
-#[cfg(unix)]
-mod forged_records;
-#[cfg(unix)]
-mod fuzz_parsers;
-#[cfg(unix)]
-mod hostile;
-#[cfg(unix)]
-mod hostile_output;
-#[cfg(unix)]
-mod killed_guards;
-#[cfg(unix)]
-mod litter;
-#[cfg(unix)]
-mod mcp_proxy;
-#[cfg(all(unix, feature = "uvx", feature = "mcp"))]
-mod mcp_proxy_host;
-#[cfg(all(unix, feature = "uvx", feature = "mcp"))]
-mod mcp_proxy_python;
-#[cfg(unix)]
-mod native_conformance;
-#[cfg(unix)]
-mod not_ours;
-#[cfg(unix)]
-mod one_config;
-#[cfg(unix)]
-mod orphans;
-#[cfg(unix)]
-mod port_guard;
-#[cfg(unix)]
-mod reliability;
-#[cfg(unix)]
-mod remote;
-#[cfg(unix)]
-mod shared;
-#[cfg(unix)]
-mod soak;
-#[cfg(unix)]
-mod state_hygiene;
-#[cfg(unix)]
-mod supervision;
-#[cfg(unix)]
-mod tree_kill;
-#[cfg(all(unix, feature = "uvx"))]
-mod uvx_cli;
-#[cfg(all(unix, feature = "uvx"))]
-mod uvx_conformance;
-#[cfg(all(unix, feature = "uvx"))]
-mod uvx_soak;
+unix_suites! {
+    mod docker_support;
+    mod mcp_support;
+    #[cfg(feature = "uvx")]
+    #[path = "../fixtures/uvx/support.rs"]
+    mod uvx_support;
+
+    mod bad_input;
+    mod cli;
+    mod docker_cli;
+    mod docker_conformance;
+    mod docker_forged_records;
+    mod docker_remote;
+    mod docker_shared;
+    mod fd_hygiene;
+    mod forged_reads;
+    mod forged_records;
+    mod fuzz_parsers;
+    mod hostile;
+    mod hostile_output;
+    mod killed_guards;
+    mod litter;
+    mod mcp_proxy;
+    #[cfg(all(feature = "uvx", feature = "mcp"))]
+    mod mcp_proxy_host;
+    #[cfg(all(feature = "uvx", feature = "mcp"))]
+    mod mcp_proxy_python;
+    mod native_conformance;
+    mod not_ours;
+    mod one_config;
+    mod orphans;
+    mod port_guard;
+    mod reliability;
+    mod remote;
+    mod shared;
+    mod soak;
+    mod state_hygiene;
+    mod supervision;
+    mod tree_kill;
+    #[cfg(feature = "uvx")]
+    mod uvx_cli;
+    #[cfg(feature = "uvx")]
+    mod uvx_conformance;
+    #[cfg(feature = "uvx")]
+    mod uvx_soak;
+}
 #[cfg(windows)]
 mod windows;
