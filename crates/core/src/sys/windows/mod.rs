@@ -439,6 +439,8 @@ pub fn spawn_detached(command: &mut Command) -> std::io::Result<u32> {
         CREATE_BREAKAWAY_FROM_JOB, CREATE_NEW_PROCESS_GROUP, CREATE_NO_WINDOW,
     };
     command.creation_flags(CREATE_BREAKAWAY_FROM_JOB | CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW);
+    // It must hold none of our caller's handles (a pipe read to EOF would never end).
+    keep_std_handles_private();
     match command.spawn() {
         Ok(child) => Ok(child.id()),
         Err(e) if e.raw_os_error() == Some(5) && job::in_job_without_breakaway() => Err(std::io::Error::new(
@@ -450,9 +452,39 @@ pub fn spawn_detached(command: &mut Command) -> std::io::Result<u32> {
     }
 }
 
-/// Windows passes a child only the handles it is given (std marks its own handles
-/// non-inheritable): nothing to do.
-pub fn only_stdio(_command: &mut Command) {}
+/// Make `command` give the program it starts its standard handles only.
+///
+/// Windows hands a child every *inheritable* handle of its parent, whatever the child's
+/// `STARTUPINFO` names. std creates its own handles non-inheritable, but the standard
+/// handles this process was given stay inheritable as they came: a caller's pipe that a
+/// script reads to EOF (`tether up --detach` under `$(…)`, or a test's `output()`) would be
+/// held by a detached guard for as long as it runs. Their inherit flag is cleared here,
+/// once for the process; a child that inherits its stdio still gets it, as std passes it a
+/// duplicate made for the child.
+pub fn only_stdio(_command: &mut Command) {
+    keep_std_handles_private();
+}
+
+/// Clear the inherit flag of this process's standard handles (see [`only_stdio`]), once.
+fn keep_std_handles_private() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        use windows_sys::Win32::Foundation::{HANDLE_FLAG_INHERIT, SetHandleInformation};
+        use windows_sys::Win32::System::Console::{
+            GetStdHandle, STD_ERROR_HANDLE, STD_INPUT_HANDLE, STD_OUTPUT_HANDLE,
+        };
+        for which in [STD_INPUT_HANDLE, STD_OUTPUT_HANDLE, STD_ERROR_HANDLE] {
+            // SAFETY: GetStdHandle returns a handle this process holds (or null/invalid,
+            // skipped); SetHandleInformation changes one flag of it and closes nothing.
+            unsafe {
+                let h = GetStdHandle(which);
+                if !h.is_null() && h != INVALID_HANDLE_VALUE {
+                    SetHandleInformation(h, HANDLE_FLAG_INHERIT, 0);
+                }
+            }
+        }
+    });
+}
 
 /// Whether a file may be executed: a regular file (Windows has no execute bit).
 pub fn is_executable(meta: &std::fs::Metadata) -> bool {
