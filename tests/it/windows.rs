@@ -136,7 +136,13 @@ fn detach_status_down() {
 #[test]
 fn a_killed_owner_takes_its_backend() {
     let sandbox = Sandbox::new();
-    let mut tether = sandbox.command(&["up", "--name", "b", "--port", "auto"]).spawn().expect("tether up");
+    // Its output is not read here: pipes left unread could fill and stall it.
+    let mut tether = sandbox
+        .command(&["up", "--name", "b", "--port", "auto"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tether up");
     let deadline = Instant::now() + Duration::from_secs(120);
     let doc = loop {
         let doc = sandbox.status("b");

@@ -49,6 +49,18 @@ pub fn holders(port: u16) -> Result<Vec<PortHolder>> {
     Ok(out)
 }
 
+/// Whether a listener on `port` is held by a process of instance `name` (its
+/// fingerprint, by the [`holders`] rule): how a recorded instance is seen answering
+/// through its own listener, not a neighbour's on its port. Where the system names no
+/// listener's owner (Wine 8, see `LISTENER_OWNERS_UNKNOWN`), a listener on the port is
+/// taken for the instance's.
+pub fn held_by_instance(port: u16, name: &str) -> bool {
+    if sys::listener_owners_unknown() {
+        return sys::Listeners::of(port).is_ok_and(|l| !l.is_empty());
+    }
+    holders(port).is_ok_and(|holders| holders.iter().any(|h| h.ours && h.instance.as_deref() == Some(name)))
+}
+
 /// Whether the listeners on `port` are `root`'s: there is at least one, and every
 /// one is held by `root`, one of its descendants or a member of its process group
 /// `pgid`. A readiness answer counts only then: a neighbour on the port is not our

@@ -26,8 +26,7 @@ async fn answering(r: &Record) -> bool {
     // A container's port is the engine's proxy, a remote backend someone else's: the
     // connection is all there is to see.
     if !r.kept_by_runner() && r.leader.is_some() {
-        return tether::core::port::holders(r.port)
-            .is_ok_and(|holders| holders.iter().any(|h| h.ours && h.instance.as_deref() == Some(r.name.as_str())));
+        return tether::core::port::held_by_instance(r.port, &r.name);
     }
     true
 }
